@@ -1,0 +1,1 @@
+# install rules: added by a later step

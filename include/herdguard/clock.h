@@ -1,0 +1,88 @@
+// herdguard/clock.h — injectable time, and deadlines.
+//
+// Two kinds of time are used, on purpose:
+//  * `Clock` gives wall-clock `TimePoint`s for everything that expires or is
+//    compared across processes: fresh-until / stale-until of cached entries,
+//    breaker windows and open timeouts. It is injected, so tests drive it with
+//    `ManualClock` and never sleep.
+//  * `Deadline` bounds how long a caller blocks. It is always measured on the
+//    monotonic steady clock, because it feeds condition-variable waits, and a
+//    wait must end in real time whatever a test clock says.
+//
+// Thread safety: every Clock implementation here is safe to call from any
+// number of threads. Deadline is a value type.
+//
+// Example:
+//   auto clock = std::make_shared<herdguard::ManualClock>();
+//   herdguard::CircuitBreaker breaker(options, clock);
+//   clock->advance(std::chrono::seconds(30));   // the open timeout passes, no sleep
+//
+//   auto deadline = herdguard::Deadline::after(std::chrono::milliseconds(200));
+//   if (deadline.expired()) ...
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+
+namespace herdguard {
+
+using Duration = std::chrono::nanoseconds;
+using TimePoint = std::chrono::time_point<std::chrono::system_clock, Duration>;
+
+// Source of wall-clock time for expiry and breaker logic.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  // The current time. Never blocks.
+  virtual TimePoint now() const noexcept = 0;
+};
+
+// The real clock (std::chrono::system_clock).
+class SystemClock final : public Clock {
+ public:
+  TimePoint now() const noexcept override;
+};
+
+// A clock that moves only when told to. Starts at a fixed, arbitrary instant
+// (2030-01-01T00:00:00Z) so tests are reproducible.
+class ManualClock final : public Clock {
+ public:
+  ManualClock();
+  explicit ManualClock(TimePoint start);
+  TimePoint now() const noexcept override;
+  // Moves time forward by `d`. REQUIRES: d >= 0.
+  void advance(Duration d) noexcept;
+  void set(TimePoint t) noexcept;
+
+ private:
+  std::atomic<Duration::rep> now_ns_;  // nanoseconds since the epoch
+};
+
+// The shared real clock, the default wherever a clock is optional.
+std::shared_ptr<Clock> system_clock();
+
+// A point on the monotonic clock past which a caller stops waiting.
+// There is deliberately no "infinite" deadline: an unbounded wait is what
+// turns a slow database into an outage.
+class Deadline {
+ public:
+  using SteadyTime = std::chrono::steady_clock::time_point;
+
+  // A deadline `timeout` from now. A negative or zero timeout is already expired.
+  static Deadline after(Duration timeout) noexcept;
+  static Deadline at(SteadyTime when) noexcept { return Deadline(when); }
+
+  SteadyTime when() const noexcept { return when_; }
+  bool expired() const noexcept { return std::chrono::steady_clock::now() >= when_; }
+  // Time left, never negative.
+  Duration remaining() const noexcept;
+  // The earlier of the two deadlines.
+  static Deadline earliest(Deadline a, Deadline b) noexcept { return a.when_ < b.when_ ? a : b; }
+
+ private:
+  explicit Deadline(SteadyTime when) noexcept : when_(when) {}
+  SteadyTime when_;
+};
+
+}  // namespace herdguard

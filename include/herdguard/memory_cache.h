@@ -1,0 +1,82 @@
+// herdguard/memory_cache.h — the bounded in-process L1 cache.
+//
+// Holds up to `max_entries` entries and `max_bytes` bytes (keys + values +
+// a fixed per-entry overhead). When a put would exceed either bound, entries
+// are evicted by the CLOCK algorithm (second chance), an approximation of LRU
+// that lets reads run under a shared lock: a read only sets an "accessed" bit.
+// Entries past their stale_until are dropped lazily.
+//
+// Thread safety: all methods are safe from any number of threads. The key
+// space is split into `shards`, each behind its own reader/writer lock, so
+// reads of different keys never contend and reads of one key share the lock.
+//
+// Example:
+//   auto l1 = herdguard::MemoryCache::create({.max_entries = 10'000}, herdguard::system_clock());
+//   if (!l1) die(l1.error().to_string());
+//   (*l1)->put("user:1", entry);
+//   auto hit = (*l1)->get("user:1");
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "herdguard/cache.h"
+
+namespace herdguard {
+
+struct MemoryCacheOptions {
+  // Upper bound on the number of entries. REQUIRES: >= shards.
+  std::size_t max_entries = 100'000;
+  // Upper bound on key bytes + value bytes + kEntryOverheadBytes per entry.
+  // REQUIRES: > 0.
+  std::size_t max_bytes = 256u << 20;
+  // Number of independently locked shards; rounded up to a power of two.
+  // REQUIRES: 1..1024.
+  std::size_t shards = 16;
+
+  // Returns kInvalidArgument naming the first bad field.
+  Result<void> validate() const;
+};
+
+struct MemoryCacheStats {
+  std::size_t entries = 0;
+  std::size_t bytes = 0;
+  std::uint64_t evictions = 0;  // entries removed to make room (not expiries)
+  std::uint64_t expirations = 0;  // entries dropped because they were past stale_until
+};
+
+class MemoryCache final : public Cache {
+ public:
+  // Bookkeeping bytes charged per entry on top of its key and value.
+  static constexpr std::size_t kEntryOverheadBytes = 64;
+
+  // Errors: kInvalidArgument from options.validate().
+  static Result<std::unique_ptr<MemoryCache>> create(MemoryCacheOptions options,
+                                                     std::shared_ptr<Clock> clock);
+  ~MemoryCache() override;
+
+  // Never fails; nullopt on a miss or an entry past stale_until.
+  Result<std::optional<CacheEntry>> get(std::string_view key) override;
+  // Errors: kInvalidArgument when one entry is larger than a shard's byte budget
+  // (max_bytes / shards); the cache is left unchanged.
+  Result<void> put(std::string_view key, CacheEntry entry) override;
+  Result<void> erase(std::string_view key) override;
+
+  // Removes everything.
+  void clear();
+  // A consistent-per-shard (not global) snapshot of sizes and counters.
+  MemoryCacheStats stats() const;
+
+ private:
+  struct Shard;
+  MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock);
+  Shard& shard_for(std::string_view key) const;
+
+  MemoryCacheOptions options_;
+  std::shared_ptr<Clock> clock_;
+  std::unique_ptr<Shard[]> shards_;
+  std::size_t shard_mask_;
+};
+
+}  // namespace herdguard

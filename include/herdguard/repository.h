@@ -1,0 +1,60 @@
+// herdguard/repository.h — where values come from when the cache misses.
+//
+// A `Repository` is the database (or any source of truth) behind the cache.
+// `load` distinguishes three outcomes, because they call for different
+// handling: a value; "no such key" (std::nullopt: cached negatively, never
+// counted as a failure by the circuit breaker); and an error (counted by the
+// breaker, answered by the fallback chain).
+//
+// Implementations: `SqliteRepository` (sqlite_repository.h, the embedded
+// default) and `CallbackRepository` (below) for user code.
+//
+// Thread safety: implementations must be safe to call from many threads at
+// once; herdguard calls `load` from its bounded pool of load threads.
+//
+// Example:
+//   auto repo = std::make_shared<herdguard::CallbackRepository>(
+//       [&db](std::string_view key, herdguard::Deadline deadline)
+//           -> herdguard::Result<std::optional<std::string>> {
+//         return db.find_product(key, deadline.remaining());
+//       });
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "herdguard/clock.h"
+#include "herdguard/result.h"
+
+namespace herdguard {
+
+class Repository {
+ public:
+  virtual ~Repository() = default;
+
+  // Loads the value stored under `key`. Returns the value, std::nullopt when
+  // the key does not exist, or an error: kTimeout when `deadline` passed,
+  // kBackend when the database failed. Should give up by `deadline`.
+  virtual Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) = 0;
+};
+
+// Adapts a user function to `Repository`.
+// An exception thrown by the function is caught and returned as kBackend
+// naming the exception, so it never unwinds into herdguard's threads.
+class CallbackRepository final : public Repository {
+ public:
+  using LoadFunction =
+      std::function<Result<std::optional<std::string>>(std::string_view key, Deadline deadline)>;
+
+  // REQUIRES: `load` is callable and safe to call from many threads at once.
+  explicit CallbackRepository(LoadFunction load);
+
+  Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
+
+ private:
+  LoadFunction load_;
+};
+
+}  // namespace herdguard
