@@ -29,7 +29,7 @@ namespace herdguard {
 
 struct CacheEntry {
   // The cached bytes. Empty for a negative entry.
-  std::string value;
+  std::string value{};
   // Served as fresh strictly before this instant.
   TimePoint fresh_until{};
   // Kept (and usable as a stale fallback) strictly before this instant.

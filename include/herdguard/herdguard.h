@@ -1,1 +1,18 @@
+// herdguard/herdguard.h — everything in one include.
+//
+// herdguard keeps the expiry of a hot cache key from turning into a database
+// outage: however many requests miss at once, the database sees one load per
+// key, and callers still get fast answers when the database is slow or down.
+// Start with protector.h.
 #pragma once
+
+#include "herdguard/cache.h"
+#include "herdguard/circuit_breaker.h"
+#include "herdguard/clock.h"
+#include "herdguard/memory_cache.h"
+#include "herdguard/metrics.h"
+#include "herdguard/protector.h"
+#include "herdguard/repository.h"
+#include "herdguard/result.h"
+#include "herdguard/single_flight.h"
+#include "herdguard/sqlite_repository.h"

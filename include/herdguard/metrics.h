@@ -1,1 +1,62 @@
+// herdguard/metrics.h — what the protection did, as a snapshot of counters.
+//
+// `Protector::metrics()` returns a `ProtectionMetrics`: monotonically growing
+// counters since the Protector was created, plus a few gauges. Each field is
+// exact, but the snapshot is not taken atomically as a whole (counters are
+// bumped without locks on the hot path), so two fields read while requests
+// run may be a few requests apart.
+//
+// Thread safety: a plain value.
+//
+// Example:
+//   herdguard::ProtectionMetrics m = protector.metrics();
+//   double hit_rate = m.total_requests ? double(m.cache_hits) / m.total_requests : 0;
+//   fmt::print("db queries: {}, shared loads: {}\n", m.db_queries, m.single_flight_hits);
 #pragma once
+
+#include <cstdint>
+
+#include "herdguard/circuit_breaker.h"
+
+namespace herdguard {
+
+struct ProtectionMetrics {
+  // Calls of get / get_stale_while_revalidate / get_async.
+  std::uint64_t total_requests = 0;
+  // Requests answered by a fresh cached entry (including negative entries).
+  std::uint64_t cache_hits = 0;
+  // Requests that found no fresh entry (absent or stale) and went to load.
+  std::uint64_t cache_misses = 0;
+  // Callers that shared a load started by another caller.
+  std::uint64_t single_flight_hits = 0;
+  // Loads this process led (in-process single-flight leadership).
+  std::uint64_t lock_acquisitions = 0;
+  // Times the circuit breaker opened.
+  std::uint64_t circuit_breaker_trips = 0;
+  // Requests answered with a stale value (stale-while-revalidate or fail-safe).
+  std::uint64_t stale_returns = 0;
+  // Background refreshes started by stale-while-revalidate.
+  std::uint64_t background_refreshes = 0;
+  // Background refreshes dropped because the load queue was full.
+  std::uint64_t background_refreshes_dropped = 0;
+  // Calls made to the repository, and how many of them failed.
+  std::uint64_t db_queries = 0;
+  std::uint64_t db_errors = 0;
+  // Requests answered by the fallback chain (stale fail-safe or default value).
+  std::uint64_t fallbacks = 0;
+  // Requests refused by admission control (waiter cap, full load queue).
+  std::uint64_t load_shed = 0;
+  // Requests that returned an error other than not_found.
+  std::uint64_t errors = 0;
+  // Requests that returned not_found.
+  std::uint64_t not_found = 0;
+
+  // Gauges at snapshot time.
+  BreakerState circuit_breaker_state = BreakerState::kClosed;
+  std::uint64_t l1_entries = 0;
+  std::uint64_t l1_bytes = 0;
+  std::uint64_t l1_evictions = 0;
+  std::uint64_t loads_in_flight = 0;
+};
+
+}  // namespace herdguard

@@ -1,1 +1,171 @@
+// herdguard/protector.h — the thundering-herd protector: a cache-aside read
+// path that sends one load per key to the database, however many callers miss.
+//
+// `Protector::get(key)` goes through these layers:
+//   L1 MemoryCache   fresh entry → return it (the hot path: one shard read lock)
+//   single-flight    callers of one key share one load (single_flight.h)
+//   re-check L1      the load first looks again: a flight that just ended may
+//                    have filled it
+//   circuit breaker  open → fail fast without calling the repository
+//   repository       the database; the value is stored with a jittered TTL;
+//                    "no such key" is cached for `negative_ttl`
+//   fallback chain   on failure: the stale value (up to fail_safe_max_staleness
+//                    past its fresh TTL), then `default_value`, then the error
+//
+// Thread safety: every method is safe from any number of threads.
+// Memory ordering: a value returned by get() was fully written by the load
+// that produced it (see single_flight.h).
+//
+// Example:
+//   auto repo = herdguard::SqliteRepository::open({.path = "products.db"});
+//   auto protector = herdguard::Protector::create(
+//       {.ttl = std::chrono::minutes(5), .negative_ttl = std::chrono::seconds(10)},
+//       std::move(*repo));
+//   if (!protector) die(protector.error().to_string());
+//   herdguard::Result<std::string> product = (*protector)->get("sku-42");
+//   if (!product && product.error().kind == herdguard::ErrorKind::kNotFound) ...
 #pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "herdguard/cache.h"
+#include "herdguard/circuit_breaker.h"
+#include "herdguard/clock.h"
+#include "herdguard/memory_cache.h"
+#include "herdguard/metrics.h"
+#include "herdguard/repository.h"
+#include "herdguard/result.h"
+#include "herdguard/single_flight.h"
+
+namespace herdguard {
+
+struct ProtectorOptions {
+  // How long a loaded value is fresh, before jitter. REQUIRES: > 0.
+  Duration ttl = std::chrono::seconds(60);
+  // Each TTL is multiplied by a factor drawn uniformly from
+  // [1 - ttl_jitter, 1 + ttl_jitter], so keys written together do not all
+  // expire together. REQUIRES: 0 <= ttl_jitter < 1.
+  double ttl_jitter = 0.2;
+  // get_stale_while_revalidate() serves a value this long past its fresh TTL
+  // while one background refresh runs. REQUIRES: >= 0.
+  Duration stale_while_revalidate = std::chrono::seconds(30);
+  // When loads fail, a value this long past its fresh TTL is still served
+  // (fail-safe). Entries are kept until fresh TTL + max(this,
+  // stale_while_revalidate). REQUIRES: >= 0.
+  Duration fail_safe_max_staleness = std::chrono::hours(1);
+  // How long "the repository has no such key" is remembered. REQUIRES: > 0.
+  Duration negative_ttl = std::chrono::seconds(5);
+  // The deadline of get(key) without an explicit deadline. REQUIRES: > 0.
+  Duration request_timeout = std::chrono::seconds(2);
+  // Keys are 1..max_key_bytes bytes. REQUIRES: >= 1.
+  std::size_t max_key_bytes = 1024;
+  // Values (set or loaded) are at most this many bytes. REQUIRES: >= 1.
+  std::size_t max_value_bytes = 1u << 20;
+  // Last resort of the fallback chain, after the stale value. Called on a
+  // failed load; std::nullopt means "no default", and the error is returned.
+  // Exceptions it throws are caught and treated as "no default".
+  std::function<std::optional<std::string>(std::string_view key)> default_value{};
+
+  MemoryCacheOptions l1{};
+  SingleFlightOptions single_flight{};
+  CircuitBreakerOptions breaker{};
+  // Told of every breaker state change (on the thread that caused it).
+  CircuitBreaker::Listener breaker_listener{};
+  // Source of wall-clock time for TTLs and the breaker. REQUIRES: non-null.
+  std::shared_ptr<Clock> clock = system_clock();
+
+  // Returns kInvalidArgument naming the first bad field, including those of
+  // the nested l1 / single_flight / breaker options.
+  Result<void> validate() const;
+};
+
+// A TTL scaled by a factor uniform in [1 - jitter, 1 + jitter]: `unit` is a
+// uniform random number in [0, 1). Pure; exposed for tests and for callers
+// that set TTLs elsewhere. REQUIRES: 0 <= jitter < 1, 0 <= unit < 1.
+Duration jittered_ttl(Duration ttl, double jitter, double unit) noexcept;
+
+class Protector {
+ public:
+  using Callback = std::function<void(const Result<std::string>&)>;
+
+  // Errors: kInvalidArgument from options.validate() or a null repository.
+  static Result<std::unique_ptr<Protector>> create(ProtectorOptions options,
+                                                   std::shared_ptr<Repository> repository);
+  ~Protector();
+  Protector(const Protector&) = delete;
+  Protector& operator=(const Protector&) = delete;
+
+  // Returns the value for `key`: from L1 when fresh, otherwise from the one
+  // shared load (see file comment). Blocks until the value or `deadline`.
+  // Errors: kNotFound (the repository has no such key; cached negatively);
+  // kInvalidArgument (empty or oversized key, oversized loaded value);
+  // kTimeout, kCircuitOpen, kBackend, kOverloaded when the load failed and the
+  // fallback chain had nothing to serve.
+  Result<std::string> get(std::string_view key, Deadline deadline);
+  // get() with a deadline of options.request_timeout from now.
+  Result<std::string> get(std::string_view key);
+
+  // Like get(), but never blocks: `callback` receives the result exactly once,
+  // inline on an L1 hit or an immediate error, else on a load thread when the
+  // shared load finishes (at the latest after single_flight.load_timeout).
+  void get_async(std::string_view key, Callback callback);
+
+  // Returns a fresh value like get(); when the value is stale but less than
+  // stale_while_revalidate past its TTL, returns it at once and starts one
+  // background refresh for the key (deduplicated; dropped and counted when
+  // the load queue is full). Otherwise behaves as get().
+  Result<std::string> get_stale_while_revalidate(std::string_view key, Deadline deadline);
+  Result<std::string> get_stale_while_revalidate(std::string_view key);
+
+  // Stores `value` with `ttl` (options.ttl when not given), jittered.
+  // Errors: kInvalidArgument (bad key, value over max_value_bytes, ttl <= 0).
+  Result<void> set(std::string_view key, std::string_view value,
+                   std::optional<Duration> ttl = std::nullopt);
+
+  // Forgets `key` in L1, so the next get loads it. Errors: kInvalidArgument.
+  Result<void> invalidate(std::string_view key);
+
+  // The L1 entry for `key`, without counting a request or loading. For
+  // inspection and tests.
+  std::optional<CacheEntry> peek(std::string_view key);
+
+  // A snapshot of counters and gauges (see metrics.h). Cheap; lock-free
+  // except for reading the breaker state and L1 sizes.
+  ProtectionMetrics metrics() const;
+
+ private:
+  struct Counters;
+  Protector(ProtectorOptions options, std::shared_ptr<Repository> repository,
+            std::unique_ptr<MemoryCache> l1, std::unique_ptr<CircuitBreaker> breaker,
+            std::unique_ptr<SingleFlight> flights);
+
+  Result<void> check_key(std::string_view key) const;
+  // A fresh L1 entry's answer, or nullopt when there is none.
+  std::optional<Result<std::string>> fresh_answer(std::string_view key, TimePoint now,
+                                                  std::optional<CacheEntry>* seen);
+  // The body of a flight: re-check L1, breaker, repository, store.
+  Result<std::string> load(const std::string& key, Deadline load_deadline);
+  // The fallback chain for a failed load.
+  Result<std::string> fall_back(std::string_view key, Error error);
+  Result<std::string> finish(Result<std::string> result);
+  CacheEntry make_entry(std::string value, Duration ttl, Duration load_duration) const;
+  SingleFlight::Loader loader_for(std::string_view key);
+
+  const ProtectorOptions options_;
+  const std::shared_ptr<Repository> repository_;
+  const std::unique_ptr<MemoryCache> l1_;
+  const std::unique_ptr<CircuitBreaker> breaker_;
+  const std::unique_ptr<Counters> counters_;
+  // Last: destroyed first, so no load runs against the members above after.
+  const std::unique_ptr<SingleFlight> flights_;
+};
+
+// The name used in the design documents.
+using ThunderingHerdProtector = Protector;
+
+}  // namespace herdguard

@@ -27,7 +27,7 @@ namespace herdguard {
 
 struct SqliteRepositoryOptions {
   // Path of the database file. REQUIRES: non-empty.
-  std::string path;
+  std::string path{};
   // Table and column names. REQUIRES: non-empty identifiers of letters,
   // digits and underscores, not starting with a digit (they cannot be bound
   // as SQL parameters, so they are validated instead).

@@ -1,1 +1,324 @@
-// placeholder
+// The Protector composes L1, single-flight, the breaker and the repository
+// (see include/herdguard/protector.h for the request path).
+//
+// Invariants:
+//  * The repository is called only from a flight's loader (Protector::load),
+//    so concurrent misses of one key make at most one repository call
+//    (barring a load that outlived load_timeout; see single_flight.h).
+//  * The loader stores its result in L1 before returning, and single-flight
+//    publishes the result only after that; so any caller that sees the result,
+//    or arrives after the flight, also finds the L1 entry.
+//  * No lock of the Protector's own is held across the repository call.
+#include "herdguard/protector.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "core/random.h"
+#include "metrics/striped_counter.h"
+
+namespace herdguard {
+
+struct Protector::Counters {
+  internal::StripedCounter total_requests;
+  internal::StripedCounter cache_hits;
+  internal::StripedCounter cache_misses;
+  internal::StripedCounter stale_returns;
+  internal::StripedCounter background_refreshes;
+  internal::StripedCounter background_refreshes_dropped;
+  internal::StripedCounter db_queries;
+  internal::StripedCounter db_errors;
+  internal::StripedCounter fallbacks;
+  internal::StripedCounter load_shed;
+  internal::StripedCounter errors;
+  internal::StripedCounter not_found;
+};
+
+namespace {
+
+Result<std::string> answer_of(const CacheEntry& entry, std::string_view key) {
+  if (entry.negative) return make_error(ErrorKind::kNotFound, fmt::format("no value for key '{}'", key));
+  return entry.value;
+}
+
+// Errors that the fallback chain must not paper over: the answer is definitive.
+bool is_definitive(const Error& error) {
+  return error.kind == ErrorKind::kNotFound || error.kind == ErrorKind::kInvalidArgument;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
+                                                     std::shared_ptr<Repository> repository) {
+  if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
+  if (!repository) return make_error(ErrorKind::kInvalidArgument, "protector: repository is null");
+  auto l1 = MemoryCache::create(options.l1, options.clock);
+  if (!l1) return std::unexpected(l1.error());
+  auto breaker = CircuitBreaker::create(options.breaker, options.clock, options.breaker_listener);
+  if (!breaker) return std::unexpected(breaker.error());
+  auto flights = SingleFlight::create(options.single_flight);
+  if (!flights) return std::unexpected(flights.error());
+  return std::unique_ptr<Protector>(new Protector(std::move(options), std::move(repository),
+                                                  std::move(*l1), std::move(*breaker),
+                                                  std::move(*flights)));
+}
+
+Protector::Protector(ProtectorOptions options, std::shared_ptr<Repository> repository,
+                     std::unique_ptr<MemoryCache> l1, std::unique_ptr<CircuitBreaker> breaker,
+                     std::unique_ptr<SingleFlight> flights)
+    : options_(std::move(options)),
+      repository_(std::move(repository)),
+      l1_(std::move(l1)),
+      breaker_(std::move(breaker)),
+      counters_(std::make_unique<Counters>()),
+      flights_(std::move(flights)) {}
+
+Protector::~Protector() = default;
+
+Result<void> Protector::check_key(std::string_view key) const {
+  if (key.empty()) return make_error(ErrorKind::kInvalidArgument, "key is empty");
+  if (key.size() > options_.max_key_bytes)
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("key is {} bytes, over max_key_bytes ({})", key.size(),
+                                  options_.max_key_bytes));
+  return ok();
+}
+
+Result<std::string> Protector::finish(Result<std::string> result) {
+  if (!result) {
+    if (result.error().kind == ErrorKind::kNotFound) {
+      counters_->not_found.add();
+    } else {
+      counters_->errors.add();
+    }
+  }
+  return result;
+}
+
+std::optional<Result<std::string>> Protector::fresh_answer(std::string_view key, TimePoint now,
+                                                           std::optional<CacheEntry>* seen) {
+  auto got = l1_->get(key);
+  if (!got || !*got) return std::nullopt;
+  if ((*got)->is_fresh(now)) return answer_of(**got, key);
+  if (seen) *seen = std::move(*got);
+  return std::nullopt;
+}
+
+CacheEntry Protector::make_entry(std::string value, Duration ttl, Duration load_duration) const {
+  const TimePoint now = options_.clock->now();
+  const TimePoint fresh_until =
+      now + jittered_ttl(ttl, options_.ttl_jitter, internal::uniform_real(0.0, 1.0));
+  return CacheEntry{
+      .value = std::move(value),
+      .fresh_until = fresh_until,
+      .stale_until =
+          fresh_until + std::max(options_.stale_while_revalidate, options_.fail_safe_max_staleness),
+      .negative = false,
+      .load_duration = load_duration,
+  };
+}
+
+SingleFlight::Loader Protector::loader_for(std::string_view key) {
+  // The key is copied: the load may outlive the caller that started it.
+  return [this, k = std::string(key)](Deadline load_deadline) { return load(k, load_deadline); };
+}
+
+Result<std::string> Protector::load(const std::string& key, Deadline load_deadline) {
+  // Re-check: a flight that finished just before this one started may have
+  // filled L1 after our caller looked.
+  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr)) return std::move(*fresh);
+
+  if (auto permit = breaker_->try_acquire(); !permit) {
+    return make_error(ErrorKind::kCircuitOpen,
+                      fmt::format("load of key '{}' refused: {}", key, permit.error().message));
+  }
+  counters_->db_queries.add();
+  const auto start = std::chrono::steady_clock::now();
+  Result<std::optional<std::string>> loaded = make_error(ErrorKind::kInternal, "not loaded");
+  try {
+    loaded = repository_->load(key, load_deadline);
+  } catch (const std::exception& e) {
+    loaded = make_error(ErrorKind::kBackend, fmt::format("repository threw: {}", e.what()));
+  } catch (...) {
+    loaded = make_error(ErrorKind::kBackend, "repository threw: unknown exception");
+  }
+  const Duration elapsed = std::chrono::steady_clock::now() - start;
+
+  if (!loaded && loaded.error().kind != ErrorKind::kNotFound) {
+    counters_->db_errors.add();
+    breaker_->record(CallOutcome::kFailure, elapsed);
+    return std::unexpected(std::move(loaded.error()));
+  }
+  // "No such key" is an answer, not a failure of the database.
+  breaker_->record(CallOutcome::kSuccess, elapsed);
+
+  if (!loaded || !*loaded) {
+    const TimePoint now = options_.clock->now();
+    (void)l1_->put(key, CacheEntry{.value = {},
+                                   .fresh_until = now + options_.negative_ttl,
+                                   .stale_until = now + options_.negative_ttl,
+                                   .negative = true,
+                                   .load_duration = elapsed});
+    return make_error(ErrorKind::kNotFound, fmt::format("no value for key '{}'", key));
+  }
+  std::string value = std::move(**loaded);
+  if (value.size() > options_.max_value_bytes) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("value of key '{}' is {} bytes, over max_value_bytes ({})", key,
+                                  value.size(), options_.max_value_bytes));
+  }
+  // An L1 put only fails for an entry larger than a shard's budget; the value
+  // is still good for this flight's waiters, so it is returned regardless.
+  (void)l1_->put(key, make_entry(value, options_.ttl, elapsed));
+  return value;
+}
+
+Result<std::string> Protector::fall_back(std::string_view key, Error error) {
+  if (error.kind == ErrorKind::kOverloaded) counters_->load_shed.add();
+  const TimePoint now = options_.clock->now();
+  if (auto got = l1_->get(key); got && *got && !(*got)->negative && (*got)->is_usable(now)) {
+    const CacheEntry& entry = **got;
+    if (entry.is_fresh(now)) return entry.value;  // another load filled it meanwhile
+    if (now < entry.fresh_until + options_.fail_safe_max_staleness) {
+      counters_->stale_returns.add();
+      counters_->fallbacks.add();
+      return entry.value;
+    }
+  }
+  if (options_.default_value) {
+    std::optional<std::string> fallback;
+    try {
+      fallback = options_.default_value(key);
+    } catch (...) {
+      // A throwing provider is "no default": the original error is more useful.
+    }
+    if (fallback) {
+      counters_->fallbacks.add();
+      return std::move(*fallback);
+    }
+  }
+  return std::unexpected(std::move(error));
+}
+
+Result<std::string> Protector::get(std::string_view key) {
+  return get(key, Deadline::after(options_.request_timeout));
+}
+
+Result<std::string> Protector::get(std::string_view key, Deadline deadline) {
+  counters_->total_requests.add();
+  if (auto valid = check_key(key); !valid) return finish(std::unexpected(valid.error()));
+  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr)) {
+    counters_->cache_hits.add();
+    return finish(std::move(*fresh));
+  }
+  counters_->cache_misses.add();
+  auto result = flights_->call(key, deadline, loader_for(key));
+  if (result || is_definitive(result.error())) return finish(std::move(result));
+  return finish(fall_back(key, std::move(result.error())));
+}
+
+void Protector::get_async(std::string_view key, Callback callback) {
+  counters_->total_requests.add();
+  if (auto valid = check_key(key); !valid) return callback(finish(std::unexpected(valid.error())));
+  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr)) {
+    counters_->cache_hits.add();
+    return callback(finish(std::move(*fresh)));
+  }
+  counters_->cache_misses.add();
+  // Shared so that the callback survives a refused join, which drops the lambda.
+  auto shared_callback = std::make_shared<Callback>(std::move(callback));
+  auto joined = flights_->call_async(
+      key, loader_for(key),
+      [this, k = std::string(key), shared_callback](const Result<std::string>& result) {
+        if (result || is_definitive(result.error())) return (*shared_callback)(finish(result));
+        (*shared_callback)(finish(fall_back(k, result.error())));
+      });
+  if (!joined) (*shared_callback)(finish(fall_back(key, std::move(joined.error()))));
+}
+
+Result<std::string> Protector::get_stale_while_revalidate(std::string_view key) {
+  return get_stale_while_revalidate(key, Deadline::after(options_.request_timeout));
+}
+
+Result<std::string> Protector::get_stale_while_revalidate(std::string_view key,
+                                                          Deadline deadline) {
+  counters_->total_requests.add();
+  if (auto valid = check_key(key); !valid) return finish(std::unexpected(valid.error()));
+  const TimePoint now = options_.clock->now();
+  std::optional<CacheEntry> stale;
+  if (auto fresh = fresh_answer(key, now, &stale)) {
+    counters_->cache_hits.add();
+    return finish(std::move(*fresh));
+  }
+  if (stale && !stale->negative && now < stale->fresh_until + options_.stale_while_revalidate) {
+    counters_->stale_returns.add();
+    auto started = flights_->start_if_idle(key, loader_for(key));
+    if (!started) {
+      counters_->background_refreshes_dropped.add();
+    } else if (*started) {
+      counters_->background_refreshes.add();
+    }
+    return finish(std::move(stale->value));
+  }
+  counters_->cache_misses.add();
+  auto result = flights_->call(key, deadline, loader_for(key));
+  if (result || is_definitive(result.error())) return finish(std::move(result));
+  return finish(fall_back(key, std::move(result.error())));
+}
+
+Result<void> Protector::set(std::string_view key, std::string_view value,
+                            std::optional<Duration> ttl) {
+  if (auto valid = check_key(key); !valid) return valid;
+  if (value.size() > options_.max_value_bytes) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("value is {} bytes, over max_value_bytes ({})", value.size(),
+                                  options_.max_value_bytes));
+  }
+  const Duration effective_ttl = ttl.value_or(options_.ttl);
+  if (effective_ttl <= Duration::zero())
+    return make_error(ErrorKind::kInvalidArgument, "ttl must be > 0");
+  return l1_->put(key, make_entry(std::string(value), effective_ttl, Duration::zero()));
+}
+
+Result<void> Protector::invalidate(std::string_view key) {
+  if (auto valid = check_key(key); !valid) return valid;
+  return l1_->erase(key);
+}
+
+std::optional<CacheEntry> Protector::peek(std::string_view key) {
+  auto got = l1_->get(key);
+  if (!got) return std::nullopt;
+  return std::move(*got);
+}
+
+ProtectionMetrics Protector::metrics() const {
+  const SingleFlightStats flight = flights_->stats();
+  const MemoryCacheStats l1 = l1_->stats();
+  const Counters& c = *counters_;
+  return ProtectionMetrics{
+      .total_requests = c.total_requests.value(),
+      .cache_hits = c.cache_hits.value(),
+      .cache_misses = c.cache_misses.value(),
+      .single_flight_hits = flight.shared,
+      .lock_acquisitions = flight.loads_started,
+      .circuit_breaker_trips = breaker_->trips(),
+      .stale_returns = c.stale_returns.value(),
+      .background_refreshes = c.background_refreshes.value(),
+      .background_refreshes_dropped = c.background_refreshes_dropped.value(),
+      .db_queries = c.db_queries.value(),
+      .db_errors = c.db_errors.value(),
+      .fallbacks = c.fallbacks.value(),
+      .load_shed = c.load_shed.value(),
+      .errors = c.errors.value(),
+      .not_found = c.not_found.value(),
+      .circuit_breaker_state = breaker_->state(),
+      .l1_entries = l1.entries,
+      .l1_bytes = l1.bytes,
+      .l1_evictions = l1.evictions,
+      .loads_in_flight = flights_->in_flight(),
+  };
+}
+
+}  // namespace herdguard

@@ -1,1 +1,42 @@
-// placeholder
+#include <fmt/format.h>
+
+#include "herdguard/protector.h"
+
+namespace herdguard {
+namespace {
+
+std::unexpected<Error> bad(std::string_view what) {
+  return make_error(ErrorKind::kInvalidArgument, fmt::format("protector: {}", what));
+}
+
+long long ms(Duration d) {
+  return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
+
+}  // namespace
+
+Result<void> ProtectorOptions::validate() const {
+  if (ttl <= Duration::zero()) return bad(fmt::format("ttl must be > 0, got {} ms", ms(ttl)));
+  if (!(ttl_jitter >= 0.0 && ttl_jitter < 1.0))
+    return bad(fmt::format("ttl_jitter must be in [0, 1), got {}", ttl_jitter));
+  if (stale_while_revalidate < Duration::zero())
+    return bad(fmt::format("stale_while_revalidate must be >= 0, got {} ms",
+                           ms(stale_while_revalidate)));
+  if (fail_safe_max_staleness < Duration::zero())
+    return bad(fmt::format("fail_safe_max_staleness must be >= 0, got {} ms",
+                           ms(fail_safe_max_staleness)));
+  if (negative_ttl <= Duration::zero())
+    return bad(fmt::format("negative_ttl must be > 0, got {} ms", ms(negative_ttl)));
+  if (request_timeout <= Duration::zero())
+    return bad(fmt::format("request_timeout must be > 0, got {} ms", ms(request_timeout)));
+  if (max_key_bytes < 1) return bad("max_key_bytes must be >= 1");
+  if (max_value_bytes < 1) return bad("max_value_bytes must be >= 1");
+  if (!clock) return bad("clock must not be null");
+  if (auto r = l1.validate(); !r) return bad(fmt::format("l1: {}", r.error().message));
+  if (auto r = single_flight.validate(); !r)
+    return bad(fmt::format("single_flight: {}", r.error().message));
+  if (auto r = breaker.validate(); !r) return bad(fmt::format("breaker: {}", r.error().message));
+  return ok();
+}
+
+}  // namespace herdguard

@@ -1,1 +1,297 @@
-// placeholder
+#include "herdguard/protector.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "test_support.h"
+
+namespace herdguard {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::Gate;
+using testing::wait_until;
+
+// A repository whose answer the test sets, counting its calls.
+class ScriptedRepository {
+ public:
+  using Answer = Result<std::optional<std::string>>;
+
+  void answer(Answer a) {
+    std::lock_guard lock(mutex_);
+    answer_ = std::move(a);
+  }
+  int calls() const { return calls_.load(); }
+  std::shared_ptr<Repository> repository() {
+    return std::make_shared<CallbackRepository>([this](std::string_view, Deadline) {
+      calls_.fetch_add(1);
+      if (gate_) gate_->wait();
+      std::lock_guard lock(mutex_);
+      return answer_;
+    });
+  }
+  // Holds every load at the gate until it opens.
+  void hold_loads_at(Gate* gate) { gate_ = gate; }
+
+ private:
+  std::atomic<int> calls_{0};
+  Gate* gate_ = nullptr;
+  std::mutex mutex_;
+  Answer answer_ = std::optional<std::string>("v1");
+};
+
+struct Fixture {
+  explicit Fixture(ProtectorOptions options = {}) {
+    options.clock = clock;
+    options.ttl_jitter = 0;  // exact expiry unless a test asks for jitter
+    auto p = Protector::create(std::move(options), repo.repository());
+    EXPECT_TRUE(p.has_value()) << p.error().to_string();
+    protector = std::move(*p);
+  }
+  std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
+  ScriptedRepository repo;
+  std::unique_ptr<Protector> protector;
+};
+
+TEST(Protector, MissLoadsOnceThenServesFromL1) {
+  Fixture f;
+  for (int i = 0; i < 5; ++i) {
+    auto v = f.protector->get("k");
+    ASSERT_TRUE(v.has_value()) << v.error().to_string();
+    EXPECT_EQ(*v, "v1");
+  }
+  EXPECT_EQ(f.repo.calls(), 1);
+  auto m = f.protector->metrics();
+  EXPECT_EQ(m.total_requests, 5u);
+  EXPECT_EQ(m.cache_misses, 1u);
+  EXPECT_EQ(m.cache_hits, 4u);
+  EXPECT_EQ(m.db_queries, 1u);
+}
+
+TEST(Protector, ExpiredEntryIsReloaded) {
+  Fixture f({.ttl = seconds(10)});
+  ASSERT_TRUE(f.protector->get("k"));
+  f.repo.answer(std::optional<std::string>("v2"));
+  f.clock->advance(seconds(9));
+  EXPECT_EQ(*f.protector->get("k"), "v1");
+  f.clock->advance(seconds(2));
+  EXPECT_EQ(*f.protector->get("k"), "v2");
+  EXPECT_EQ(f.repo.calls(), 2);
+}
+
+TEST(Protector, NotFoundIsCachedNegatively) {
+  Fixture f({.negative_ttl = seconds(5)});
+  f.repo.answer(std::optional<std::string>());
+  for (int i = 0; i < 10; ++i) {
+    auto v = f.protector->get("missing");
+    ASSERT_FALSE(v.has_value());
+    EXPECT_EQ(v.error().kind, ErrorKind::kNotFound);
+  }
+  EXPECT_EQ(f.repo.calls(), 1);
+  EXPECT_EQ(f.protector->metrics().not_found, 10u);
+  f.clock->advance(seconds(6));
+  f.repo.answer(std::optional<std::string>("now exists"));
+  EXPECT_EQ(*f.protector->get("missing"), "now exists");
+  EXPECT_EQ(f.repo.calls(), 2);
+}
+
+TEST(Protector, NotFoundDoesNotCountAsBreakerFailure) {
+  Fixture f({.negative_ttl = seconds(1), .breaker = {.consecutive_failures = 2}});
+  f.repo.answer(std::optional<std::string>());
+  for (int i = 0; i < 5; ++i) {
+    (void)f.protector->get("missing");
+    f.clock->advance(seconds(2));
+  }
+  EXPECT_EQ(f.repo.calls(), 5);
+  EXPECT_EQ(f.protector->metrics().circuit_breaker_state, BreakerState::kClosed);
+}
+
+TEST(Protector, FallbackServesStaleValueFirst) {
+  Fixture f({.ttl = seconds(10),
+             .fail_safe_max_staleness = seconds(60),
+             .default_value = [](std::string_view) { return std::optional<std::string>("default"); }});
+  ASSERT_TRUE(f.protector->get("k"));
+  f.clock->advance(seconds(11));
+  f.repo.answer(make_error(ErrorKind::kBackend, "database down"));
+  auto v = f.protector->get("k");
+  ASSERT_TRUE(v.has_value()) << v.error().to_string();
+  EXPECT_EQ(*v, "v1");
+  auto m = f.protector->metrics();
+  EXPECT_EQ(m.fallbacks, 1u);
+  EXPECT_EQ(m.stale_returns, 1u);
+  EXPECT_EQ(m.db_errors, 1u);
+}
+
+TEST(Protector, FallbackUsesDefaultWhenStaleIsTooOld) {
+  Fixture f({.ttl = seconds(10),
+             .fail_safe_max_staleness = seconds(60),
+             .default_value = [](std::string_view key) {
+               return std::optional<std::string>("default for " + std::string(key));
+             }});
+  ASSERT_TRUE(f.protector->get("k"));
+  f.clock->advance(seconds(10 + 61));  // past the fail-safe window
+  f.repo.answer(make_error(ErrorKind::kBackend, "database down"));
+  auto v = f.protector->get("k");
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(*v, "default for k");
+  EXPECT_EQ(f.protector->metrics().stale_returns, 0u);
+  EXPECT_EQ(f.protector->metrics().fallbacks, 1u);
+}
+
+TEST(Protector, FallbackEndsWithTheErrorWhenNothingIsLeft) {
+  Fixture f({.default_value = [](std::string_view) -> std::optional<std::string> {
+    throw std::runtime_error("provider broken");
+  }});
+  f.repo.answer(make_error(ErrorKind::kBackend, "database down"));
+  auto v = f.protector->get("k");
+  ASSERT_FALSE(v.has_value());
+  EXPECT_EQ(v.error().kind, ErrorKind::kBackend);
+  EXPECT_NE(v.error().message.find("database down"), std::string::npos);
+  EXPECT_EQ(f.protector->metrics().errors, 1u);
+  EXPECT_EQ(f.protector->metrics().fallbacks, 0u);
+}
+
+TEST(Protector, BreakerOpensAndRepositoryIsNotCalledWhileOpen) {
+  Fixture f({.breaker = {.consecutive_failures = 3, .open_timeout = seconds(30)}});
+  f.repo.answer(make_error(ErrorKind::kBackend, "database down"));
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(f.protector->get("k"));
+  EXPECT_EQ(f.repo.calls(), 3);
+  EXPECT_EQ(f.protector->metrics().circuit_breaker_state, BreakerState::kOpen);
+  EXPECT_EQ(f.protector->metrics().circuit_breaker_trips, 1u);
+
+  for (int i = 0; i < 20; ++i) {
+    auto v = f.protector->get("k");
+    ASSERT_FALSE(v.has_value());
+    EXPECT_EQ(v.error().kind, ErrorKind::kCircuitOpen);
+  }
+  EXPECT_EQ(f.repo.calls(), 3);  // not called while open
+
+  f.clock->advance(seconds(31));
+  f.repo.answer(std::optional<std::string>("recovered"));
+  auto probe = f.protector->get("k");
+  ASSERT_TRUE(probe.has_value()) << probe.error().to_string();
+  EXPECT_EQ(*probe, "recovered");
+  EXPECT_EQ(f.protector->metrics().circuit_breaker_state, BreakerState::kClosed);
+  EXPECT_EQ(f.repo.calls(), 4);
+}
+
+TEST(Protector, StaleWhileRevalidateAnswersBeforeTheLoadFinishes) {
+  Fixture f({.ttl = seconds(10), .stale_while_revalidate = seconds(30)});
+  ASSERT_TRUE(f.protector->get("k"));
+  f.clock->advance(seconds(11));
+  f.repo.answer(std::optional<std::string>("v2"));
+  Gate gate;
+  f.repo.hold_loads_at(&gate);
+
+  // The refresh cannot finish while the gate is shut, so every answer below
+  // was given before the load completed.
+  for (int i = 0; i < 50; ++i) {
+    auto v = f.protector->get_stale_while_revalidate("k");
+    ASSERT_TRUE(v.has_value()) << v.error().to_string();
+    EXPECT_EQ(*v, "v1");
+  }
+  EXPECT_EQ(f.protector->metrics().background_refreshes, 1u);
+  EXPECT_EQ(f.protector->metrics().stale_returns, 50u);
+
+  gate.open();
+  wait_until([&] { return f.protector->metrics().loads_in_flight == 0; });
+  EXPECT_EQ(f.repo.calls(), 2);
+  EXPECT_EQ(*f.protector->get_stale_while_revalidate("k"), "v2");
+  EXPECT_EQ(f.protector->peek("k")->value, "v2");
+}
+
+TEST(Protector, StaleWhileRevalidateBlocksPastItsWindow) {
+  Fixture f({.ttl = seconds(10), .stale_while_revalidate = seconds(5)});
+  ASSERT_TRUE(f.protector->get("k"));
+  f.clock->advance(seconds(16));
+  f.repo.answer(std::optional<std::string>("v2"));
+  EXPECT_EQ(*f.protector->get_stale_while_revalidate("k"), "v2");
+  EXPECT_EQ(f.protector->metrics().stale_returns, 0u);
+}
+
+TEST(Protector, GetAsyncDeliversHitsInlineAndLoadsOnce) {
+  Fixture f;
+  Gate gate;
+  f.repo.hold_loads_at(&gate);
+  std::atomic<int> delivered{0};
+  for (int i = 0; i < 10; ++i) {
+    f.protector->get_async("k", [&](const Result<std::string>& r) {
+      EXPECT_TRUE(r.has_value());
+      delivered.fetch_add(1);
+    });
+  }
+  EXPECT_EQ(delivered.load(), 0);
+  gate.open();
+  wait_until([&] { return delivered.load() == 10; });
+  EXPECT_EQ(f.repo.calls(), 1);
+  bool inline_hit = false;
+  f.protector->get_async("k", [&](const Result<std::string>& r) { inline_hit = r.has_value(); });
+  EXPECT_TRUE(inline_hit);
+}
+
+TEST(Protector, LoaderExceptionBecomesBackendError) {
+  auto repo = std::make_shared<CallbackRepository>(
+      [](std::string_view, Deadline) -> Result<std::optional<std::string>> {
+        throw std::logic_error("bug in loader");
+      });
+  auto p = Protector::create({}, repo);
+  ASSERT_TRUE(p.has_value());
+  auto v = (*p)->get("k");
+  ASSERT_FALSE(v.has_value());
+  EXPECT_EQ(v.error().kind, ErrorKind::kBackend);
+  EXPECT_NE(v.error().message.find("bug in loader"), std::string::npos);
+}
+
+TEST(Protector, BadKeysAndValuesGetClearErrors) {
+  Fixture f({.max_key_bytes = 8, .max_value_bytes = 4});
+  auto empty = f.protector->get("");
+  ASSERT_FALSE(empty.has_value());
+  EXPECT_EQ(empty.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_NE(empty.error().message.find("empty"), std::string::npos);
+
+  auto long_key = f.protector->get("123456789");
+  ASSERT_FALSE(long_key.has_value());
+  EXPECT_NE(long_key.error().message.find("max_key_bytes"), std::string::npos);
+
+  auto big = f.protector->set("k", "12345");
+  ASSERT_FALSE(big.has_value());
+  EXPECT_NE(big.error().message.find("max_value_bytes"), std::string::npos);
+  EXPECT_FALSE(f.protector->peek("k").has_value());  // nothing stored
+
+  f.repo.answer(std::optional<std::string>("too large"));
+  auto loaded = f.protector->get("k");
+  ASSERT_FALSE(loaded.has_value());
+  EXPECT_EQ(loaded.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_EQ(f.repo.calls(), 1);  // only the last get reached the repository
+}
+
+TEST(Protector, SetStoresWithTtlAndBinaryValues) {
+  Fixture f({.ttl = seconds(100)});
+  const std::string key("bin\0key", 7), value("v\0\xff", 3);
+  ASSERT_TRUE(f.protector->set(key, value, seconds(5)));
+  EXPECT_EQ(*f.protector->get(key), value);
+  EXPECT_EQ(f.repo.calls(), 0);
+  f.clock->advance(seconds(6));
+  EXPECT_EQ(*f.protector->get(key), "v1");  // expired: loaded
+  EXPECT_FALSE(f.protector->set("k", "v", Duration::zero()));
+}
+
+TEST(Protector, InvalidOptionsAreRefused) {
+  auto repo = std::make_shared<CallbackRepository>(
+      [](std::string_view, Deadline) { return Result<std::optional<std::string>>(std::nullopt); });
+  auto bad_jitter = Protector::create({.ttl_jitter = 1.5}, repo);
+  ASSERT_FALSE(bad_jitter.has_value());
+  EXPECT_NE(bad_jitter.error().message.find("ttl_jitter"), std::string::npos);
+  auto bad_nested = Protector::create({.breaker = {.failure_rate = 0}}, repo);
+  ASSERT_FALSE(bad_nested.has_value());
+  EXPECT_NE(bad_nested.error().message.find("breaker"), std::string::npos);
+  EXPECT_FALSE(Protector::create({}, nullptr).has_value());
+}
+
+}  // namespace
+}  // namespace herdguard

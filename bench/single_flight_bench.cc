@@ -1,0 +1,89 @@
+// Single-flight costs: the overhead of an uncontended call (one caller, so no
+// sharing: the price of the machinery itself, including the hand-off to a load
+// thread), and the memory each waiting async caller holds.
+#include <benchmark/benchmark.h>
+#include <herdguard/single_flight.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+
+namespace {
+
+// Counts heap bytes requested while `counting` is set (this binary only).
+std::atomic<bool> counting{false};
+std::atomic<std::size_t> counted_bytes{0};
+
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (counting.load(std::memory_order_relaxed)) counted_bytes.fetch_add(n, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+using herdguard::Deadline;
+using herdguard::Result;
+
+void BM_DirectLoaderCall(benchmark::State& state) {
+  herdguard::SingleFlight::Loader loader = [](Deadline) -> Result<std::string> { return std::string("v"); };
+  for (auto _ : state) {
+    auto r = loader(Deadline::after(std::chrono::seconds(1)));
+    benchmark::DoNotOptimize(r);
+  }
+}
+BENCHMARK(BM_DirectLoaderCall);
+
+void BM_SingleFlightUncontendedCall(benchmark::State& state) {
+  auto flights = std::move(*herdguard::SingleFlight::create({}));
+  herdguard::SingleFlight::Loader loader = [](Deadline) -> Result<std::string> { return std::string("v"); };
+  for (auto _ : state) {
+    auto r = flights->call("key", Deadline::after(std::chrono::seconds(1)), loader);
+    benchmark::DoNotOptimize(r);
+  }
+}
+BENCHMARK(BM_SingleFlightUncontendedCall)->UseRealTime();
+
+// Joins `range(0)` async waiters to one held flight and reports heap bytes per waiter.
+void BM_SingleFlightMemoryPerAsyncWaiter(benchmark::State& state) {
+  const auto waiters = static_cast<std::size_t>(state.range(0));
+  double bytes_per_waiter = 0;
+  for (auto _ : state) {
+    auto flights = std::move(*herdguard::SingleFlight::create({.max_waiters_per_key = waiters + 1}));
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool open = false;
+    herdguard::SingleFlight::Loader loader = [&](Deadline) -> Result<std::string> {
+      std::unique_lock lock(mutex);
+      cv.wait(lock, [&] { return open; });
+      return std::string("v");
+    };
+    std::atomic<std::size_t> delivered{0};
+    (void)flights->call_async("key", loader, [&](const Result<std::string>&) { delivered++; });
+    counted_bytes = 0;
+    counting = true;
+    for (std::size_t i = 0; i < waiters; ++i) {
+      (void)flights->call_async("key", loader, [&](const Result<std::string>&) { delivered++; });
+    }
+    counting = false;
+    bytes_per_waiter = static_cast<double>(counted_bytes.load()) / static_cast<double>(waiters);
+    {
+      std::lock_guard lock(mutex);
+      open = true;
+    }
+    cv.notify_all();
+    flights.reset();
+  }
+  state.counters["bytes_per_waiter"] = bytes_per_waiter;
+}
+BENCHMARK(BM_SingleFlightMemoryPerAsyncWaiter)->Arg(10'000)->Iterations(3)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,80 @@
+// Runs the real `herdguard demo` binary end to end and reads its JSON report.
+#include <gtest/gtest.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+struct Run {
+  int exit_code = -1;
+  std::string output;
+};
+
+Run run(const std::string& args) {
+  Run r;
+  std::string command = std::string(HERDGUARD_CLI_PATH) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) r.output.append(buffer.data(), n);
+  int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(CliDemo, JsonReportsOneDatabaseQueryForTheProtectedRun) {
+  Run r = run("demo --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto report = nlohmann::json::parse(r.output);
+  EXPECT_EQ(report["requests"], 1000);
+  EXPECT_EQ(report["db_latency_ms"], 50);
+  ASSERT_EQ(report["scenarios"].size(), 2u);
+  const auto& unprotected = report["scenarios"][0];
+  const auto& guarded = report["scenarios"][1];
+  EXPECT_EQ(unprotected["name"], "unprotected");
+  EXPECT_EQ(guarded["name"], "protected");
+  EXPECT_EQ(guarded["db_queries"], 1);
+  EXPECT_EQ(guarded["errors"], 0);
+  // Plain cache-aside sends (nearly) the whole herd to the database.
+  EXPECT_GT(unprotected["db_queries"].get<int>(), 100);
+  for (const auto& s : report["scenarios"]) {
+    EXPECT_LE(s["latency_ms"]["p50"].get<double>(), s["latency_ms"]["p99"].get<double>());
+    EXPECT_LE(s["latency_ms"]["p99"].get<double>(), s["latency_ms"]["max"].get<double>());
+  }
+}
+
+TEST(CliDemo, FlagsChangeTheScenario) {
+  Run r = run("demo --json --requests 50 --db-latency-ms 5");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto report = nlohmann::json::parse(r.output);
+  EXPECT_EQ(report["requests"], 50);
+  EXPECT_EQ(report["db_latency_ms"], 5);
+  EXPECT_EQ(report["scenarios"][1]["db_queries"], 1);
+}
+
+TEST(CliDemo, TableOutputEndsWithAConclusion) {
+  Run r = run("demo --requests 20 --db-latency-ms 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("unprotected"), std::string::npos);
+  EXPECT_NE(r.output.find("with herdguard it took 1"), std::string::npos) << r.output;
+}
+
+TEST(CliDemo, BadFlagValueIsAClearError) {
+  Run r = run("demo --requests 0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--requests"), std::string::npos) << r.output;
+}
+
+TEST(CliDemo, HelpExplainsEveryFlag) {
+  Run r = run("demo --help");
+  ASSERT_EQ(r.exit_code, 0);
+  for (const char* flag : {"--requests", "--db-latency-ms", "--db-connections", "--timeout-ms", "--json"}) {
+    EXPECT_NE(r.output.find(flag), std::string::npos) << flag;
+  }
+}
+
+}  // namespace
