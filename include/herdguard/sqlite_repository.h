@@ -2,8 +2,12 @@
 //
 // Reads values from one table of a SQLite file: `SELECT value_column FROM
 // table WHERE key_column = ?`. The statement is prepared once per pooled
-// connection; a bounded pool of connections serves concurrent loads, and a
-// load waits for a free connection no longer than its deadline.
+// connection; a bounded pool of connections serves concurrent loads (first
+// come, first served), and a load waits for a free connection no longer than
+// its deadline. The file is switched to WAL journal mode so that readers and
+// a writer do not block each other. Keys that are valid UTF-8 without NUL
+// bytes are bound as TEXT (so rows written by other tools are found); any
+// other key is bound as a BLOB, so every key round-trips byte for byte.
 //
 // Thread safety: all methods are safe from any number of threads.
 //
@@ -26,7 +30,8 @@
 namespace herdguard {
 
 struct SqliteRepositoryOptions {
-  // Path of the database file. REQUIRES: non-empty.
+  // Path of the database file. REQUIRES: non-empty and not ":memory:" (each
+  // pooled connection would get its own empty database).
   std::string path{};
   // Table and column names. REQUIRES: non-empty identifiers of letters,
   // digits and underscores, not starting with a digit (they cannot be bound
@@ -34,8 +39,9 @@ struct SqliteRepositoryOptions {
   std::string table = "kv";
   std::string key_column = "key";
   std::string value_column = "value";
-  // Creates the table (key TEXT PRIMARY KEY, value BLOB) when it is missing.
-  // When false, a missing table is an error at open().
+  // Creates the file and the table (key TEXT PRIMARY KEY, value BLOB) when
+  // they are missing. When false, a missing file or table is an error at
+  // open() and nothing is created.
   bool create_if_missing = true;
   // Number of pooled connections, i.e. concurrent queries. REQUIRES: 1..256.
   std::size_t pool_size = 4;
