@@ -18,6 +18,10 @@ std::atomic<std::size_t> counted_bytes{0};
 
 }  // namespace
 
+// GCC sees free() paired with a pointer from operator new once these are
+// inlined into each other; here they are the same allocator by construction.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t n) {
   if (counting.load(std::memory_order_relaxed)) counted_bytes.fetch_add(n, std::memory_order_relaxed);
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
@@ -25,6 +29,7 @@ void* operator new(std::size_t n) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
 
 namespace {
 

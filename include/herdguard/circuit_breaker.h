@@ -95,10 +95,38 @@ class CircuitBreaker {
   std::uint64_t trips() const;
 
  private:
+  // Choices the contract above leaves open (details and invariants in
+  // src/breaker/circuit_breaker.cc):
+  //  * Invalid options given to the constructor assert in debug builds; in
+  //    release builds each invalid field is replaced by its default from
+  //    CircuitBreakerOptions{} (valid fields are kept), and a null clock by
+  //    system_clock(). create() reports both as kInvalidArgument instead.
+  //  * record() carries no permit, so outcomes are matched to permits by
+  //    count. Permits granted before the latest transition are "stale": their
+  //    outcomes are ignored, so a call let through while closed that reports
+  //    after the breaker opened never moves the state. When both stale and
+  //    current permits are outstanding, an outcome whose `elapsed` is longer
+  //    than the current state has lasted must have started before it, so it
+  //    is taken as stale. A record() with no outstanding permit is ignored.
+  //  * A probe that never reports is a caller bug. It is not allowed to wedge
+  //    the breaker in half-open: once every outstanding probe was granted more
+  //    than slow_call_threshold ago, each of them could only end as a (slow)
+  //    failure, so the breaker re-opens as that failure would have made it.
+  //  * Time is the injected clock's forward movement only: a backward step
+  //    counts as no time (nothing crashes, nothing waits for the clock to
+  //    catch up).
+  //  * The listener is never called concurrently and sees transitions in the
+  //    order they happened. A transition made while another thread is
+  //    delivering notifications is delivered by that thread, so the call that
+  //    caused it may return first. Exceptions from the listener are swallowed.
   struct Bucket {
-    std::int64_t start_tick = -1;  // window bucket index this slot currently holds
-    std::uint32_t calls = 0;
-    std::uint32_t failures = 0;
+    std::int64_t tick = 0;  // which bucket of time (floor(now / bucket width)) the slot holds
+    std::uint64_t calls = 0;
+    std::uint64_t failures = 0;
+  };
+  struct WindowTotals {
+    std::uint64_t calls = 0;
+    std::uint64_t failures = 0;
   };
   struct Transition {
     BreakerState from;
@@ -106,25 +134,45 @@ class CircuitBreaker {
   };
 
   // All below: REQUIRES mutex_ held.
-  void maybe_half_open_locked(TimePoint now, std::vector<Transition>& out);
-  void transition_locked(BreakerState to, TimePoint now, std::vector<Transition>& out);
+  TimePoint advance_time_locked();
+  void apply_timeouts_locked(TimePoint now);
+  void transition_locked(BreakerState to, TimePoint now);
+  void record_closed_locked(bool failure, TimePoint now);
+  void record_probe_locked(bool failure, TimePoint now);
+  std::int64_t tick_of(TimePoint now) const;
   void add_to_window_locked(TimePoint now, bool failure);
-  void window_totals_locked(TimePoint now, std::uint32_t& calls, std::uint32_t& failures) const;
-  void notify(const std::vector<Transition>& transitions) const;
+  WindowTotals window_totals_locked(TimePoint now) const;
+  void clear_window_locked();
+  // REQUIRES: `lock` holds mutex_. Delivers queued transitions (see above);
+  // the lock is released around each listener call.
+  void notify_locked(std::unique_lock<std::mutex>& lock);
 
   const CircuitBreakerOptions options_;
   const std::shared_ptr<Clock> clock_;
   const Listener listener_;
+  const Duration bucket_width_;  // options_.window / window_buckets, at least 1 ns
 
   mutable std::mutex mutex_;
   // State below is protected by mutex_.
   BreakerState state_ = BreakerState::kClosed;
-  TimePoint opened_at_{};                   // valid while open
+  // Breaker time: starts at the clock's first reading and moves only forward.
+  TimePoint now_;
+  TimePoint last_clock_reading_;
+  TimePoint state_since_;                // breaker time of the latest transition (or construction)
+  std::uint64_t permits_in_flight_ = 0;  // granted in the current state, not yet recorded
+  std::uint64_t stale_permits_ = 0;      // granted before the latest transition, not yet recorded
   std::uint32_t consecutive_failures_ = 0;  // in closed state
-  std::uint32_t probes_in_flight_ = 0;      // in half-open state
-  std::uint32_t probe_successes_ = 0;       // in half-open state
-  std::vector<Bucket> buckets_;             // ring of window_buckets, indexed by tick % size
+  std::uint64_t probe_successes_ = 0;       // in half-open state
+  TimePoint last_probe_granted_at_;         // in half-open state, when permits_in_flight_ > 0
+  // Ring of window_buckets slots; the bucket for tick t lives in slot t % size.
+  // A slot counts toward the window only while it is non-empty and its tick is
+  // one of the latest window_buckets ticks; a slot holding an older tick is
+  // reset when reused.
+  // Breaker time never runs backwards, so no slot holds a tick in the future.
+  std::vector<Bucket> buckets_;
   std::uint64_t trips_ = 0;
+  std::vector<Transition> pending_;  // transitions not yet given to the listener
+  bool notifying_ = false;           // a thread is delivering pending_
 };
 
 }  // namespace herdguard

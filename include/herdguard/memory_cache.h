@@ -42,7 +42,7 @@ struct MemoryCacheOptions {
 struct MemoryCacheStats {
   std::size_t entries = 0;
   std::size_t bytes = 0;
-  std::uint64_t evictions = 0;  // entries removed to make room (not expiries)
+  std::uint64_t evictions = 0;    // entries removed to make room (not expiries)
   std::uint64_t expirations = 0;  // entries dropped because they were past stale_until
 };
 
@@ -69,14 +69,21 @@ class MemoryCache final : public Cache {
   MemoryCacheStats stats() const;
 
  private:
+  // One reader/writer lock, one map and one CLOCK ring (memory_cache.cc).
   struct Shard;
   MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock);
-  Shard& shard_for(std::string_view key) const;
+  // The shard owning keys with this hash.
+  Shard& shard_for(std::size_t key_hash) const;
 
-  MemoryCacheOptions options_;
-  std::shared_ptr<Clock> clock_;
-  std::unique_ptr<Shard[]> shards_;
-  std::size_t shard_mask_;
+  // Immutable after construction, so read without a lock.
+  const MemoryCacheOptions options_;  // shards already rounded up to a power of two
+  const std::shared_ptr<Clock> clock_;
+  // Each shard's share of the bounds, rounded down (max_entries / shards and
+  // max_bytes / shards), so the shards together never exceed the cache's bounds.
+  const std::size_t shard_max_entries_;
+  const std::size_t shard_max_bytes_;
+  const std::size_t shard_mask_;  // shards - 1
+  const std::unique_ptr<Shard[]> shards_;
 };
 
 }  // namespace herdguard

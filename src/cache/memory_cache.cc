@@ -1,1 +1,317 @@
-// placeholder
+// The bounded L1: a fixed number of shards, each an unordered_map behind a
+// std::shared_mutex, with a CLOCK (second-chance) ring through its entries.
+//
+// Bounds are split evenly: a shard holds at most max_entries / shards entries
+// and max_bytes / shards bytes (rounded down), so the cache as a whole never
+// exceeds either bound, at the price that a shard full of hot keys evicts
+// while another shard still has room.
+//
+// Invariants (per shard, under its mutex):
+//  * Every entry of `map` is on the ring exactly once and nothing else is;
+//    `hand` points into the ring, and is null exactly when the map is empty.
+//    The ring holds pointers to map elements, which stay valid across rehashes.
+//  * `bytes` is the sum of the entries' `charge`s (key + value +
+//    kEntryOverheadBytes); between calls map.size() <= shard_max_entries_ and
+//    bytes <= shard_max_bytes_.
+//  * Under the shared lock the only write is a reader setting `accessed`
+//    (relaxed: it is a hint, and stored only when clear, so a hot entry's
+//    cache line is not written on every hit). Everything else, including
+//    clearing `accessed`, happens under the exclusive lock.
+//  * New entries join the ring just behind the hand, so a sweep reaches them
+//    last. The hand clears the accessed bit of each entry it passes and evicts
+//    the first entry whose bit is clear, so a sweep ends within two laps, and
+//    an entry read since the hand last passed it survives that sweep.
+//  * An entry past its stale_until is never returned. It is dropped by the
+//    next get that finds it or by the hand, and counted as an expiration,
+//    never as an eviction. Both counters only grow.
+#include "herdguard/memory_cache.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <bit>
+#include <functional>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+namespace herdguard {
+namespace {
+
+constexpr std::size_t kMaxShards = 1024;
+
+// A key with its hash computed once: the same hash picks the shard and, via
+// the map's transparent lookup, probes the shard's map.
+struct HashedKey {
+  explicit HashedKey(std::string_view k) noexcept
+      : key(k), hash(std::hash<std::string_view>{}(k)) {}
+  std::string_view key;
+  std::size_t hash;
+};
+
+struct KeyHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view key) const noexcept {
+    return std::hash<std::string_view>{}(key);
+  }
+  std::size_t operator()(const HashedKey& key) const noexcept { return key.hash; }
+};
+
+struct KeyEqual {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
+  bool operator()(const HashedKey& a, std::string_view b) const noexcept { return a.key == b; }
+  bool operator()(std::string_view a, const HashedKey& b) const noexcept { return a == b.key; }
+};
+
+std::size_t charge_of(std::size_t key_bytes, std::size_t value_bytes) {
+  return key_bytes + value_bytes + MemoryCache::kEntryOverheadBytes;
+}
+
+std::unexpected<Error> bad_option(std::string what) {
+  return make_error(ErrorKind::kInvalidArgument, fmt::format("memory cache: {}", what));
+}
+
+}  // namespace
+}  // namespace herdguard
+
+#if defined(__GLIBCXX__)
+// libstdc++ stores each node's hash code only for hashers it considers slow;
+// its documented way to ask for it is this trait (the map type never leaves
+// this file, so the ABI note on the trait does not concern us). With stored
+// codes, probing a bucket compares codes before keys and never rehashes a
+// neighbour's key to find the bucket's end, and a rehash hashes no key.
+template <>
+struct std::__is_fast_hash<herdguard::KeyHash> : std::false_type {};
+#endif
+
+namespace herdguard {
+
+struct MemoryCache::Shard {
+  struct Node;
+  // A map element; the ring links elements so that eviction knows the key.
+  using Slot = std::pair<const std::string, Node>;
+  struct Node {
+    CacheEntry entry;
+    std::size_t charge = 0;
+    // CLOCK reference bit: set by readers under the shared lock, cleared by
+    // the hand under the exclusive lock.
+    std::atomic<bool> accessed{false};
+    Slot* prev = nullptr;  // ring neighbours
+    Slot* next = nullptr;
+  };
+  using Map = std::unordered_map<std::string, Node, KeyHash, KeyEqual>;
+
+  // Aligned so that two shards' locks never share a cache line.
+  alignas(64) std::shared_mutex mutex;
+  // State below is protected by mutex (see the invariants at the top).
+  Map map;
+  Slot* hand = nullptr;
+  std::size_t bytes = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t expirations = 0;
+
+  // Puts `slot` on the ring just behind the hand. REQUIRES: exclusive lock.
+  void link(Slot* slot) {
+    Node& node = slot->second;
+    if (hand == nullptr) {
+      node.prev = node.next = slot;
+      hand = slot;
+      return;
+    }
+    node.next = hand;
+    node.prev = hand->second.prev;
+    node.prev->second.next = slot;
+    hand->second.prev = slot;
+  }
+
+  // REQUIRES: exclusive lock.
+  void remove(Map::iterator it) {
+    Slot* slot = &*it;
+    Node& node = slot->second;
+    if (node.next == slot) {
+      hand = nullptr;
+    } else {
+      if (hand == slot) hand = node.next;
+      node.prev->second.next = node.next;
+      node.next->second.prev = node.prev;
+    }
+    bytes -= node.charge;
+    map.erase(it);
+  }
+
+  // Sweeps the hand to the next entry to drop, never `keep`, and drops it.
+  // REQUIRES: exclusive lock; the ring holds an entry other than `keep`.
+  void evict_one(TimePoint now, const Slot* keep) {
+    for (;;) {
+      Slot* slot = hand;
+      hand = slot->second.next;
+      if (slot == keep) continue;
+      Node& node = slot->second;
+      if (!node.entry.is_usable(now)) {
+        ++expirations;
+      } else if (node.accessed.load(std::memory_order_relaxed)) {
+        node.accessed.store(false, std::memory_order_relaxed);
+        continue;
+      } else {
+        ++evictions;
+      }
+      // Eviction is on the put path: finding the element again is cheap
+      // next to the put's own copy of the key and value.
+      remove(map.find(slot->first));
+      return;
+    }
+  }
+
+  // Evicts until `adding` more entries charging `charge` bytes fit both
+  // bounds. `keep` (an entry being replaced, whose old charge the caller has
+  // already taken off `bytes`) is never evicted. REQUIRES: exclusive lock.
+  // Stops at the latest when only `keep` is left, and the bounds then hold
+  // because put() checked charge <= max_bytes and validate() max_entries >= 1.
+  void make_room(std::size_t charge, std::size_t adding, std::size_t max_entries,
+                 std::size_t max_bytes, TimePoint now, const Slot* keep) {
+    const std::size_t pinned = keep != nullptr ? 1 : 0;
+    while ((bytes + charge > max_bytes || map.size() + adding > max_entries) &&
+           map.size() > pinned) {
+      evict_one(now, keep);
+    }
+  }
+};
+
+Result<void> MemoryCacheOptions::validate() const {
+  // shards first: the bound on max_entries is stated in shards.
+  if (shards < 1 || shards > kMaxShards)
+    return bad_option(fmt::format("shards must be in 1..{}, got {}", kMaxShards, shards));
+  const std::size_t rounded = std::bit_ceil(shards);
+  if (max_entries < rounded) {
+    const std::string shown =
+        rounded == shards ? fmt::format("{}", rounded)
+                          : fmt::format("{}, {} rounded up to a power of two", rounded, shards);
+    return bad_option(
+        fmt::format("max_entries must be >= shards ({}), got {}", shown, max_entries));
+  }
+  if (max_bytes == 0) return bad_option("max_bytes must be > 0, got 0");
+  return ok();
+}
+
+Result<std::unique_ptr<MemoryCache>> MemoryCache::create(MemoryCacheOptions options,
+                                                         std::shared_ptr<Clock> clock) {
+  if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
+  if (!clock) return bad_option("clock must not be null");
+  options.shards = std::bit_ceil(options.shards);
+  return std::unique_ptr<MemoryCache>(new MemoryCache(options, std::move(clock)));
+}
+
+MemoryCache::MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock)
+    : options_(options),
+      clock_(std::move(clock)),
+      shard_max_entries_(options.max_entries / options.shards),
+      shard_max_bytes_(options.max_bytes / options.shards),
+      shard_mask_(options.shards - 1),
+      shards_(std::make_unique<Shard[]>(options.shards)) {}
+
+MemoryCache::~MemoryCache() = default;
+
+MemoryCache::Shard& MemoryCache::shard_for(std::size_t key_hash) const {
+  // The low bits pick the shard; the maps bucket by the hash modulo a prime,
+  // so keys of one shard sharing their low bits still spread over buckets.
+  return shards_[key_hash & shard_mask_];
+}
+
+Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key) {
+  const TimePoint now = clock_->now();  // outside the lock: it is a virtual call
+  const HashedKey hashed(key);
+  Shard& shard = shard_for(hashed.hash);
+  {
+    std::shared_lock lock(shard.mutex);
+    auto it = shard.map.find(hashed);
+    if (it == shard.map.end()) return std::optional<CacheEntry>();
+    Shard::Node& node = it->second;
+    if (node.entry.is_usable(now)) {
+      if (!node.accessed.load(std::memory_order_relaxed)) {
+        node.accessed.store(true, std::memory_order_relaxed);
+      }
+      // Copies the entry straight into the returned value, under the lock.
+      return Result<std::optional<CacheEntry>>(std::in_place, std::in_place, node.entry);
+    }
+  }
+  // Expired: drop it now rather than wait for the hand. Another thread may
+  // have dropped or replaced it between the two locks, hence the re-check.
+  std::unique_lock lock(shard.mutex);
+  if (auto it = shard.map.find(hashed); it != shard.map.end() && !it->second.entry.is_usable(now)) {
+    shard.remove(it);
+    ++shard.expirations;
+  }
+  return std::optional<CacheEntry>();
+}
+
+Result<void> MemoryCache::put(std::string_view key, CacheEntry entry) {
+  const std::size_t charge = charge_of(key.size(), entry.value.size());
+  if (charge > shard_max_bytes_) {
+    return make_error(
+        ErrorKind::kInvalidArgument,
+        fmt::format("memory cache: entry of {} bytes (key {} + value {} + overhead "
+                    "{}) exceeds a shard's budget of {} bytes (max_bytes / shards)",
+                    charge, key.size(), entry.value.size(), kEntryOverheadBytes, shard_max_bytes_));
+  }
+  const TimePoint now = clock_->now();
+  const HashedKey hashed(key);
+  Shard& shard = shard_for(hashed.hash);
+  std::unique_lock lock(shard.mutex);
+
+  if (auto it = shard.map.find(hashed); it != shard.map.end()) {
+    // Replace in place: the entry keeps its place on the ring and its bit.
+    Shard::Slot* slot = &*it;
+    Shard::Node& node = slot->second;
+    shard.bytes -= node.charge;
+    shard.make_room(charge, 0, shard_max_entries_, shard_max_bytes_, now, slot);
+    node.entry = std::move(entry);
+    node.charge = charge;
+    shard.bytes += charge;
+    return ok();
+  }
+
+  shard.make_room(charge, 1, shard_max_entries_, shard_max_bytes_, now, nullptr);
+  auto it = shard.map.try_emplace(std::string(key)).first;
+  Shard::Node& node = it->second;
+  node.entry = std::move(entry);
+  node.charge = charge;
+  shard.bytes += charge;
+  shard.link(&*it);
+  return ok();
+}
+
+Result<void> MemoryCache::erase(std::string_view key) {
+  const HashedKey hashed(key);
+  Shard& shard = shard_for(hashed.hash);
+  std::unique_lock lock(shard.mutex);
+  if (auto it = shard.map.find(hashed); it != shard.map.end()) shard.remove(it);
+  return ok();
+}
+
+void MemoryCache::clear() {
+  for (std::size_t i = 0; i < options_.shards; ++i) {
+    Shard& shard = shards_[i];
+    std::unique_lock lock(shard.mutex);
+    shard.map.clear();
+    shard.hand = nullptr;
+    shard.bytes = 0;
+  }
+}
+
+MemoryCacheStats MemoryCache::stats() const {
+  MemoryCacheStats stats;
+  for (std::size_t i = 0; i < options_.shards; ++i) {
+    Shard& shard = shards_[i];
+    std::shared_lock lock(shard.mutex);
+    stats.entries += shard.map.size();
+    stats.bytes += shard.bytes;
+    stats.evictions += shard.evictions;
+    stats.expirations += shard.expirations;
+  }
+  return stats;
+}
+
+}  // namespace herdguard

@@ -9,13 +9,13 @@
 
 namespace {
 
-struct Run {
+struct CliRun {
   int exit_code = -1;
   std::string output;
 };
 
-Run run(const std::string& args) {
-  Run r;
+CliRun run(const std::string& args) {
+  CliRun r;
   std::string command = std::string(HERDGUARD_CLI_PATH) + " " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -27,7 +27,7 @@ Run run(const std::string& args) {
 }
 
 TEST(CliDemo, JsonReportsOneDatabaseQueryForTheProtectedRun) {
-  Run r = run("demo --json");
+  CliRun r = run("demo --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto report = nlohmann::json::parse(r.output);
   EXPECT_EQ(report["requests"], 1000);
@@ -48,7 +48,7 @@ TEST(CliDemo, JsonReportsOneDatabaseQueryForTheProtectedRun) {
 }
 
 TEST(CliDemo, FlagsChangeTheScenario) {
-  Run r = run("demo --json --requests 50 --db-latency-ms 5");
+  CliRun r = run("demo --json --requests 50 --db-latency-ms 5");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto report = nlohmann::json::parse(r.output);
   EXPECT_EQ(report["requests"], 50);
@@ -57,20 +57,20 @@ TEST(CliDemo, FlagsChangeTheScenario) {
 }
 
 TEST(CliDemo, TableOutputEndsWithAConclusion) {
-  Run r = run("demo --requests 20 --db-latency-ms 1");
+  CliRun r = run("demo --requests 20 --db-latency-ms 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("unprotected"), std::string::npos);
   EXPECT_NE(r.output.find("with herdguard it took 1"), std::string::npos) << r.output;
 }
 
 TEST(CliDemo, BadFlagValueIsAClearError) {
-  Run r = run("demo --requests 0");
+  CliRun r = run("demo --requests 0");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("--requests"), std::string::npos) << r.output;
 }
 
 TEST(CliDemo, HelpExplainsEveryFlag) {
-  Run r = run("demo --help");
+  CliRun r = run("demo --help");
   ASSERT_EQ(r.exit_code, 0);
   for (const char* flag : {"--requests", "--db-latency-ms", "--db-connections", "--timeout-ms", "--json"}) {
     EXPECT_NE(r.output.find(flag), std::string::npos) << flag;
