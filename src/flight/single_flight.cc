@@ -104,8 +104,11 @@ class SingleFlight::Watchdog {
         continue;
       }
       auto first = schedule_.begin();
-      if (std::chrono::steady_clock::now() < first->first) {
-        changed_.wait_until(lock, first->first);
+      // A copy: wait_until reads its deadline again after re-locking, when
+      // disarm() may have erased the node it came from.
+      const Deadline::SteadyTime wake_at = first->first;
+      if (std::chrono::steady_clock::now() < wake_at) {
+        changed_.wait_until(lock, wake_at);
         continue;
       }
       std::shared_ptr<Flight> flight = first->second.lock();
