@@ -1,0 +1,169 @@
+// herdguard/redis_client.h — a small, binary-safe Redis client over hiredis,
+// with a bounded connection pool that survives Redis going away.
+//
+// Everything herdguard sends to Redis (the L2 cache, the fleet lock, the
+// ready notifications) goes through `RedisClient`. It exists, rather than
+// hiredis being used directly, to put in one place what every caller needs:
+//   * URLs: `redis://[user:password@]host:port[/db]` and
+//     `unix:///path/to/redis.sock[?db=N]` (see RedisUrl::parse);
+//   * connect and command timeouts, so a dead Redis costs a bounded wait;
+//   * a bounded pool: at most `pool_size` connections, callers beyond that
+//     wait for one (up to the command timeout) instead of opening more;
+//   * reconnect with exponential backoff: while Redis is down, commands fail
+//     fast with kBackend instead of each paying the connect timeout;
+//   * AUTH (password or ACL user) and SELECT on every new connection;
+//   * commands as argument vectors (binary safe, never formatted strings);
+//   * Lua scripts by EVALSHA, loading the script on NOSCRIPT.
+// Connecting is lazy: create() succeeds while Redis is down, and the client
+// starts working when Redis comes up.
+//
+// Thread safety: RedisClient is safe to use from any number of threads.
+//
+// Example:
+//   auto redis = herdguard::RedisClient::create({.url = "redis://127.0.0.1:6379/0"});
+//   if (!redis) die(redis.error().to_string());      // a malformed URL
+//   auto reply = (*redis)->command({"SET", "k", std::string_view("\0v", 2)});
+//   if (!reply) log(reply.error().to_string());       // "backend: redis ...: connection refused"
+//   static const herdguard::RedisScript kIncrBy{"return redis.call('INCRBY', KEYS[1], ARGV[1])"};
+//   auto n = (*redis)->eval(kIncrBy, {"counter"}, {"5"});   // n->integer == 5
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "herdguard/clock.h"
+#include "herdguard/result.h"
+
+namespace herdguard {
+
+// Where a Redis server is and how to log in.
+struct RedisUrl {
+  enum class Transport { kTcp, kUnix };
+  Transport transport = Transport::kTcp;
+  std::string host{};       // kTcp only
+  int port = 6379;          // kTcp only, 1..65535
+  std::string socket_path{};  // kUnix only, absolute
+  std::string user{};       // ACL user; empty means the default user
+  std::string password{};   // empty means no AUTH
+  int db = 0;               // SELECTed on connect, >= 0
+
+  // Parses `redis://[user:password@]host[:port][/db]` (also `[user@]`,
+  // `:password@`, IPv6 hosts in brackets) and
+  // `unix:///abs/path.sock[?db=N][&password=P][&user=U]`. User and password may
+  // be percent-encoded. Errors: kInvalidArgument naming what is wrong (scheme,
+  // port, db, empty host, relative socket path, ...). Pure; thread-safe.
+  static Result<RedisUrl> parse(std::string_view url);
+
+  // The URL with the password replaced by "***", for logs and errors.
+  std::string redacted() const;
+};
+
+struct RedisOptions {
+  // See RedisUrl::parse. REQUIRES: parses.
+  std::string url = "redis://127.0.0.1:6379/0";
+  // Bound on establishing a connection (TCP connect / unix connect + AUTH +
+  // SELECT). REQUIRES: > 0.
+  Duration connect_timeout = std::chrono::milliseconds(250);
+  // Bound on one command's round trip; also how long a caller waits for a
+  // free pooled connection. REQUIRES: > 0.
+  Duration command_timeout = std::chrono::milliseconds(250);
+  // Most connections open at once. REQUIRES: >= 1.
+  std::size_t pool_size = 8;
+  // After a failed connect, new connects are not tried for a backoff that
+  // starts here and doubles (with jitter) up to reconnect_backoff_max;
+  // commands fail fast meanwhile. A success resets it. REQUIRES: 0 <= min <= max.
+  Duration reconnect_backoff_min = std::chrono::milliseconds(50);
+  Duration reconnect_backoff_max = std::chrono::seconds(2);
+
+  // Returns kInvalidArgument naming the first bad field (including the URL).
+  Result<void> validate() const;
+};
+
+// One reply. Error replies are not RedisReply values: they become errors.
+struct RedisReply {
+  enum class Type { kNil, kString, kStatus, kInteger, kArray };
+  Type type = Type::kNil;
+  std::string str{};                     // kString (bulk, binary-safe) and kStatus
+  long long integer = 0;                 // kInteger
+  std::vector<RedisReply> elements{};    // kArray
+
+  bool is_nil() const noexcept { return type == Type::kNil; }
+};
+
+// A Lua script. Its SHA1 is learned from the server (SCRIPT LOAD) on first
+// use and remembered, so later calls are one EVALSHA round trip. No SHA1 is
+// computed here: that would need a crypto library for one digest.
+// Declare scripts as long-lived constants; safe to share between threads.
+class RedisScript {
+ public:
+  explicit RedisScript(std::string source) : source_(std::move(source)) {}
+  const std::string& source() const noexcept { return source_; }
+
+ private:
+  friend class RedisClient;
+  std::string source_;
+  // The SHA1 reported by SCRIPT LOAD, empty until then. Guarded by sha1_mutex_.
+  mutable std::mutex sha1_mutex_;
+  mutable std::string sha1_;
+};
+
+struct RedisClientStats {
+  std::uint64_t commands = 0;          // commands attempted
+  std::uint64_t errors = 0;            // commands that returned an error (any cause)
+  std::uint64_t connects = 0;          // connections established
+  std::uint64_t connect_failures = 0;  // connection attempts that failed
+  std::uint64_t pool_timeouts = 0;     // callers that found no free connection in time
+  std::uint64_t script_loads = 0;      // NOSCRIPT → SCRIPT LOAD fallbacks
+};
+
+class RedisClient {
+ public:
+  // Errors: kInvalidArgument from options.validate(). Does not connect.
+  static Result<std::unique_ptr<RedisClient>> create(RedisOptions options);
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // Sends one command (argv[0] is the command name) and returns its reply.
+  // Errors: kBackend for a Redis error reply (message carries Redis's text,
+  // e.g. "WRONGTYPE ..."), a failed connection, or a closed connection;
+  // kTimeout when the command or the wait for a pooled connection exceeded
+  // command_timeout (the connection is then discarded, never reused
+  // half-read). A connection that hit an I/O error or timeout is closed, and
+  // the next command opens a new one (subject to the reconnect backoff).
+  Result<RedisReply> command(std::span<const std::string_view> argv);
+  Result<RedisReply> command(std::initializer_list<std::string_view> argv) {
+    return command(std::span<const std::string_view>(argv.begin(), argv.size()));
+  }
+
+  // Runs `script` by EVALSHA with `keys` and `args`; on NOSCRIPT loads it
+  // (SCRIPT LOAD) and retries once. Errors as command().
+  Result<RedisReply> eval(const RedisScript& script, std::span<const std::string_view> keys,
+                          std::span<const std::string_view> args);
+  Result<RedisReply> eval(const RedisScript& script, std::initializer_list<std::string_view> keys,
+                          std::initializer_list<std::string_view> args) {
+    return eval(script, std::span<const std::string_view>(keys.begin(), keys.size()),
+                std::span<const std::string_view>(args.begin(), args.size()));
+  }
+
+  // The parsed URL (for components that open their own dedicated
+  // connection, like the pub/sub subscriber) and the options.
+  const RedisUrl& url() const noexcept;
+  const RedisOptions& options() const noexcept;
+
+  RedisClientStats stats() const;
+
+ private:
+  struct Impl;
+  explicit RedisClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace herdguard

@@ -1,0 +1,113 @@
+// herdguard/redis_notifier.h — "the value of key K is ready", across a fleet.
+//
+// Processes that lost the fleet lock wait for the winner's value. Instead of
+// polling Redis, they wait on a `Waiter` that is woken when any process
+// publishes K on one pub/sub channel. Each process has one subscriber
+// connection (its own thread), shared by all keys: a PUBLISH carries the key,
+// and the notifier wakes the local waiters of that key.
+//
+// No lost wake-ups: the subscription is permanent, so a caller that calls
+// watch(K) and *then* re-checks the cache either finds the value or is woken
+// by the publish that follows its write.
+//
+// When pub/sub is unavailable (Redis down, connection lost), subscribed() is
+// false and callers fall back to polling with jittered backoff; the
+// subscriber reconnects with backoff in the background, and wakes every
+// waiter when the subscription is (re)established, since publishes may have
+// been missed in the gap.
+//
+// Thread safety: all methods are safe from any number of threads. A Waiter
+// is used by one thread.
+//
+// Example:
+//   auto notifier = herdguard::RedisNotifier::create({}, redis);
+//   auto waiter = (*notifier)->watch("sku-1");        // before re-checking L2
+//   if (auto hit = l2.get("sku-1"); hit && *hit) return **hit;
+//   waiter->wait(deadline);                            // true: someone published
+//   ...
+//   (*notifier)->publish("sku-1");                     // the winner, after writing
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "herdguard/clock.h"
+#include "herdguard/redis_client.h"
+#include "herdguard/result.h"
+
+namespace herdguard {
+
+struct RedisNotifierOptions {
+  // The one channel every process of the fleet publishes and subscribes to.
+  std::string channel = "herdguard:v1:ready";
+};
+
+struct RedisNotifierStats {
+  std::uint64_t published = 0;      // publish() calls that reached Redis
+  std::uint64_t received = 0;       // messages received on the channel
+  std::uint64_t wakeups = 0;        // waiters woken by a message
+  std::uint64_t resubscribes = 0;   // subscriptions (re)established
+  std::uint64_t errors = 0;         // publish failures and lost subscriptions
+};
+
+class RedisNotifier;
+
+// Interest in one key. Created by watch(); deregisters on destruction.
+class Waiter {
+ public:
+  ~Waiter();
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  // Blocks until notified (since watch() or the last wait that returned
+  // true) or until `deadline`. Returns true when notified. Consumes the
+  // notification.
+  bool wait(Deadline deadline);
+
+ private:
+  friend class RedisNotifier;
+  Waiter(RedisNotifier& owner, std::string key);
+  void notify();
+  RedisNotifier& owner_;
+  const std::string key_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool notified_ = false;  // guarded by mutex_
+};
+
+class RedisNotifier {
+ public:
+  // Errors: kInvalidArgument (null client, empty channel). Starts the
+  // subscriber thread, which connects with `client`'s URL and timeouts; a
+  // Redis that is down is not an error here (subscribed() stays false).
+  static Result<std::unique_ptr<RedisNotifier>> create(RedisNotifierOptions options,
+                                                       std::shared_ptr<RedisClient> client);
+  // Stops the subscriber thread. REQUIRES: no Waiter outlives the notifier.
+  ~RedisNotifier();
+
+  // Registers interest in `key`; call before re-checking the cache.
+  std::unique_ptr<Waiter> watch(std::string_view key);
+  // PUBLISH channel key. Errors: kBackend/kTimeout (counted).
+  Result<void> publish(std::string_view key);
+  // Whether the subscription is currently established.
+  bool subscribed() const noexcept;
+  // Blocks until subscribed() or `deadline`; true when subscribed. For
+  // start-up and tests.
+  bool wait_subscribed(Deadline deadline) const;
+
+  RedisNotifierStats stats() const;
+
+ private:
+  friend class Waiter;
+  struct Impl;
+  explicit RedisNotifier(std::unique_ptr<Impl> impl);
+  void remove(Waiter* waiter);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace herdguard

@@ -1,0 +1,171 @@
+#include "redis_server.h"
+
+#include <fcntl.h>
+#include <cerrno>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace herdguard::testing {
+namespace {
+
+// A port the kernel just handed out on loopback. Another process could take it
+// before redis-server binds it; start() then fails loudly rather than flakily
+// talking to the wrong server, because redis-server refuses to start.
+int free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw std::runtime_error("bind() to a free loopback port failed");
+  }
+  int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool answers_ping(const std::string& socket_path, const std::string& password) {
+  timeval tv{0, 200000};
+  redisContext* c = redisConnectUnixWithTimeout(socket_path.c_str(), tv);
+  if (c == nullptr) return false;
+  bool ok = false;
+  if (c->err == 0) {
+    std::vector<const char*> argv{"PING"};
+    if (!password.empty()) argv = {"AUTH", password.c_str()};
+    auto* reply = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()),
+                                                            argv.data(), nullptr));
+    // Any reply (even NOAUTH) means the server is up and serving.
+    ok = reply != nullptr;
+    if (reply) freeReplyObject(reply);
+  }
+  redisFree(c);
+  return ok;
+}
+
+}  // namespace
+
+std::unique_ptr<RedisServer> RedisServer::start(Options options) {
+  std::unique_ptr<RedisServer> server(new RedisServer(std::move(options)));
+  server->launch();
+  return server;
+}
+
+RedisServer::RedisServer(Options options) : options_(std::move(options)) {
+  std::string pattern = (std::filesystem::temp_directory_path() / "herdguard-redis-XXXXXX").string();
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  dir_ = buf.data();
+  socket_path_ = dir_ + "/redis.sock";
+  if (options_.tcp) port_ = free_loopback_port();
+}
+
+RedisServer::~RedisServer() {
+  stop();
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+std::string RedisServer::url() const { return "unix://" + socket_path_ + "?db=0"; }
+
+std::string RedisServer::tcp_url() const {
+  return "redis://127.0.0.1:" + std::to_string(port_) + "/0";
+}
+
+void RedisServer::launch() {
+  std::vector<std::string> args = {"redis-server",
+                                   "--port", std::to_string(options_.tcp ? port_ : 0),
+                                   "--bind", "127.0.0.1",
+                                   "--unixsocket", socket_path_,
+                                   "--unixsocketperm", "700",
+                                   "--dir", dir_,
+                                   "--save", "",
+                                   "--appendonly", "no",
+                                   "--daemonize", "no",
+                                   "--loglevel", "warning",
+                                   "--logfile", dir_ + "/redis.log"};
+  if (!options_.requirepass.empty()) {
+    args.insert(args.end(), {"--requirepass", options_.requirepass});
+  }
+  if (!options_.acl_user.empty()) {
+    args.insert(args.end(), {"--user", options_.acl_user, "on", ">" + options_.acl_password,
+                             "~*", "&*", "+@all"});
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    // The server must not outlive the test process, even if it is killed.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    ::execvp("redis-server", argv.data());
+    ::_exit(127);
+  }
+  pid_ = pid;
+
+  const std::string& password =
+      options_.requirepass.empty() ? std::string() : options_.requirepass;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!answers_ping(socket_path_, password)) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("redis-server exited at start: " + read_file(dir_ + "/redis.log"));
+    }
+    if (std::chrono::steady_clock::now() > give_up) {
+      stop();
+      throw std::runtime_error("redis-server did not answer within 10 s: " +
+                               read_file(dir_ + "/redis.log"));
+    }
+    // Polling a starting server: there is no readiness notification to wait on.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void RedisServer::stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  std::error_code ignored;
+  std::filesystem::remove(socket_path_, ignored);
+}
+
+void RedisServer::start_again() {
+  if (pid_ > 0) return;
+  launch();
+}
+
+}  // namespace herdguard::testing
