@@ -58,6 +58,9 @@ class MemoryCache final : public Cache {
 
   // Never fails; nullopt on a miss or an entry past stale_until.
   Result<std::optional<CacheEntry>> get(std::string_view key) override;
+  // get() as of `now`, for callers that already read the clock (saves a
+  // second clock read on the hot path).
+  Result<std::optional<CacheEntry>> get(std::string_view key, TimePoint now);
   // Errors: kInvalidArgument when one entry is larger than a shard's byte budget
   // (max_bytes / shards); the cache is left unchanged.
   Result<void> put(std::string_view key, CacheEntry entry) override;

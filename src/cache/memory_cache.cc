@@ -221,7 +221,10 @@ MemoryCache::Shard& MemoryCache::shard_for(std::size_t key_hash) const {
 }
 
 Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key) {
-  const TimePoint now = clock_->now();  // outside the lock: it is a virtual call
+  return get(key, clock_->now());  // outside the lock: it is a virtual call
+}
+
+Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key, TimePoint now) {
   const HashedKey hashed(key);
   Shard& shard = shard_for(hashed.hash);
   {

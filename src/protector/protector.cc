@@ -38,9 +38,9 @@ struct Protector::Counters {
 
 namespace {
 
-Result<std::string> answer_of(const CacheEntry& entry, std::string_view key) {
+Result<std::string> answer_of(CacheEntry&& entry, std::string_view key) {
   if (entry.negative) return make_error(ErrorKind::kNotFound, fmt::format("no value for key '{}'", key));
-  return entry.value;
+  return std::move(entry.value);
 }
 
 // Errors that the fallback chain must not paper over: the answer is definitive.
@@ -99,9 +99,9 @@ Result<std::string> Protector::finish(Result<std::string> result) {
 
 std::optional<Result<std::string>> Protector::fresh_answer(std::string_view key, TimePoint now,
                                                            std::optional<CacheEntry>* seen) {
-  auto got = l1_->get(key);
+  auto got = l1_->get(key, now);
   if (!got || !*got) return std::nullopt;
-  if ((*got)->is_fresh(now)) return answer_of(**got, key);
+  if ((*got)->is_fresh(now)) return answer_of(std::move(**got), key);
   if (seen) *seen = std::move(*got);
   return std::nullopt;
 }
