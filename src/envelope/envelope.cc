@@ -1,1 +1,100 @@
-// placeholder: being written
+// Envelope encoding: explicit little-endian bytes, so the format does not
+// depend on the host, and a decoder that checks every field before use.
+#include "herdguard/envelope.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <limits>
+
+namespace herdguard {
+namespace {
+
+constexpr char kMagic[3] = {'H', 'G', 'E'};
+constexpr std::uint8_t kFlagNegative = 0x01;
+constexpr std::uint8_t kKnownFlags = kFlagNegative;
+
+void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_u32(std::string& out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+std::uint64_t get_u64(std::string_view in, std::size_t at) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= std::uint64_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
+  return v;
+}
+std::uint32_t get_u32(std::string_view in, std::size_t at) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= std::uint32_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
+  return v;
+}
+// Two's complement round trip, without implementation-defined conversions.
+std::uint64_t to_u64(std::int64_t v) { return static_cast<std::uint64_t>(v); }
+std::int64_t to_i64(std::uint64_t v) {
+  std::int64_t out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
+}
+
+std::unexpected<Error> corrupt(std::string_view what) {
+  return make_error(ErrorKind::kCorrupt, fmt::format("envelope: {}", what));
+}
+
+}  // namespace
+
+std::string encode_envelope(const Envelope& envelope) {
+  const CacheEntry& e = envelope.entry;
+  std::string out;
+  out.reserve(kEnvelopeHeaderBytes + e.value.size());
+  out.append(kMagic, sizeof kMagic);
+  out.push_back(static_cast<char>(kEnvelopeVersion));
+  out.push_back(static_cast<char>(e.negative ? kFlagNegative : 0));
+  put_u64(out, to_u64(e.fresh_until.time_since_epoch().count()));
+  put_u64(out, to_u64(e.stale_until.time_since_epoch().count()));
+  put_u64(out, envelope.fence);
+  put_u64(out, to_u64(e.load_duration.count()));
+  put_u32(out, static_cast<std::uint32_t>(e.value.size()));
+  out.append(e.value);
+  return out;
+}
+
+Result<Envelope> decode_envelope(std::string_view bytes) {
+  if (bytes.size() < kEnvelopeHeaderBytes) {
+    return corrupt(fmt::format("{} bytes, shorter than the {}-byte header", bytes.size(),
+                               kEnvelopeHeaderBytes));
+  }
+  if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) return corrupt("bad magic (not HGE)");
+  const auto version = static_cast<std::uint8_t>(bytes[3]);
+  if (version != kEnvelopeVersion) {
+    return corrupt(fmt::format("format version {}, this build reads version {}", version,
+                               kEnvelopeVersion));
+  }
+  const auto flags = static_cast<std::uint8_t>(bytes[4]);
+  if ((flags & ~kKnownFlags) != 0) return corrupt(fmt::format("unknown flags 0x{:02x}", flags));
+  const std::int64_t fresh_ns = to_i64(get_u64(bytes, 5));
+  const std::int64_t stale_ns = to_i64(get_u64(bytes, 13));
+  const std::uint64_t fence = get_u64(bytes, 21);
+  const std::int64_t load_ns = to_i64(get_u64(bytes, 29));
+  const std::uint32_t length = get_u32(bytes, 37);
+  if (bytes.size() - kEnvelopeHeaderBytes != length) {
+    return corrupt(fmt::format("value length field says {} bytes, {} follow", length,
+                               bytes.size() - kEnvelopeHeaderBytes));
+  }
+  if (stale_ns < fresh_ns) return corrupt("stale_until before fresh_until");
+  if (load_ns < 0) return corrupt("negative load duration");
+  const bool negative = (flags & kFlagNegative) != 0;
+  if (negative && length != 0) return corrupt("a negative entry carries a value");
+
+  Envelope out;
+  out.entry.value.assign(bytes.substr(kEnvelopeHeaderBytes));
+  out.entry.fresh_until = TimePoint(Duration(fresh_ns));
+  out.entry.stale_until = TimePoint(Duration(stale_ns));
+  out.entry.negative = negative;
+  out.entry.load_duration = Duration(load_ns);
+  out.fence = fence;
+  return out;
+}
+
+}  // namespace herdguard
