@@ -15,6 +15,8 @@ struct DemoOptions {
   int db_connections = 8;
   int timeout_ms = 2000;
   bool json = false;
+  // When set, the protected run uses Redis as L2 cache and fleet lock.
+  std::string redis_url;
 };
 
 struct ScenarioReport {

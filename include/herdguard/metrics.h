@@ -51,6 +51,23 @@ struct ProtectionMetrics {
   // Requests that returned not_found.
   std::uint64_t not_found = 0;
 
+  // The shared L2 (Redis): gets that found a fresh or usable entry, gets that
+  // found none, entries under the prefix that did not decode (a miss each).
+  std::uint64_t l2_hits = 0;
+  std::uint64_t l2_misses = 0;
+  std::uint64_t l2_corrupt = 0;
+  // Redis errors on every path (L2, lock, notifications). None of them fails
+  // a request by itself: reads count as misses, loads run without the lock.
+  std::uint64_t redis_errors = 0;
+  // The fleet lock: loads this process ran holding it, attempts that found
+  // another process holding it, loads answered by another process's value,
+  // loads run without the lock because Redis failed, and late writes fenced off.
+  std::uint64_t fleet_lock_acquisitions = 0;
+  std::uint64_t fleet_lock_contentions = 0;
+  std::uint64_t fleet_waited_loads = 0;
+  std::uint64_t fleet_degraded_loads = 0;
+  std::uint64_t fenced_off_writes = 0;
+
   // Gauges at snapshot time.
   BreakerState circuit_breaker_state = BreakerState::kClosed;
   std::uint64_t l1_entries = 0;

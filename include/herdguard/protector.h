@@ -3,14 +3,25 @@
 //
 // `Protector::get(key)` goes through these layers:
 //   L1 MemoryCache   fresh entry → return it (the hot path: one shard read lock)
+//   L2 RedisCache    (optional) fresh entry → fill L1, return it
 //   single-flight    callers of one key share one load (single_flight.h)
 //   re-check L1      the load first looks again: a flight that just ended may
 //                    have filled it
+//   fleet lock       (optional, with L2) one process of the fleet loads; the
+//                    others wait for its value (redis_lock.h, redis_notifier.h)
+//   re-check L2      the lock holder looks again before loading
 //   circuit breaker  open → fail fast without calling the repository
-//   repository       the database; the value is stored with a jittered TTL;
+//   repository       the database; the value is stored with a jittered TTL
+//                    (fenced write to L2, ready notification, then L1);
 //                    "no such key" is cached for `negative_ttl`
 //   fallback chain   on failure: the stale value (up to fail_safe_max_staleness
-//                    past its fresh TTL), then `default_value`, then the error
+//                    past its fresh TTL, from L1 or L2), then `default_value`,
+//                    then the error
+//
+// When Redis fails (down, timing out, restarting), L2 reads count as misses
+// and loads run without the fleet lock: callers are served from L1 and the
+// repository through in-process single-flight, errors are counted, and the
+// fleet path is used again as soon as Redis answers.
 //
 // Thread safety: every method is safe from any number of threads.
 // Memory ordering: a value returned by get() was fully written by the load
@@ -38,11 +49,18 @@
 #include "herdguard/clock.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
+#include "herdguard/redis_cache.h"
+#include "herdguard/redis_lock.h"
+#include "herdguard/redis_notifier.h"
 #include "herdguard/repository.h"
 #include "herdguard/result.h"
 #include "herdguard/single_flight.h"
 
 namespace herdguard {
+
+namespace internal {
+class FleetCoordinator;
+}
 
 struct ProtectorOptions {
   // How long a loaded value is fresh, before jitter. REQUIRES: > 0.
@@ -70,6 +88,23 @@ struct ProtectorOptions {
   // failed load; std::nullopt means "no default", and the error is returned.
   // Exceptions it throws are caught and treated as "no default".
   std::function<std::optional<std::string>(std::string_view key)> default_value{};
+
+  // The fleet: Redis as shared L2 cache, lock and notifier (see RedisFleet in
+  // redis_fleet.h for building all three from one URL). All optional; the
+  // fleet lock REQUIRES l2. Without a notifier, waiters poll.
+  std::shared_ptr<RedisCache> l2{};
+  std::shared_ptr<RedisLockManager> fleet_lock{};
+  std::shared_ptr<RedisNotifier> notifier{};
+  // While another process holds the fleet lock, a waiter tries the lock again
+  // at least this often (to take over from a holder that died).
+  // REQUIRES: > 0.
+  Duration fleet_retry_interval = std::chrono::milliseconds(250);
+  // Polling backoff of fleet waiters when pub/sub is unavailable.
+  // REQUIRES: 0 < fleet_poll_min <= fleet_poll_max.
+  Duration fleet_poll_min = std::chrono::milliseconds(5);
+  Duration fleet_poll_max = std::chrono::milliseconds(100);
+  // Whether to keep the in-process L1 at all (off: every read goes to L2).
+  bool l1_enabled = true;
 
   MemoryCacheOptions l1{};
   SingleFlightOptions single_flight{};
@@ -122,12 +157,15 @@ class Protector {
   Result<std::string> get_stale_while_revalidate(std::string_view key, Deadline deadline);
   Result<std::string> get_stale_while_revalidate(std::string_view key);
 
-  // Stores `value` with `ttl` (options.ttl when not given), jittered.
-  // Errors: kInvalidArgument (bad key, value over max_value_bytes, ttl <= 0).
+  // Stores `value` with `ttl` (options.ttl when not given), jittered, in L1
+  // and L2. Errors: kInvalidArgument (bad key, value over max_value_bytes,
+  // ttl <= 0); kBackend/kTimeout when L2 failed (L1 is written regardless).
   Result<void> set(std::string_view key, std::string_view value,
                    std::optional<Duration> ttl = std::nullopt);
 
-  // Forgets `key` in L1, so the next get loads it. Errors: kInvalidArgument.
+  // Forgets `key` in L1 and L2, so the next get loads it. Errors:
+  // kInvalidArgument; kBackend/kTimeout when L2 could not be updated (L1 is
+  // cleared regardless).
   Result<void> invalidate(std::string_view key);
 
   // The L1 entry for `key`, without counting a request or loading. For
@@ -144,10 +182,21 @@ class Protector {
             std::unique_ptr<MemoryCache> l1, std::unique_ptr<CircuitBreaker> breaker,
             std::unique_ptr<SingleFlight> flights);
 
+  // The cached entry for key from L1, else L2 (filling L1), as of `now`;
+  // nullopt when neither has a usable one. Redis errors read as a miss.
+  std::optional<CacheEntry> cached(std::string_view key, TimePoint now);
+  // L2's usable entry for key (filling L1), counting hits, misses and errors.
+  std::optional<CacheEntry> l2_entry(std::string_view key, TimePoint now);
+  // Breaker → repository → the entry to cache (negative for "no such key").
+  Result<CacheEntry> load_from_repository(const std::string& key, Deadline load_deadline);
+
   Result<void> check_key(std::string_view key) const;
-  // A fresh L1 entry's answer, or nullopt when there is none.
+  // A fresh cached entry's answer (L1, then L2), or nullopt when there is
+  // none; a usable stale entry goes to *seen when asked for.
+  // include_l2 = false keeps the call non-blocking (get_async).
   std::optional<Result<std::string>> fresh_answer(std::string_view key, TimePoint now,
-                                                  std::optional<CacheEntry>* seen);
+                                                  std::optional<CacheEntry>* seen,
+                                                  bool include_l2 = true);
   // The body of a flight: re-check L1, breaker, repository, store.
   Result<std::string> load(const std::string& key, Deadline load_deadline);
   // The fallback chain for a failed load.
@@ -161,6 +210,8 @@ class Protector {
   const std::unique_ptr<MemoryCache> l1_;
   const std::unique_ptr<CircuitBreaker> breaker_;
   const std::unique_ptr<Counters> counters_;
+  // Set when options.fleet_lock is; shared state is its own atomics.
+  const std::unique_ptr<internal::FleetCoordinator> fleet_;
   // Last: destroyed first, so no load runs against the members above after.
   const std::unique_ptr<SingleFlight> flights_;
 };

@@ -17,6 +17,10 @@
 // Connecting is lazy: create() succeeds while Redis is down, and the client
 // starts working when Redis comes up.
 //
+// SIGPIPE: a write to a connection Redis has closed raises SIGPIPE, which
+// would kill the process. The first create() sets SIGPIPE to SIG_IGN if it
+// still has its default action (an application's own handler is left alone).
+//
 // Thread safety: RedisClient is safe to use from any number of threads.
 //
 // Example:
@@ -47,12 +51,12 @@ namespace herdguard {
 struct RedisUrl {
   enum class Transport { kTcp, kUnix };
   Transport transport = Transport::kTcp;
-  std::string host{};       // kTcp only
-  int port = 6379;          // kTcp only, 1..65535
+  std::string host{};         // kTcp only
+  int port = 6379;            // kTcp only, 1..65535
   std::string socket_path{};  // kUnix only, absolute
-  std::string user{};       // ACL user; empty means the default user
-  std::string password{};   // empty means no AUTH
-  int db = 0;               // SELECTed on connect, >= 0
+  std::string user{};         // ACL user; empty means the default user
+  std::string password{};     // empty means no AUTH
+  int db = 0;                 // SELECTed on connect, >= 0
 
   // Parses `redis://[user:password@]host[:port][/db]` (also `[user@]`,
   // `:password@`, IPv6 hosts in brackets) and
@@ -90,9 +94,9 @@ struct RedisOptions {
 struct RedisReply {
   enum class Type { kNil, kString, kStatus, kInteger, kArray };
   Type type = Type::kNil;
-  std::string str{};                     // kString (bulk, binary-safe) and kStatus
-  long long integer = 0;                 // kInteger
-  std::vector<RedisReply> elements{};    // kArray
+  std::string str{};                   // kString (bulk, binary-safe) and kStatus
+  long long integer = 0;               // kInteger
+  std::vector<RedisReply> elements{};  // kArray
 
   bool is_nil() const noexcept { return type == Type::kNil; }
 };

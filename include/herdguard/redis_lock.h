@@ -26,9 +26,9 @@
 //
 // Example:
 //   auto locks = herdguard::RedisLockManager::create({.lease = std::chrono::seconds(5)}, redis);
-//   auto hold = (*locks)->try_acquire("sku-1", herdguard::Deadline::after(std::chrono::seconds(10)));
-//   if (!hold && hold.error().kind == herdguard::ErrorKind::kLockNotAcquired) wait_for_ready();
-//   else if (hold) {
+//   auto hold = (*locks)->try_acquire("sku-1",
+//   herdguard::Deadline::after(std::chrono::seconds(10))); if (!hold && hold.error().kind ==
+//   herdguard::ErrorKind::kLockNotAcquired) wait_for_ready(); else if (hold) {
 //     auto written = (*hold)->fenced_write("shop:sku-1", bytes, stale_until);  // false: fenced off
 //     (void)(*hold)->release();
 //   }
@@ -91,11 +91,13 @@ class LockHold {
   // (counted). Errors: kBackend/kTimeout from Redis.
   Result<bool> fenced_write(std::string_view redis_key, std::string_view bytes,
                             TimePoint stale_until);
-  // Extends the lease to `lease` from now if still ours. Returns false when
-  // the lock is no longer ours. Errors: kBackend/kTimeout.
+  // Extends the lease to `lease` from now if still ours (marks the hold lost
+  // otherwise). Returns false when the lock is no longer ours.
+  // Errors: kBackend/kTimeout.
   Result<bool> extend(Duration lease);
-  // Deletes the lock if still ours; idempotent. Returns false when it was
-  // not ours any more. Errors: kBackend/kTimeout.
+  // Stops the automatic extension and deletes the lock if still ours.
+  // Idempotent (later calls return true without a round trip). Returns false
+  // when it was not ours any more. Errors: kBackend/kTimeout.
   Result<bool> release();
 
  private:

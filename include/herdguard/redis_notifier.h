@@ -48,11 +48,11 @@ struct RedisNotifierOptions {
 };
 
 struct RedisNotifierStats {
-  std::uint64_t published = 0;      // publish() calls that reached Redis
-  std::uint64_t received = 0;       // messages received on the channel
-  std::uint64_t wakeups = 0;        // waiters woken by a message
-  std::uint64_t resubscribes = 0;   // subscriptions (re)established
-  std::uint64_t errors = 0;         // publish failures and lost subscriptions
+  std::uint64_t published = 0;     // publish() calls that reached Redis
+  std::uint64_t received = 0;      // messages received on the channel
+  std::uint64_t wakeups = 0;       // waiters woken by a message
+  std::uint64_t resubscribes = 0;  // subscriptions (re)established
+  std::uint64_t errors = 0;        // publish failures and lost subscriptions
 };
 
 class RedisNotifier;

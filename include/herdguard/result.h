@@ -53,7 +53,7 @@ template <typename T>
 class [[nodiscard]] Result : public std::expected<T, Error> {
  public:
   using std::expected<T, Error>::expected;
-  Result(const std::expected<T, Error>& e) : std::expected<T, Error>(e) {}  // NOLINT
+  Result(const std::expected<T, Error>& e) : std::expected<T, Error>(e) {}        // NOLINT
   Result(std::expected<T, Error>&& e) : std::expected<T, Error>(std::move(e)) {}  // NOLINT
 };
 

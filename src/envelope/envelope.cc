@@ -68,8 +68,8 @@ Result<Envelope> decode_envelope(std::string_view bytes) {
   if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) return corrupt("bad magic (not HGE)");
   const auto version = static_cast<std::uint8_t>(bytes[3]);
   if (version != kEnvelopeVersion) {
-    return corrupt(fmt::format("format version {}, this build reads version {}", version,
-                               kEnvelopeVersion));
+    return corrupt(
+        fmt::format("format version {}, this build reads version {}", version, kEnvelopeVersion));
   }
   const auto flags = static_cast<std::uint8_t>(bytes[4]);
   if ((flags & ~kKnownFlags) != 0) return corrupt(fmt::format("unknown flags 0x{:02x}", flags));

@@ -1,1 +1,297 @@
-// placeholder: being written
+// Ready notifications over Redis pub/sub (see include/herdguard/redis_notifier.h).
+//
+// The subscriber thread owns one hiredis connection in subscribe mode. It
+// waits with poll(2) on that connection and on a pipe the destructor writes
+// to, so shutdown never waits for Redis. hiredis's blocking API cannot wait
+// on two descriptors, hence the poll loop around redisBufferRead and
+// redisGetReplyFromReader.
+#include "herdguard/redis_notifier.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/random.h"
+
+namespace herdguard {
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+timeval to_timeval(Duration d) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+}
+
+// Sends one command on a blocking context and returns whether the reply is
+// not an error. Used only for AUTH and SUBSCRIBE on the subscriber connection.
+bool send(redisContext* c, const std::vector<std::string_view>& argv) {
+  std::vector<const char*> ptrs;
+  std::vector<std::size_t> lens;
+  for (auto a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
+  if (r == nullptr) return false;
+  const bool ok = r->type != REDIS_REPLY_ERROR;
+  freeReplyObject(r);
+  return ok;
+}
+
+}  // namespace
+
+struct RedisNotifier::Impl {
+  Impl(RedisNotifierOptions o, std::shared_ptr<RedisClient> c)
+      : options(std::move(o)), client(std::move(c)) {}
+
+  const RedisNotifierOptions options;
+  const std::shared_ptr<RedisClient> client;
+
+  // Guarded by waiters_mutex. Lock order: waiters_mutex, then a Waiter's own
+  // mutex (in notify); a Waiter never takes waiters_mutex while holding its own.
+  std::mutex waiters_mutex;
+  std::unordered_map<std::string, std::vector<Waiter*>> waiters;
+
+  // Guarded by state_mutex; `subscribed` is also readable without it.
+  mutable std::mutex state_mutex;
+  mutable std::condition_variable state_changed;
+  std::atomic<bool> subscribed{false};
+  bool stopping = false;
+
+  int wake_pipe[2] = {-1, -1};  // the destructor writes to [1] to stop the thread
+  std::thread subscriber;
+
+  std::atomic<std::uint64_t> published{0}, received{0}, wakeups{0}, resubscribes{0}, errors{0};
+
+  void wake(const std::string& key) {
+    std::lock_guard lock(waiters_mutex);
+    auto it = waiters.find(key);
+    if (it == waiters.end()) return;
+    for (Waiter* w : it->second) {
+      w->notify();
+      wakeups.fetch_add(1, kRelaxed);
+    }
+  }
+
+  void wake_all() {
+    std::lock_guard lock(waiters_mutex);
+    for (auto& [key, list] : waiters) {
+      for (Waiter* w : list) w->notify();
+    }
+  }
+
+  bool should_stop() const {
+    std::lock_guard lock(state_mutex);
+    return stopping;
+  }
+
+  void set_subscribed(bool value) {
+    {
+      std::lock_guard lock(state_mutex);
+      subscribed.store(value, std::memory_order_release);
+    }
+    state_changed.notify_all();
+  }
+
+  // Sleeps for `d` unless the destructor wakes us first.
+  void pause(Duration d) {
+    pollfd fd{wake_pipe[0], POLLIN, 0};
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+    (void)::poll(&fd, 1, static_cast<int>(std::max<long long>(1, ms)));
+  }
+
+  redisContext* connect() {
+    const RedisUrl& url = client->url();
+    const timeval tv = to_timeval(client->options().connect_timeout);
+    redisContext* c = url.transport == RedisUrl::Transport::kUnix
+                          ? redisConnectUnixWithTimeout(url.socket_path.c_str(), tv)
+                          : redisConnectWithTimeout(url.host.c_str(), url.port, tv);
+    if (c == nullptr) return nullptr;
+    if (c->err != 0) {
+      redisFree(c);
+      return nullptr;
+    }
+    redisSetTimeout(c, to_timeval(client->options().command_timeout));
+    bool ok = true;
+    if (!url.password.empty()) {
+      ok = url.user.empty() ? send(c, {"AUTH", url.password})
+                            : send(c, {"AUTH", url.user, url.password});
+    }
+    // SUBSCRIBE's first reply confirms the subscription.
+    if (ok) ok = send(c, {"SUBSCRIBE", options.channel});
+    if (!ok) {
+      redisFree(c);
+      return nullptr;
+    }
+    return c;
+  }
+
+  // Handles one pushed reply: ["message", channel, key].
+  void dispatch(const redisReply* r) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) return;
+    const redisReply* kind = r->element[0];
+    const redisReply* payload = r->element[2];
+    if (kind->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING) return;
+    if (std::string_view(kind->str, kind->len) != "message") return;
+    received.fetch_add(1, kRelaxed);
+    wake(std::string(payload->str, payload->len));
+  }
+
+  // Reads pushed messages until the connection breaks or we are stopped.
+  // Returns false when stopped.
+  bool listen(redisContext* c) {
+    // Replies already buffered with the SUBSCRIBE confirmation.
+    if (!drain(c)) return true;
+    for (;;) {
+      pollfd fds[2] = {{c->fd, POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
+      const int n = ::poll(fds, 2, -1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 || (fds[1].revents & POLLIN) != 0) return false;
+      if (fds[0].revents == 0) continue;
+      if (redisBufferRead(c) != REDIS_OK) return true;  // EOF or error: reconnect
+      if (!drain(c)) return true;
+    }
+  }
+
+  // Dispatches every complete reply in hiredis's buffer; false on a protocol error.
+  bool drain(redisContext* c) {
+    for (;;) {
+      void* reply = nullptr;
+      if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return false;
+      if (reply == nullptr) return true;
+      dispatch(static_cast<redisReply*>(reply));
+      freeReplyObject(reply);
+    }
+  }
+
+  void run() {
+    Duration backoff = std::chrono::milliseconds(50);
+    while (!should_stop()) {
+      redisContext* c = connect();
+      if (c == nullptr) {
+        errors.fetch_add(1, kRelaxed);
+        pause(std::chrono::duration_cast<Duration>(backoff * internal::uniform_real(0.5, 1.0)));
+        backoff = std::min<Duration>(backoff * 2, std::chrono::seconds(2));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(50);
+      resubscribes.fetch_add(1, kRelaxed);
+      set_subscribed(true);
+      // Publishes may have been missed while we were not subscribed: every
+      // waiter looks again.
+      wake_all();
+      const bool broken = listen(c);
+      set_subscribed(false);
+      redisFree(c);
+      if (!broken) break;
+      errors.fetch_add(1, kRelaxed);
+    }
+  }
+};
+
+Waiter::Waiter(RedisNotifier& owner, std::string key) : owner_(owner), key_(std::move(key)) {}
+
+Waiter::~Waiter() { owner_.remove(this); }
+
+void Waiter::notify() {
+  {
+    std::lock_guard lock(mutex_);
+    notified_ = true;
+  }
+  cv_.notify_one();
+}
+
+bool Waiter::wait(Deadline deadline) {
+  std::unique_lock lock(mutex_);
+  cv_.wait_until(lock, deadline.when(), [this] { return notified_; });
+  const bool was_notified = notified_;
+  notified_ = false;
+  return was_notified;
+}
+
+Result<std::unique_ptr<RedisNotifier>> RedisNotifier::create(RedisNotifierOptions options,
+                                                             std::shared_ptr<RedisClient> client) {
+  if (!client) return make_error(ErrorKind::kInvalidArgument, "redis notifier: client is null");
+  if (options.channel.empty()) {
+    return make_error(ErrorKind::kInvalidArgument, "redis notifier: channel is empty");
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(client));
+  if (::pipe2(impl->wake_pipe, O_CLOEXEC) != 0) {
+    return make_error(ErrorKind::kInternal,
+                      fmt::format("redis notifier: pipe failed: {}", std::strerror(errno)));
+  }
+  Impl* raw = impl.get();
+  impl->subscriber = std::thread([raw] { raw->run(); });
+  return std::unique_ptr<RedisNotifier>(new RedisNotifier(std::move(impl)));
+}
+
+RedisNotifier::RedisNotifier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+RedisNotifier::~RedisNotifier() {
+  {
+    std::lock_guard lock(impl_->state_mutex);
+    impl_->stopping = true;
+  }
+  const char stop = 's';
+  (void)!::write(impl_->wake_pipe[1], &stop, 1);
+  impl_->subscriber.join();
+  ::close(impl_->wake_pipe[0]);
+  ::close(impl_->wake_pipe[1]);
+}
+
+std::unique_ptr<Waiter> RedisNotifier::watch(std::string_view key) {
+  std::unique_ptr<Waiter> waiter(new Waiter(*this, std::string(key)));
+  std::lock_guard lock(impl_->waiters_mutex);
+  impl_->waiters[waiter->key_].push_back(waiter.get());
+  return waiter;
+}
+
+void RedisNotifier::remove(Waiter* waiter) {
+  std::lock_guard lock(impl_->waiters_mutex);
+  auto it = impl_->waiters.find(waiter->key_);
+  if (it == impl_->waiters.end()) return;
+  auto& list = it->second;
+  list.erase(std::remove(list.begin(), list.end(), waiter), list.end());
+  if (list.empty()) impl_->waiters.erase(it);
+}
+
+Result<void> RedisNotifier::publish(std::string_view key) {
+  auto reply = impl_->client->command({"PUBLISH", impl_->options.channel, key});
+  if (!reply) {
+    impl_->errors.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  impl_->published.fetch_add(1, kRelaxed);
+  return ok();
+}
+
+bool RedisNotifier::subscribed() const noexcept {
+  return impl_->subscribed.load(std::memory_order_acquire);
+}
+
+bool RedisNotifier::wait_subscribed(Deadline deadline) const {
+  std::unique_lock lock(impl_->state_mutex);
+  return impl_->state_changed.wait_until(
+      lock, deadline.when(), [this] { return impl_->subscribed.load(std::memory_order_acquire); });
+}
+
+RedisNotifierStats RedisNotifier::stats() const {
+  return RedisNotifierStats{.published = impl_->published.load(kRelaxed),
+                            .received = impl_->received.load(kRelaxed),
+                            .wakeups = impl_->wakeups.load(kRelaxed),
+                            .resubscribes = impl_->resubscribes.load(kRelaxed),
+                            .errors = impl_->errors.load(kRelaxed)};
+}
+
+}  // namespace herdguard

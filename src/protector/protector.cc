@@ -18,6 +18,7 @@
 
 #include "core/random.h"
 #include "metrics/striped_counter.h"
+#include "protector/fleet_coordinator.h"
 
 namespace herdguard {
 
@@ -34,12 +35,16 @@ struct Protector::Counters {
   internal::StripedCounter load_shed;
   internal::StripedCounter errors;
   internal::StripedCounter not_found;
+  internal::StripedCounter l2_hits;
+  internal::StripedCounter l2_misses;
+  internal::StripedCounter redis_errors;
 };
 
 namespace {
 
 Result<std::string> answer_of(CacheEntry&& entry, std::string_view key) {
-  if (entry.negative) return make_error(ErrorKind::kNotFound, fmt::format("no value for key '{}'", key));
+  if (entry.negative)
+    return make_error(ErrorKind::kNotFound, fmt::format("no value for key '{}'", key));
   return std::move(entry.value);
 }
 
@@ -73,6 +78,13 @@ Protector::Protector(ProtectorOptions options, std::shared_ptr<Repository> repos
       l1_(std::move(l1)),
       breaker_(std::move(breaker)),
       counters_(std::make_unique<Counters>()),
+      fleet_(options_.fleet_lock
+                 ? std::make_unique<internal::FleetCoordinator>(
+                       options_.l2, options_.fleet_lock, options_.notifier, options_.clock,
+                       internal::FleetWaitOptions{.retry_interval = options_.fleet_retry_interval,
+                                                  .poll_min = options_.fleet_poll_min,
+                                                  .poll_max = options_.fleet_poll_max})
+                 : nullptr),
       flights_(std::move(flights)) {}
 
 Protector::~Protector() = default;
@@ -98,11 +110,47 @@ Result<std::string> Protector::finish(Result<std::string> result) {
 }
 
 std::optional<Result<std::string>> Protector::fresh_answer(std::string_view key, TimePoint now,
-                                                           std::optional<CacheEntry>* seen) {
-  auto got = l1_->get(key, now);
-  if (!got || !*got) return std::nullopt;
-  if ((*got)->is_fresh(now)) return answer_of(std::move(**got), key);
-  if (seen) *seen = std::move(*got);
+                                                           std::optional<CacheEntry>* seen,
+                                                           bool include_l2) {
+  std::optional<CacheEntry> stale;
+  if (options_.l1_enabled) {
+    auto got = l1_->get(key, now);
+    if (got && *got) {
+      if ((*got)->is_fresh(now)) return answer_of(std::move(**got), key);
+      stale = std::move(*got);
+    }
+  }
+  if (include_l2 && options_.l2) {
+    // L1 has nothing fresh: another process may have loaded it already.
+    if (std::optional<CacheEntry> entry = l2_entry(key, now)) {
+      if (entry->is_fresh(now)) return answer_of(std::move(*entry), key);
+      if (!stale || entry->fresh_until > stale->fresh_until) stale = std::move(entry);
+    }
+  }
+  if (seen) *seen = std::move(stale);
+  return std::nullopt;
+}
+
+std::optional<CacheEntry> Protector::l2_entry(std::string_view key, TimePoint now) {
+  auto got = options_.l2->get(key);
+  if (!got) {
+    counters_->redis_errors.add();
+    return std::nullopt;
+  }
+  if (!*got || !(*got)->is_usable(now)) {
+    counters_->l2_misses.add();
+    return std::nullopt;
+  }
+  counters_->l2_hits.add();
+  if (options_.l1_enabled) (void)l1_->put(key, **got);
+  return std::move(*got);
+}
+
+std::optional<CacheEntry> Protector::cached(std::string_view key, TimePoint now) {
+  if (options_.l1_enabled) {
+    if (auto got = l1_->get(key, now); got && *got) return std::move(*got);
+  }
+  if (options_.l2) return l2_entry(key, now);
   return std::nullopt;
 }
 
@@ -128,8 +176,32 @@ SingleFlight::Loader Protector::loader_for(std::string_view key) {
 Result<std::string> Protector::load(const std::string& key, Deadline load_deadline) {
   // Re-check: a flight that finished just before this one started may have
   // filled L1 after our caller looked.
-  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr)) return std::move(*fresh);
+  if (options_.l1_enabled) {
+    const TimePoint now = options_.clock->now();
+    if (auto got = l1_->get(key, now); got && *got && (*got)->is_fresh(now))
+      return answer_of(std::move(**got), key);
+  }
+  auto from_repository = [this, &key](Deadline d) { return load_from_repository(key, d); };
+  Result<CacheEntry> entry = make_error(ErrorKind::kInternal, "not loaded");
+  if (fleet_) {
+    entry = fleet_->load(key, load_deadline, from_repository);  // checks L2 first
+  } else if (auto in_l2 = options_.l2 ? l2_entry(key, options_.clock->now()) : std::nullopt;
+             in_l2 && in_l2->is_fresh(options_.clock->now())) {
+    entry = std::move(*in_l2);  // async callers skipped L2 on their thread
+  } else {
+    entry = from_repository(load_deadline);
+    if (entry && options_.l2) {
+      if (auto put = options_.l2->put(key, *entry); !put) counters_->redis_errors.add();
+    }
+  }
+  if (!entry) return std::unexpected(std::move(entry.error()));
+  // An L1 put only fails for an entry larger than a shard's budget; the value
+  // is still good for this flight's waiters, so it is returned regardless.
+  if (options_.l1_enabled) (void)l1_->put(key, *entry);
+  return answer_of(std::move(*entry), key);
+}
 
+Result<CacheEntry> Protector::load_from_repository(const std::string& key, Deadline load_deadline) {
   if (auto permit = breaker_->try_acquire(); !permit) {
     return make_error(ErrorKind::kCircuitOpen,
                       fmt::format("load of key '{}' refused: {}", key, permit.error().message));
@@ -156,30 +228,25 @@ Result<std::string> Protector::load(const std::string& key, Deadline load_deadli
 
   if (!loaded || !*loaded) {
     const TimePoint now = options_.clock->now();
-    (void)l1_->put(key, CacheEntry{.value = {},
-                                   .fresh_until = now + options_.negative_ttl,
-                                   .stale_until = now + options_.negative_ttl,
-                                   .negative = true,
-                                   .load_duration = elapsed});
-    return make_error(ErrorKind::kNotFound, fmt::format("no value for key '{}'", key));
+    return CacheEntry{.value = {},
+                      .fresh_until = now + options_.negative_ttl,
+                      .stale_until = now + options_.negative_ttl,
+                      .negative = true,
+                      .load_duration = elapsed};
   }
-  std::string value = std::move(**loaded);
-  if (value.size() > options_.max_value_bytes) {
+  if ((*loaded)->size() > options_.max_value_bytes) {
     return make_error(ErrorKind::kInvalidArgument,
                       fmt::format("value of key '{}' is {} bytes, over max_value_bytes ({})", key,
-                                  value.size(), options_.max_value_bytes));
+                                  (*loaded)->size(), options_.max_value_bytes));
   }
-  // An L1 put only fails for an entry larger than a shard's budget; the value
-  // is still good for this flight's waiters, so it is returned regardless.
-  (void)l1_->put(key, make_entry(value, options_.ttl, elapsed));
-  return value;
+  return make_entry(std::move(**loaded), options_.ttl, elapsed);
 }
 
 Result<std::string> Protector::fall_back(std::string_view key, Error error) {
   if (error.kind == ErrorKind::kOverloaded) counters_->load_shed.add();
   const TimePoint now = options_.clock->now();
-  if (auto got = l1_->get(key); got && *got && !(*got)->negative && (*got)->is_usable(now)) {
-    const CacheEntry& entry = **got;
+  if (auto got = cached(key, now); got && !got->negative && got->is_usable(now)) {
+    const CacheEntry& entry = *got;
     if (entry.is_fresh(now)) return entry.value;  // another load filled it meanwhile
     if (now < entry.fresh_until + options_.fail_safe_max_staleness) {
       counters_->stale_returns.add();
@@ -222,7 +289,7 @@ Result<std::string> Protector::get(std::string_view key, Deadline deadline) {
 void Protector::get_async(std::string_view key, Callback callback) {
   counters_->total_requests.add();
   if (auto valid = check_key(key); !valid) return callback(finish(std::unexpected(valid.error())));
-  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr)) {
+  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr, /*include_l2=*/false)) {
     counters_->cache_hits.add();
     return callback(finish(std::move(*fresh)));
   }
@@ -242,8 +309,7 @@ Result<std::string> Protector::get_stale_while_revalidate(std::string_view key) 
   return get_stale_while_revalidate(key, Deadline::after(options_.request_timeout));
 }
 
-Result<std::string> Protector::get_stale_while_revalidate(std::string_view key,
-                                                          Deadline deadline) {
+Result<std::string> Protector::get_stale_while_revalidate(std::string_view key, Deadline deadline) {
   counters_->total_requests.add();
   if (auto valid = check_key(key); !valid) return finish(std::unexpected(valid.error()));
   const TimePoint now = options_.clock->now();
@@ -279,12 +345,28 @@ Result<void> Protector::set(std::string_view key, std::string_view value,
   const Duration effective_ttl = ttl.value_or(options_.ttl);
   if (effective_ttl <= Duration::zero())
     return make_error(ErrorKind::kInvalidArgument, "ttl must be > 0");
-  return l1_->put(key, make_entry(std::string(value), effective_ttl, Duration::zero()));
+  CacheEntry entry = make_entry(std::string(value), effective_ttl, Duration::zero());
+  if (options_.l2) {
+    if (auto put = options_.l2->put(key, entry); !put) {
+      counters_->redis_errors.add();
+      if (options_.l1_enabled) (void)l1_->put(key, std::move(entry));
+      return put;
+    }
+  }
+  if (!options_.l1_enabled) return ok();
+  return l1_->put(key, std::move(entry));
 }
 
 Result<void> Protector::invalidate(std::string_view key) {
   if (auto valid = check_key(key); !valid) return valid;
-  return l1_->erase(key);
+  auto erased = l1_->erase(key);
+  if (options_.l2) {
+    if (auto l2_erased = options_.l2->erase(key); !l2_erased) {
+      counters_->redis_errors.add();
+      return l2_erased;
+    }
+  }
+  return erased;
 }
 
 std::optional<CacheEntry> Protector::peek(std::string_view key) {
@@ -297,6 +379,8 @@ ProtectionMetrics Protector::metrics() const {
   const SingleFlightStats flight = flights_->stats();
   const MemoryCacheStats l1 = l1_->stats();
   const Counters& c = *counters_;
+  const internal::FleetStats fleet = fleet_ ? fleet_->stats() : internal::FleetStats{};
+  const RedisCacheStats l2 = options_.l2 ? options_.l2->stats() : RedisCacheStats{};
   return ProtectionMetrics{
       .total_requests = c.total_requests.value(),
       .cache_hits = c.cache_hits.value(),
@@ -313,6 +397,15 @@ ProtectionMetrics Protector::metrics() const {
       .load_shed = c.load_shed.value(),
       .errors = c.errors.value(),
       .not_found = c.not_found.value(),
+      .l2_hits = c.l2_hits.value(),
+      .l2_misses = c.l2_misses.value(),
+      .l2_corrupt = l2.corrupt,
+      .redis_errors = c.redis_errors.value() + fleet.redis_errors,
+      .fleet_lock_acquisitions = fleet.lock_acquisitions,
+      .fleet_lock_contentions = fleet.lock_contentions,
+      .fleet_waited_loads = fleet.waited_loads,
+      .fleet_degraded_loads = fleet.degraded_loads,
+      .fenced_off_writes = fleet.fenced_off_writes,
       .circuit_breaker_state = breaker_->state(),
       .l1_entries = l1.entries,
       .l1_bytes = l1.bytes,

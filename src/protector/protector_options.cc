@@ -20,8 +20,8 @@ Result<void> ProtectorOptions::validate() const {
   if (!(ttl_jitter >= 0.0 && ttl_jitter < 1.0))
     return bad(fmt::format("ttl_jitter must be in [0, 1), got {}", ttl_jitter));
   if (stale_while_revalidate < Duration::zero())
-    return bad(fmt::format("stale_while_revalidate must be >= 0, got {} ms",
-                           ms(stale_while_revalidate)));
+    return bad(
+        fmt::format("stale_while_revalidate must be >= 0, got {} ms", ms(stale_while_revalidate)));
   if (fail_safe_max_staleness < Duration::zero())
     return bad(fmt::format("fail_safe_max_staleness must be >= 0, got {} ms",
                            ms(fail_safe_max_staleness)));
@@ -32,6 +32,15 @@ Result<void> ProtectorOptions::validate() const {
   if (max_key_bytes < 1) return bad("max_key_bytes must be >= 1");
   if (max_value_bytes < 1) return bad("max_value_bytes must be >= 1");
   if (!clock) return bad("clock must not be null");
+  if (fleet_lock && !l2)
+    return bad("fleet_lock requires l2 (the lock holder writes the value there)");
+  if (notifier && !fleet_lock) return bad("notifier is only used with fleet_lock");
+  if (fleet_retry_interval <= Duration::zero())
+    return bad(
+        fmt::format("fleet_retry_interval must be > 0, got {} ms", ms(fleet_retry_interval)));
+  if (fleet_poll_min <= Duration::zero() || fleet_poll_max < fleet_poll_min)
+    return bad(fmt::format("fleet_poll_min must be > 0 and <= fleet_poll_max, got {} ms and {} ms",
+                           ms(fleet_poll_min), ms(fleet_poll_max)));
   if (auto r = l1.validate(); !r) return bad(fmt::format("l1: {}", r.error().message));
   if (auto r = single_flight.validate(); !r)
     return bad(fmt::format("single_flight: {}", r.error().message));

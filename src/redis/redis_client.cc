@@ -4,8 +4,11 @@
 // time, with connect and I/O timeouts. What it does not do, and this file
 // does: pooling, reconnect backoff, AUTH/SELECT on connect, reply
 // translation into Result, and the EVALSHA → NOSCRIPT → SCRIPT LOAD dance.
+#include "herdguard/redis_client.h"
+
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,7 +17,6 @@
 #include <vector>
 
 #include "core/random.h"
-#include "herdguard/redis_client.h"
 
 namespace herdguard {
 namespace {
@@ -49,7 +51,8 @@ RedisReply translate(const redisReply* r) {
     case REDIS_REPLY_ARRAY:
       out.type = RedisReply::Type::kArray;
       out.elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(translate(r->element[i]));
+      for (std::size_t i = 0; i < r->elements; ++i)
+        out.elements.push_back(translate(r->element[i]));
       break;
     default:  // REDIS_REPLY_NIL (errors are handled before translation)
       out.type = RedisReply::Type::kNil;
@@ -60,6 +63,23 @@ RedisReply translate(const redisReply* r) {
 
 // How a command failed on a connection, to decide what to do with it.
 enum class Failure { kNone, kErrorReply, kTimeout, kBroken };
+
+// hiredis writes with write(2): a write to a connection Redis has closed
+// raises SIGPIPE, whose default action kills the process. Ignore it, unless
+// the application installed a handler of its own.
+void ignore_sigpipe_once() {
+  static const bool done = [] {
+    struct sigaction current {};
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      struct sigaction ignore {};
+      ignore.sa_handler = SIG_IGN;
+      ::sigemptyset(&ignore.sa_mask);
+      (void)::sigaction(SIGPIPE, &ignore, nullptr);
+    }
+    return true;
+  }();
+  (void)done;
+}
 
 }  // namespace
 
@@ -120,7 +140,8 @@ struct RedisClient::Impl {
       std::string error = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "";
       freeReplyObject(r);
       if (!error.empty()) {
-        return make_error(ErrorKind::kBackend, fmt::format("{}: {} failed: {}", where(), what, error));
+        return make_error(ErrorKind::kBackend,
+                          fmt::format("{}: {} failed: {}", where(), what, error));
       }
       return ok();
     };
@@ -169,9 +190,10 @@ struct RedisClient::Impl {
           backoff = backoff == Duration::zero()
                         ? options.reconnect_backoff_min
                         : std::min<Duration>(backoff * 2, options.reconnect_backoff_max);
-          const auto wait = std::chrono::duration_cast<Duration>(
-              backoff * internal::uniform_real(0.5, 1.0));
-          next_connect = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(wait);
+          const auto wait =
+              std::chrono::duration_cast<Duration>(backoff * internal::uniform_real(0.5, 1.0));
+          next_connect =
+              SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(wait);
           last_connect_error = c.error().message;
           freed.notify_one();
           return std::unexpected(c.error());
@@ -186,8 +208,8 @@ struct RedisClient::Impl {
           open >= options.pool_size) {
         pool_timeouts.fetch_add(1, kRelaxed);
         return make_error(ErrorKind::kTimeout,
-                          fmt::format("{}: no free connection within {} ms (pool_size {})",
-                                      where(), to_ms(options.command_timeout), options.pool_size));
+                          fmt::format("{}: no free connection within {} ms (pool_size {})", where(),
+                                      to_ms(options.command_timeout), options.pool_size));
       }
     }
   }
@@ -234,11 +256,10 @@ struct RedisClient::Impl {
     if (r == nullptr) {
       const bool timed_out =
           c->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK);
-      std::string message =
-          timed_out ? fmt::format("{}: {} timed out after {} ms", where(), name,
-                                  to_ms(options.command_timeout))
-                    : fmt::format("{}: {} failed: {}", where(), name,
-                                  c->errstr[0] ? c->errstr : "connection lost");
+      std::string message = timed_out ? fmt::format("{}: {} timed out after {} ms", where(), name,
+                                                    to_ms(options.command_timeout))
+                                      : fmt::format("{}: {} failed: {}", where(), name,
+                                                    c->errstr[0] ? c->errstr : "connection lost");
       // A connection that failed mid-command may hold half a reply: never reuse it.
       give_back(c, false);
       // Broken on a connection that sat idle: Redis restarted or dropped it
@@ -247,7 +268,8 @@ struct RedisClient::Impl {
       return make_error(timed_out ? ErrorKind::kTimeout : ErrorKind::kBackend, std::move(message));
     }
     if (r->type == REDIS_REPLY_ERROR) {
-      std::string message = fmt::format("{}: {}: {}", where(), name, std::string_view(r->str, r->len));
+      std::string message =
+          fmt::format("{}: {}: {}", where(), name, std::string_view(r->str, r->len));
       freeReplyObject(r);
       give_back(c, true);
       *failure = Failure::kErrorReply;
@@ -265,6 +287,7 @@ Result<std::unique_ptr<RedisClient>> RedisClient::create(RedisOptions options) {
   if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
   auto url = RedisUrl::parse(options.url);
   if (!url) return std::unexpected(url.error());
+  ignore_sigpipe_once();
   return std::unique_ptr<RedisClient>(
       new RedisClient(std::make_unique<Impl>(std::move(options), std::move(*url))));
 }

@@ -105,8 +105,8 @@ Result<RedisUrl> parse_unix(std::string_view url, std::string_view rest) {
       if (!decoded) return std::unexpected(decoded.error());
       out.user = std::move(*decoded);
     } else {
-      return bad_url(url, fmt::format("unknown query parameter '{}' (known: db, user, password)",
-                                      name));
+      return bad_url(url,
+                     fmt::format("unknown query parameter '{}' (known: db, user, password)", name));
     }
   }
   return out;

@@ -1,7 +1,6 @@
 #include "redis_server.h"
 
 #include <fcntl.h>
-#include <cerrno>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -10,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -58,8 +58,8 @@ bool answers_ping(const std::string& socket_path, const std::string& password) {
   if (c->err == 0) {
     std::vector<const char*> argv{"PING"};
     if (!password.empty()) argv = {"AUTH", password.c_str()};
-    auto* reply = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()),
-                                                            argv.data(), nullptr));
+    auto* reply = static_cast<redisReply*>(
+        redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), nullptr));
     // Any reply (even NOAUTH) means the server is up and serving.
     ok = reply != nullptr;
     if (reply) freeReplyObject(reply);
@@ -77,7 +77,8 @@ std::unique_ptr<RedisServer> RedisServer::start(Options options) {
 }
 
 RedisServer::RedisServer(Options options) : options_(std::move(options)) {
-  std::string pattern = (std::filesystem::temp_directory_path() / "herdguard-redis-XXXXXX").string();
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "herdguard-redis-XXXXXX").string();
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   if (::mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
@@ -100,22 +101,32 @@ std::string RedisServer::tcp_url() const {
 
 void RedisServer::launch() {
   std::vector<std::string> args = {"redis-server",
-                                   "--port", std::to_string(options_.tcp ? port_ : 0),
-                                   "--bind", "127.0.0.1",
-                                   "--unixsocket", socket_path_,
-                                   "--unixsocketperm", "700",
-                                   "--dir", dir_,
-                                   "--save", "",
-                                   "--appendonly", "no",
-                                   "--daemonize", "no",
-                                   "--loglevel", "warning",
-                                   "--logfile", dir_ + "/redis.log"};
+                                   "--port",
+                                   std::to_string(options_.tcp ? port_ : 0),
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--unixsocket",
+                                   socket_path_,
+                                   "--unixsocketperm",
+                                   "700",
+                                   "--dir",
+                                   dir_,
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--daemonize",
+                                   "no",
+                                   "--loglevel",
+                                   "warning",
+                                   "--logfile",
+                                   dir_ + "/redis.log"};
   if (!options_.requirepass.empty()) {
     args.insert(args.end(), {"--requirepass", options_.requirepass});
   }
   if (!options_.acl_user.empty()) {
-    args.insert(args.end(), {"--user", options_.acl_user, "on", ">" + options_.acl_password,
-                             "~*", "&*", "+@all"});
+    args.insert(args.end(), {"--user", options_.acl_user, "on", ">" + options_.acl_password, "~*",
+                             "&*", "+@all"});
   }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -133,8 +144,7 @@ void RedisServer::launch() {
   }
   pid_ = pid;
 
-  const std::string& password =
-      options_.requirepass.empty() ? std::string() : options_.requirepass;
+  const std::string& password = options_.requirepass.empty() ? std::string() : options_.requirepass;
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!answers_ping(socket_path_, password)) {
     int status = 0;

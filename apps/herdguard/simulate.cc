@@ -1,0 +1,394 @@
+#include "simulate.h"
+
+#include <fmt/format.h>
+#include <herdguard/herdguard.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <latch>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "latency_stats.h"
+#include "temp_dir.h"
+
+namespace herdguard::cli {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+std::string expected_value(const std::string& key) { return "value-of-" + key; }
+
+// What one worker process saw, sent to the parent as one JSON line.
+struct WorkerReport {
+  std::uint64_t db_queries = 0;
+  int errors = 0;
+  int wrong_values = 0;
+  std::vector<std::int64_t> latencies_ns;
+  std::string first_error;
+  nlohmann::json protection;  // a few ProtectionMetrics fields
+};
+
+bool write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+// One request path per protection mode; returns the value or an error.
+using Request = std::function<Result<std::string>()>;
+
+struct WorkerSetup {
+  std::shared_ptr<SqliteRepository> db;
+  std::optional<RedisFleet> fleet;
+  std::unique_ptr<Protector> protector;
+  std::unique_ptr<MemoryCache> plain_cache;  // mode none without Redis
+  Request request;
+};
+
+Result<WorkerSetup> set_up_worker(const SimulateOptions& o, const std::string& db_path,
+                                  const std::string& prefix) {
+  WorkerSetup w;
+  auto db =
+      SqliteRepository::open({.path = db_path,
+                              .table = "products",
+                              .pool_size = static_cast<std::size_t>(o.db_connections),
+                              .busy_timeout = std::chrono::milliseconds(5000),
+                              .simulated_latency = std::chrono::milliseconds(o.db_latency_ms)});
+  if (!db) return std::unexpected(db.error());
+  w.db = std::move(*db);
+  const auto timeout = std::chrono::milliseconds(o.timeout_ms);
+  const auto ttl = std::chrono::seconds(60);
+  if (!o.redis_url.empty()) {
+    auto fleet = RedisFleet::connect({.redis = {.url = o.redis_url},
+                                      .prefix = prefix,
+                                      .lease = std::chrono::milliseconds(o.lease_ms),
+                                      .notifications = o.notify && o.protect == "fleet"});
+    if (!fleet) return std::unexpected(fleet.error());
+    w.fleet = std::move(*fleet);
+    if (w.fleet->notifier) (void)w.fleet->notifier->wait_subscribed(Deadline::after(timeout));
+  }
+
+  if (o.protect == "none") {
+    // Plain cache-aside: look in the cache, on a miss query and fill it.
+    std::shared_ptr<Cache> cache;
+    if (w.fleet) {
+      cache = w.fleet->l2;
+    } else {
+      auto memory = MemoryCache::create({}, system_clock());
+      if (!memory) return std::unexpected(memory.error());
+      cache = std::shared_ptr<MemoryCache>(std::move(*memory));
+    }
+    auto db_ptr = w.db;
+    w.request = [cache, db_ptr, key = o.key, timeout, ttl]() -> Result<std::string> {
+      const TimePoint now = system_clock()->now();
+      if (auto hit = cache->get(key); hit && *hit && (*hit)->is_fresh(now)) return (*hit)->value;
+      auto loaded = db_ptr->load(key, Deadline::after(timeout));
+      if (!loaded) return std::unexpected(loaded.error());
+      if (!*loaded) return make_error(ErrorKind::kNotFound, "no such key");
+      (void)cache->put(key,
+                       {.value = **loaded, .fresh_until = now + ttl, .stale_until = now + ttl});
+      return std::move(**loaded);
+    };
+    return w;
+  }
+
+  ProtectorOptions options{
+      .ttl = ttl, .fail_safe_max_staleness = std::chrono::seconds(60), .request_timeout = timeout};
+  options.single_flight.load_timeout = timeout;
+  if (w.fleet) {
+    options.l2 = w.fleet->l2;
+    if (o.protect == "fleet") {
+      options.fleet_lock = w.fleet->locks;
+      options.notifier = w.fleet->notifier;
+    }
+  }
+  auto protector = Protector::create(std::move(options), w.db);
+  if (!protector) return std::unexpected(protector.error());
+  w.protector = std::move(*protector);
+  Protector* p = w.protector.get();
+  w.request = [p, key = o.key] { return p->get(key); };
+  return w;
+}
+
+// The body of a worker process. Never returns.
+[[noreturn]] void run_worker(const SimulateOptions& o, const std::string& db_path,
+                             const std::string& prefix, int ready_fd, int go_fd, int result_fd) {
+  WorkerReport report;
+  auto setup = set_up_worker(o, db_path, prefix);
+  if (!setup) {
+    nlohmann::json j = {{"setup_error", setup.error().to_string()}};
+    (void)write_all(ready_fd, "x");
+    (void)write_all(result_fd, j.dump());
+    ::_exit(2);
+  }
+  WorkerSetup& w = *setup;
+  const std::string expected = expected_value(o.key);
+  const int n = o.concurrency;
+  std::vector<std::int64_t> latencies(n, 0);
+  std::vector<char> outcome(n, 0);  // 0 ok, 1 error, 2 wrong value
+  std::vector<std::string> errors(n);
+  std::latch armed(n + 1);
+  std::latch release(1);
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      armed.count_down();
+      release.wait();
+      const auto begin = SteadyClock::now();
+      Result<std::string> r = w.request();
+      latencies[i] = (SteadyClock::now() - begin).count();
+      if (!r) {
+        outcome[i] = 1;
+        errors[i] = r.error().to_string();
+      } else if (*r != expected) {
+        outcome[i] = 2;
+      }
+    });
+  }
+  armed.arrive_and_wait();
+  (void)write_all(ready_fd, "r");
+  char go;
+  while (::read(go_fd, &go, 1) < 0 && errno == EINTR) {
+  }  // EOF: the parent released every worker at once
+  release.count_down();
+  for (auto& t : threads) t.join();
+
+  report.db_queries = w.db->queries();
+  for (int i = 0; i < n; ++i) {
+    if (outcome[i] == 1) {
+      ++report.errors;
+      if (report.first_error.empty()) report.first_error = errors[i];
+    }
+    if (outcome[i] == 2) ++report.wrong_values;
+  }
+  nlohmann::json protection = nlohmann::json::object();
+  if (w.protector) {
+    const ProtectionMetrics m = w.protector->metrics();
+    protection = {{"single_flight_hits", m.single_flight_hits},
+                  {"l2_hits", m.l2_hits},
+                  {"redis_errors", m.redis_errors},
+                  {"fleet_lock_acquisitions", m.fleet_lock_acquisitions},
+                  {"fleet_lock_contentions", m.fleet_lock_contentions},
+                  {"fleet_waited_loads", m.fleet_waited_loads},
+                  {"fleet_degraded_loads", m.fleet_degraded_loads}};
+  }
+  nlohmann::json j = {{"db_queries", report.db_queries},     {"errors", report.errors},
+                      {"wrong_values", report.wrong_values}, {"first_error", report.first_error},
+                      {"latencies_ns", latencies},           {"protection", protection}};
+  const bool written = write_all(result_fd, j.dump());
+  ::_exit(written ? 0 : 3);
+}
+
+struct Child {
+  pid_t pid = -1;
+  int result_fd = -1;
+};
+
+struct RoundResult {
+  std::uint64_t db_queries = 0;
+  int errors = 0;
+  int wrong = 0;
+  int failed_workers = 0;
+  std::string first_error;
+  std::vector<std::chrono::nanoseconds> latencies;
+  nlohmann::json workers = nlohmann::json::array();
+};
+
+// One herd: forks the workers, releases them at once, collects their reports.
+RoundResult run_round(const SimulateOptions& o, const std::string& db_path) {
+  RoundResult result;
+  // A fresh prefix per run: the hot key is absent from Redis (as after its
+  // expiry), and runs never see each other's values or locks.
+  const std::string prefix = fmt::format("herdguard-simulate:{}-{}:", ::getpid(),
+                                         SteadyClock::now().time_since_epoch().count());
+
+  int ready_pipe[2];
+  int go_pipe[2];
+  if (::pipe(ready_pipe) != 0 || ::pipe(go_pipe) != 0) {
+    result.failed_workers = o.processes;
+    result.first_error = "pipe() failed";
+    return result;
+  }
+  std::vector<Child> children;
+  for (int i = 0; i < o.processes; ++i) {
+    int result_pipe[2];
+    if (::pipe(result_pipe) != 0) break;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(ready_pipe[0]);
+      ::close(go_pipe[1]);
+      ::close(result_pipe[0]);
+      for (const Child& c : children) ::close(c.result_fd);
+      run_worker(o, db_path, prefix, ready_pipe[1], go_pipe[0], result_pipe[1]);
+    }
+    ::close(result_pipe[1]);
+    if (pid < 0) {
+      ::close(result_pipe[0]);
+      break;
+    }
+    children.push_back({pid, result_pipe[0]});
+  }
+  ::close(ready_pipe[1]);
+  ::close(go_pipe[0]);
+  if (static_cast<int>(children.size()) != o.processes) {
+    fmt::print(stderr, "herdguard simulate: fork() failed after {} workers\n", children.size());
+    result.failed_workers += o.processes - static_cast<int>(children.size());
+    if (result.first_error.empty()) result.first_error = "fork() failed";
+  }
+  // Every worker has armed its threads (or failed) before any is released.
+  for (std::size_t i = 0; i < children.size(); ++i) {
+    char c;
+    ssize_t n;
+    while ((n = ::read(ready_pipe[0], &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (n <= 0) break;
+  }
+  ::close(go_pipe[1]);  // EOF wakes all workers at once
+  ::close(ready_pipe[0]);
+
+  for (const Child& c : children) {
+    const std::string out = read_all(c.result_fd);
+    ::close(c.result_fd);
+    int status = 0;
+    while (::waitpid(c.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    auto j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("db_queries")) {
+      ++result.failed_workers;
+      if (result.first_error.empty()) {
+        result.first_error = j.is_object() && j.contains("setup_error")
+                                 ? j["setup_error"].get<std::string>()
+                                 : "a worker exited without a report";
+      }
+      continue;
+    }
+    result.db_queries += j["db_queries"].get<std::uint64_t>();
+    result.errors += j["errors"].get<int>();
+    result.wrong += j["wrong_values"].get<int>();
+    if (result.first_error.empty()) result.first_error = j["first_error"].get<std::string>();
+    for (auto ns : j["latencies_ns"]) result.latencies.emplace_back(ns.get<std::int64_t>());
+    result.workers.push_back(j["protection"]);
+  }
+  return result;
+}
+
+}  // namespace
+
+int run_simulate(const SimulateOptions& o) {
+  if (o.protect != "none" && o.protect != "local" && o.protect != "fleet") {
+    fmt::print(stderr, "herdguard simulate: --protect must be none, local or fleet, got '{}'\n",
+               o.protect);
+    return 1;
+  }
+  if (o.protect == "fleet" && o.redis_url.empty()) {
+    fmt::print(stderr, "herdguard simulate: --protect fleet needs --redis URL\n");
+    return 1;
+  }
+  if (!o.redis_url.empty()) {
+    if (auto url = RedisUrl::parse(o.redis_url); !url) {
+      fmt::print(stderr, "herdguard simulate: --redis: {}\n", url.error().message);
+      return 1;
+    }
+  }
+  TempDir dir("herdguard-simulate");
+  std::string db_path = o.db;
+  if (db_path.empty()) {
+    if (dir.path().empty()) {
+      fmt::print(stderr, "herdguard simulate: cannot create a temporary folder\n");
+      return 1;
+    }
+    db_path = (dir.path() / "products.db").string();
+  }
+  {
+    // Seed the hot key; the database is then closed so the workers open their own.
+    auto db = SqliteRepository::open({.path = db_path, .table = "products", .pool_size = 1});
+    if (!db) {
+      fmt::print(stderr, "herdguard simulate: --db: {}\n", db.error().to_string());
+      return 1;
+    }
+    if (auto seeded = (*db)->upsert(o.key, expected_value(o.key)); !seeded) {
+      fmt::print(stderr, "herdguard simulate: seeding failed: {}\n", seeded.error().to_string());
+      return 1;
+    }
+  }
+  std::uint64_t db_queries = 0;
+  int errors = 0;
+  int wrong = 0;
+  int failed_workers = 0;
+  std::string first_error;
+  std::vector<std::chrono::nanoseconds> latencies;
+  nlohmann::json workers = nlohmann::json::array();
+  for (int round = 0; round < o.rounds; ++round) {
+    RoundResult r = run_round(o, db_path);
+    db_queries += r.db_queries;
+    errors += r.errors;
+    wrong += r.wrong;
+    failed_workers += r.failed_workers;
+    if (first_error.empty()) first_error = r.first_error;
+    latencies.insert(latencies.end(), r.latencies.begin(), r.latencies.end());
+    for (auto& w : r.workers) workers.push_back(std::move(w));
+  }
+  const int requests = o.rounds * o.processes * o.concurrency;
+  // Requests of workers that failed count as errors: nobody answered them.
+  errors += failed_workers * o.concurrency;
+  const LatencySummary latency = summarize(std::move(latencies));
+
+  if (o.json) {
+    nlohmann::json report = {
+        {"processes", o.processes},
+        {"concurrency", o.concurrency},
+        {"rounds", o.rounds},
+        {"requests", requests},
+        {"protect", o.protect},
+        {"redis", !o.redis_url.empty()},
+        {"db_latency_ms", o.db_latency_ms},
+        {"db_queries", db_queries},
+        {"errors", errors},
+        {"wrong_values", wrong},
+        {"failed_workers", failed_workers},
+        {"first_error", first_error},
+        {"latency_ms", {{"p50", latency.p50_ms}, {"p99", latency.p99_ms}, {"max", latency.max_ms}}},
+        {"workers", workers}};
+    fmt::print("{}\n", report.dump());
+  } else {
+    fmt::print("herdguard simulate: {} processes x {} concurrent requests for one expired key\n",
+               o.processes, o.concurrency);
+    fmt::print("protection: {}; cache: {}; database: SQLite, {} ms per query\n\n", o.protect,
+               o.redis_url.empty() ? "memory (per process)" : "Redis", o.db_latency_ms);
+    fmt::print("{:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>10}\n", "requests", "db queries",
+               "errors", "wrong", "p50 ms", "p99 ms", "max ms");
+    fmt::print("{:>10} {:>10} {:>8} {:>8} {:>10.1f} {:>10.1f} {:>10.1f}\n\n", requests, db_queries,
+               errors, wrong, latency.p50_ms, latency.p99_ms, latency.max_ms);
+    fmt::print("The database saw {} quer{} for {} requests from {} processes{}.\n", db_queries,
+               db_queries == 1 ? "y" : "ies", requests, o.processes,
+               errors ? fmt::format("; {} requests failed (first: {})", errors, first_error) : "");
+  }
+  return failed_workers == o.rounds * o.processes ? 1 : 0;
+}
+
+}  // namespace herdguard::cli

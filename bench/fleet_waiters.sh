@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Waiters in other processes: how long past the 50 ms load they get the value,
+# with pub/sub notification and with the polling fallback.
+#
+# Starts its own redis-server on a unix socket in a temporary folder, runs
+# `herdguard simulate` (8 processes x 1 caller, 30 rounds, fleet protection)
+# in both modes and prints p50/p99 of (latency - load time).
+# Usage: bench/fleet_waiters.sh [path/to/herdguard]   (default: build/release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cli=${1:-build/release/apps/herdguard/herdguard}
+load_ms=50
+dir=$(mktemp -d)
+redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
+  --appendonly no --dir "$dir" --daemonize no --loglevel warning >"$dir/log" 2>&1 &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do [[ -S "$dir/redis.sock" ]] && break; sleep 0.05; done
+
+run() {
+  local json p50 p99
+  json=$("$cli" simulate --json --redis "unix://$dir/redis.sock" --protect fleet \
+    --processes 8 --concurrency 1 --rounds 30 --db-latency-ms "$load_ms" "$@")
+  p50=$(sed -E 's/.*"latency_ms":\{[^}]*"p50":([0-9.e+-]+).*/\1/' <<<"$json")
+  p99=$(sed -E 's/.*"latency_ms":\{[^}]*"p99":([0-9.e+-]+).*/\1/' <<<"$json")
+  awk -v a="$p50" -v b="$p99" -v l="$load_ms" \
+    'BEGIN { printf "p50 %.2f ms, p99 %.2f ms beyond the load\n", a - l, b - l }'
+}
+echo -n "notification: "; run --notify
+echo -n "polling:      "; run --no-notify

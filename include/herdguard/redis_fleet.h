@@ -1,0 +1,57 @@
+// herdguard/redis_fleet.h — everything a Protector needs to coordinate a fleet
+// through one Redis, built from one URL.
+//
+// A RedisFleet holds the client (connection pool), the L2 cache, the fleet
+// lock manager and the ready notifier, sharing one key prefix. Connecting is
+// lazy: connect() succeeds while Redis is down (the Protector then degrades to
+// in-process protection until Redis answers).
+//
+// Thread safety: the members are safe from any number of threads.
+//
+// Example:
+//   auto fleet = herdguard::RedisFleet::connect({.redis = {.url = "redis://10.0.0.5:6379/0"},
+//                                                .prefix = "shop:"});
+//   if (!fleet) die(fleet.error().to_string());      // e.g. a malformed URL
+//   herdguard::ProtectorOptions options{.ttl = std::chrono::minutes(5)};
+//   fleet->apply_to(options);
+//   auto protector = herdguard::Protector::create(std::move(options), repository);
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "herdguard/protector.h"
+#include "herdguard/redis_cache.h"
+#include "herdguard/redis_client.h"
+#include "herdguard/redis_lock.h"
+#include "herdguard/redis_notifier.h"
+
+namespace herdguard {
+
+struct RedisFleetOptions {
+  RedisOptions redis{};
+  // Prefix of every key herdguard writes (values, locks, fences) and of the
+  // notification channel. Processes share a cache when they share a prefix.
+  std::string prefix = "herdguard:v1:";
+  // Lease of the fleet lock (extended automatically while a load runs).
+  Duration lease = std::chrono::seconds(5);
+  // Waiters are woken by pub/sub; false makes them poll (for comparison).
+  bool notifications = true;
+};
+
+struct RedisFleet {
+  std::shared_ptr<RedisClient> client;
+  std::shared_ptr<RedisCache> l2;
+  std::shared_ptr<RedisLockManager> locks;
+  std::shared_ptr<RedisNotifier> notifier;  // null when notifications == false
+
+  // Errors: kInvalidArgument for a bad URL or option. Does not fail when
+  // Redis is down.
+  static Result<RedisFleet> connect(RedisFleetOptions options,
+                                    std::shared_ptr<Clock> clock = system_clock());
+
+  // Sets options.l2, fleet_lock and notifier.
+  void apply_to(ProtectorOptions& options) const;
+};
+
+}  // namespace herdguard

@@ -1,0 +1,237 @@
+// The Protector with Redis as L2 and fleet lock, against a real redis-server.
+// Several Protectors in one test stand for several processes: they share
+// nothing but Redis (each has its own L1, single-flight and breaker). The
+// multi-process tests (fleet_multiprocess_test.cc) run the real thing.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <latch>
+#include <thread>
+#include <vector>
+
+#include "herdguard/herdguard.h"
+#include "redis_server.h"
+#include "test_support.h"
+
+namespace herdguard {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::RedisServer;
+
+// A database that counts loads and takes `latency` per load (standing in for
+// query time, so that a herd really overlaps with the load).
+struct CountingDatabase {
+  std::atomic<int> loads{0};
+  std::atomic<bool> down{false};
+  Duration latency = 50ms;
+
+  std::shared_ptr<Repository> repository() {
+    return std::make_shared<CallbackRepository>(
+        [this](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
+          loads.fetch_add(1);
+          std::this_thread::sleep_for(latency);
+          if (down.load()) return make_error(ErrorKind::kBackend, "database down");
+          if (key.starts_with("missing")) return std::optional<std::string>();
+          return std::optional<std::string>("value-of-" + std::string(key));
+        });
+  }
+};
+
+struct Node {
+  RedisFleet fleet;
+  std::unique_ptr<Protector> protector;
+};
+
+Node make_node(const RedisServer& server, CountingDatabase& db, const std::string& prefix,
+               ProtectorOptions options = {}, bool notifications = true,
+               std::shared_ptr<Clock> clock = system_clock()) {
+  auto fleet = RedisFleet::connect({.redis = {.url = server.url()},
+                                    .prefix = prefix,
+                                    .lease = 2s,
+                                    .notifications = notifications},
+                                   clock);
+  EXPECT_TRUE(fleet.has_value()) << fleet.error().to_string();
+  fleet->apply_to(options);
+  options.clock = clock;
+  if (fleet->notifier) {
+    EXPECT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
+  }
+  auto protector = Protector::create(std::move(options), db.repository());
+  EXPECT_TRUE(protector.has_value()) << protector.error().to_string();
+  return Node{std::move(*fleet), std::move(*protector)};
+}
+
+// Releases threads_per_node threads on each node at once, all getting `key`.
+// Returns the number of correct values.
+int herd(std::vector<Node>& nodes, int threads_per_node, const std::string& key,
+         std::atomic<int>* errors) {
+  std::atomic<int> correct{0};
+  std::latch start(static_cast<std::ptrdiff_t>(nodes.size()) * threads_per_node);
+  std::vector<std::thread> threads;
+  for (auto& node : nodes) {
+    for (int i = 0; i < threads_per_node; ++i) {
+      threads.emplace_back([&, p = node.protector.get()] {
+        start.arrive_and_wait();
+        auto r = p->get(key, Deadline::after(10s));
+        if (r && *r == "value-of-" + key) {
+          correct.fetch_add(1);
+        } else if (errors) {
+          errors->fetch_add(1);
+        }
+      });
+    }
+  }
+  for (auto& t : threads) t.join();
+  return correct.load();
+}
+
+TEST(ProtectorFleet, HerdAcrossFourNodesMakesOneDatabaseLoad) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  std::vector<Node> nodes;
+  for (int i = 0; i < 4; ++i) nodes.push_back(make_node(*server, db, "herd:"));
+  std::atomic<int> errors{0};
+  EXPECT_EQ(herd(nodes, 50, "hot", &errors), 200);
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(db.loads.load(), 1);
+  std::uint64_t acquisitions = 0;
+  for (auto& n : nodes) acquisitions += n.protector->metrics().fleet_lock_acquisitions;
+  EXPECT_EQ(acquisitions, 1u);
+}
+
+TEST(ProtectorFleet, WithoutNotificationsWaitersPollAndStillOneLoad) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  std::vector<Node> nodes;
+  for (int i = 0; i < 3; ++i) nodes.push_back(make_node(*server, db, "poll:", {}, false));
+  EXPECT_EQ(herd(nodes, 20, "hot", nullptr), 60);
+  EXPECT_EQ(db.loads.load(), 1);
+  std::uint64_t contentions = 0;
+  for (auto& n : nodes) contentions += n.protector->metrics().fleet_lock_contentions;
+  EXPECT_GE(contentions, 1u);
+}
+
+TEST(ProtectorFleet, AnotherNodeReadsTheValueFromL2) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  Node a = make_node(*server, db, "l2:");
+  Node b = make_node(*server, db, "l2:");
+  ASSERT_EQ(*a.protector->get("k"), "value-of-k");
+  ASSERT_EQ(*b.protector->get("k"), "value-of-k");
+  EXPECT_EQ(db.loads.load(), 1);
+  EXPECT_EQ(b.protector->metrics().l2_hits, 1u);
+  // b filled its L1 from L2: the next read does not go to Redis.
+  ASSERT_EQ(*b.protector->get("k"), "value-of-k");
+  EXPECT_EQ(b.protector->metrics().l2_hits, 1u);
+  EXPECT_EQ(b.protector->metrics().cache_hits, 2u);
+}
+
+TEST(ProtectorFleet, NotFoundIsSharedThroughL2) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  Node a = make_node(*server, db, "neg:");
+  Node b = make_node(*server, db, "neg:");
+  EXPECT_EQ(a.protector->get("missing-1").error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(b.protector->get("missing-1").error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(db.loads.load(), 1);
+}
+
+TEST(ProtectorFleet, CorruptValueIsAMissCountedAndRepaired) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  Node a = make_node(*server, db, "bad:");
+  const std::string redis_key = a.fleet.l2->redis_key("k");
+  ASSERT_TRUE(a.fleet.client->command({"SET", redis_key, "written by someone else"}));
+  ASSERT_EQ(*a.protector->get("k"), "value-of-k");
+  EXPECT_EQ(db.loads.load(), 1);
+  EXPECT_GE(a.protector->metrics().l2_corrupt, 1u);
+  auto raw = a.fleet.client->command({"GET", redis_key});
+  ASSERT_TRUE(raw);
+  auto decoded = decode_envelope(raw->str);
+  ASSERT_TRUE(decoded) << decoded.error().to_string();
+  EXPECT_EQ(decoded->entry.value, "value-of-k");
+  EXPECT_GE(decoded->fence, 1u);
+}
+
+TEST(ProtectorFleet, RedisDownMeansNoCallerErrorsAndL2ComesBack) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  ProtectorOptions options;
+  options.l1_enabled = false;  // every read goes to L2, so its use is visible
+  Node a = make_node(*server, db, "down:", options);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(a.protector->get("k" + std::to_string(i)));
+  const auto before = a.protector->metrics();
+
+  server->stop();
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 20; ++i) {
+      auto r = a.protector->get("k" + std::to_string(i));
+      ASSERT_TRUE(r) << r.error().to_string();
+      EXPECT_EQ(*r, "value-of-k" + std::to_string(i));
+    }
+  }
+  const auto during = a.protector->metrics();
+  EXPECT_EQ(during.errors, 0u);
+  EXPECT_GT(during.redis_errors, before.redis_errors);
+  EXPECT_GT(during.fleet_degraded_loads, 0u);
+
+  server->start_again();  // empty: the next loads refill it
+  const Deadline give_up = Deadline::after(20s);
+  std::uint64_t hits = during.l2_hits;
+  while (hits == during.l2_hits && !give_up.expired()) {
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(a.protector->get("k" + std::to_string(i)));
+    hits = a.protector->metrics().l2_hits;
+  }
+  EXPECT_GT(hits, during.l2_hits) << "L2 was not used again after Redis came back";
+}
+
+TEST(ProtectorFleet, FailSafeServesStaleValueFromL2WhenDatabaseIsDown) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  auto clock = std::make_shared<ManualClock>();
+  ProtectorOptions options{.ttl = 10s, .ttl_jitter = 0, .fail_safe_max_staleness = 1h};
+  Node a = make_node(*server, db, "stale:", options, true, clock);
+  Node b = make_node(*server, db, "stale:", options, true, clock);
+  ASSERT_EQ(*a.protector->get("k"), "value-of-k");
+  clock->advance(20s);  // stale everywhere
+  db.down = true;
+  auto r = b.protector->get("k");  // b never saw it: the stale value comes from L2
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(*r, "value-of-k");
+  EXPECT_EQ(b.protector->metrics().stale_returns, 1u);
+}
+
+TEST(ProtectorFleet, StaleWhileRevalidateRefreshesOnceAcrossNodes) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  auto clock = std::make_shared<ManualClock>();
+  ProtectorOptions options{.ttl = 10s, .ttl_jitter = 0, .stale_while_revalidate = 1h};
+  Node a = make_node(*server, db, "swr:", options, true, clock);
+  Node b = make_node(*server, db, "swr:", options, true, clock);
+  ASSERT_EQ(*a.protector->get("k"), "value-of-k");
+  ASSERT_EQ(*b.protector->get("k"), "value-of-k");
+  ASSERT_EQ(db.loads.load(), 1);
+  clock->advance(20s);
+  db.latency = 200ms;  // the refreshes overlap
+  EXPECT_EQ(*a.protector->get_stale_while_revalidate("k"), "value-of-k");
+  EXPECT_EQ(*b.protector->get_stale_while_revalidate("k"), "value-of-k");
+  // Both started a background refresh; the fleet lock lets one reach the database.
+  testing::wait_until([&] {
+    return a.protector->metrics().loads_in_flight == 0 &&
+           b.protector->metrics().loads_in_flight == 0;
+  });
+  EXPECT_EQ(db.loads.load(), 2);
+  auto fresh = a.fleet.l2->get("k");
+  ASSERT_TRUE(fresh && *fresh);
+  EXPECT_TRUE((*fresh)->is_fresh(clock->now()));
+}
+
+}  // namespace
+}  // namespace herdguard
