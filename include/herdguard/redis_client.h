@@ -75,9 +75,11 @@ struct RedisOptions {
   // Bound on establishing a connection (TCP connect / unix connect + AUTH +
   // SELECT). REQUIRES: > 0.
   Duration connect_timeout = std::chrono::milliseconds(250);
-  // Bound on one command's round trip; also how long a caller waits for a
-  // free pooled connection. REQUIRES: > 0.
+  // Bound on one command's round trip. REQUIRES: > 0.
   Duration command_timeout = std::chrono::milliseconds(250);
+  // How long a caller waits for a free pooled connection when all
+  // pool_size are busy; zero means command_timeout. REQUIRES: >= 0.
+  Duration pool_wait_timeout = Duration::zero();
   // Most connections open at once. REQUIRES: >= 1.
   std::size_t pool_size = 8;
   // After a failed connect, new connects are not tried for a backoff that
@@ -138,8 +140,9 @@ class RedisClient {
   // Sends one command (argv[0] is the command name) and returns its reply.
   // Errors: kBackend for a Redis error reply (message carries Redis's text,
   // e.g. "WRONGTYPE ..."), a failed connection, or a closed connection;
-  // kTimeout when the command or the wait for a pooled connection exceeded
-  // command_timeout (the connection is then discarded, never reused
+  // kTimeout when the command exceeded command_timeout or no pooled
+  // connection freed up within pool_wait_timeout (a timed-out connection is
+  // discarded, never reused
   // half-read). A connection that hit an I/O error or timeout is closed, and
   // the next command opens a new one (subject to the reconnect backoff).
   Result<RedisReply> command(std::span<const std::string_view> argv);

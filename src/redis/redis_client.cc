@@ -108,6 +108,11 @@ struct RedisClient::Impl {
   std::atomic<std::uint64_t> commands{0}, errors{0}, connects{0}, connect_failures{0},
       pool_timeouts{0}, script_loads{0};
 
+  Duration pool_wait() const {
+    return options.pool_wait_timeout > Duration::zero() ? options.pool_wait_timeout
+                                                        : options.command_timeout;
+  }
+
   std::string where() const { return fmt::format("redis {}", url.redacted()); }
 
   // Opens, authenticates and selects. Called without the mutex.
@@ -209,7 +214,7 @@ struct RedisClient::Impl {
         pool_timeouts.fetch_add(1, kRelaxed);
         return make_error(ErrorKind::kTimeout,
                           fmt::format("{}: no free connection within {} ms (pool_size {})", where(),
-                                      to_ms(options.command_timeout), options.pool_size));
+                                      to_ms(pool_wait()), options.pool_size));
       }
     }
   }
@@ -232,9 +237,9 @@ struct RedisClient::Impl {
   // Runs one command on one borrowed connection.
   Result<RedisReply> run(std::span<const std::string_view> argv, Failure* failure) {
     bool reused = false;
-    auto borrowed = borrow(SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
-                                                    options.command_timeout),
-                           &reused);
+    auto borrowed =
+        borrow(SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(pool_wait()),
+               &reused);
     if (!borrowed) {
       *failure = Failure::kNone;
       return std::unexpected(borrowed.error());

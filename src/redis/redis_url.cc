@@ -209,6 +209,7 @@ Result<void> RedisOptions::validate() const {
   if (auto parsed = RedisUrl::parse(url); !parsed) return std::unexpected(parsed.error());
   if (connect_timeout <= Duration::zero()) return bad("connect_timeout must be > 0");
   if (command_timeout <= Duration::zero()) return bad("command_timeout must be > 0");
+  if (pool_wait_timeout < Duration::zero()) return bad("pool_wait_timeout must be >= 0");
   if (pool_size < 1) return bad("pool_size must be >= 1");
   if (reconnect_backoff_min < Duration::zero() || reconnect_backoff_max < reconnect_backoff_min) {
     return bad("reconnect backoff must satisfy 0 <= min <= max");
