@@ -38,6 +38,13 @@ std::string RedisCache::redis_key(std::string_view key) const {
 Result<std::optional<Envelope>> RedisCache::get_envelope(std::string_view key) {
   const std::string k = redis_key(key);
   auto reply = client_->command({"GET", k});
+  if (!reply && reply.error().message.find("WRONGTYPE") != std::string::npos) {
+    // Another program stored a list, hash... under our prefix: corrupt, and
+    // the next put (SET) replaces it.
+    corrupt_.fetch_add(1, kRelaxed);
+    misses_.fetch_add(1, kRelaxed);
+    return std::optional<Envelope>();
+  }
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -47,7 +54,6 @@ Result<std::optional<Envelope>> RedisCache::get_envelope(std::string_view key) {
     return std::optional<Envelope>();
   }
   if (reply->type != RedisReply::Type::kString) {
-    // Not a string (someone stored a list under our prefix): as corrupt.
     corrupt_.fetch_add(1, kRelaxed);
     misses_.fetch_add(1, kRelaxed);
     return std::optional<Envelope>();

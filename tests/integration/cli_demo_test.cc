@@ -72,7 +72,8 @@ TEST(CliDemo, BadFlagValueIsAClearError) {
 TEST(CliDemo, HelpExplainsEveryFlag) {
   CliRun r = run("demo --help");
   ASSERT_EQ(r.exit_code, 0);
-  for (const char* flag : {"--requests", "--db-latency-ms", "--db-connections", "--timeout-ms", "--json"}) {
+  for (const char* flag :
+       {"--requests", "--db-latency-ms", "--db-connections", "--timeout-ms", "--json"}) {
     EXPECT_NE(r.output.find(flag), std::string::npos) << flag;
   }
 }

@@ -1,1 +1,171 @@
-// placeholder: being written
+// RedisCache (the L2) against a real redis-server.
+#include "herdguard/redis_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "redis_server.h"
+
+namespace herdguard {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::RedisServer;
+
+struct Fixture {
+  std::unique_ptr<RedisServer> server = RedisServer::start();
+  std::shared_ptr<RedisClient> client = [this] {
+    auto c = RedisClient::create({.url = server->url(), .reconnect_backoff_min = 10ms});
+    EXPECT_TRUE(c);
+    return std::shared_ptr<RedisClient>(std::move(*c));
+  }();
+  std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
+
+  std::unique_ptr<RedisCache> cache(std::string prefix = "t:") {
+    auto c = RedisCache::create({.prefix = std::move(prefix)}, client, clock);
+    EXPECT_TRUE(c) << c.error().to_string();
+    return std::move(*c);
+  }
+  CacheEntry entry(std::string value) const {
+    const TimePoint now = clock->now();
+    return CacheEntry{.value = std::move(value),
+                      .fresh_until = now + 10s,
+                      .stale_until = now + 60s,
+                      .negative = false,
+                      .load_duration = 5ms};
+  }
+};
+
+TEST(RedisCache, RoundTripsBinaryKeysAndValues) {
+  Fixture f;
+  auto l2 = f.cache();
+  const std::string key("k\0\xff", 3);
+  const std::string value("v\0\r\n", 4);
+  ASSERT_TRUE(l2->put(key, f.entry(value)));
+  auto got = l2->get(key);
+  ASSERT_TRUE(got) << got.error().to_string();
+  ASSERT_TRUE(*got);
+  EXPECT_EQ((*got)->value, value);
+  EXPECT_EQ((*got)->fresh_until, f.entry("").fresh_until);
+  EXPECT_EQ((*got)->load_duration, 5ms);
+  EXPECT_EQ(l2->stats().hits, 1u);
+  auto miss = l2->get("absent");
+  ASSERT_TRUE(miss);
+  EXPECT_FALSE(*miss);
+  EXPECT_EQ(l2->stats().misses, 1u);
+}
+
+TEST(RedisCache, PrefixesIsolateCaches) {
+  Fixture f;
+  auto shop = f.cache("shop:");
+  auto blog = f.cache("blog:");
+  ASSERT_TRUE(shop->put("k", f.entry("shop value")));
+  auto other = blog->get("k");
+  ASSERT_TRUE(other);
+  EXPECT_FALSE(*other);
+  EXPECT_EQ(shop->redis_key("k"), "shop:k");
+}
+
+TEST(RedisCache, RedisExpiryIsTheStaleUntilTime) {
+  Fixture f;
+  f.clock->set(system_clock()->now());  // PXAT is absolute wall time
+  auto l2 = f.cache();
+  ASSERT_TRUE(l2->put("k", f.entry("v")));
+  auto pttl = f.client->command({"PTTL", "t:k"});
+  ASSERT_TRUE(pttl);
+  EXPECT_GT(pttl->integer, 0);
+  EXPECT_LE(pttl->integer, 60'000);
+}
+
+TEST(RedisCache, EntriesPastStaleUntilAreMissesAndExpiredPutsAreSkipped) {
+  Fixture f;
+  auto l2 = f.cache();
+  ASSERT_TRUE(l2->put("k", f.entry("v")));
+  f.clock->advance(61s);
+  auto got = l2->get("k");
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(*got);
+  ASSERT_TRUE(l2->put("late", CacheEntry{.value = "v",
+                                         .fresh_until = f.clock->now() - 2s,
+                                         .stale_until = f.clock->now() - 1s}));
+  auto exists = f.client->command({"EXISTS", "t:late"});
+  ASSERT_TRUE(exists);
+  EXPECT_EQ(exists->integer, 0);
+}
+
+TEST(RedisCache, CorruptBytesAreAMissCountedAndRepairedByThePut) {
+  Fixture f;
+  auto l2 = f.cache();
+  const std::string valid = encode_envelope({.entry = f.entry("good"), .fence = 1});
+  std::string future = valid;
+  future[3] = static_cast<char>(kEnvelopeVersion + 1);
+  const std::string plants[] = {"plain text from another program", valid.substr(0, 20), future};
+  int n = 0;
+  for (const std::string& planted : plants) {
+    ASSERT_TRUE(f.client->command({"SET", "t:k", planted}));
+    auto got = l2->get("k");
+    ASSERT_TRUE(got) << "corrupt data must read as a miss, not an error";
+    EXPECT_FALSE(*got);
+    EXPECT_EQ(l2->stats().corrupt, static_cast<std::uint64_t>(++n));
+  }
+  ASSERT_TRUE(f.client->command({"RPUSH", "t:list", "x"}));  // the wrong Redis type
+  auto wrong_type = l2->get("list");
+  ASSERT_TRUE(wrong_type) << wrong_type.error().to_string();
+  EXPECT_FALSE(*wrong_type);
+  EXPECT_EQ(l2->stats().corrupt, 4u);
+  EXPECT_EQ(l2->stats().errors, 0u);
+  ASSERT_TRUE(l2->put("k", f.entry("repaired")));
+  auto got = l2->get("k");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->value, "repaired");
+}
+
+TEST(RedisCache, EnvelopeCarriesTheFence) {
+  Fixture f;
+  auto l2 = f.cache();
+  ASSERT_TRUE(
+      f.client->command({"SET", "t:k", encode_envelope({.entry = f.entry("v"), .fence = 9})}));
+  auto got = l2->get_envelope("k");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->fence, 9u);
+}
+
+TEST(RedisCache, EraseRemoves) {
+  Fixture f;
+  auto l2 = f.cache();
+  ASSERT_TRUE(l2->put("k", f.entry("v")));
+  ASSERT_TRUE(l2->erase("k"));
+  ASSERT_TRUE(l2->erase("never-there"));
+  auto got = l2->get("k");
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(*got);
+}
+
+TEST(RedisCache, RedisDownIsAnErrorAndRecoveryNeedsNoRestart) {
+  Fixture f;
+  auto l2 = f.cache();
+  f.server->stop();
+  auto got = l2->get("k");
+  ASSERT_FALSE(got);
+  EXPECT_TRUE(got.error().kind == ErrorKind::kBackend || got.error().kind == ErrorKind::kTimeout);
+  EXPECT_FALSE(l2->put("k", f.entry("v")));
+  EXPECT_EQ(l2->stats().errors, 2u);
+  f.server->start_again();
+  const Deadline give_up = Deadline::after(10s);
+  Result<void> put = make_error(ErrorKind::kInternal, "not tried");
+  while (!(put = l2->put("k", f.entry("v"))) && !give_up.expired()) std::this_thread::yield();
+  ASSERT_TRUE(put) << put.error().to_string();
+  auto back = l2->get("k");
+  ASSERT_TRUE(back && *back);
+  EXPECT_EQ((*back)->value, "v");
+}
+
+TEST(RedisCache, NullArgumentsAreRefused) {
+  Fixture f;
+  EXPECT_FALSE(RedisCache::create({}, nullptr, f.clock));
+  EXPECT_FALSE(RedisCache::create({}, f.client, nullptr));
+}
+
+}  // namespace
+}  // namespace herdguard

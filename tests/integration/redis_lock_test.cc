@@ -1,1 +1,210 @@
-// placeholder: being written
+// RedisLockManager against a real redis-server. Two managers with their own
+// clients stand for two processes.
+#include "herdguard/redis_lock.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "redis_server.h"
+
+namespace herdguard {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::RedisServer;
+
+struct Process {
+  std::shared_ptr<RedisClient> client;
+  std::unique_ptr<RedisLockManager> locks;
+};
+
+Process process(const RedisServer& server, RedisLockOptions options = {}) {
+  auto client = RedisClient::create({.url = server.url()});
+  EXPECT_TRUE(client);
+  std::shared_ptr<RedisClient> shared = std::move(*client);
+  auto locks = RedisLockManager::create(std::move(options), shared);
+  EXPECT_TRUE(locks) << locks.error().to_string();
+  return Process{shared, std::move(*locks)};
+}
+
+// Loops until `condition` holds or `within` passes; returns whether it held.
+template <typename Condition>
+bool eventually(Condition condition, Duration within = 10s) {
+  const Deadline give_up = Deadline::after(within);
+  while (!condition()) {
+    if (give_up.expired()) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST(RedisLock, IsExclusiveAcrossProcesses) {
+  auto server = RedisServer::start();
+  Process a = process(*server);
+  Process b = process(*server);
+  auto held = a.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_TRUE(held) << held.error().to_string();
+  auto again = a.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().kind, ErrorKind::kLockNotAcquired);
+  auto other = b.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().kind, ErrorKind::kLockNotAcquired);
+  EXPECT_EQ(a.locks->stats().contentions, 1u);
+  EXPECT_EQ(b.locks->stats().contentions, 1u);
+  EXPECT_TRUE(b.locks->try_acquire("another-key", Deadline::after(10s)));
+  ASSERT_EQ(*(*held)->release(), true);
+  EXPECT_TRUE(b.locks->try_acquire("k", Deadline::after(10s)));
+}
+
+TEST(RedisLock, TokensAreRandomHex) {
+  auto first = random_token();
+  auto second = random_token();
+  ASSERT_TRUE(first && second);
+  EXPECT_NE(*first, *second);
+  ASSERT_EQ(first->size(), 32u);
+  EXPECT_EQ(first->find_first_not_of("0123456789abcdef"), std::string::npos);
+}
+
+TEST(RedisLock, OnlyTheOwnerReleasesOrExtends) {
+  auto server = RedisServer::start();
+  Process a = process(*server, {.auto_extend = false});
+  auto held = a.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_TRUE(held);
+  // Another owner's token in the lock key, as after our lease ran out and
+  // someone else took it.
+  const std::string lock_key = a.locks->lock_key("k");
+  ASSERT_TRUE(a.client->command({"SET", lock_key, "someone-else"}));
+  auto extended = (*held)->extend(5s);
+  ASSERT_TRUE(extended);
+  EXPECT_FALSE(*extended);
+  EXPECT_TRUE((*held)->lost());
+  auto released = (*held)->release();
+  ASSERT_TRUE(released);
+  EXPECT_FALSE(*released);
+  auto still = a.client->command({"GET", lock_key});
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->str, "someone-else");
+}
+
+TEST(RedisLock, ALeaseExpires) {
+  auto server = RedisServer::start();
+  Process a = process(*server, {.lease = 50ms, .auto_extend = false});
+  Process b = process(*server);
+  auto held = a.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_TRUE(held);
+  std::unique_ptr<LockHold> taken;
+  EXPECT_TRUE(eventually([&] {
+    auto r = b.locks->try_acquire("k", Deadline::after(10s));
+    if (r) taken = std::move(*r);
+    return taken != nullptr;
+  }));
+  EXPECT_GT(taken->fence(), (*held)->fence());
+}
+
+TEST(RedisLock, FencesOnlyGrow) {
+  auto server = RedisServer::start();
+  Process a = process(*server);
+  std::uint64_t last = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto held = a.locks->try_acquire("k", Deadline::after(10s));
+    ASSERT_TRUE(held);
+    EXPECT_GT((*held)->fence(), last);
+    last = (*held)->fence();
+  }
+}
+
+TEST(RedisLock, LateWriteFromAnExpiredHolderIsFencedOff) {
+  auto server = RedisServer::start();
+  Process a = process(*server, {.lease = 50ms, .auto_extend = false});
+  Process b = process(*server);
+  const std::string value_key = "value:k";
+  const TimePoint until = system_clock()->now() + 1h;
+  auto old_holder = a.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_TRUE(old_holder);
+  std::unique_ptr<LockHold> new_holder;
+  ASSERT_TRUE(eventually([&] {
+    auto r = b.locks->try_acquire("k", Deadline::after(10s));
+    if (r) new_holder = std::move(*r);
+    return new_holder != nullptr;
+  }));
+  auto fresh = new_holder->fenced_write(value_key, "new", until);
+  ASSERT_TRUE(fresh);
+  EXPECT_TRUE(*fresh);
+  auto late = (*old_holder)->fenced_write(value_key, "old", until);
+  ASSERT_TRUE(late);
+  EXPECT_FALSE(*late);
+  EXPECT_EQ(a.locks->stats().fenced_off_writes, 1u);
+  auto stored = a.client->command({"GET", value_key});
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->str, "new");
+  auto pttl = a.client->command({"PTTL", value_key});
+  ASSERT_TRUE(pttl);
+  EXPECT_GT(pttl->integer, 0);
+}
+
+TEST(RedisLock, HeldLockIsExtendedAutomatically) {
+  auto server = RedisServer::start();
+  // Extended every 100 ms: the lease only lapses if the keeper stalls 200 ms.
+  Process a = process(*server, {.lease = 300ms});
+  Process b = process(*server);
+  auto held = a.locks->try_acquire("k", Deadline::after(1h));
+  ASSERT_TRUE(held);
+  // More than one lease's worth of extensions while held.
+  ASSERT_TRUE(eventually([&] { return a.locks->stats().extensions >= 4; }));
+  auto other = b.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().kind, ErrorKind::kLockNotAcquired);
+  EXPECT_FALSE((*held)->lost());
+}
+
+TEST(RedisLock, ExtensionStopsAtTheHardDeadline) {
+  auto server = RedisServer::start();
+  Process a = process(*server, {.lease = 60ms});
+  Process b = process(*server);
+  // A hung loader: the hold lives on, but its load deadline is 150 ms away.
+  auto held = a.locks->try_acquire("k", Deadline::after(150ms));
+  ASSERT_TRUE(held);
+  std::unique_ptr<LockHold> taken;
+  EXPECT_TRUE(eventually([&] {
+    auto r = b.locks->try_acquire("k", Deadline::after(10s));
+    if (r) taken = std::move(*r);
+    return taken != nullptr;
+  })) << "the hung holder kept the lock past its hard deadline";
+}
+
+TEST(RedisLock, LostLockIsNoticedByTheExtension) {
+  auto server = RedisServer::start();
+  Process a = process(*server, {.lease = 60ms});
+  auto held = a.locks->try_acquire("k", Deadline::after(1h));
+  ASSERT_TRUE(held);
+  ASSERT_TRUE(a.client->command({"DEL", a.locks->lock_key("k")}));  // as after a Redis restart
+  EXPECT_TRUE(eventually([&] { return (*held)->lost(); }));
+  EXPECT_GE(a.locks->stats().extension_failures, 1u);
+}
+
+TEST(RedisLock, RedisDownIsABackendErrorNotContention) {
+  auto server = RedisServer::start();
+  Process a = process(*server);
+  server->stop();
+  auto r = a.locks->try_acquire("k", Deadline::after(10s));
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(r.error().kind == ErrorKind::kBackend || r.error().kind == ErrorKind::kTimeout)
+      << r.error().to_string();
+  EXPECT_EQ(a.locks->stats().errors, 1u);
+  EXPECT_EQ(a.locks->stats().contentions, 0u);
+}
+
+TEST(RedisLock, OptionsAreValidated) {
+  auto server = RedisServer::start();
+  auto client = RedisClient::create({.url = server->url()});
+  ASSERT_TRUE(client);
+  std::shared_ptr<RedisClient> shared = std::move(*client);
+  EXPECT_FALSE(RedisLockManager::create({.lease = 1ms}, shared));
+  EXPECT_FALSE(RedisLockManager::create({.lease = 2s, .fence_ttl = 1s}, shared));
+  EXPECT_FALSE(RedisLockManager::create({}, nullptr));
+}
+
+}  // namespace
+}  // namespace herdguard
