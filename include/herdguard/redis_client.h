@@ -10,7 +10,10 @@
 //   * a bounded pool: at most `pool_size` connections, callers beyond that
 //     wait for one (up to the command timeout) instead of opening more;
 //   * reconnect with exponential backoff: while Redis is down, commands fail
-//     fast with kBackend instead of each paying the connect timeout;
+//     fast with kBackend instead of each paying the connect timeout; after a
+//     command timeout (Redis overloaded or stopped) likewise, until the
+//     backoff passes, so a hung Redis costs one timeout per backoff period,
+//     not one per caller;
 //   * AUTH (password or ACL user) and SELECT on every new connection;
 //   * commands as argument vectors (binary safe, never formatted strings);
 //   * Lua scripts by EVALSHA, loading the script on NOSCRIPT.

@@ -104,6 +104,14 @@ struct RedisClient::Impl {
   SteadyClock::time_point next_connect{};
   Duration backoff{};
   std::string last_connect_error;
+  // A Redis that accepts connections but does not answer (overloaded,
+  // stopped) would cost every caller command_timeout. After a timeout,
+  // commands fail fast until `suspended_until` (the same backoff schedule);
+  // a successful command ends it. Guarded by mutex; `suspended` mirrors
+  // "timeout_backoff != 0" so the hot path reads it without the lock.
+  SteadyClock::time_point suspended_until{};
+  Duration timeout_backoff{};
+  std::atomic<bool> suspended{false};
 
   std::atomic<std::uint64_t> commands{0}, errors{0}, connects{0}, connect_failures{0},
       pool_timeouts{0}, script_loads{0};
@@ -172,6 +180,10 @@ struct RedisClient::Impl {
   Result<redisContext*> borrow(SteadyClock::time_point deadline, bool* reused) {
     std::unique_lock lock(mutex);
     for (;;) {
+      if (const auto now = SteadyClock::now(); now < suspended_until) {
+        return make_error(ErrorKind::kBackend, fmt::format("{} is timing out, not used for {} ms",
+                                                           where(), to_ms(suspended_until - now)));
+      }
       if (!idle.empty()) {
         redisContext* c = idle.back();
         idle.pop_back();
@@ -270,6 +282,7 @@ struct RedisClient::Impl {
       // Broken on a connection that sat idle: Redis restarted or dropped it
       // before we wrote, so the command was not run and can be retried.
       *failure = timed_out ? Failure::kTimeout : (reused ? Failure::kBroken : Failure::kNone);
+      if (timed_out) suspend();
       return make_error(timed_out ? ErrorKind::kTimeout : ErrorKind::kBackend, std::move(message));
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -284,7 +297,26 @@ struct RedisClient::Impl {
     freeReplyObject(r);
     give_back(c, true);
     *failure = Failure::kNone;
+    if (suspended.load(std::memory_order_relaxed)) resume();
     return reply;
+  }
+
+  void suspend() {
+    std::lock_guard lock(mutex);
+    timeout_backoff = timeout_backoff == Duration::zero()
+                          ? options.reconnect_backoff_min
+                          : std::min<Duration>(timeout_backoff * 2, options.reconnect_backoff_max);
+    const auto wait =
+        std::chrono::duration_cast<Duration>(timeout_backoff * internal::uniform_real(0.5, 1.0));
+    suspended_until = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(wait);
+    suspended.store(true, std::memory_order_relaxed);
+  }
+
+  void resume() {
+    std::lock_guard lock(mutex);
+    timeout_backoff = Duration::zero();
+    suspended_until = {};
+    suspended.store(false, std::memory_order_relaxed);
   }
 };
 

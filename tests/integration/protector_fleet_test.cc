@@ -190,6 +190,52 @@ TEST(ProtectorFleet, RedisDownMeansNoCallerErrorsAndL2ComesBack) {
   EXPECT_GT(hits, during.l2_hits) << "L2 was not used again after Redis came back";
 }
 
+// Readers run throughout while Redis is killed, restarted, then hung
+// (SIGSTOP) and resumed: no reader ever gets an error.
+TEST(ProtectorFleet, RedisKilledAndHungDuringConcurrentReadsCausesNoErrors) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 1ms;
+  ProtectorOptions options{.ttl = 50ms, .request_timeout = 5s};
+  options.l1_enabled = false;  // every read goes through Redis
+  Node a = make_node(*server, db, "chaos:", options);
+  Node b = make_node(*server, db, "chaos:", options);
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::atomic<int> reads{0};
+  std::vector<std::thread> readers;
+  for (Node* node : {&a, &b}) {
+    for (int t = 0; t < 3; ++t) {
+      readers.emplace_back([&, p = node->protector.get(), t] {
+        for (int i = 0; !stop.load(); ++i) {
+          const std::string key = "k" + std::to_string((i + t) % 10);
+          auto r = p->get(key);
+          if (!r || *r != "value-of-" + key) errors.fetch_add(1);
+          reads.fetch_add(1);
+        }
+      });
+    }
+  }
+  auto reads_go_on = [&] {
+    const int before = reads.load();
+    testing::wait_until([&] { return reads.load() >= before + 200; });
+  };
+  reads_go_on();
+  server->stop();
+  reads_go_on();
+  server->start_again();
+  reads_go_on();
+  server->pause();
+  reads_go_on();
+  server->resume();
+  reads_go_on();
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(a.protector->metrics().redis_errors + b.protector->metrics().redis_errors, 0u);
+  EXPECT_EQ(a.protector->metrics().errors + b.protector->metrics().errors, 0u);
+}
+
 TEST(ProtectorFleet, FailSafeServesStaleValueFromL2WhenDatabaseIsDown) {
   auto server = RedisServer::start();
   CountingDatabase db;

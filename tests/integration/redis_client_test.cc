@@ -157,6 +157,28 @@ TEST(RedisClient, DownAtStartFailsFastThenRecoversWithoutRecreating) {
   EXPECT_EQ(r->str, "PONG");
 }
 
+TEST(RedisClient, AHungRedisCostsOneTimeoutThenFailsFastUntilItAnswers) {
+  auto server = RedisServer::start();
+  auto redis = client_for(
+      server->url(),
+      {.command_timeout = 100ms, .reconnect_backoff_min = 2s, .reconnect_backoff_max = 2s});
+  ASSERT_TRUE(redis->command({"PING"}));
+  server->pause();
+  auto first = redis->command({"PING"});
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().kind, ErrorKind::kTimeout);
+  // Right after a timeout the client does not wait on Redis again.
+  auto next = redis->command({"PING"});
+  ASSERT_FALSE(next);
+  EXPECT_EQ(next.error().kind, ErrorKind::kBackend);
+  EXPECT_NE(next.error().message.find("timing out"), std::string::npos) << next.error().message;
+  server->resume();
+  const Deadline give_up = Deadline::after(10s);
+  Result<RedisReply> r = make_error(ErrorKind::kInternal, "not tried");
+  while (!(r = redis->command({"PING"})) && !give_up.expired()) std::this_thread::yield();
+  ASSERT_TRUE(r) << r.error().to_string();
+}
+
 TEST(RedisClient, RestartMidUseDropsBrokenConnectionsAndReconnects) {
   auto server = RedisServer::start();
   auto redis = client_for(server->url(), {.reconnect_backoff_min = 10ms});

@@ -173,6 +173,14 @@ void RedisServer::stop() {
   std::filesystem::remove(socket_path_, ignored);
 }
 
+void RedisServer::pause() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+}
+
+void RedisServer::resume() {
+  if (pid_ > 0) ::kill(pid_, SIGCONT);
+}
+
 void RedisServer::start_again() {
   if (pid_ > 0) return;
   launch();

@@ -50,6 +50,10 @@ class RedisServer {
   // Stops the server (SIGKILL: as abrupt as a crash) and waits for it to exit.
   // Data is not persisted. Idempotent.
   void stop();
+  // SIGSTOP / SIGCONT: the server keeps its connections but stops
+  // answering, as an overloaded or hung Redis does.
+  void pause();
+  void resume();
   // Starts it again on the same socket (and port) with the same options.
   // Throws std::runtime_error when it cannot be started.
   void start_again();
