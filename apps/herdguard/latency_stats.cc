@@ -5,7 +5,9 @@
 
 namespace herdguard::cli {
 namespace {
-double to_ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double to_ms(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 }  // namespace
 
 LatencySummary summarize(std::vector<std::chrono::nanoseconds> samples) {

@@ -1,7 +1,12 @@
 // herdguard: the command-line tool. `demo` shows a cache stampede and its cure
 // on embedded defaults (no servers needed); `simulate` reproduces one across
 // several processes against real servers.
+#include <fmt/format.h>
+
 #include <CLI/CLI.hpp>
+#include <functional>
+#include <utility>
+#include <vector>
 
 #include "demo.h"
 #include "simulate.h"
@@ -39,55 +44,139 @@ int main(int argc, char** argv) {
                        "Use Redis as L2 cache and fleet lock in the protected run: "
                        "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N]");
 
-  herdguard::cli::SimulateOptions sim;
+  // simulate: flags land in `sim`; each flag also records how to copy its
+  // value onto a scenario loaded from --scenario FILE, so flags override it.
+  herdguard::cli::Scenario sim;
+  std::vector<std::pair<CLI::Option*, std::function<void(herdguard::cli::Scenario&)>>> overrides;
+  std::string scenario_file;
+  std::vector<std::string> fault_texts;
   CLI::App* sim_cmd = app.add_subcommand(
       "simulate",
-      "Fork worker processes that each release concurrent requests on one expired hot key at "
-      "the same moment, against a SQLite database file they share and (optionally) Redis; "
-      "report what the database saw.");
-  sim_cmd->add_option("--processes", sim.processes, "Worker processes (pods)")
+      "Reproduce a stampede across worker processes against a database (SQLite file or "
+      "PostgreSQL) and optionally Redis. Without --duration: one herd on one expired hot key. "
+      "With --duration: a timed scenario with Zipf keys, faults, a per-second timeline.");
+  auto flag = [&](CLI::Option* o, auto member) {
+    overrides.emplace_back(
+        o, [member, &sim](herdguard::cli::Scenario& dst) { dst.*member = sim.*member; });
+    return o;
+  };
+  using S = herdguard::cli::Scenario;
+  flag(sim_cmd->add_option("--processes", sim.processes, "Worker processes (pods)"), &S::processes)
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
-  sim_cmd->add_option("--concurrency", sim.concurrency, "Concurrent requests per process")
+  flag(sim_cmd->add_option("--concurrency", sim.concurrency,
+                           "Concurrent requests per process (herd size; in a timed scenario, "
+                           "closed-loop threads, or the in-flight cap with --rate)"),
+       &S::concurrency)
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
-  sim_cmd
-      ->add_option("--protect", sim.protect,
-                   "none: plain cache-aside; local: in-process protection only; fleet: also "
-                   "the Redis lock (needs --redis)")
-      ->check(CLI::IsMember({"none", "local", "fleet"}))
+  flag(sim_cmd->add_option("--rate", sim.rate,
+                           "Open loop: requests per second across all processes (0: closed loop)"),
+       &S::rate)
+      ->check(CLI::Range(0.0, 1e6));
+  flag(sim_cmd->add_option("--duration", sim.duration_s, "Seconds to run a timed scenario"),
+       &S::duration_s)
+      ->check(CLI::Range(0.0, 86400.0));
+  flag(sim_cmd->add_option("--keys", sim.keys, "Distinct keys in a timed scenario"), &S::keys)
+      ->check(CLI::Range(1, 10000000))
       ->capture_default_str();
-  sim_cmd->add_option("--redis", sim.redis_url,
-                      "Redis URL for the shared cache and the lock (without it, each process "
-                      "caches in memory)");
-  sim_cmd->add_option("--db", sim.db,
-                      "SQLite database file shared by the workers (default: a temporary one)");
-  sim_cmd->add_option("--db-latency-ms", sim.db_latency_ms, "Time each database query takes")
+  flag(sim_cmd->add_option("--zipf", sim.zipf, "Zipf exponent of key popularity (0: uniform)"),
+       &S::zipf)
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
+  flag(sim_cmd->add_option("--ttl-ms", sim.ttl_ms, "Cache TTL of a loaded value"), &S::ttl_ms)
+      ->check(CLI::Range(1, 86400000))
+      ->capture_default_str();
+  flag(sim_cmd->add_option("--jitter", sim.jitter, "TTL jitter: each TTL is scaled by [1-j, 1+j]"),
+       &S::jitter)
+      ->check(CLI::Range(0.0, 0.99))
+      ->capture_default_str();
+  flag(sim_cmd->add_option("--protect", sim.protect,
+                           "none: plain cache-aside; local: in-process protection; fleet: also the "
+                           "Redis lock; full: fleet + stale-while-revalidate + fail-safe"),
+       &S::protect)
+      ->check(CLI::IsMember({"none", "local", "fleet", "full"}))
+      ->capture_default_str();
+  flag(sim_cmd->add_flag(
+           "--compare", sim.compare,
+           "Run the scenario with no protection first, then with --protect; report both"),
+       &S::compare);
+  flag(sim_cmd->add_option("--redis", sim.redis,
+                           "Redis URL for the shared cache and the lock (without it, each process "
+                           "caches in memory)"),
+       &S::redis);
+  flag(sim_cmd->add_option("--db", sim.db,
+                           "SQLite file or postgresql://user@host/db (default: a temporary SQLite "
+                           "file, seeded)"),
+       &S::db);
+  flag(sim_cmd->add_option("--db-latency-ms", sim.db_latency_ms,
+                           "Extra time each database query takes"),
+       &S::db_latency_ms)
       ->check(CLI::Range(0, 60000))
       ->capture_default_str();
-  sim_cmd->add_option("--db-connections", sim.db_connections, "Database connections per process")
+  flag(sim_cmd->add_option("--db-connections", sim.db_connections,
+                           "Database connections per process"),
+       &S::db_connections)
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
-  sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline")
+  flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
+       &S::timeout_ms)
       ->check(CLI::Range(1, 600000))
       ->capture_default_str();
-  sim_cmd->add_option("--lease-ms", sim.lease_ms, "Lease of the fleet lock")
+  flag(sim_cmd->add_option("--lease-ms", sim.lease_ms, "Lease of the fleet lock"), &S::lease_ms)
       ->check(CLI::Range(10, 600000))
       ->capture_default_str();
+  flag(sim_cmd->add_flag("--notify,!--no-notify", sim.notify,
+                         "Fleet waiters wait for a pub/sub notification (--no-notify: they poll)"),
+       &S::notify);
+  auto* fault_opt = sim_cmd->add_option(
+      "--fault", fault_texts,
+      "A fault on the timeline (repeatable): db-slow:START-END:MS, db-down:START-END, "
+      "redis-down:START-END (seconds from the start)");
   sim_cmd
-      ->add_flag("--notify,!--no-notify", sim.notify,
-                 "Fleet waiters wait for a pub/sub notification (--no-notify: they poll)")
+      ->add_option("--scenario", scenario_file,
+                   "Read the scenario from a TOML file (keys as the flags, e.g. duration = 30, "
+                   "faults = [\"db-down:10-20\"]); flags given too override it")
+      ->check(CLI::ExistingFile);
+  flag(sim_cmd->add_option("--svg", sim.svg,
+                           "Write a chart of database queries/s and p99 latency over time"),
+       &S::svg);
+  flag(sim_cmd->add_option("--key", sim.key, "Herd mode: the hot key"), &S::key)
       ->capture_default_str();
-  sim_cmd->add_option("--key", sim.key, "The hot key")->capture_default_str();
-  sim_cmd
-      ->add_option("--rounds", sim.rounds,
-                   "Herds to run one after the other; the report covers them all")
+  flag(sim_cmd->add_option(
+           "--rounds", sim.rounds,
+           "Herd mode: herds to run one after the other; the report covers them all"),
+       &S::rounds)
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  sim_cmd->add_flag("--json", sim.json, "Print the report as JSON instead of a table");
+  flag(sim_cmd->add_flag("--progress,!--no-progress", sim.progress,
+                         "A progress line on the terminal while a timed scenario runs"),
+       &S::progress);
+  flag(sim_cmd->add_flag("--json", sim.json, "Print the report as JSON instead of a table"),
+       &S::json);
 
   CLI11_PARSE(app, argc, argv);
   if (demo_cmd->parsed()) return herdguard::cli::run_demo(demo);
-  if (sim_cmd->parsed()) return herdguard::cli::run_simulate(sim);
+  if (sim_cmd->parsed()) {
+    for (const auto& text : fault_texts) {
+      auto fault = herdguard::cli::parse_fault(text);
+      if (!fault) {
+        fmt::print(stderr, "herdguard simulate: --fault: {}\n", fault.error().message);
+        return 1;
+      }
+      sim.faults.push_back(*fault);
+    }
+    if (scenario_file.empty()) return herdguard::cli::run_simulate(sim);
+    herdguard::cli::Scenario scenario;
+    if (auto loaded = herdguard::cli::load_scenario_file(scenario_file, scenario); !loaded) {
+      fmt::print(stderr, "herdguard simulate: --scenario: {}\n", loaded.error().message);
+      return 1;
+    }
+    for (const auto& [option, copy] : overrides) {
+      if (option->count() > 0) copy(scenario);
+    }
+    if (fault_opt->count() > 0) scenario.faults = sim.faults;
+    return herdguard::cli::run_simulate(scenario);
+  }
   return 0;
 }

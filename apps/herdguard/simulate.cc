@@ -15,7 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "database.h"
 #include "latency_stats.h"
+#include "report.h"
+#include "scenario_run.h"
 #include "temp_dir.h"
 
 namespace herdguard::cli {
@@ -69,7 +72,7 @@ struct WorkerSetup {
   Request request;
 };
 
-Result<WorkerSetup> set_up_worker(const SimulateOptions& o, const std::string& db_path,
+Result<WorkerSetup> set_up_worker(const Scenario& o, const std::string& db_path,
                                   const std::string& prefix) {
   WorkerSetup w;
   auto db =
@@ -82,11 +85,12 @@ Result<WorkerSetup> set_up_worker(const SimulateOptions& o, const std::string& d
   w.db = std::move(*db);
   const auto timeout = std::chrono::milliseconds(o.timeout_ms);
   const auto ttl = std::chrono::seconds(60);
-  if (!o.redis_url.empty()) {
-    auto fleet = RedisFleet::connect({.redis = {.url = o.redis_url},
-                                      .prefix = prefix,
-                                      .lease = std::chrono::milliseconds(o.lease_ms),
-                                      .notifications = o.notify && o.protect == "fleet"});
+  if (!o.redis.empty()) {
+    auto fleet = RedisFleet::connect(
+        {.redis = {.url = o.redis},
+         .prefix = prefix,
+         .lease = std::chrono::milliseconds(o.lease_ms),
+         .notifications = o.notify && (o.protect == "fleet" || o.protect == "full")});
     if (!fleet) return std::unexpected(fleet.error());
     w.fleet = std::move(*fleet);
     if (w.fleet->notifier) (void)w.fleet->notifier->wait_subscribed(Deadline::after(timeout));
@@ -121,7 +125,7 @@ Result<WorkerSetup> set_up_worker(const SimulateOptions& o, const std::string& d
   options.single_flight.load_timeout = timeout;
   if (w.fleet) {
     options.l2 = w.fleet->l2;
-    if (o.protect == "fleet") {
+    if (o.protect == "fleet" || o.protect == "full") {
       options.fleet_lock = w.fleet->locks;
       options.notifier = w.fleet->notifier;
     }
@@ -135,7 +139,7 @@ Result<WorkerSetup> set_up_worker(const SimulateOptions& o, const std::string& d
 }
 
 // The body of a worker process. Never returns.
-[[noreturn]] void run_worker(const SimulateOptions& o, const std::string& db_path,
+[[noreturn]] void run_worker(const Scenario& o, const std::string& db_path,
                              const std::string& prefix, int ready_fd, int go_fd, int result_fd) {
   WorkerReport report;
   auto setup = set_up_worker(o, db_path, prefix);
@@ -220,7 +224,7 @@ struct RoundResult {
 };
 
 // One herd: forks the workers, releases them at once, collects their reports.
-RoundResult run_round(const SimulateOptions& o, const std::string& db_path) {
+RoundResult run_round(const Scenario& o, const std::string& db_path) {
   RoundResult result;
   // A fresh prefix per run: the hot key is absent from Redis (as after its
   // expiry), and runs never see each other's values or locks.
@@ -299,22 +303,7 @@ RoundResult run_round(const SimulateOptions& o, const std::string& db_path) {
 
 }  // namespace
 
-int run_simulate(const SimulateOptions& o) {
-  if (o.protect != "none" && o.protect != "local" && o.protect != "fleet") {
-    fmt::print(stderr, "herdguard simulate: --protect must be none, local or fleet, got '{}'\n",
-               o.protect);
-    return 1;
-  }
-  if (o.protect == "fleet" && o.redis_url.empty()) {
-    fmt::print(stderr, "herdguard simulate: --protect fleet needs --redis URL\n");
-    return 1;
-  }
-  if (!o.redis_url.empty()) {
-    if (auto url = RedisUrl::parse(o.redis_url); !url) {
-      fmt::print(stderr, "herdguard simulate: --redis: {}\n", url.error().message);
-      return 1;
-    }
-  }
+int run_herd(const Scenario& o) {
   TempDir dir("herdguard-simulate");
   std::string db_path = o.db;
   if (db_path.empty()) {
@@ -365,7 +354,7 @@ int run_simulate(const SimulateOptions& o) {
         {"rounds", o.rounds},
         {"requests", requests},
         {"protect", o.protect},
-        {"redis", !o.redis_url.empty()},
+        {"redis", !o.redis.empty()},
         {"db_latency_ms", o.db_latency_ms},
         {"db_queries", db_queries},
         {"errors", errors},
@@ -379,7 +368,7 @@ int run_simulate(const SimulateOptions& o) {
     fmt::print("herdguard simulate: {} processes x {} concurrent requests for one expired key\n",
                o.processes, o.concurrency);
     fmt::print("protection: {}; cache: {}; database: SQLite, {} ms per query\n\n", o.protect,
-               o.redis_url.empty() ? "memory (per process)" : "Redis", o.db_latency_ms);
+               o.redis.empty() ? "memory (per process)" : "Redis", o.db_latency_ms);
     fmt::print("{:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>10}\n", "requests", "db queries",
                "errors", "wrong", "p50 ms", "p99 ms", "max ms");
     fmt::print("{:>10} {:>10} {:>8} {:>8} {:>10.1f} {:>10.1f} {:>10.1f}\n\n", requests, db_queries,
@@ -389,6 +378,67 @@ int run_simulate(const SimulateOptions& o) {
                errors ? fmt::format("; {} requests failed (first: {})", errors, first_error) : "");
   }
   return failed_workers == o.rounds * o.processes ? 1 : 0;
+}
+
+int run_simulate(const Scenario& scenario) {
+  if (auto valid = scenario.validate(); !valid) {
+    fmt::print(stderr, "herdguard simulate: {}\n", valid.error().message);
+    return 1;
+  }
+  if (!scenario.redis.empty()) {
+    if (auto url = RedisUrl::parse(scenario.redis); !url) {
+      fmt::print(stderr, "herdguard simulate: --redis: {}\n", url.error().message);
+      return 1;
+    }
+  }
+  if (scenario.herd_mode()) return run_herd(scenario);
+
+  TempDir dir("herdguard-simulate");
+  std::string db = scenario.db;
+  if (db.empty()) {
+    if (dir.path().empty()) {
+      fmt::print(stderr, "herdguard simulate: cannot create a temporary folder\n");
+      return 1;
+    }
+    db = (dir.path() / "products.db").string();
+  }
+  if (auto seeded = seed_database(db, scenario.keys, scenario.key); !seeded) {
+    fmt::print(stderr, "herdguard simulate: --db: {}\n", seeded.error().to_string());
+    return 1;
+  }
+  std::vector<std::string> modes;
+  if (scenario.compare && scenario.protect != "none") modes.push_back("none");
+  modes.push_back(scenario.protect);
+  std::vector<RunReport> runs;
+  for (const std::string& mode : modes) {
+    Scenario run = scenario;
+    run.protect = mode;
+    auto report = run_scenario(run, db);
+    if (!report) {
+      fmt::print(stderr, "herdguard simulate: {}\n", report.error().to_string());
+      return 1;
+    }
+    runs.push_back(std::move(*report));
+  }
+  if (!scenario.svg.empty()) {
+    std::FILE* f = std::fopen(scenario.svg.c_str(), "w");
+    const std::string svg = report_svg(scenario, runs);
+    if (f == nullptr || std::fwrite(svg.data(), 1, svg.size(), f) != svg.size()) {
+      fmt::print(stderr, "herdguard simulate: cannot write --svg {}\n", scenario.svg);
+      if (f) std::fclose(f);
+      return 1;
+    }
+    std::fclose(f);
+  }
+  if (scenario.json) {
+    fmt::print("{}\n", report_json(scenario, runs).dump());
+  } else {
+    fmt::print("{}", report_table(scenario, runs));
+  }
+  const bool all_failed = std::all_of(runs.begin(), runs.end(), [&](const RunReport& r) {
+    return r.failed_workers == scenario.processes;
+  });
+  return all_failed ? 1 : 0;
 }
 
 }  // namespace herdguard::cli

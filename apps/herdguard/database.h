@@ -1,0 +1,27 @@
+// The database a `herdguard simulate` run reads: a SQLite file (the embedded
+// default) or PostgreSQL, chosen by the --db value, and seeded by the parent
+// before the workers start.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "herdguard/repository.h"
+#include "herdguard/result.h"
+
+namespace herdguard::cli {
+
+// True for postgresql:// and postgres:// URLs.
+bool is_postgres(const std::string& db);
+
+// Opens `db` for one worker: `connections` pooled connections; each load
+// takes `latency_ms` more (standing in for a loaded database).
+// Errors: those of the repository's open().
+Result<std::shared_ptr<Repository>> open_database(const std::string& db, int latency_ms,
+                                                  int connections);
+
+// Writes `keys` rows key:<i> → value-of-key:<i> (and `hot_key`), creating the
+// table when missing. Errors: kBackend naming the database.
+Result<void> seed_database(const std::string& db, int keys, const std::string& hot_key);
+
+}  // namespace herdguard::cli

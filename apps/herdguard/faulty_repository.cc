@@ -1,0 +1,67 @@
+#include "faulty_repository.h"
+
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+namespace herdguard::cli {
+
+FaultyRepository::FaultyRepository(std::shared_ptr<Repository> inner, std::vector<Fault> faults,
+                                   std::string refusing_socket)
+    : inner_(std::move(inner)),
+      faults_(std::move(faults)),
+      refusing_socket_(std::move(refusing_socket)) {
+  start();
+}
+
+void FaultyRepository::start() {
+  start_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+               std::memory_order_relaxed);
+}
+
+double FaultyRepository::elapsed_s() const {
+  const auto start = std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(start_.load(std::memory_order_relaxed)));
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+Result<void> FaultyRepository::refused_connection() const {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error(ErrorKind::kBackend, "database unreachable: socket() failed");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, refusing_socket_.c_str(), sizeof(addr.sun_path) - 1);
+  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0) return ok();  // cannot happen: nobody listens there
+  return make_error(
+      ErrorKind::kBackend,
+      fmt::format("database unreachable (db-down fault): connect: {}", std::strerror(err)));
+}
+
+Result<std::optional<std::string>> FaultyRepository::load(std::string_view key, Deadline deadline) {
+  calls_.fetch_add(1, std::memory_order_relaxed);
+  const double t = elapsed_s();
+  for (const Fault& f : faults_) {
+    if (!f.active(t)) continue;
+    if (f.kind == Fault::Kind::kDbDown) {
+      if (auto refused = refused_connection(); !refused) return std::unexpected(refused.error());
+    } else if (f.kind == Fault::Kind::kDbSlow) {
+      const auto extra = std::chrono::milliseconds(f.extra_ms);
+      if (extra >= deadline.remaining()) {
+        std::this_thread::sleep_until(deadline.when());
+        return make_error(ErrorKind::kTimeout, "database query timed out (db-slow fault)");
+      }
+      std::this_thread::sleep_for(extra);
+    }
+  }
+  return inner_->load(key, deadline);
+}
+
+}  // namespace herdguard::cli

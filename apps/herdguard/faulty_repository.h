@@ -1,0 +1,42 @@
+// A repository wrapper that plays the database faults of a scenario's
+// timeline: `db-slow` adds latency, `db-down` makes each load fail the way a
+// dead database does — a real connection attempt that the kernel refuses
+// (to a unix socket that is bound but not listening) — rather than skipping
+// the call.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "herdguard/repository.h"
+#include "scenario.h"
+
+namespace herdguard::cli {
+
+class FaultyRepository final : public Repository {
+ public:
+  // `refusing_socket`: a path bound by the parent but never listened on.
+  FaultyRepository(std::shared_ptr<Repository> inner, std::vector<Fault> faults,
+                   std::string refusing_socket);
+
+  // The timeline starts now (called when the workers are released).
+  void start();
+  Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
+  // Loads that reached the database or its dead endpoint.
+  std::uint64_t calls() const noexcept { return calls_.load(std::memory_order_relaxed); }
+
+ private:
+  double elapsed_s() const;
+  Result<void> refused_connection() const;
+
+  const std::shared_ptr<Repository> inner_;
+  const std::vector<Fault> faults_;
+  const std::string refusing_socket_;
+  std::atomic<std::chrono::steady_clock::rep> start_{0};
+  std::atomic<std::uint64_t> calls_{0};
+};
+
+}  // namespace herdguard::cli

@@ -1,0 +1,227 @@
+#include "scenario.h"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <charconv>
+
+namespace herdguard::cli {
+namespace {
+
+std::unexpected<Error> invalid(std::string message) {
+  return make_error(ErrorKind::kInvalidArgument, std::move(message));
+}
+
+std::optional<double> to_number(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  double v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::string Fault::to_string() const {
+  switch (kind) {
+    case Kind::kDbSlow:
+      return fmt::format("db-slow:{:g}-{:g}:{}", start_s, end_s, extra_ms);
+    case Kind::kDbDown:
+      return fmt::format("db-down:{:g}-{:g}", start_s, end_s);
+    case Kind::kRedisDown:
+      return fmt::format("redis-down:{:g}-{:g}", start_s, end_s);
+  }
+  return "?";
+}
+
+Result<Fault> parse_fault(std::string_view text) {
+  const auto bad = [&](std::string_view why) {
+    return invalid(
+        fmt::format("fault '{}': {} (expected db-slow:START-END:MS, "
+                    "db-down:START-END or redis-down:START-END)",
+                    text, why));
+  };
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return bad("no ':'");
+  const std::string_view name = text.substr(0, colon);
+  std::string_view rest = text.substr(colon + 1);
+  Fault f;
+  if (name == "db-slow") {
+    f.kind = Fault::Kind::kDbSlow;
+  } else if (name == "db-down") {
+    f.kind = Fault::Kind::kDbDown;
+  } else if (name == "redis-down") {
+    f.kind = Fault::Kind::kRedisDown;
+  } else {
+    return bad(fmt::format("unknown fault '{}'", name));
+  }
+  std::string_view window = rest;
+  if (f.kind == Fault::Kind::kDbSlow) {
+    const auto ms_colon = rest.find(':');
+    if (ms_colon == std::string_view::npos) return bad("db-slow needs the extra latency in ms");
+    window = rest.substr(0, ms_colon);
+    const auto ms = to_number(rest.substr(ms_colon + 1));
+    if (!ms || *ms < 0 || *ms > 600000) return bad("the extra latency is not a number of ms");
+    f.extra_ms = static_cast<int>(*ms);
+  }
+  const auto dash = window.find('-');
+  if (dash == std::string_view::npos) return bad("the window needs START-END");
+  const auto start = to_number(window.substr(0, dash));
+  const auto end = to_number(window.substr(dash + 1));
+  if (!start || !end) return bad("START and END must be numbers of seconds");
+  if (*start < 0 || *end <= *start) return bad("the window needs 0 <= START < END");
+  f.start_s = *start;
+  f.end_s = *end;
+  return f;
+}
+
+Result<void> Scenario::validate() const {
+  if (processes < 1 || processes > 256) return invalid("processes must be in 1..256");
+  if (concurrency < 1 || concurrency > 10000) return invalid("concurrency must be in 1..10000");
+  if (rate < 0 || rate > 1e6) return invalid("rate must be in 0..1000000 requests/s");
+  if (duration_s < 0 || duration_s > 86400) return invalid("duration must be in 0..86400 s");
+  if (keys < 1 || keys > 10'000'000) return invalid("keys must be in 1..10000000");
+  if (zipf < 0 || zipf > 10) return invalid("zipf must be in 0..10");
+  if (ttl_ms < 1) return invalid("ttl_ms must be >= 1");
+  if (jitter < 0 || jitter >= 1) return invalid("jitter must be in [0, 1)");
+  if (timeout_ms < 1) return invalid("timeout_ms must be >= 1");
+  if (protect != "none" && protect != "local" && protect != "fleet" && protect != "full") {
+    return invalid(fmt::format("protect must be none, local, fleet or full, got '{}'", protect));
+  }
+  if ((protect == "fleet" || protect == "full") && redis.empty()) {
+    return invalid(
+        fmt::format("--protect {} needs --redis URL (the fleet lock lives in Redis)", protect));
+  }
+  if (db_latency_ms < 0 || db_latency_ms > 60000)
+    return invalid("db_latency_ms must be in 0..60000");
+  if (db_connections < 1 || db_connections > 256)
+    return invalid("db_connections must be in 1..256");
+  if (lease_ms < 10) return invalid("lease_ms must be >= 10");
+  if (rounds < 1 || rounds > 1000) return invalid("rounds must be in 1..1000");
+  for (const Fault& f : faults) {
+    if (f.kind == Fault::Kind::kRedisDown && redis.empty()) {
+      return invalid(fmt::format("fault {} needs --redis", f.to_string()));
+    }
+    if (herd_mode()) return invalid("faults need a --duration (they are on a timeline)");
+  }
+  if (compare && herd_mode()) return invalid("--compare needs a --duration");
+  return ok();
+}
+
+Result<void> load_scenario_file(const std::string& path, Scenario& s) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return invalid(fmt::format("{}:{}: {}", path, e.source().begin.line, e.description()));
+  }
+  std::string problem;
+  auto where = [&](const toml::node& node) {
+    return fmt::format("{}:{}", path, node.source().begin.line);
+  };
+  auto read_int = [&](const toml::node& node, std::string_view key, int& out) {
+    if (auto v = node.value<int64_t>(); v && *v >= INT32_MIN && *v <= INT32_MAX) {
+      out = static_cast<int>(*v);
+      return true;
+    }
+    problem = fmt::format("{}: '{}' must be an integer", where(node), key);
+    return false;
+  };
+  auto read_double = [&](const toml::node& node, std::string_view key, double& out) {
+    if (auto v = node.value<double>()) {
+      out = *v;
+      return true;
+    }
+    problem = fmt::format("{}: '{}' must be a number", where(node), key);
+    return false;
+  };
+  auto read_string = [&](const toml::node& node, std::string_view key, std::string& out) {
+    if (auto v = node.value<std::string>()) {
+      out = *v;
+      return true;
+    }
+    problem = fmt::format("{}: '{}' must be a string", where(node), key);
+    return false;
+  };
+  auto read_bool = [&](const toml::node& node, std::string_view key, bool& out) {
+    if (auto v = node.value<bool>()) {
+      out = *v;
+      return true;
+    }
+    problem = fmt::format("{}: '{}' must be true or false", where(node), key);
+    return false;
+  };
+  for (const auto& [key_node, node] : table) {
+    const std::string_view key = key_node.str();
+    bool ok_value = true;
+    if (key == "processes")
+      ok_value = read_int(node, key, s.processes);
+    else if (key == "concurrency")
+      ok_value = read_int(node, key, s.concurrency);
+    else if (key == "rate")
+      ok_value = read_double(node, key, s.rate);
+    else if (key == "duration")
+      ok_value = read_double(node, key, s.duration_s);
+    else if (key == "keys")
+      ok_value = read_int(node, key, s.keys);
+    else if (key == "zipf")
+      ok_value = read_double(node, key, s.zipf);
+    else if (key == "ttl_ms")
+      ok_value = read_int(node, key, s.ttl_ms);
+    else if (key == "jitter")
+      ok_value = read_double(node, key, s.jitter);
+    else if (key == "timeout_ms")
+      ok_value = read_int(node, key, s.timeout_ms);
+    else if (key == "protect")
+      ok_value = read_string(node, key, s.protect);
+    else if (key == "compare")
+      ok_value = read_bool(node, key, s.compare);
+    else if (key == "redis")
+      ok_value = read_string(node, key, s.redis);
+    else if (key == "db")
+      ok_value = read_string(node, key, s.db);
+    else if (key == "db_latency_ms")
+      ok_value = read_int(node, key, s.db_latency_ms);
+    else if (key == "db_connections")
+      ok_value = read_int(node, key, s.db_connections);
+    else if (key == "lease_ms")
+      ok_value = read_int(node, key, s.lease_ms);
+    else if (key == "notify")
+      ok_value = read_bool(node, key, s.notify);
+    else if (key == "key")
+      ok_value = read_string(node, key, s.key);
+    else if (key == "rounds")
+      ok_value = read_int(node, key, s.rounds);
+    else if (key == "faults") {
+      const toml::array* list = node.as_array();
+      if (list == nullptr) {
+        problem = fmt::format("{}: 'faults' must be a list of strings", where(node));
+        ok_value = false;
+      } else {
+        s.faults.clear();
+        for (const auto& item : *list) {
+          auto text = item.value<std::string>();
+          if (!text) {
+            problem = fmt::format("{}: 'faults' must be a list of strings", where(item));
+            ok_value = false;
+            break;
+          }
+          auto fault = parse_fault(*text);
+          if (!fault) {
+            problem = fmt::format("{}: {}", where(item), fault.error().message);
+            ok_value = false;
+            break;
+          }
+          s.faults.push_back(*fault);
+        }
+      }
+    } else {
+      problem = fmt::format("{}: unknown key '{}'", where(node), key);
+      ok_value = false;
+    }
+    if (!ok_value) return invalid(problem);
+  }
+  return ok();
+}
+
+}  // namespace herdguard::cli

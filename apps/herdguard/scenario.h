@@ -1,0 +1,83 @@
+// A `herdguard simulate` scenario: the workload, the protection, the servers
+// and a timeline of faults. Built from flags, from a TOML file
+// (--scenario FILE, flags override it), or both.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "herdguard/result.h"
+
+namespace herdguard::cli {
+
+struct Fault {
+  enum class Kind { kDbSlow, kDbDown, kRedisDown };
+  Kind kind = Kind::kDbDown;
+  double start_s = 0;
+  double end_s = 0;
+  int extra_ms = 0;  // kDbSlow only
+
+  bool active(double t_s) const { return t_s >= start_s && t_s < end_s; }
+  std::string to_string() const;
+};
+
+// Parses `db-slow:START-END:MS`, `db-down:START-END`, `redis-down:START-END`
+// (seconds from the start). Errors: kInvalidArgument naming what is wrong.
+Result<Fault> parse_fault(std::string_view text);
+
+struct Scenario {
+  // Workload. duration_s == 0 is "herd mode": one burst of `concurrency`
+  // requests per process on one expired hot key, then the report.
+  int processes = 4;
+  int concurrency = 100;  // closed loop: threads per process, each looping requests
+  double rate = 0;        // open loop when > 0: requests/s across all processes
+  double duration_s = 0;
+  int keys = 1000;
+  double zipf = 1.1;
+  int ttl_ms = 2000;
+  double jitter = 0.2;
+  int timeout_ms = 5000;
+
+  // Protection: none | local | fleet | full (full adds stale-while-revalidate
+  // and fail-safe).
+  std::string protect = "fleet";
+  bool compare = false;  // also run with `none` first, report both
+
+  // Servers. redis empty: in-memory cache per process. db empty: a temporary
+  // SQLite file; a path: that SQLite file; postgresql://...: PostgreSQL.
+  std::string redis;
+  std::string db;
+  int db_latency_ms = 50;
+  int db_connections = 8;
+  int lease_ms = 5000;
+  bool notify = true;
+
+  std::vector<Fault> faults;
+
+  // Herd mode only: the hot key, and how many herds to run one after another.
+  std::string key = "product:1";
+  int rounds = 1;
+
+  // Output.
+  bool json = false;
+  std::string svg;
+  bool progress = true;  // a progress line on a terminal
+
+  // Checks ranges and combinations. Errors: kInvalidArgument naming the field.
+  Result<void> validate() const;
+  bool herd_mode() const { return duration_s <= 0; }
+};
+
+// Reads a TOML scenario into `scenario` (fields not in the file are left as
+// they are). Keys are the long flag names with '_' for '-', e.g.
+//   processes = 4
+//   duration = 30          # seconds
+//   rate = 2000            # omit for closed loop (concurrency)
+//   protect = "full"
+//   faults = ["db-down:10-20"]
+// Errors: kInvalidArgument with "FILE:LINE:" for syntax errors, unknown keys
+// and values of the wrong type or range.
+Result<void> load_scenario_file(const std::string& path, Scenario& scenario);
+
+}  // namespace herdguard::cli

@@ -1,0 +1,490 @@
+#include "scenario_run.h"
+
+#include <fmt/format.h>
+#include <herdguard/herdguard.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <latch>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "database.h"
+#include "fault_proxy.h"
+#include "faulty_repository.h"
+#include "temp_dir.h"
+#include "zipf.h"
+
+namespace herdguard::cli {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+bool write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// What one request-issuing thread saw, per second of the run.
+struct Second {
+  std::uint64_t requests = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t wrong = 0;
+  std::vector<std::uint32_t> latencies_us;
+};
+
+struct Protection {
+  std::shared_ptr<FaultyRepository> db;
+  std::optional<RedisFleet> fleet;
+  std::unique_ptr<Protector> protector;
+  std::function<Result<std::string>(const std::string& key)> request;
+};
+
+Result<Protection> set_up(const Scenario& s, const std::string& db, const std::string& redis_url,
+                          const std::string& refusing_socket, const std::string& prefix) {
+  Protection p;
+  auto repository = open_database(db, s.db_latency_ms, s.db_connections);
+  if (!repository) return std::unexpected(repository.error());
+  p.db = std::make_shared<FaultyRepository>(std::move(*repository), s.faults, refusing_socket);
+  const auto ttl = std::chrono::milliseconds(s.ttl_ms);
+  const auto timeout = std::chrono::milliseconds(s.timeout_ms);
+  const bool fleet_mode = s.protect == "fleet" || s.protect == "full";
+  if (!redis_url.empty()) {
+    auto fleet = RedisFleet::connect({.redis = {.url = redis_url},
+                                      .prefix = prefix,
+                                      .lease = std::chrono::milliseconds(s.lease_ms),
+                                      .notifications = s.notify && fleet_mode});
+    if (!fleet) return std::unexpected(fleet.error());
+    p.fleet = std::move(*fleet);
+    if (p.fleet->notifier) (void)p.fleet->notifier->wait_subscribed(Deadline::after(timeout));
+  }
+  if (s.protect == "none") {
+    std::shared_ptr<Cache> cache;
+    if (p.fleet) {
+      cache = p.fleet->l2;
+    } else {
+      auto memory = MemoryCache::create({}, system_clock());
+      if (!memory) return std::unexpected(memory.error());
+      cache = std::shared_ptr<MemoryCache>(std::move(*memory));
+    }
+    auto repo = p.db;
+    const double jitter = s.jitter;
+    p.request = [cache, repo, ttl, timeout, jitter](const std::string& key) -> Result<std::string> {
+      const TimePoint now = system_clock()->now();
+      if (auto hit = cache->get(key); hit && *hit && (*hit)->is_fresh(now)) return (*hit)->value;
+      auto loaded = repo->load(key, Deadline::after(timeout));
+      if (!loaded) return std::unexpected(loaded.error());
+      if (!*loaded) return make_error(ErrorKind::kNotFound, "no such key");
+      thread_local std::mt19937 rng(std::random_device{}());
+      const TimePoint until =
+          now + jittered_ttl(ttl, jitter, std::uniform_real_distribution<double>(0, 1)(rng));
+      (void)cache->put(key, {.value = **loaded, .fresh_until = until, .stale_until = until});
+      return std::move(**loaded);
+    };
+    return p;
+  }
+  ProtectorOptions options{.ttl = ttl, .ttl_jitter = s.jitter, .request_timeout = timeout};
+  options.single_flight.load_timeout = timeout;
+  if (s.protect == "full") {
+    options.stale_while_revalidate = std::chrono::hours(1);
+    options.fail_safe_max_staleness = std::chrono::hours(1);
+  } else {
+    options.stale_while_revalidate = Duration::zero();
+    options.fail_safe_max_staleness = Duration::zero();
+  }
+  if (p.fleet) {
+    options.l2 = p.fleet->l2;
+    if (fleet_mode) {
+      options.fleet_lock = p.fleet->locks;
+      options.notifier = p.fleet->notifier;
+    }
+  }
+  auto protector = Protector::create(std::move(options), p.db);
+  if (!protector) return std::unexpected(protector.error());
+  p.protector = std::move(*protector);
+  Protector* raw = p.protector.get();
+  if (s.protect == "full") {
+    p.request = [raw](const std::string& key) { return raw->get_stale_while_revalidate(key); };
+  } else {
+    p.request = [raw](const std::string& key) { return raw->get(key); };
+  }
+  return p;
+}
+
+// The body of a worker process. Reports progress lines each second and one
+// final line on `out_fd`. Never returns.
+[[noreturn]] void run_worker(const Scenario& s, int index, const std::string& db,
+                             const std::string& redis_url, const std::string& refusing_socket,
+                             const std::string& prefix, int ready_fd, int go_fd, int out_fd) {
+  auto setup = set_up(s, db, redis_url, refusing_socket, prefix);
+  if (!setup) {
+    (void)write_all(ready_fd, "x");
+    (void)write_all(
+        out_fd,
+        nlohmann::json{{"type", "error"}, {"error", setup.error().to_string()}}.dump() + "\n");
+    ::_exit(2);
+  }
+  Protection& p = *setup;
+  const ZipfSampler zipf(s.keys, s.zipf);
+  const int seconds = static_cast<int>(std::ceil(s.duration_s));
+  const int threads_n = s.concurrency;
+  const double rate_here = s.rate > 0 ? s.rate / s.processes : 0;
+  std::vector<std::vector<Second>> per_thread(threads_n, std::vector<Second>(seconds + 1));
+  std::atomic<std::uint64_t> requests{0}, errors{0};
+  std::atomic<std::uint64_t> next_ticket{0};
+  SteadyClock::time_point t0;
+  SteadyClock::time_point end;
+  std::latch armed(threads_n + 1);
+  std::latch release(1);
+
+  auto issue = [&](int thread, std::mt19937_64& rng, SteadyClock::time_point started) {
+    const int k = zipf.sample(rng);
+    const std::string key = fmt::format("key:{}", k);
+    Result<std::string> r = p.request(key);
+    const auto now = SteadyClock::now();
+    const int sec =
+        std::clamp(static_cast<int>((started - t0) / std::chrono::seconds(1)), 0, seconds);
+    Second& bucket = per_thread[thread][sec];
+    ++bucket.requests;
+    bucket.latencies_us.push_back(static_cast<std::uint32_t>(std::min<long long>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - started).count(), UINT32_MAX)));
+    requests.fetch_add(1, std::memory_order_relaxed);
+    if (!r) {
+      ++bucket.errors;
+      errors.fetch_add(1, std::memory_order_relaxed);
+    } else if (*r != "value-of-" + key) {
+      ++bucket.wrong;
+    }
+  };
+
+  std::vector<std::thread> threads;
+  for (int i = 0; i < threads_n; ++i) {
+    threads.emplace_back([&, i] {
+      std::mt19937_64 rng(static_cast<std::uint64_t>(index) * 1'000'003 +
+                          static_cast<std::uint64_t>(i));
+      armed.count_down();
+      release.wait();
+      if (rate_here > 0) {
+        // Open loop: ticket n is due at t0 + n / rate; latency counts from
+        // when it was due, so a slow system shows its queueing.
+        for (;;) {
+          const std::uint64_t n = next_ticket.fetch_add(1, std::memory_order_relaxed);
+          const auto due =
+              t0 + std::chrono::duration_cast<SteadyClock::duration>(
+                       std::chrono::duration<double>(static_cast<double>(n) / rate_here));
+          if (due >= end) break;
+          std::this_thread::sleep_until(due);
+          issue(i, rng, due);
+        }
+      } else {
+        while (SteadyClock::now() < end) issue(i, rng, SteadyClock::now());
+      }
+    });
+  }
+  armed.arrive_and_wait();
+  (void)write_all(ready_fd, "r");
+  char go;
+  while (::read(go_fd, &go, 1) < 0 && errno == EINTR) {
+  }
+  t0 = SteadyClock::now();
+  end = t0 + std::chrono::duration_cast<SteadyClock::duration>(
+                 std::chrono::duration<double>(s.duration_s));
+  p.db->start();
+  release.count_down();
+
+  // Each second: cumulative counters, for the progress line and the
+  // per-second database queries and stale answers.
+  std::vector<std::uint64_t> db_at, stale_at;
+  auto sample = [&](int t) {
+    const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
+    db_at.push_back(p.db->calls());
+    stale_at.push_back(m.stale_returns);
+    (void)write_all(out_fd, nlohmann::json{{"type", "progress"},
+                                           {"t", t},
+                                           {"requests", requests.load()},
+                                           {"errors", errors.load()},
+                                           {"db_queries", p.db->calls()}}
+                                    .dump() +
+                                "\n");
+  };
+  for (int t = 1; t <= seconds; ++t) {
+    std::this_thread::sleep_until(std::min(end, t0 + std::chrono::seconds(t)));
+    sample(t);
+  }
+  for (auto& t : threads) t.join();
+  sample(seconds);  // after the stragglers
+
+  nlohmann::json timeline = nlohmann::json::array();
+  for (int sec = 0; sec <= seconds; ++sec) {
+    Second merged;
+    for (auto& thread : per_thread) {
+      Second& b = thread[sec];
+      merged.requests += b.requests;
+      merged.errors += b.errors;
+      merged.wrong += b.wrong;
+      merged.latencies_us.insert(merged.latencies_us.end(), b.latencies_us.begin(),
+                                 b.latencies_us.end());
+    }
+    const std::uint64_t db_before = sec == 0 ? 0 : db_at[sec - 1];
+    const std::uint64_t stale_before = sec == 0 ? 0 : stale_at[sec - 1];
+    const std::size_t at = std::min<std::size_t>(sec, db_at.size() - 1);
+    timeline.push_back({{"requests", merged.requests},
+                        {"errors", merged.errors},
+                        {"wrong", merged.wrong},
+                        {"db_queries", db_at[at] - std::min(db_before, db_at[at])},
+                        {"stale", stale_at[at] - std::min(stale_before, stale_at[at])},
+                        {"latencies_us", merged.latencies_us}});
+  }
+  const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
+  nlohmann::json final_line = {{"type", "final"},
+                               {"timeline", timeline},
+                               {"db_queries", p.db->calls()},
+                               {"stale_served", m.stale_returns},
+                               {"breaker_trips", m.circuit_breaker_trips},
+                               {"redis_errors", m.redis_errors}};
+  const bool written = write_all(out_fd, final_line.dump() + "\n");
+  ::_exit(written ? 0 : 3);
+}
+
+// Reads lines from the workers until each has sent its final line (or died).
+class WorkerLines {
+ public:
+  explicit WorkerLines(std::vector<int> fds)
+      : fds_(std::move(fds)), buffers_(fds_.size()), open_(fds_.size(), true) {}
+
+  // Waits up to `timeout_ms` and hands every complete line to `on_line`.
+  // Returns false once every worker has closed its pipe.
+  template <typename OnLine>
+  bool poll_once(int timeout_ms, OnLine on_line) {
+    std::vector<pollfd> pfds;
+    for (std::size_t i = 0; i < fds_.size(); ++i)
+      pfds.push_back({open_[i] ? fds_[i] : -1, POLLIN, 0});
+    const int n = ::poll(pfds.data(), pfds.size(), timeout_ms);
+    if (n < 0 && errno != EINTR) return false;
+    for (std::size_t i = 0; i < fds_.size(); ++i) {
+      if (!open_[i] || pfds[i].revents == 0) continue;
+      char buf[65536];
+      const ssize_t got = ::read(fds_[i], buf, sizeof buf);
+      if (got <= 0) {
+        open_[i] = false;
+        continue;
+      }
+      buffers_[i].append(buf, static_cast<std::size_t>(got));
+      std::size_t nl;
+      while ((nl = buffers_[i].find('\n')) != std::string::npos) {
+        on_line(i, buffers_[i].substr(0, nl));
+        buffers_[i].erase(0, nl + 1);
+      }
+    }
+    return std::any_of(open_.begin(), open_.end(), [](bool b) { return b; });
+  }
+
+ private:
+  std::vector<int> fds_;
+  std::vector<std::string> buffers_;
+  std::vector<bool> open_;
+};
+
+std::string thousands(std::uint64_t v) {
+  std::string digits = std::to_string(v);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
+  TempDir dir("herdguard-scenario");
+  if (dir.path().empty())
+    return make_error(ErrorKind::kBackend, "cannot create a temporary folder");
+  // A socket that is bound but never listened on: connecting to it is
+  // refused by the kernel, as a dead database's port is (db-down faults).
+  const std::string refusing = (dir.path() / "dead-db.sock").string();
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, refusing.c_str(), sizeof(addr.sun_path) - 1);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      if (fd >= 0) ::close(fd);
+      return make_error(ErrorKind::kBackend, "cannot bind the db-down socket");
+    }
+    ::close(fd);  // the file stays; nobody listens
+  }
+  const std::string prefix = fmt::format("herdguard-simulate:{}-{}:", ::getpid(),
+                                         SteadyClock::now().time_since_epoch().count());
+  int ready_pipe[2];
+  int go_pipe[2];
+  if (::pipe(ready_pipe) != 0 || ::pipe(go_pipe) != 0)
+    return make_error(ErrorKind::kBackend, "pipe failed");
+
+  std::string redis_url = s.redis;
+  std::optional<FaultProxy> proxy;
+  const bool redis_faults = std::any_of(s.faults.begin(), s.faults.end(), [](const Fault& f) {
+    return f.kind == Fault::Kind::kRedisDown;
+  });
+  if (redis_faults) {
+    auto upstream = RedisUrl::parse(s.redis);
+    if (!upstream) return std::unexpected(upstream.error());
+    auto started =
+        start_fault_proxy(*upstream, (dir.path() / "redis-proxy.sock").string(), s.faults,
+                          go_pipe[0], {go_pipe[1], ready_pipe[0], ready_pipe[1]});
+    if (!started) return std::unexpected(started.error());
+    proxy = std::move(*started);
+    redis_url = proxy->url;
+  }
+
+  std::vector<pid_t> pids;
+  std::vector<int> out_fds;
+  for (int i = 0; i < s.processes; ++i) {
+    int out[2];
+    if (::pipe(out) != 0) break;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(ready_pipe[0]);
+      ::close(go_pipe[1]);
+      ::close(out[0]);
+      for (int fd : out_fds) ::close(fd);
+      run_worker(s, i, db, redis_url, refusing, prefix, ready_pipe[1], go_pipe[0], out[1]);
+    }
+    ::close(out[1]);
+    if (pid < 0) {
+      ::close(out[0]);
+      break;
+    }
+    pids.push_back(pid);
+    out_fds.push_back(out[0]);
+  }
+  ::close(ready_pipe[1]);
+  ::close(go_pipe[0]);
+  for (std::size_t i = 0; i < pids.size(); ++i) {
+    char c;
+    ssize_t n;
+    while ((n = ::read(ready_pipe[0], &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (n <= 0) break;
+  }
+  const auto t0 = SteadyClock::now();
+  ::close(go_pipe[1]);  // EOF releases the workers (and starts the proxy's timeline)
+  ::close(ready_pipe[0]);
+
+  RunReport report;
+  report.protect = s.protect;
+  report.processes = s.processes;
+  report.failed_workers = s.processes - static_cast<int>(pids.size());
+  const bool show_progress = s.progress && ::isatty(STDERR_FILENO);
+  std::vector<nlohmann::json> progress(pids.size());
+  std::vector<nlohmann::json> finals(pids.size());
+  WorkerLines lines(out_fds);
+  std::uint64_t last_requests = 0, last_db = 0;
+  double last_t = 0;
+  while (lines.poll_once(200, [&](std::size_t worker, const std::string& line) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("type")) return;
+    if (j["type"] == "progress") progress[worker] = j;
+    if (j["type"] == "final") finals[worker] = std::move(j);
+    if (j.is_object() && j["type"] == "error" && report.first_error.empty()) {
+      report.first_error = j["error"].get<std::string>();
+    }
+  })) {
+    if (!show_progress) continue;
+    std::uint64_t req = 0, err = 0, dbq = 0;
+    for (const auto& p : progress) {
+      if (!p.is_object()) continue;
+      req += p["requests"].get<std::uint64_t>();
+      err += p["errors"].get<std::uint64_t>();
+      dbq += p["db_queries"].get<std::uint64_t>();
+    }
+    const double t = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    if (t - last_t >= 1.0) {
+      fmt::print(stderr, "\r  {:>5.1f} s   {:>9} requests/s   {:>7} db queries/s   {:>7} errors   ",
+                 t, thousands(static_cast<std::uint64_t>((req - last_requests) / (t - last_t))),
+                 thousands(static_cast<std::uint64_t>((dbq - last_db) / (t - last_t))),
+                 thousands(err));
+      last_t = t;
+      last_requests = req;
+      last_db = dbq;
+    }
+  }
+  if (show_progress) fmt::print(stderr, "\r{:80}\r", "");
+  for (std::size_t i = 0; i < pids.size(); ++i) {
+    int status = 0;
+    while (::waitpid(pids[i], &status, 0) < 0 && errno == EINTR) {
+    }
+    ::close(out_fds[i]);
+  }
+  if (proxy) {
+    ::kill(proxy->pid, SIGKILL);
+    int status = 0;
+    while (::waitpid(proxy->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+
+  // Merge the workers' timelines.
+  std::vector<std::vector<std::uint32_t>> latencies_by_second;
+  std::vector<std::chrono::nanoseconds> all_latencies;
+  for (const auto& f : finals) {
+    if (!f.is_object() || f["type"] != "final") {
+      ++report.failed_workers;
+      continue;
+    }
+    report.db_queries += f["db_queries"].get<std::uint64_t>();
+    report.stale_served += f["stale_served"].get<std::uint64_t>();
+    report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
+    report.redis_errors += f["redis_errors"].get<std::uint64_t>();
+    const auto& timeline = f["timeline"];
+    if (report.timeline.size() < timeline.size()) {
+      report.timeline.resize(timeline.size());
+      latencies_by_second.resize(timeline.size());
+    }
+    for (std::size_t sec = 0; sec < timeline.size(); ++sec) {
+      const auto& b = timeline[sec];
+      SecondReport& r = report.timeline[sec];
+      r.t = static_cast<int>(sec);
+      r.requests += b["requests"].get<std::uint64_t>();
+      r.errors += b["errors"].get<std::uint64_t>();
+      r.db_queries += b["db_queries"].get<std::uint64_t>();
+      r.stale_served += b["stale"].get<std::uint64_t>();
+      report.wrong_values += b["wrong"].get<std::uint64_t>();
+      for (auto us : b["latencies_us"]) {
+        const auto v = us.get<std::uint32_t>();
+        latencies_by_second[sec].push_back(v);
+        all_latencies.emplace_back(std::chrono::microseconds(v));
+      }
+    }
+  }
+  for (std::size_t sec = 0; sec < report.timeline.size(); ++sec) {
+    SecondReport& r = report.timeline[sec];
+    report.requests += r.requests;
+    report.errors += r.errors;
+    std::vector<std::chrono::nanoseconds> samples;
+    samples.reserve(latencies_by_second[sec].size());
+    for (auto us : latencies_by_second[sec]) samples.emplace_back(std::chrono::microseconds(us));
+    r.p99_ms = summarize(std::move(samples)).p99_ms;
+  }
+  report.latency = summarize(std::move(all_latencies));
+  return report;
+}
+
+}  // namespace herdguard::cli
