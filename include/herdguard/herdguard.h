@@ -12,6 +12,7 @@
 #include "herdguard/envelope.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
+#include "herdguard/postgres_repository.h"
 #include "herdguard/protector.h"
 #include "herdguard/redis_cache.h"
 #include "herdguard/redis_client.h"
