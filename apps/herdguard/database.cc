@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <pqxx/pqxx>
+#include <thread>
+
+#include "herdguard/postgres_repository.h"
 #include "herdguard/sqlite_repository.h"
 
 namespace herdguard::cli {
@@ -13,7 +17,26 @@ bool is_postgres(const std::string& db) {
 Result<std::shared_ptr<Repository>> open_database(const std::string& db, int latency_ms,
                                                   int connections) {
   if (is_postgres(db)) {
-    return make_error(ErrorKind::kInvalidArgument, "PostgreSQL is not supported by this build yet");
+    auto pg = PostgresRepository::open({.urls = {db},
+                                        .table = "products",
+                                        .key_column = "key",
+                                        .value_column = "value",
+                                        .pool_size = static_cast<std::size_t>(connections)});
+    if (!pg) return std::unexpected(pg.error());
+    std::shared_ptr<PostgresRepository> shared = std::move(*pg);
+    if (latency_ms == 0) return std::shared_ptr<Repository>(shared);
+    // The extra latency is spent before the query, within the load's deadline.
+    const auto latency = std::chrono::milliseconds(latency_ms);
+    return std::shared_ptr<Repository>(std::make_shared<CallbackRepository>(
+        [shared, latency](std::string_view key,
+                          Deadline deadline) -> Result<std::optional<std::string>> {
+          if (latency >= deadline.remaining()) {
+            std::this_thread::sleep_until(deadline.when());
+            return make_error(ErrorKind::kTimeout, "database latency exceeded the deadline");
+          }
+          std::this_thread::sleep_for(latency);
+          return shared->load(key, deadline);
+        }));
   }
   auto sqlite =
       SqliteRepository::open({.path = db,
@@ -27,7 +50,28 @@ Result<std::shared_ptr<Repository>> open_database(const std::string& db, int lat
 
 Result<void> seed_database(const std::string& db, int keys, const std::string& hot_key) {
   if (is_postgres(db)) {
-    return make_error(ErrorKind::kInvalidArgument, "PostgreSQL is not supported by this build yet");
+    auto redacted = redact_postgres_url(db);
+    if (!redacted) return std::unexpected(redacted.error());
+    try {
+      pqxx::connection c(db);
+      pqxx::work tx(c);
+      tx.exec0("CREATE TABLE IF NOT EXISTS products (key text PRIMARY KEY, value text NOT NULL)");
+      tx.exec0(
+          fmt::format("INSERT INTO products SELECT 'key:' || i, 'value-of-key:' || i "
+                      "FROM generate_series(0, {}) AS i "
+                      "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                      keys - 1));
+      tx.exec_params0(
+          "INSERT INTO products VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = "
+          "EXCLUDED.value",
+          hot_key, "value-of-" + hot_key);
+      tx.commit();
+    } catch (const std::exception& e) {
+      std::string message = e.what();
+      while (!message.empty() && message.back() == '\n') message.pop_back();
+      return make_error(ErrorKind::kBackend, fmt::format("seeding {}: {}", *redacted, message));
+    }
+    return ok();
   }
   auto sqlite = SqliteRepository::open({.path = db, .table = "products", .pool_size = 1});
   if (!sqlite) return std::unexpected(sqlite.error());

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "database.h"
+#include "faulty_repository.h"
 #include "latency_stats.h"
 #include "report.h"
 #include "scenario_run.h"
@@ -65,7 +66,7 @@ std::string read_all(int fd) {
 using Request = std::function<Result<std::string>()>;
 
 struct WorkerSetup {
-  std::shared_ptr<SqliteRepository> db;
+  std::shared_ptr<FaultyRepository> db;
   std::optional<RedisFleet> fleet;
   std::unique_ptr<Protector> protector;
   std::unique_ptr<MemoryCache> plain_cache;  // mode none without Redis
@@ -75,14 +76,10 @@ struct WorkerSetup {
 Result<WorkerSetup> set_up_worker(const Scenario& o, const std::string& db_path,
                                   const std::string& prefix) {
   WorkerSetup w;
-  auto db =
-      SqliteRepository::open({.path = db_path,
-                              .table = "products",
-                              .pool_size = static_cast<std::size_t>(o.db_connections),
-                              .busy_timeout = std::chrono::milliseconds(5000),
-                              .simulated_latency = std::chrono::milliseconds(o.db_latency_ms)});
+  auto db = open_database(db_path, o.db_latency_ms, o.db_connections);
   if (!db) return std::unexpected(db.error());
-  w.db = std::move(*db);
+  // No faults in herd mode: the wrapper only counts the loads.
+  w.db = std::make_shared<FaultyRepository>(std::move(*db), std::vector<Fault>{}, std::string());
   const auto timeout = std::chrono::milliseconds(o.timeout_ms);
   const auto ttl = std::chrono::seconds(60);
   if (!o.redis.empty()) {
@@ -182,7 +179,7 @@ Result<WorkerSetup> set_up_worker(const Scenario& o, const std::string& db_path,
   release.count_down();
   for (auto& t : threads) t.join();
 
-  report.db_queries = w.db->queries();
+  report.db_queries = w.db->calls();
   for (int i = 0; i < n; ++i) {
     if (outcome[i] == 1) {
       ++report.errors;
@@ -313,17 +310,10 @@ int run_herd(const Scenario& o) {
     }
     db_path = (dir.path() / "products.db").string();
   }
-  {
-    // Seed the hot key; the database is then closed so the workers open their own.
-    auto db = SqliteRepository::open({.path = db_path, .table = "products", .pool_size = 1});
-    if (!db) {
-      fmt::print(stderr, "herdguard simulate: --db: {}\n", db.error().to_string());
-      return 1;
-    }
-    if (auto seeded = (*db)->upsert(o.key, expected_value(o.key)); !seeded) {
-      fmt::print(stderr, "herdguard simulate: seeding failed: {}\n", seeded.error().to_string());
-      return 1;
-    }
+  // Seed the hot key; the workers open their own connections.
+  if (auto seeded = seed_database(db_path, 0, o.key); !seeded) {
+    fmt::print(stderr, "herdguard simulate: --db: {}\n", seeded.error().to_string());
+    return 1;
   }
   std::uint64_t db_queries = 0;
   int errors = 0;

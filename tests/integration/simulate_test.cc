@@ -1,0 +1,230 @@
+// `herdguard simulate` scenarios end to end, against a real redis-server and
+// a real PostgreSQL cluster started here, with 4 worker processes.
+#include <gtest/gtest.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <pugixml.hpp>
+#include <string>
+
+#include "postgres_server.h"
+#include "redis_server.h"
+
+namespace herdguard {
+namespace {
+
+using testing::PostgresServer;
+using testing::RedisServer;
+
+struct CliRun {
+  int exit_code = -1;
+  std::string output;
+};
+
+CliRun run_cli(const std::string& args) {
+  CliRun r;
+  const std::string command = std::string(HERDGUARD_CLI_PATH) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) r.output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+nlohmann::json run_json(const std::string& args) {
+  CliRun r = run_cli("simulate --json --no-progress " + args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << r.output;
+  return j;
+}
+
+class TempFile {
+ public:
+  explicit TempFile(const std::string& name, const std::string& content = "") {
+    path_ = (std::filesystem::temp_directory_path() /
+             (name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++)))
+                .string();
+    if (!content.empty()) std::ofstream(path_) << content;
+  }
+  ~TempFile() { std::filesystem::remove(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::string path_;
+};
+
+class Simulate : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    redis_ = RedisServer::start().release();
+    postgres_ = PostgresServer::start().release();
+  }
+  static void TearDownTestSuite() {
+    delete redis_;
+    delete postgres_;
+  }
+  std::string servers() const {
+    return "--redis '" + redis_->url() + "' --db '" + postgres_->url() + "'";
+  }
+  static RedisServer* redis_;
+  static PostgresServer* postgres_;
+};
+RedisServer* Simulate::redis_ = nullptr;
+PostgresServer* Simulate::postgres_ = nullptr;
+
+constexpr int kKeys = 20;
+constexpr int kTtlMs = 1000;
+constexpr double kDuration = 3;
+
+TEST_F(Simulate, FleetLoadsEachKeyOncePerExpiryAndNoneLoadsFarMore) {
+  auto report = run_json(servers() +
+                         " --compare --protect fleet --processes 4 --concurrency 4 --duration 3"
+                         " --keys 20 --zipf 0 --ttl-ms 1000 --jitter 0 --db-latency-ms 20");
+  ASSERT_TRUE(report.contains("runs")) << report.dump();
+  ASSERT_EQ(report["runs"].size(), 2u);
+  const auto& none = report["runs"][0];
+  const auto& fleet = report["runs"][1];
+  EXPECT_EQ(none["protect"], "none");
+  EXPECT_EQ(fleet["protect"], "fleet");
+  EXPECT_EQ(fleet["processes"], 4);
+  EXPECT_EQ(fleet["errors"], 0) << fleet.dump();
+  EXPECT_EQ(fleet["wrong_values"], 0);
+  // Each key is loaded once when first asked, then once per expiry:
+  // at most duration / ttl + 1 loads per key for the whole fleet.
+  const double per_key = kDuration * 1000 / kTtlMs + 1;
+  const auto bound = static_cast<std::uint64_t>(kKeys * per_key);
+  EXPECT_GE(fleet["db_queries"].get<std::uint64_t>(), static_cast<std::uint64_t>(kKeys));
+  EXPECT_LE(fleet["db_queries"].get<std::uint64_t>(), bound) << fleet.dump();
+  EXPECT_GT(none["db_queries"].get<std::uint64_t>(), 3 * bound) << none["db_queries"];
+  for (const auto& run : report["runs"]) {
+    ASSERT_GE(run["timeline"].size(), 3u);
+    for (const auto& second : run["timeline"]) {
+      for (const char* field : {"t", "requests", "db_queries", "errors", "p99"}) {
+        EXPECT_TRUE(second.contains(field)) << field;
+      }
+    }
+    for (const char* field :
+         {"processes", "requests", "db_queries", "errors", "stale_served", "breaker_trips"}) {
+      EXPECT_TRUE(run.contains(field)) << field;
+    }
+    EXPECT_LE(run["latency_ms"]["p50"].get<double>(), run["latency_ms"]["p99"].get<double>());
+    EXPECT_LE(run["latency_ms"]["p99"].get<double>(), run["latency_ms"]["max"].get<double>());
+  }
+}
+
+TEST_F(Simulate, DatabaseDownUnderFullProtectionServesStaleValuesWithoutErrors) {
+  auto report = run_json(servers() +
+                         " --protect full --processes 4 --concurrency 4 --duration 4"
+                         " --keys 20 --zipf 0 --ttl-ms 300 --db-latency-ms 5"
+                         " --fault db-down:1.5-3.5");
+  EXPECT_EQ(report["errors"], 0) << report.dump();
+  EXPECT_EQ(report["wrong_values"], 0);
+  EXPECT_GT(report["breaker_trips"].get<int>(), 0) << report.dump();
+  EXPECT_GT(report["stale_served"].get<int>(), 0) << report.dump();
+  ASSERT_EQ(report["faults"].size(), 1u);
+  EXPECT_EQ(report["faults"][0], "db-down:1.5-3.5");
+}
+
+TEST_F(Simulate, RedisDownWindowCausesNoErrorsUnderFleetProtection) {
+  auto report = run_json(servers() +
+                         " --protect fleet --processes 4 --concurrency 2 --duration 3"
+                         " --keys 20 --ttl-ms 300 --db-latency-ms 5 --fault redis-down:1-2");
+  EXPECT_EQ(report["errors"], 0) << report.dump();
+  EXPECT_GT(report["redis_errors"].get<int>(), 0) << report.dump();
+}
+
+TEST_F(Simulate, SvgChartHasBothSeriesForEachRunAndTheFaultWindows) {
+  TempFile svg("herdguard-chart.svg");
+  run_json(servers() +
+           " --compare --protect fleet --processes 4 --concurrency 2 --duration 2"
+           " --keys 10 --ttl-ms 500 --db-latency-ms 5 --fault db-slow:0.5-1:20"
+           " --svg '" +
+           svg.path() + "'");
+  pugi::xml_document doc;
+  const pugi::xml_parse_result parsed = doc.load_file(svg.path().c_str());
+  ASSERT_TRUE(parsed) << parsed.description();
+  const pugi::xml_node root = doc.child("svg");
+  ASSERT_TRUE(root);
+  int db_series = 0, p99_series = 0, faults = 0;
+  for (const pugi::xpath_node& n : doc.select_nodes("//polyline[@class='series']")) {
+    const std::string series = n.node().attribute("data-series").value();
+    db_series += series == "db_queries";
+    p99_series += series == "p99";
+    EXPECT_FALSE(std::string(n.node().attribute("points").value()).empty());
+  }
+  for (const pugi::xpath_node& n : doc.select_nodes("//rect[@class='fault']")) {
+    (void)n;
+    ++faults;
+  }
+  EXPECT_EQ(db_series, 2);  // none and fleet
+  EXPECT_EQ(p99_series, 2);
+  EXPECT_EQ(faults, 2);  // the window shaded in both panels
+}
+
+TEST_F(Simulate, TomlScenarioWithFlagsOverridingIt) {
+  TempFile scenario("herdguard-scenario.toml",
+                    "# a small scenario\n"
+                    "processes = 3\n"
+                    "concurrency = 2\n"
+                    "duration = 1.5\n"
+                    "keys = 10\n"
+                    "ttl_ms = 500\n"
+                    "db_latency_ms = 1\n"
+                    "protect = \"local\"\n"
+                    "faults = [\"db-slow:0.2-0.4:5\"]\n");
+  auto report = run_json("--scenario '" + scenario.path() + "' --processes 2 --db '" +
+                         postgres_->url() + "'");
+  EXPECT_EQ(report["processes"], 2);      // the flag wins
+  EXPECT_EQ(report["protect"], "local");  // from the file
+  EXPECT_DOUBLE_EQ(report["duration_s"].get<double>(), 1.5);
+  ASSERT_EQ(report["faults"].size(), 1u);
+  EXPECT_EQ(report["faults"][0], "db-slow:0.2-0.4:5");
+  EXPECT_EQ(report["errors"], 0);
+}
+
+TEST_F(Simulate, MalformedScenarioFilesNameTheLine) {
+  TempFile syntax("herdguard-bad.toml", "processes = 2\nduration = 1\nkeys = [\n");
+  CliRun r = run_cli("simulate --scenario '" + syntax.path() + "'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find(syntax.path() + ":3"), std::string::npos) << r.output;
+
+  TempFile unknown("herdguard-unknown.toml", "processes = 2\n\nduratoin = 5\n");
+  r = run_cli("simulate --scenario '" + unknown.path() + "'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find(unknown.path() + ":3: unknown key 'duratoin'"), std::string::npos)
+      << r.output;
+
+  TempFile wrong_type("herdguard-type.toml", "processes = \"four\"\n");
+  r = run_cli("simulate --scenario '" + wrong_type.path() + "'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find(":1: 'processes' must be an integer"), std::string::npos) << r.output;
+
+  TempFile bad_fault("herdguard-fault.toml", "duration = 2\nfaults = [\"db-sideways:1-2\"]\n");
+  r = run_cli("simulate --scenario '" + bad_fault.path() + "'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("unknown fault 'db-sideways'"), std::string::npos) << r.output;
+}
+
+TEST_F(Simulate, BadFlagsAreClearErrors) {
+  CliRun r = run_cli("simulate --duration 2 --fault db-down:5-1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("START < END"), std::string::npos) << r.output;
+  r = run_cli("simulate --duration 2 --protect full");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("needs --redis"), std::string::npos) << r.output;
+  r = run_cli("simulate --fault db-down:1-2 --protect local");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--duration"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace herdguard
