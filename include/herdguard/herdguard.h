@@ -13,6 +13,8 @@
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/postgres_repository.h"
+#include "herdguard/metrics_server.h"
+#include "herdguard/prometheus.h"
 #include "herdguard/protector.h"
 #include "herdguard/redis_cache.h"
 #include "herdguard/redis_client.h"

@@ -23,8 +23,10 @@ namespace herdguard {
 struct ProtectionMetrics {
   // Calls of get / get_stale_while_revalidate / get_async.
   std::uint64_t total_requests = 0;
-  // Requests answered by a fresh cached entry (including negative entries).
+  // Requests answered by a fresh cached entry (including negative entries),
+  // and how many of those came from L1.
   std::uint64_t cache_hits = 0;
+  std::uint64_t l1_hits = 0;
   // Requests that found no fresh entry (absent or stale) and went to load.
   std::uint64_t cache_misses = 0;
   // Callers that shared a load started by another caller.
@@ -42,8 +44,10 @@ struct ProtectionMetrics {
   // Calls made to the repository, and how many of them failed.
   std::uint64_t db_queries = 0;
   std::uint64_t db_errors = 0;
-  // Requests answered by the fallback chain (stale fail-safe or default value).
+  // Requests answered by the fallback chain (stale fail-safe or default
+  // value), and how many of those with a stale value.
   std::uint64_t fallbacks = 0;
+  std::uint64_t fallbacks_stale = 0;
   // Requests refused by admission control (waiter cap, full load queue).
   std::uint64_t load_shed = 0;
   // Requests that returned an error other than not_found.

@@ -43,12 +43,14 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
 #include "herdguard/clock.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
+#include "herdguard/prometheus.h"
 #include "herdguard/redis_cache.h"
 #include "herdguard/redis_lock.h"
 #include "herdguard/redis_notifier.h"
@@ -60,7 +62,9 @@ namespace herdguard {
 
 namespace internal {
 class FleetCoordinator;
-}
+class ProtectorMetrics;
+struct RequestTrace;
+}  // namespace internal
 
 struct ProtectorOptions {
   // How long a loaded value is fresh, before jitter. REQUIRES: > 0.
@@ -105,6 +109,13 @@ struct ProtectorOptions {
   Duration fleet_poll_max = std::chrono::milliseconds(100);
   // Whether to keep the in-process L1 at all (off: every read goes to L2).
   bool l1_enabled = true;
+
+  // Prometheus series (prometheus.h), labelled cache=metrics_name; one name
+  // per registry. Keys are counted by pattern: the first of key_patterns
+  // (prefixes) a key starts with, else "other" — never by the raw key.
+  std::shared_ptr<MetricsRegistry> metrics_registry{};
+  std::string metrics_name = "default";
+  std::vector<std::string> key_patterns{};
 
   MemoryCacheOptions l1{};
   SingleFlightOptions single_flight{};
@@ -196,14 +207,19 @@ class Protector {
   // include_l2 = false keeps the call non-blocking (get_async).
   std::optional<Result<std::string>> fresh_answer(std::string_view key, TimePoint now,
                                                   std::optional<CacheEntry>* seen,
+                                                  internal::RequestTrace* trace,
                                                   bool include_l2 = true);
   // The body of a flight: re-check L1, breaker, repository, store.
   Result<std::string> load(const std::string& key, Deadline load_deadline);
   // The fallback chain for a failed load.
-  Result<std::string> fall_back(std::string_view key, Error error);
-  Result<std::string> finish(Result<std::string> result);
+  Result<std::string> fall_back(std::string_view key, Error error, internal::RequestTrace* trace);
+  // Counts the request's outcome (and records it in Prometheus).
+  Result<std::string> finish(Result<std::string> result, std::string_view key,
+                             internal::RequestTrace& trace);
   CacheEntry make_entry(std::string value, Duration ttl, Duration load_duration) const;
   SingleFlight::Loader loader_for(std::string_view key);
+  // flights_->call, timing the wait for Prometheus.
+  Result<std::string> call_flight(std::string_view key, Deadline deadline);
 
   const ProtectorOptions options_;
   const std::shared_ptr<Repository> repository_;
@@ -212,6 +228,10 @@ class Protector {
   const std::unique_ptr<Counters> counters_;
   // Set when options.fleet_lock is; shared state is its own atomics.
   const std::unique_ptr<internal::FleetCoordinator> fleet_;
+  // Set by create() when options.metrics_registry is. The destructor first
+  // detaches it from the registry (no scrape reads a dying protector); it is
+  // destroyed after flights_, so loads still running may record into it.
+  std::unique_ptr<internal::ProtectorMetrics> prometheus_;
   // Last: destroyed first, so no load runs against the members above after.
   const std::unique_ptr<SingleFlight> flights_;
 };

@@ -19,6 +19,7 @@
 #include "core/random.h"
 #include "metrics/striped_counter.h"
 #include "protector/fleet_coordinator.h"
+#include "protector/protector_metrics.h"
 
 namespace herdguard {
 
@@ -35,6 +36,8 @@ struct Protector::Counters {
   internal::StripedCounter load_shed;
   internal::StripedCounter errors;
   internal::StripedCounter not_found;
+  internal::StripedCounter l1_hits;
+  internal::StripedCounter fallbacks_stale;
   internal::StripedCounter l2_hits;
   internal::StripedCounter l2_misses;
   internal::StripedCounter redis_errors;
@@ -65,9 +68,19 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
   if (!breaker) return std::unexpected(breaker.error());
   auto flights = SingleFlight::create(options.single_flight);
   if (!flights) return std::unexpected(flights.error());
-  return std::unique_ptr<Protector>(new Protector(std::move(options), std::move(repository),
-                                                  std::move(*l1), std::move(*breaker),
-                                                  std::move(*flights)));
+  std::shared_ptr<MetricsRegistry> registry = options.metrics_registry;
+  std::string metrics_name = options.metrics_name;
+  std::vector<std::string> key_patterns = options.key_patterns;
+  std::unique_ptr<Protector> protector(new Protector(std::move(options), std::move(repository),
+                                                     std::move(*l1), std::move(*breaker),
+                                                     std::move(*flights)));
+  if (registry) {
+    auto metrics = internal::ProtectorMetrics::create(*registry, metrics_name,
+                                                      std::move(key_patterns), protector.get());
+    if (!metrics) return std::unexpected(metrics.error());
+    protector->prometheus_ = std::move(*metrics);
+  }
+  return protector;
 }
 
 Protector::Protector(ProtectorOptions options, std::shared_ptr<Repository> repository,
@@ -87,7 +100,9 @@ Protector::Protector(ProtectorOptions options, std::shared_ptr<Repository> repos
                  : nullptr),
       flights_(std::move(flights)) {}
 
-Protector::~Protector() = default;
+Protector::~Protector() {
+  if (prometheus_) prometheus_->detach();
+}
 
 Result<void> Protector::check_key(std::string_view key) const {
   if (key.empty()) return make_error(ErrorKind::kInvalidArgument, "key is empty");
@@ -98,31 +113,42 @@ Result<void> Protector::check_key(std::string_view key) const {
   return ok();
 }
 
-Result<std::string> Protector::finish(Result<std::string> result) {
+Result<std::string> Protector::finish(Result<std::string> result, std::string_view key,
+                                      internal::RequestTrace& trace) {
   if (!result) {
     if (result.error().kind == ErrorKind::kNotFound) {
       counters_->not_found.add();
+      trace.outcome = internal::Outcome::kNotFound;
     } else {
       counters_->errors.add();
+      trace.outcome = internal::Outcome::kError;
     }
   }
+  if (prometheus_) prometheus_->record_request(key, trace);
   return result;
 }
 
 std::optional<Result<std::string>> Protector::fresh_answer(std::string_view key, TimePoint now,
                                                            std::optional<CacheEntry>* seen,
+                                                           internal::RequestTrace* trace,
                                                            bool include_l2) {
   std::optional<CacheEntry> stale;
   if (options_.l1_enabled) {
     auto got = l1_->get(key, now);
     if (got && *got) {
-      if ((*got)->is_fresh(now)) return answer_of(std::move(**got), key);
+      if ((*got)->is_fresh(now)) {
+        counters_->l1_hits.add();
+        if (trace) trace->layer = internal::Layer::kL1;
+        return answer_of(std::move(**got), key);
+      }
+      if (trace) trace->layer = internal::Layer::kL1;
       stale = std::move(*got);
     }
   }
   if (include_l2 && options_.l2) {
     // L1 has nothing fresh: another process may have loaded it already.
     if (std::optional<CacheEntry> entry = l2_entry(key, now)) {
+      if (trace) trace->layer = internal::Layer::kL2;
       if (entry->is_fresh(now)) return answer_of(std::move(*entry), key);
       if (!stale || entry->fresh_until > stale->fresh_until) stale = std::move(entry);
     }
@@ -217,6 +243,9 @@ Result<CacheEntry> Protector::load_from_repository(const std::string& key, Deadl
     loaded = make_error(ErrorKind::kBackend, "repository threw: unknown exception");
   }
   const Duration elapsed = std::chrono::steady_clock::now() - start;
+  if (prometheus_) {
+    prometheus_->db_query_duration().observe(std::chrono::duration<double>(elapsed).count());
+  }
 
   if (!loaded && loaded.error().kind != ErrorKind::kNotFound) {
     counters_->db_errors.add();
@@ -242,7 +271,8 @@ Result<CacheEntry> Protector::load_from_repository(const std::string& key, Deadl
   return make_entry(std::move(**loaded), options_.ttl, elapsed);
 }
 
-Result<std::string> Protector::fall_back(std::string_view key, Error error) {
+Result<std::string> Protector::fall_back(std::string_view key, Error error,
+                                         internal::RequestTrace* trace) {
   if (error.kind == ErrorKind::kOverloaded) counters_->load_shed.add();
   const TimePoint now = options_.clock->now();
   if (auto got = cached(key, now); got && !got->negative && got->is_usable(now)) {
@@ -251,6 +281,8 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error) {
     if (now < entry.fresh_until + options_.fail_safe_max_staleness) {
       counters_->stale_returns.add();
       counters_->fallbacks.add();
+      counters_->fallbacks_stale.add();
+      trace->outcome = internal::Outcome::kStale;
       return entry.value;
     }
   }
@@ -263,6 +295,7 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error) {
     }
     if (fallback) {
       counters_->fallbacks.add();
+      trace->outcome = internal::Outcome::kFallback;
       return std::move(*fallback);
     }
   }
@@ -275,34 +308,55 @@ Result<std::string> Protector::get(std::string_view key) {
 
 Result<std::string> Protector::get(std::string_view key, Deadline deadline) {
   counters_->total_requests.add();
-  if (auto valid = check_key(key); !valid) return finish(std::unexpected(valid.error()));
-  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr)) {
+  internal::RequestTrace trace;
+  if (auto valid = check_key(key); !valid)
+    return finish(std::unexpected(valid.error()), key, trace);
+  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr, &trace)) {
     counters_->cache_hits.add();
-    return finish(std::move(*fresh));
+    return finish(std::move(*fresh), key, trace);
   }
   counters_->cache_misses.add();
+  trace.layer = internal::Layer::kLoad;
+  auto result = call_flight(key, deadline);
+  if (result || is_definitive(result.error())) return finish(std::move(result), key, trace);
+  return finish(fall_back(key, std::move(result.error()), &trace), key, trace);
+}
+
+Result<std::string> Protector::call_flight(std::string_view key, Deadline deadline) {
+  if (!prometheus_) return flights_->call(key, deadline, loader_for(key));
+  const auto start = std::chrono::steady_clock::now();
   auto result = flights_->call(key, deadline, loader_for(key));
-  if (result || is_definitive(result.error())) return finish(std::move(result));
-  return finish(fall_back(key, std::move(result.error())));
+  prometheus_->single_flight_wait().observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return result;
 }
 
 void Protector::get_async(std::string_view key, Callback callback) {
   counters_->total_requests.add();
-  if (auto valid = check_key(key); !valid) return callback(finish(std::unexpected(valid.error())));
-  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr, /*include_l2=*/false)) {
+  internal::RequestTrace trace;
+  if (auto valid = check_key(key); !valid) {
+    return callback(finish(std::unexpected(valid.error()), key, trace));
+  }
+  if (auto fresh =
+          fresh_answer(key, options_.clock->now(), nullptr, &trace, /*include_l2=*/false)) {
     counters_->cache_hits.add();
-    return callback(finish(std::move(*fresh)));
+    return callback(finish(std::move(*fresh), key, trace));
   }
   counters_->cache_misses.add();
+  trace.layer = internal::Layer::kLoad;
   // Shared so that the callback survives a refused join, which drops the lambda.
   auto shared_callback = std::make_shared<Callback>(std::move(callback));
   auto joined = flights_->call_async(
       key, loader_for(key),
-      [this, k = std::string(key), shared_callback](const Result<std::string>& result) {
-        if (result || is_definitive(result.error())) return (*shared_callback)(finish(result));
-        (*shared_callback)(finish(fall_back(k, result.error())));
+      [this, k = std::string(key), shared_callback,
+       trace](const Result<std::string>& result) mutable {
+        if (result || is_definitive(result.error()))
+          return (*shared_callback)(finish(result, k, trace));
+        (*shared_callback)(finish(fall_back(k, result.error(), &trace), k, trace));
       });
-  if (!joined) (*shared_callback)(finish(fall_back(key, std::move(joined.error()))));
+  if (!joined) {
+    (*shared_callback)(finish(fall_back(key, std::move(joined.error()), &trace), key, trace));
+  }
 }
 
 Result<std::string> Protector::get_stale_while_revalidate(std::string_view key) {
@@ -311,12 +365,14 @@ Result<std::string> Protector::get_stale_while_revalidate(std::string_view key) 
 
 Result<std::string> Protector::get_stale_while_revalidate(std::string_view key, Deadline deadline) {
   counters_->total_requests.add();
-  if (auto valid = check_key(key); !valid) return finish(std::unexpected(valid.error()));
+  internal::RequestTrace trace;
+  if (auto valid = check_key(key); !valid)
+    return finish(std::unexpected(valid.error()), key, trace);
   const TimePoint now = options_.clock->now();
   std::optional<CacheEntry> stale;
-  if (auto fresh = fresh_answer(key, now, &stale)) {
+  if (auto fresh = fresh_answer(key, now, &stale, &trace)) {
     counters_->cache_hits.add();
-    return finish(std::move(*fresh));
+    return finish(std::move(*fresh), key, trace);
   }
   if (stale && !stale->negative && now < stale->fresh_until + options_.stale_while_revalidate) {
     counters_->stale_returns.add();
@@ -326,12 +382,14 @@ Result<std::string> Protector::get_stale_while_revalidate(std::string_view key, 
     } else if (*started) {
       counters_->background_refreshes.add();
     }
-    return finish(std::move(stale->value));
+    trace.outcome = internal::Outcome::kStale;
+    return finish(std::move(stale->value), key, trace);
   }
   counters_->cache_misses.add();
-  auto result = flights_->call(key, deadline, loader_for(key));
-  if (result || is_definitive(result.error())) return finish(std::move(result));
-  return finish(fall_back(key, std::move(result.error())));
+  trace.layer = internal::Layer::kLoad;
+  auto result = call_flight(key, deadline);
+  if (result || is_definitive(result.error())) return finish(std::move(result), key, trace);
+  return finish(fall_back(key, std::move(result.error()), &trace), key, trace);
 }
 
 Result<void> Protector::set(std::string_view key, std::string_view value,
@@ -384,6 +442,7 @@ ProtectionMetrics Protector::metrics() const {
   return ProtectionMetrics{
       .total_requests = c.total_requests.value(),
       .cache_hits = c.cache_hits.value(),
+      .l1_hits = c.l1_hits.value(),
       .cache_misses = c.cache_misses.value(),
       .single_flight_hits = flight.shared,
       .lock_acquisitions = flight.loads_started,
@@ -394,6 +453,7 @@ ProtectionMetrics Protector::metrics() const {
       .db_queries = c.db_queries.value(),
       .db_errors = c.db_errors.value(),
       .fallbacks = c.fallbacks.value(),
+      .fallbacks_stale = c.fallbacks_stale.value(),
       .load_shed = c.load_shed.value(),
       .errors = c.errors.value(),
       .not_found = c.not_found.value(),

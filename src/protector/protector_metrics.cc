@@ -1,0 +1,217 @@
+#include "protector/protector_metrics.h"
+
+#include <fmt/format.h>
+
+#include <functional>
+#include <mutex>
+
+#include "herdguard/protector.h"
+
+namespace herdguard::internal {
+namespace {
+
+constexpr const char* kLayers[] = {"l1", "l2", "load"};
+constexpr const char* kOutcomes[] = {"ok", "not_found", "stale", "fallback", "error"};
+
+}  // namespace
+
+Result<std::unique_ptr<ProtectorMetrics>> ProtectorMetrics::create(
+    MetricsRegistry& registry, const std::string& name, std::vector<std::string> key_patterns,
+    Protector* protector) {
+  std::unique_ptr<ProtectorMetrics> m(new ProtectorMetrics());
+  m->patterns_ = std::move(key_patterns);
+  m->link_ = std::make_shared<Link>();
+  m->link_->protector = protector;
+  const Labels cache{{"cache", name}};
+
+  std::vector<std::string> pattern_labels;
+  for (const auto& p : m->patterns_) pattern_labels.push_back(p);
+  pattern_labels.push_back("other");
+  for (const std::string& pattern : pattern_labels) {
+    std::array<std::array<Counter*, 5>, 3> per_layer{};
+    for (int l = 0; l < 3; ++l) {
+      for (int o = 0; o < 5; ++o) {
+        auto c = registry.counter(
+            "thundering_herd_requests_total",
+            "Requests by result (ok, not_found, stale, fallback, error), by the layer that "
+            "answered (l1, l2, load) and by key pattern.",
+            {{"cache", name},
+             {"result", kOutcomes[o]},
+             {"layer", kLayers[l]},
+             {"pattern", pattern}});
+        if (!c) return std::unexpected(c.error());
+        per_layer[l][o] = *c;
+      }
+    }
+    m->requests_.push_back(per_layer);
+  }
+  auto wait =
+      registry.histogram("thundering_herd_single_flight_wait_duration_seconds",
+                         "Time callers waited for a shared load (single-flight), in seconds.",
+                         duration_buckets_seconds(), cache);
+  if (!wait) return std::unexpected(wait.error());
+  m->wait_ = *wait;
+  auto db = registry.histogram("thundering_herd_db_query_duration_seconds",
+                               "Duration of repository (database) loads, in seconds.",
+                               duration_buckets_seconds(), cache);
+  if (!db) return std::unexpected(db.error());
+  m->db_ = *db;
+
+  // Scrape-time series, read from the snapshot.
+  std::shared_ptr<Link> link = m->link_;
+  auto read = [link](std::function<double(const ProtectionMetrics&)> field) {
+    return [link, field]() -> double {
+      std::shared_lock lock(link->mutex);
+      if (link->protector == nullptr) return 0;
+      return field(link->protector->metrics());
+    };
+  };
+  struct Series {
+    bool counter;
+    const char* name;
+    const char* help;
+    Labels extra;
+    std::function<double(const ProtectionMetrics&)> field;
+  };
+  using M = ProtectionMetrics;
+  const std::vector<Series> series = {
+      {true,
+       "thundering_herd_cache_hits_total",
+       "Fresh answers from a cache layer.",
+       {{"layer", "l1"}},
+       [](const M& s) { return double(s.l1_hits); }},
+      {true,
+       "thundering_herd_cache_hits_total",
+       "Fresh answers from a cache layer.",
+       {{"layer", "l2"}},
+       [](const M& s) { return double(s.l2_hits); }},
+      {true,
+       "thundering_herd_cache_misses_total",
+       "Lookups that found no fresh entry in a cache layer.",
+       {{"layer", "l1"}},
+       [](const M& s) { return double(s.total_requests - s.l1_hits); }},
+      {true,
+       "thundering_herd_cache_misses_total",
+       "Lookups that found no fresh entry in a cache layer.",
+       {{"layer", "l2"}},
+       [](const M& s) { return double(s.l2_misses); }},
+      {true,
+       "thundering_herd_single_flight_shared_total",
+       "Callers that shared a load another caller started.",
+       {},
+       [](const M& s) { return double(s.single_flight_hits); }},
+      {false,
+       "thundering_herd_circuit_breaker_state",
+       "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+       {},
+       [](const M& s) { return double(static_cast<int>(s.circuit_breaker_state)); }},
+      {true,
+       "thundering_herd_circuit_breaker_trips_total",
+       "Times the circuit breaker opened.",
+       {},
+       [](const M& s) { return double(s.circuit_breaker_trips); }},
+      {true,
+       "thundering_herd_db_queries_total",
+       "Loads sent to the repository (database).",
+       {},
+       [](const M& s) { return double(s.db_queries); }},
+      {true,
+       "thundering_herd_db_errors_total",
+       "Repository loads that failed.",
+       {},
+       [](const M& s) { return double(s.db_errors); }},
+      {true,
+       "thundering_herd_stale_served_total",
+       "Answers with a stale value (stale-while-revalidate or fail-safe).",
+       {},
+       [](const M& s) { return double(s.stale_returns); }},
+      {true,
+       "thundering_herd_background_refresh_total",
+       "Background refreshes, started or dropped.",
+       {{"outcome", "started"}},
+       [](const M& s) { return double(s.background_refreshes); }},
+      {true,
+       "thundering_herd_background_refresh_total",
+       "Background refreshes, started or dropped.",
+       {{"outcome", "dropped"}},
+       [](const M& s) { return double(s.background_refreshes_dropped); }},
+      {true,
+       "thundering_herd_fallback_total",
+       "Answers from the fallback chain, by kind.",
+       {{"kind", "stale"}},
+       [](const M& s) { return double(s.fallbacks_stale); }},
+      {true,
+       "thundering_herd_fallback_total",
+       "Answers from the fallback chain, by kind.",
+       {{"kind", "default"}},
+       [](const M& s) { return double(s.fallbacks - s.fallbacks_stale); }},
+      {true,
+       "thundering_herd_load_shed_total",
+       "Requests refused by admission control.",
+       {},
+       [](const M& s) { return double(s.load_shed); }},
+      {true,
+       "thundering_herd_lock_acquisitions_total",
+       "Loads led, by lock scope.",
+       {{"scope", "local"}},
+       [](const M& s) { return double(s.lock_acquisitions); }},
+      {true,
+       "thundering_herd_lock_acquisitions_total",
+       "Loads led, by lock scope.",
+       {{"scope", "fleet"}},
+       [](const M& s) { return double(s.fleet_lock_acquisitions); }},
+      {true,
+       "thundering_herd_lock_contentions_total",
+       "Fleet lock attempts that found another holder.",
+       {},
+       [](const M& s) { return double(s.fleet_lock_contentions); }},
+      {true,
+       "thundering_herd_redis_errors_total",
+       "Redis errors (none fails a request by itself).",
+       {},
+       [](const M& s) { return double(s.redis_errors); }},
+      {false,
+       "thundering_herd_loads_in_flight",
+       "Loads in progress.",
+       {},
+       [](const M& s) { return double(s.loads_in_flight); }},
+      {false,
+       "thundering_herd_l1_entries",
+       "Entries in the in-process cache.",
+       {},
+       [](const M& s) { return double(s.l1_entries); }},
+      {false,
+       "thundering_herd_l1_bytes",
+       "Bytes held by the in-process cache.",
+       {},
+       [](const M& s) { return double(s.l1_bytes); }},
+  };
+  for (const Series& s : series) {
+    Labels labels = cache;
+    labels.insert(labels.end(), s.extra.begin(), s.extra.end());
+    auto r = s.counter ? registry.counter_callback(s.name, s.help, labels, read(s.field))
+                       : registry.gauge_callback(s.name, s.help, labels, read(s.field));
+    if (!r) return std::unexpected(r.error());
+  }
+  return m;
+}
+
+void ProtectorMetrics::detach() {
+  std::unique_lock lock(link_->mutex);
+  link_->protector = nullptr;
+}
+
+ProtectorMetrics::~ProtectorMetrics() { detach(); }
+
+std::size_t ProtectorMetrics::pattern_of(std::string_view key) const noexcept {
+  for (std::size_t i = 0; i < patterns_.size(); ++i) {
+    if (key.starts_with(patterns_[i])) return i;
+  }
+  return patterns_.size();
+}
+
+void ProtectorMetrics::record_request(std::string_view key, const RequestTrace& trace) noexcept {
+  requests_[pattern_of(key)][static_cast<int>(trace.layer)][static_cast<int>(trace.outcome)]->inc();
+}
+
+}  // namespace herdguard::internal

@@ -1,0 +1,251 @@
+// The Protector's Prometheus metrics against the real tools: promtool checks
+// the exposition, and a real Prometheus server (started here on loopback)
+// scrapes a /metrics endpoint and reports the same db_queries_total as the
+// library's snapshot.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <filesystem>
+#include <fstream>
+#include <latch>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
+
+#include "herdguard/herdguard.h"
+
+namespace herdguard {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Shell {
+  int exit_code = -1;
+  std::string output;
+};
+
+Shell shell(const std::string& command) {
+  Shell r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) r.output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "herdguard-obs-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A protector with Prometheus series, over a repository that takes a little
+// time, after a herd on one key plus a few other requests.
+struct Instrumented {
+  std::shared_ptr<MetricsRegistry> registry = std::make_shared<MetricsRegistry>();
+  std::unique_ptr<Protector> protector;
+
+  Instrumented() {
+    auto repo = std::make_shared<CallbackRepository>(
+        [](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
+          std::this_thread::sleep_for(20ms);  // stands for query time, so the herd overlaps
+          if (key.starts_with("missing")) return std::optional<std::string>();
+          return std::optional<std::string>("v");
+        });
+    ProtectorOptions options{.metrics_registry = registry, .key_patterns = {"product:", "user:"}};
+    auto created = Protector::create(std::move(options), repo);
+    EXPECT_TRUE(created) << created.error().to_string();
+    protector = std::move(*created);
+  }
+
+  void herd() {
+    std::latch start(50);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 50; ++i) {
+      threads.emplace_back([&] {
+        start.arrive_and_wait();
+        EXPECT_TRUE(protector->get("product:1"));
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_TRUE(protector->get("product:1"));
+    EXPECT_TRUE(protector->get("user:7"));
+    EXPECT_FALSE(protector->get("missing:1"));
+  }
+};
+
+TEST(Observability, ExpositionPassesPromtoolCheckMetrics) {
+  Instrumented app;
+  app.herd();
+  TempDir dir;
+  const std::string file = dir / "metrics.txt";
+  std::ofstream(file) << app.registry->render();
+  Shell check = shell("promtool check metrics < '" + file + "'");
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_EQ(check.output, "") << "promtool lint findings:\n" << check.output;
+
+  const std::string text = app.registry->render();
+  const ProtectionMetrics m = app.protector->metrics();
+  EXPECT_NE(text.find("thundering_herd_db_queries_total{cache=\"default\"} " +
+                      std::to_string(m.db_queries) + "\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(
+      text.find("thundering_herd_requests_total{cache=\"default\",result=\"ok\",layer=\"load\","
+                "pattern=\"product:\"} 50\n"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("thundering_herd_requests_total{cache=\"default\",result=\"ok\",layer=\"l1\","
+                      "pattern=\"product:\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("result=\"not_found\",layer=\"load\",pattern=\"other\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(
+      text.find(
+          "thundering_herd_single_flight_wait_duration_seconds_count{cache=\"default\"} 52\n"),
+      std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("product:1"), std::string::npos) << "a raw key leaked into a label";
+}
+
+TEST(Observability, MetricsServerServesMetricsAndHealth) {
+  Instrumented app;
+  app.herd();
+  bool healthy = true;
+  auto server = MetricsServer::start({.health = [&]() -> std::optional<std::string> {
+                                       if (healthy) return std::nullopt;
+                                       return std::string("circuit breaker open");
+                                     }},
+                                     app.registry);
+  ASSERT_TRUE(server) << server.error().to_string();
+  httplib::Client client("127.0.0.1", (*server)->port());
+  auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("thundering_herd_db_queries_total"), std::string::npos);
+  EXPECT_NE(metrics->get_header_value("Content-Type").find("text/plain"), std::string::npos);
+  auto ok = client.Get("/healthz");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  healthy = false;
+  auto sick = client.Get("/healthz");
+  ASSERT_TRUE(sick);
+  EXPECT_EQ(sick->status, 503);
+  EXPECT_NE(sick->body.find("circuit breaker open"), std::string::npos);
+  EXPECT_FALSE(MetricsServer::start({.port = 70000}, app.registry));
+  EXPECT_FALSE(MetricsServer::start({.port = (*server)->port()}, app.registry)) << "port in use";
+}
+
+// A real Prometheus, scraping our endpoint every 200 ms.
+class PrometheusServer {
+ public:
+  PrometheusServer(int target_port, const TempDir& dir) {
+    port_ = free_port();
+    const std::string config = dir / "prometheus.yml";
+    std::ofstream(config) << "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n"
+                          << "scrape_configs:\n  - job_name: herdguard\n    static_configs:\n"
+                          << "      - targets: ['127.0.0.1:" << target_port << "']\n";
+    std::vector<std::string> args = {
+        "prometheus", "--config.file=" + config, "--storage.tsdb.path=" + (dir / "tsdb"),
+        "--web.listen-address=127.0.0.1:" + std::to_string(port_), "--log.level=error"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string log = dir / "prometheus.log";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (std::freopen(log.c_str(), "w", stderr) == nullptr) ::_exit(126);
+      ::execvp("prometheus", argv.data());
+      ::_exit(127);
+    }
+  }
+  ~PrometheusServer() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+  int port() const { return port_; }
+  bool exited() {
+    int status = 0;
+    return pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == pid_ && (pid_ = -1, true);
+  }
+
+ private:
+  // A port the kernel just handed out on loopback, released for Prometheus.
+  static int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    int port = 0;
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port = ntohs(addr.sin_port);
+    }
+    if (fd >= 0) ::close(fd);
+    return port;
+  }
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+TEST(Observability, RealPrometheusScrapesTheSameDbQueriesAsTheSnapshot) {
+  Instrumented app;
+  app.herd();
+  const std::uint64_t expected = app.protector->metrics().db_queries;
+  ASSERT_GE(expected, 1u);
+  auto server = MetricsServer::start({}, app.registry);
+  ASSERT_TRUE(server);
+  TempDir dir;
+  PrometheusServer prometheus((*server)->port(), dir);
+  httplib::Client api("127.0.0.1", prometheus.port());
+  api.set_connection_timeout(1, 0);
+  // Poll the query API until a scrape has landed (Prometheus starts, then
+  // scrapes every 200 ms); bounded so a broken set-up fails instead of hanging.
+  const Deadline give_up = Deadline::after(60s);
+  std::string last;
+  double seen = -1;
+  while (!give_up.expired() && !prometheus.exited()) {
+    auto r = api.Get("/api/v1/query?query=thundering_herd_db_queries_total");
+    if (r && r->status == 200) {
+      last = r->body;
+      auto j = nlohmann::json::parse(r->body, nullptr, false);
+      if (!j.is_discarded() && j["status"] == "success" && !j["data"]["result"].empty()) {
+        seen = std::stod(j["data"]["result"][0]["value"][1].get<std::string>());
+        break;
+      }
+    }
+    std::this_thread::sleep_for(100ms);  // polling an external server's API
+  }
+  ASSERT_GE(seen, 0) << "no sample from Prometheus; last answer: " << last
+                     << "\nlog: " << shell("cat '" + (dir / "prometheus.log") + "'").output;
+  EXPECT_EQ(static_cast<std::uint64_t>(seen), expected);
+}
+
+}  // namespace
+}  // namespace herdguard
