@@ -187,10 +187,11 @@ struct RedisNotifier::Impl {
       }
       backoff = std::chrono::milliseconds(50);
       resubscribes.fetch_add(1, kRelaxed);
-      set_subscribed(true);
       // Publishes may have been missed while we were not subscribed: every
-      // waiter looks again.
+      // waiter looks again. Before announcing the subscription, so that a
+      // waiter registered after wait_subscribed() returns is not woken by it.
       wake_all();
+      set_subscribed(true);
       const bool broken = listen(c);
       set_subscribed(false);
       redisFree(c);
