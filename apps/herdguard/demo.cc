@@ -77,7 +77,7 @@ Result<ScenarioReport> run_unprotected(const DemoOptions& options, SqliteReposit
     return true;
   });
   return ScenarioReport{"unprotected", db.queries() - queries_before, herd.errors,
-                        summarize(std::move(herd.latencies))};
+                        summarize(std::move(herd.latencies)), {}};
 }
 
 Result<ScenarioReport> run_protected(const DemoOptions& options,
@@ -99,6 +99,10 @@ Result<ScenarioReport> run_protected(const DemoOptions& options,
     if (fleet->notifier)
       (void)fleet->notifier->wait_subscribed(Deadline::after(std::chrono::seconds(2)));
   }
+  auto registry = std::make_shared<MetricsRegistry>();
+  protector_options.metrics_registry = registry;
+  protector_options.metrics_name = "demo";
+  protector_options.key_patterns = {"product:"};
   auto protector = Protector::create(std::move(protector_options), db);
   if (!protector) return std::unexpected(protector.error());
   if (auto warm = (*protector)->get(kHotKey); !warm) return std::unexpected(warm.error());
@@ -108,7 +112,7 @@ Result<ScenarioReport> run_protected(const DemoOptions& options,
   HerdResult herd =
       release_herd(options.requests, [&] { return (*protector)->get(kHotKey).has_value(); });
   return ScenarioReport{fleet ? "protected+redis" : "protected", db->queries() - queries_before,
-                        herd.errors, summarize(std::move(herd.latencies))};
+                        herd.errors, summarize(std::move(herd.latencies)), registry->render()};
 }
 
 nlohmann::json to_json(const DemoReport& report) {
@@ -200,7 +204,9 @@ int run_demo(const DemoOptions& options) {
     }
     report.scenarios.push_back(std::move(*scenario));
   }
-  if (options.json) {
+  if (options.prometheus) {
+    fmt::print("{}", report.scenarios.back().prometheus);
+  } else if (options.json) {
     fmt::print("{}\n", to_json(report).dump());
   } else {
     print_table(report);

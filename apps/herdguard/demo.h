@@ -17,6 +17,8 @@ struct DemoOptions {
   bool json = false;
   // When set, the protected run uses Redis as L2 cache and fleet lock.
   std::string redis_url;
+  // Print the protected run's Prometheus metrics instead of the table.
+  bool prometheus = false;
 };
 
 struct ScenarioReport {
@@ -24,6 +26,8 @@ struct ScenarioReport {
   unsigned long long db_queries = 0;
   int errors = 0;
   LatencySummary latency;
+  // The protected run's metrics in the Prometheus text format (--prometheus).
+  std::string prometheus;
 };
 
 struct DemoReport {

@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 600000))
       ->capture_default_str();
   demo_cmd->add_flag("--json", demo.json, "Print the report as JSON instead of a table");
+  demo_cmd->add_flag("--prometheus", demo.prometheus,
+                     "Print the protected run's metrics in the Prometheus text format");
   demo_cmd->add_option("--redis", demo.redis_url,
                        "Use Redis as L2 cache and fleet lock in the protected run: "
                        "redis://[user:password@]host:port[/db] or unix:///path/redis.sock[?db=N]");
@@ -154,6 +156,11 @@ int main(int argc, char** argv) {
        &S::progress);
   flag(sim_cmd->add_flag("--json", sim.json, "Print the report as JSON instead of a table"),
        &S::json);
+  flag(sim_cmd->add_option("--metrics-port", sim.metrics_port,
+                           "Timed scenarios: worker i serves Prometheus /metrics on "
+                           "127.0.0.1:PORT+i while it runs"),
+       &S::metrics_port)
+      ->check(CLI::Range(0, 65535));
 
   CLI11_PARSE(app, argc, argv);
   if (demo_cmd->parsed()) return herdguard::cli::run_demo(demo);

@@ -98,6 +98,9 @@ Result<void> Scenario::validate() const {
     return invalid("db_connections must be in 1..256");
   if (lease_ms < 10) return invalid("lease_ms must be >= 10");
   if (rounds < 1 || rounds > 1000) return invalid("rounds must be in 1..1000");
+  if (metrics_port < 0 || metrics_port + processes > 65535) {
+    return invalid("metrics_port + processes must fit in 1..65535");
+  }
   for (const Fault& f : faults) {
     if (f.kind == Fault::Kind::kRedisDown && redis.empty()) {
       return invalid(fmt::format("fault {} needs --redis", f.to_string()));
@@ -192,6 +195,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_string(node, key, s.key);
     else if (key == "rounds")
       ok_value = read_int(node, key, s.rounds);
+    else if (key == "metrics_port")
+      ok_value = read_int(node, key, s.metrics_port);
     else if (key == "faults") {
       const toml::array* list = node.as_array();
       if (list == nullptr) {

@@ -63,6 +63,9 @@ struct Scenario {
   bool json = false;
   std::string svg;
   bool progress = true;  // a progress line on a terminal
+  // When > 0, worker i serves /metrics (Prometheus) on 127.0.0.1:metrics_port+i
+  // while it runs.
+  int metrics_port = 0;
 
   // Checks ranges and combinations. Errors: kInvalidArgument naming the field.
   Result<void> validate() const;

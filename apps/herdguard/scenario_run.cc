@@ -52,13 +52,16 @@ struct Second {
 
 struct Protection {
   std::shared_ptr<FaultyRepository> db;
+  std::shared_ptr<MetricsRegistry> registry;
   std::optional<RedisFleet> fleet;
   std::unique_ptr<Protector> protector;
+  std::unique_ptr<MetricsServer> metrics_server;  // destroyed first: it reads the protector
   std::function<Result<std::string>(const std::string& key)> request;
 };
 
-Result<Protection> set_up(const Scenario& s, const std::string& db, const std::string& redis_url,
-                          const std::string& refusing_socket, const std::string& prefix) {
+Result<Protection> set_up(const Scenario& s, int index, const std::string& db,
+                          const std::string& redis_url, const std::string& refusing_socket,
+                          const std::string& prefix) {
   Protection p;
   auto repository = open_database(db, s.db_latency_ms, s.db_connections);
   if (!repository) return std::unexpected(repository.error());
@@ -116,9 +119,19 @@ Result<Protection> set_up(const Scenario& s, const std::string& db, const std::s
       options.notifier = p.fleet->notifier;
     }
   }
+  if (s.metrics_port > 0) {
+    p.registry = std::make_shared<MetricsRegistry>();
+    options.metrics_registry = p.registry;
+    options.metrics_name = fmt::format("worker{}", index);
+  }
   auto protector = Protector::create(std::move(options), p.db);
   if (!protector) return std::unexpected(protector.error());
   p.protector = std::move(*protector);
+  if (p.registry) {
+    auto server = MetricsServer::start({.port = s.metrics_port + index}, p.registry);
+    if (!server) return std::unexpected(server.error());
+    p.metrics_server = std::move(*server);
+  }
   Protector* raw = p.protector.get();
   if (s.protect == "full") {
     p.request = [raw](const std::string& key) { return raw->get_stale_while_revalidate(key); };
@@ -133,7 +146,7 @@ Result<Protection> set_up(const Scenario& s, const std::string& db, const std::s
 [[noreturn]] void run_worker(const Scenario& s, int index, const std::string& db,
                              const std::string& redis_url, const std::string& refusing_socket,
                              const std::string& prefix, int ready_fd, int go_fd, int out_fd) {
-  auto setup = set_up(s, db, redis_url, refusing_socket, prefix);
+  auto setup = set_up(s, index, db, redis_url, refusing_socket, prefix);
   if (!setup) {
     (void)write_all(ready_fd, "x");
     (void)write_all(
