@@ -17,6 +17,9 @@
 #include <fstream>
 #include <latch>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -245,6 +248,79 @@ TEST(Observability, RealPrometheusScrapesTheSameDbQueriesAsTheSnapshot) {
   ASSERT_GE(seen, 0) << "no sample from Prometheus; last answer: " << last
                      << "\nlog: " << shell("cat '" + (dir / "prometheus.log") + "'").output;
   EXPECT_EQ(static_cast<std::uint64_t>(seen), expected);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Every thundering_herd_* name in `text`, with histogram sample suffixes
+// (_bucket, _sum, _count) mapped to their family.
+std::set<std::string> metric_names_in(const std::string& text,
+                                      const std::set<std::string>& families) {
+  std::set<std::string> out;
+  const std::regex name("thundering_herd_[a-z0-9_]+");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), name); it != std::sregex_iterator();
+       ++it) {
+    std::string n = it->str();
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+      const std::string sfx(suffix);
+      if (n.size() > sfx.size() && n.ends_with(sfx) &&
+          families.count(n.substr(0, n.size() - sfx.size()))) {
+        n = n.substr(0, n.size() - sfx.size());
+      }
+    }
+    out.insert(n);
+  }
+  return out;
+}
+
+TEST(Observability, DashboardAndAlertsUseOnlyExportedMetrics) {
+  Instrumented app;
+  const auto exported_list = app.registry->names();
+  const std::set<std::string> exported(exported_list.begin(), exported_list.end());
+
+  const std::string dashboard_text =
+      read_text(std::string(HERDGUARD_SOURCE_DIR) + "/deploy/grafana/dashboard.json");
+  auto dashboard = nlohmann::json::parse(dashboard_text, nullptr, false);
+  ASSERT_FALSE(dashboard.is_discarded()) << "dashboard.json is not valid JSON";
+  ASSERT_TRUE(dashboard.contains("panels"));
+  std::string exprs;
+  int targets = 0;
+  for (const auto& panel : dashboard["panels"]) {
+    ASSERT_TRUE(panel.contains("title"));
+    for (const auto& target : panel["targets"]) {
+      exprs += target["expr"].get<std::string>() + "\n";
+      ++targets;
+    }
+  }
+  EXPECT_GE(targets, 6);
+  const auto used_by_dashboard = metric_names_in(exprs, exported);
+  EXPECT_FALSE(used_by_dashboard.empty());
+  for (const std::string& name : used_by_dashboard) {
+    EXPECT_TRUE(exported.count(name))
+        << "dashboard.json uses " << name << ", which herdguard does not export";
+  }
+  // The panels the operators need are there.
+  for (const char* needed :
+       {"thundering_herd_requests_total", "thundering_herd_cache_hits_total",
+        "thundering_herd_db_queries_total", "thundering_herd_single_flight_wait_duration_seconds",
+        "thundering_herd_circuit_breaker_state", "thundering_herd_stale_served_total",
+        "thundering_herd_fallback_total"}) {
+    EXPECT_TRUE(used_by_dashboard.count(needed)) << "no panel shows " << needed;
+  }
+
+  const std::string alerts =
+      read_text(std::string(HERDGUARD_SOURCE_DIR) + "/deploy/prometheus/alerts.yml");
+  const auto used_by_alerts = metric_names_in(alerts, exported);
+  EXPECT_FALSE(used_by_alerts.empty());
+  for (const std::string& name : used_by_alerts) {
+    EXPECT_TRUE(exported.count(name))
+        << "alerts.yml uses " << name << ", which herdguard does not export";
+  }
 }
 
 }  // namespace
