@@ -45,6 +45,7 @@
 #include <string_view>
 #include <vector>
 
+#include "herdguard/alert_sink.h"
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
 #include "herdguard/clock.h"
@@ -116,6 +117,11 @@ struct ProtectorOptions {
   std::shared_ptr<MetricsRegistry> metrics_registry{};
   std::string metrics_name = "default";
   std::vector<std::string> key_patterns{};
+  // Told of breaker state changes, fallbacks and outright failures
+  // (alert_sink.h). Fallback and failure alerts: at most one per kind per
+  // alert_interval. REQUIRES: alert_interval >= 0.
+  std::vector<std::shared_ptr<AlertSink>> alert_sinks{};
+  Duration alert_interval = std::chrono::seconds(1);
 
   MemoryCacheOptions l1{};
   SingleFlightOptions single_flight{};
@@ -202,6 +208,9 @@ class Protector {
   Result<CacheEntry> load_from_repository(const std::string& key, Deadline load_deadline);
 
   Result<void> check_key(std::string_view key) const;
+  // Sends a fallback or failure alert, unless one of that kind went out
+  // less than alert_interval ago.
+  void alert(AlertEvent::Kind kind, std::string_view key, const std::string& message);
   // A fresh cached entry's answer (L1, then L2), or nullopt when there is
   // none; a usable stale entry goes to *seen when asked for.
   // include_l2 = false keeps the call non-blocking (get_async).
@@ -226,6 +235,10 @@ class Protector {
   const std::unique_ptr<MemoryCache> l1_;
   const std::unique_ptr<CircuitBreaker> breaker_;
   const std::unique_ptr<Counters> counters_;
+  // When the last fallback / failure alert went out (ns since the clock's
+  // epoch); compare-and-swapped so that one thread per interval sends.
+  std::atomic<std::int64_t> last_fallback_alert_{INT64_MIN / 2};
+  std::atomic<std::int64_t> last_failure_alert_{INT64_MIN / 2};
   // Set when options.fleet_lock is; shared state is its own atomics.
   const std::unique_ptr<internal::FleetCoordinator> fleet_;
   // Set by create() when options.metrics_registry is. The destructor first

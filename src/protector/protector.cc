@@ -64,7 +64,25 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
   if (!repository) return make_error(ErrorKind::kInvalidArgument, "protector: repository is null");
   auto l1 = MemoryCache::create(options.l1, options.clock);
   if (!l1) return std::unexpected(l1.error());
-  auto breaker = CircuitBreaker::create(options.breaker, options.clock, options.breaker_listener);
+  // The breaker's listener: the user's, then the alert sinks.
+  CircuitBreaker::Listener listener = options.breaker_listener;
+  if (!options.alert_sinks.empty()) {
+    listener = [user = options.breaker_listener, sinks = options.alert_sinks,
+                name = options.metrics_name,
+                clock = options.clock](BreakerState from, BreakerState to) {
+      if (user) user(from, to);
+      const AlertEvent event{
+          .kind = AlertEvent::Kind::kBreakerStateChange,
+          .cache = name,
+          .pattern = {},
+          .message = fmt::format("circuit breaker {} -> {}", to_string(from), to_string(to)),
+          .from = from,
+          .to = to,
+          .at = clock->now()};
+      for (const auto& sink : sinks) sink->send(event);
+    };
+  }
+  auto breaker = CircuitBreaker::create(options.breaker, options.clock, std::move(listener));
   if (!breaker) return std::unexpected(breaker.error());
   auto flights = SingleFlight::create(options.single_flight);
   if (!flights) return std::unexpected(flights.error());
@@ -113,6 +131,33 @@ Result<void> Protector::check_key(std::string_view key) const {
   return ok();
 }
 
+void Protector::alert(AlertEvent::Kind kind, std::string_view key, const std::string& message) {
+  if (options_.alert_sinks.empty()) return;
+  std::atomic<std::int64_t>& last =
+      kind == AlertEvent::Kind::kFallback ? last_fallback_alert_ : last_failure_alert_;
+  const TimePoint now = options_.clock->now();
+  const std::int64_t now_ns = now.time_since_epoch().count();
+  std::int64_t seen = last.load(std::memory_order_relaxed);
+  if (now_ns - seen < options_.alert_interval.count()) return;
+  // One thread per interval wins the swap and sends.
+  if (!last.compare_exchange_strong(seen, now_ns, std::memory_order_relaxed)) return;
+  std::string pattern = "other";
+  for (const auto& p : options_.key_patterns) {
+    if (key.starts_with(p)) {
+      pattern = p;
+      break;
+    }
+  }
+  const AlertEvent event{.kind = kind,
+                         .cache = options_.metrics_name,
+                         .pattern = std::move(pattern),
+                         .message = message,
+                         .from = BreakerState::kClosed,
+                         .to = BreakerState::kClosed,
+                         .at = now};
+  for (const auto& sink : options_.alert_sinks) sink->send(event);
+}
+
 Result<std::string> Protector::finish(Result<std::string> result, std::string_view key,
                                       internal::RequestTrace& trace) {
   if (!result) {
@@ -122,6 +167,7 @@ Result<std::string> Protector::finish(Result<std::string> result, std::string_vi
     } else {
       counters_->errors.add();
       trace.outcome = internal::Outcome::kError;
+      alert(AlertEvent::Kind::kFailure, key, result.error().to_string());
     }
   }
   if (prometheus_) prometheus_->record_request(key, trace);
@@ -283,6 +329,7 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error,
       counters_->fallbacks.add();
       counters_->fallbacks_stale.add();
       trace->outcome = internal::Outcome::kStale;
+      alert(AlertEvent::Kind::kFallback, key, "served a stale value: " + error.to_string());
       return entry.value;
     }
   }
@@ -296,6 +343,7 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error,
     if (fallback) {
       counters_->fallbacks.add();
       trace->outcome = internal::Outcome::kFallback;
+      alert(AlertEvent::Kind::kFallback, key, "served the default value: " + error.to_string());
       return std::move(*fallback);
     }
   }

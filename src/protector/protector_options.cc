@@ -32,6 +32,10 @@ Result<void> ProtectorOptions::validate() const {
   if (max_key_bytes < 1) return bad("max_key_bytes must be >= 1");
   if (max_value_bytes < 1) return bad("max_value_bytes must be >= 1");
   if (!clock) return bad("clock must not be null");
+  if (alert_interval < Duration::zero()) return bad("alert_interval must be >= 0");
+  for (const auto& sink : alert_sinks) {
+    if (!sink) return bad("alert_sinks must not hold null");
+  }
   if (fleet_lock && !l2)
     return bad("fleet_lock requires l2 (the lock holder writes the value there)");
   if (notifier && !fleet_lock) return bad("notifier is only used with fleet_lock");

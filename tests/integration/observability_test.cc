@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include <array>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <latch>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -250,6 +252,13 @@ TEST(Observability, RealPrometheusScrapesTheSameDbQueriesAsTheSnapshot) {
   EXPECT_EQ(static_cast<std::uint64_t>(seen), expected);
 }
 
+template <typename Condition>
+void testing_wait(Condition condition) {
+  const Deadline give_up = Deadline::after(30s);
+  while (!condition() && !give_up.expired()) std::this_thread::yield();
+  ASSERT_TRUE(condition());
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
@@ -321,6 +330,161 @@ TEST(Observability, DashboardAndAlertsUseOnlyExportedMetrics) {
     EXPECT_TRUE(exported.count(name))
         << "alerts.yml uses " << name << ", which herdguard does not export";
   }
+}
+
+// --- Alert hooks ------------------------------------------------------------
+
+// An HTTP receiver for the webhook: records each POSTed body; can be made to
+// hold every request until released (a hung receiver).
+class Receiver {
+ public:
+  explicit Receiver(bool hang = false) : hang_(hang) {
+    server_.Post("/alerts", [this](const httplib::Request& req, httplib::Response& res) {
+      {
+        std::unique_lock lock(mutex_);
+        bodies_.push_back(req.body);
+        changed_.notify_all();
+        changed_.wait(lock, [this] { return !hang_; });
+      }
+      res.set_content("ok", "text/plain");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::yield();
+  }
+  ~Receiver() {
+    release();
+    server_.stop();
+    thread_.join();
+  }
+  void release() {
+    std::lock_guard lock(mutex_);
+    hang_ = false;
+    changed_.notify_all();
+  }
+  // Waits until a body satisfies `match`; returns it (or "" after 30 s).
+  template <typename Match>
+  std::string wait_for(Match match) {
+    std::unique_lock lock(mutex_);
+    std::string found;
+    changed_.wait_for(lock, 30s, [&] {
+      for (const auto& b : bodies_) {
+        if (match(b)) {
+          found = b;
+          return true;
+        }
+      }
+      return false;
+    });
+    return found;
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/alerts"; }
+
+ private:
+  httplib::Server server_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::string> bodies_;  // guarded by mutex_
+  bool hang_;                        // guarded by mutex_
+  int port_ = 0;
+  std::thread thread_;
+};
+
+std::unique_ptr<Protector> failing_protector(std::shared_ptr<AlertSink> sink, Duration interval) {
+  auto repo = std::make_shared<CallbackRepository>(
+      [](std::string_view, Deadline) -> Result<std::optional<std::string>> {
+        return make_error(ErrorKind::kBackend, "database down");
+      });
+  ProtectorOptions options{.metrics_name = "shop",
+                           .key_patterns = {"product:"},
+                           .alert_sinks = {std::move(sink)},
+                           .alert_interval = interval};
+  options.breaker.consecutive_failures = 2;
+  auto p = Protector::create(std::move(options), repo);
+  EXPECT_TRUE(p) << p.error().to_string();
+  return std::move(*p);
+}
+
+TEST(AlertHooks, WebhookReceivesBreakerChangesAndFailuresAsJson) {
+  Receiver receiver;
+  auto sink = WebhookAlertSink::create({.url = receiver.url()});
+  ASSERT_TRUE(sink) << sink.error().to_string();
+  auto protector = failing_protector(*sink, Duration::zero());
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(protector->get("product:42"));
+
+  const std::string opened = receiver.wait_for(
+      [](const std::string& b) { return b.find("\"breaker_state_change\"") != std::string::npos; });
+  ASSERT_FALSE(opened.empty()) << "no breaker alert arrived";
+  auto event = nlohmann::json::parse(opened);
+  EXPECT_EQ(event["cache"], "shop");
+  EXPECT_EQ(event["from"], "closed");
+  EXPECT_EQ(event["to"], "open");
+  const std::string failure = receiver.wait_for(
+      [](const std::string& b) { return b.find("\"failure\"") != std::string::npos; });
+  ASSERT_FALSE(failure.empty());
+  auto failed = nlohmann::json::parse(failure);
+  EXPECT_EQ(failed["pattern"], "product:");
+  EXPECT_NE(failed["message"].get<std::string>().find("database down"), std::string::npos);
+  EXPECT_EQ(failure.find("product:42"), std::string::npos) << "the raw key leaked into an alert";
+}
+
+TEST(AlertHooks, AHungReceiverNeitherSlowsNorFailsRequests) {
+  Receiver receiver(/*hang=*/true);
+  auto sink = WebhookAlertSink::create({.url = receiver.url(), .queue_capacity = 5});
+  ASSERT_TRUE(sink);
+  auto protector = failing_protector(*sink, Duration::zero());
+  // The receiver holds the first POST; requests go on regardless, each
+  // answered with the database's error (or circuit_open), never blocked.
+  for (int i = 0; i < 200; ++i) {
+    auto r = protector->get("product:" + std::to_string(i));
+    ASSERT_FALSE(r);
+    EXPECT_TRUE(r.error().kind == ErrorKind::kBackend || r.error().kind == ErrorKind::kCircuitOpen)
+        << r.error().to_string();
+  }
+  EXPECT_GT((*sink)->dropped(), 0u) << "the bounded queue should have overflowed";
+  receiver.release();
+}
+
+TEST(AlertHooks, ADeadReceiverCountsFailuresAndRequestsGoOn) {
+  // A port nobody listens on.
+  const int dead_port = [] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return static_cast<int>(ntohs(addr.sin_port));
+  }();
+  auto sink =
+      WebhookAlertSink::create({.url = "http://127.0.0.1:" + std::to_string(dead_port) + "/x"});
+  ASSERT_TRUE(sink);
+  auto protector = failing_protector(*sink, Duration::zero());
+  for (int i = 0; i < 20; ++i) EXPECT_FALSE(protector->get("product:1"));
+  testing_wait([&] { return (*sink)->failed() > 0; });
+  EXPECT_EQ((*sink)->delivered(), 0u);
+}
+
+TEST(AlertHooks, WebhookUrlsAreChecked) {
+  EXPECT_FALSE(WebhookAlertSink::create({.url = "https://example/x"}));
+  EXPECT_FALSE(WebhookAlertSink::create({.url = "http://:80/x"}));
+  EXPECT_FALSE(WebhookAlertSink::create({.url = "http://host:99999/x"}));
+  EXPECT_FALSE(WebhookAlertSink::create({.url = "http://host/x", .queue_capacity = 0}));
+}
+
+TEST(AlertHooks, FallbackAndFailureAlertsAreRateLimited) {
+  struct Counting final : AlertSink {
+    std::atomic<int> failures{0};
+    void send(const AlertEvent& e) noexcept override {
+      if (e.kind == AlertEvent::Kind::kFailure) failures.fetch_add(1);
+    }
+  };
+  auto sink = std::make_shared<Counting>();
+  auto protector = failing_protector(sink, std::chrono::hours(1));
+  for (int i = 0; i < 50; ++i) EXPECT_FALSE(protector->get("product:1"));
+  EXPECT_EQ(sink->failures.load(), 1);
 }
 
 }  // namespace
