@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -76,6 +77,28 @@ TEST(CliDemo, HelpExplainsEveryFlag) {
        {"--requests", "--db-latency-ms", "--db-connections", "--timeout-ms", "--json"}) {
     EXPECT_NE(r.output.find(flag), std::string::npos) << flag;
   }
+}
+
+TEST(CliDemo, PrometheusOutputPassesPromtool) {
+  CliRun r = run("demo --requests 50 --db-latency-ms 5 --prometheus");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("thundering_herd_db_queries_total{cache=\"demo\"} 2\n"),
+            std::string::npos)
+      << r.output;  // the warm-up load and the herd's one load
+  const std::string file = ::testing::TempDir() + "herdguard-demo.prom";
+  FILE* f = std::fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fwrite(r.output.data(), 1, r.output.size(), f);
+  std::fclose(f);
+  FILE* check = popen(("promtool check metrics < '" + file + "' 2>&1").c_str(), "r");
+  ASSERT_NE(check, nullptr);
+  std::string lint;
+  std::array<char, 1024> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), check)) lint.append(buffer.data(), n);
+  const int status = pclose(check);
+  std::remove(file.c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << lint;
+  EXPECT_EQ(lint, "");
 }
 
 }  // namespace
