@@ -1,8 +1,12 @@
 // `herdguard simulate` scenarios end to end, against a real redis-server and
 // a real PostgreSQL cluster started here, with 4 worker processes.
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cmath>
@@ -11,7 +15,9 @@
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
 #include <string>
+#include <thread>
 
+#include "herdguard/clock.h"
 #include "postgres_server.h"
 #include "redis_server.h"
 
@@ -216,6 +222,58 @@ TEST_F(Simulate, MalformedScenarioFilesNameTheLine) {
   r = run_cli("simulate --scenario '" + bad_fault.path() + "'");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("unknown fault 'db-sideways'"), std::string::npos) << r.output;
+}
+
+TEST_F(Simulate, MetricsPortServesEachWorkersMetricsWhileItRuns) {
+  // A port pair nobody uses now (the kernel's pick for one, and the next).
+  auto bind_loopback = [](int wanted, int* fd_out) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(wanted));
+    socklen_t len = sizeof(addr);
+    int got = 0;
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      got = ntohs(addr.sin_port);
+    }
+    *fd_out = fd;
+    return got;
+  };
+  int port = 0;
+  for (int attempt = 0; attempt < 20 && port == 0; ++attempt) {
+    int fd1 = -1, fd2 = -1;
+    const int p = bind_loopback(0, &fd1);
+    if (p > 0 && p < 65535 && bind_loopback(p + 1, &fd2) == p + 1) port = p;
+    if (fd1 >= 0) ::close(fd1);
+    if (fd2 >= 0) ::close(fd2);
+  }
+  ASSERT_GT(port, 0);
+  CliRun run;
+  std::thread simulate([&] {
+    run = run_cli(
+        "simulate --json --no-progress --protect local --processes 2 --concurrency 2"
+        " --duration 3 --keys 10 --db-latency-ms 1 --metrics-port " +
+        std::to_string(port));
+  });
+  std::string body;
+  httplib::Client client("127.0.0.1", port + 1);  // the second worker
+  const Deadline give_up = Deadline::after(std::chrono::seconds(30));
+  while (!give_up.expired()) {
+    auto r = client.Get("/metrics");
+    if (r && r->status == 200 &&
+        r->body.find("thundering_herd_db_queries_total") != std::string::npos) {
+      body = r->body;
+      break;
+    }
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(50));  // polling a process that is starting
+  }
+  simulate.join();
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(body.find("thundering_herd_db_queries_total{cache=\"worker1\"}"), std::string::npos)
+      << body;
 }
 
 TEST_F(Simulate, BadFlagsAreClearErrors) {
