@@ -17,12 +17,20 @@
 // Values are read as text: for a bytea column give a `query` that encodes it
 // (e.g. `SELECT encode(v, 'base64') FROM t WHERE k = $1`).
 //
+// Values are returned byte for byte as the text of the first column (a text
+// column holds any UTF-8, including quotes, backslashes and newlines).
+//
 // URLs: postgresql://user[:password]@host[:port]/db (also postgres://), a
 // unix-socket directory as a percent-encoded host
 // (postgresql://user@%2Fvar%2Frun%2Fpostgresql/db) or ?host=/dir, and any
-// libpq parameter (?sslmode=...). They are parsed by libpq itself.
+// libpq parameter (?sslmode=...). They are parsed by libpq itself
+// (postgres_conninfo() below).
 //
-// Thread safety: load() is safe from any number of threads.
+// Errors never arrive as exceptions: everything libpqxx throws is caught and
+// returned as a Result error naming the server (password redacted) and the
+// cause.
+//
+// Thread safety: every method is safe from any number of threads.
 //
 // Example:
 //   auto db = herdguard::PostgresRepository::open(
@@ -32,6 +40,8 @@
 //   auto protector = herdguard::Protector::create({}, std::move(*db));
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -57,39 +67,59 @@ struct PostgresRepositoryOptions {
   std::string query{};
   // Connections per server. REQUIRES: 1..256.
   std::size_t pool_size = 4;
-  // libpq connect_timeout, whole seconds. REQUIRES: >= 1.
-  int connect_timeout_s = 2;
-  // Each server's breaker.
-  CircuitBreakerOptions server_breaker{.consecutive_failures = 3,
-                                       .open_timeout = std::chrono::seconds(2)};
+  // How long establishing one connection may take (libpq connect_timeout,
+  // rounded up to whole seconds; libpq waits at least 2 s). REQUIRES: > 0.
+  Duration connect_timeout = std::chrono::seconds(2);
+  // Each server's own breaker (primary and replicas alike): a server whose
+  // loads fail is skipped while its breaker is open, and serves again once a
+  // half-open probe succeeds. REQUIRES: valid (CircuitBreakerOptions::validate).
+  CircuitBreakerOptions replica_breaker{.consecutive_failures = 3,
+                                        .open_timeout = std::chrono::seconds(2)};
 
   // Returns kInvalidArgument naming the first bad field.
   Result<void> validate() const;
 };
 
+// One server's counters, in `urls` order (a snapshot: each field is read
+// atomically, the fields together are not).
 struct PostgresServerStats {
-  std::string url;  // password redacted
-  std::uint64_t loads = 0;
-  std::uint64_t failures = 0;
-  std::uint64_t connects = 0;
+  std::string url_redacted;     // postgresql://user@host:port/db, no password
+  std::uint64_t loads = 0;      // loads sent to this server
+  std::uint64_t failures = 0;   // of which failed (error other than not-found)
+  std::uint64_t connects = 0;   // connections opened so far (restarts reconnect)
+  std::size_t connections = 0;  // connections open now (<= pool_size)
   BreakerState breaker = BreakerState::kClosed;
 };
 
 class PostgresRepository final : public Repository {
  public:
-  // Checks the options and the URLs; connects to nothing yet (servers may be
-  // down at start). Errors: kInvalidArgument naming the bad option or URL.
+  // Checks the options and the URLs, then connects once to the primary
+  // (urls[0]) and prepares the statement there, so a wrong URL, password,
+  // database or table is reported now; that connection joins the primary's
+  // pool. Replicas are connected lazily (they may be down at start). Later
+  // outages and restarts of any server are survived (see load()).
+  // Errors: kInvalidArgument naming the bad option or URL; kBackend naming
+  // the primary (password redacted) and libpq's message when it cannot be
+  // reached or the statement does not prepare.
+  // Thread safety: a plain factory.
   static Result<std::unique_ptr<PostgresRepository>> open(PostgresRepositoryOptions options);
   ~PostgresRepository() override;
 
-  // Errors: kTimeout (deadline passed waiting for a connection, or the
-  // statement timeout fired); kBackend naming the server (password
-  // redacted) and the cause; kCircuitOpen when every server's breaker is
-  // open.
+  // Returns the text of the first column of the first row, std::nullopt when
+  // there is no row (or the value is NULL).
+  // Errors: kTimeout (deadline passed waiting for a pooled connection, or the
+  // statement timeout — the deadline's remaining time — fired); kBackend
+  // naming the server (password redacted) and the cause, when the last server
+  // tried failed (a server that refuses or drops the connection is failed
+  // over to the next one within the same load); kCircuitOpen when every
+  // server's breaker is open.
+  // Thread safety: safe from any number of threads; at most pool_size
+  // connections per server are open at once.
   Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
 
-  // Loads run so far (attempted statements, over all servers).
+  // Statements run by load() so far, over all servers. Never fails; any thread.
   std::uint64_t queries() const noexcept;
+  // Per-server counters, in `urls` order. Never fails; any thread.
   std::vector<PostgresServerStats> servers() const;
 
  private:
@@ -99,8 +129,16 @@ class PostgresRepository final : public Repository {
   std::unique_ptr<Impl> impl_;
 };
 
-// The URL with its password replaced by ***, or an error naming what libpq
-// could not parse (kInvalidArgument).
+// Parses postgresql://user[:password]@host[:port]/db (also postgres://);
+// the host may be a percent-encoded unix-socket directory
+// (postgresql://user@%2Ftmp%2Fpg/db) or given as ?host=/dir. Returns the
+// libpq keyword/value conninfo string (keyword='value' pairs, quoted).
+// Errors: kInvalidArgument naming the problem (not a postgres URL, a bad
+// port, anything libpq cannot parse). Thread safety: a pure function.
+Result<std::string> postgres_conninfo(std::string_view url);
+
+// The URL as postgresql://user@host[:port]/db, without the password, for
+// messages. Errors: as postgres_conninfo(). Thread safety: a pure function.
 Result<std::string> redact_postgres_url(std::string_view url);
 
 }  // namespace herdguard

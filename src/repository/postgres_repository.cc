@@ -1,12 +1,18 @@
 // PostgresRepository: libpqxx connections in per-server bounded pools, each
 // server behind its own circuit breaker. URL parsing and validation are
 // libpq's (PQconninfoParse), so every libpq URL form works.
+//
+// Invariants (per Server, under its mutex): idle.size() <= open <=
+// pool_size; `open` counts idle connections, borrowed ones and connects in
+// progress. No libpqxx exception leaves this file: each is caught where the
+// call is made and turned into a Result naming the server.
 #include "herdguard/postgres_repository.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <mutex>
 #include <pqxx/pqxx>
@@ -25,38 +31,47 @@ bool is_identifier(const std::string& s) {
   return true;
 }
 
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
 struct Conninfo {
-  std::string conninfo;  // keyword=value form, for libpq
-  std::string redacted;  // for messages
+  std::string conninfo;  // keyword='value' form, for libpq
+  std::string redacted;  // postgresql://user@host:port/db, for messages
+  bool has_connect_timeout = false;
 };
 
-// Parses with libpq, adds connect_timeout, and renders both forms.
-Result<Conninfo> parse_conninfo(std::string_view url, int connect_timeout_s) {
+Result<Conninfo> parse_conninfo(std::string_view url) {
+  auto bad = [](std::string what) {
+    return make_error(ErrorKind::kInvalidArgument, fmt::format("postgres url: {}", what));
+  };
+  if (!url.starts_with("postgresql://") && !url.starts_with("postgres://")) {
+    return bad(
+        fmt::format("'{}' does not start with postgresql:// or postgres:// "
+                    "(expected postgresql://user[:password]@host[:port]/db)",
+                    url.substr(0, url.find(':'))));
+  }
   char* error = nullptr;
   const std::string text(url);
   PQconninfoOption* options = PQconninfoParse(text.c_str(), &error);
   if (options == nullptr) {
-    std::string message = error ? error : "cannot parse";
+    std::string message = error ? trim(error) : std::string("cannot parse");
     if (error) PQfreemem(error);
-    while (!message.empty() && (message.back() == '\n' || message.back() == ' '))
-      message.pop_back();
-    return make_error(ErrorKind::kInvalidArgument, fmt::format("postgres url: {}", message));
-  }
-  if (!text.starts_with("postgresql://") && !text.starts_with("postgres://")) {
-    PQconninfoFree(options);
-    return make_error(ErrorKind::kInvalidArgument,
-                      "postgres url: expected postgresql://user[:password]@host[:port]/db");
+    // libpq's message may quote the URL; never echo a password.
+    if (message.find(text) != std::string::npos) message = "cannot parse the URL";
+    return bad(message);
   }
   Conninfo out;
-  std::string user, host, port, dbname;
-  bool has_timeout = false;
+  std::string user, host, hostaddr, port, dbname;
   for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
     if (o->val == nullptr) continue;
     const std::string keyword = o->keyword;
-    std::string value = o->val;
-    if (keyword == "connect_timeout") has_timeout = true;
+    const std::string value = o->val;
+    if (keyword == "connect_timeout") out.has_connect_timeout = true;
     if (keyword == "user") user = value;
     if (keyword == "host") host = value;
+    if (keyword == "hostaddr") hostaddr = value;
     if (keyword == "port") port = value;
     if (keyword == "dbname") dbname = value;
     std::string quoted;
@@ -64,17 +79,24 @@ Result<Conninfo> parse_conninfo(std::string_view url, int connect_timeout_s) {
       if (c == '\\' || c == '\'') quoted.push_back('\\');
       quoted.push_back(c);
     }
-    out.conninfo += fmt::format("{}='{}' ", keyword, quoted);
+    out.conninfo += fmt::format("{}{}='{}'", out.conninfo.empty() ? "" : " ", keyword, quoted);
   }
   PQconninfoFree(options);
   // libpq only checks the port when connecting; a typo should fail here.
-  if (port.empty() || port.find_first_not_of("0123456789,") != std::string::npos) {
-    if (!port.empty()) {
-      return make_error(ErrorKind::kInvalidArgument,
-                        fmt::format("postgres url: port '{}' is not a number", port));
+  if (!port.empty()) {
+    std::size_t start = 0;
+    while (start <= port.size()) {
+      const std::size_t end = std::min(port.find(',', start), port.size());
+      const std::string one = port.substr(start, end - start);
+      if (one.empty() || one.size() > 5 ||
+          one.find_first_not_of("0123456789") != std::string::npos || std::stoi(one) < 1 ||
+          std::stoi(one) > 65535) {
+        return bad(fmt::format("port '{}' is not a number in 1..65535", one));
+      }
+      start = end + 1;
     }
   }
-  if (!has_timeout) out.conninfo += fmt::format("connect_timeout='{}'", connect_timeout_s);
+  if (host.empty()) host = hostaddr;
   out.redacted =
       fmt::format("postgresql://{}@{}{}/{}", user.empty() ? "(default user)" : user,
                   host.empty() ? "(default host)" : host, port.empty() ? "" : ":" + port, dbname);
@@ -83,10 +105,16 @@ Result<Conninfo> parse_conninfo(std::string_view url, int connect_timeout_s) {
 
 }  // namespace
 
-Result<std::string> redact_postgres_url(std::string_view url) {
-  auto parsed = parse_conninfo(url, 2);
+Result<std::string> postgres_conninfo(std::string_view url) {
+  auto parsed = parse_conninfo(url);
   if (!parsed) return std::unexpected(parsed.error());
-  return parsed->redacted;
+  return std::move(parsed->conninfo);
+}
+
+Result<std::string> redact_postgres_url(std::string_view url) {
+  auto parsed = parse_conninfo(url);
+  if (!parsed) return std::unexpected(parsed.error());
+  return std::move(parsed->redacted);
 }
 
 Result<void> PostgresRepositoryOptions::validate() const {
@@ -95,8 +123,7 @@ Result<void> PostgresRepositoryOptions::validate() const {
   };
   if (urls.empty()) return bad("urls must name at least one server");
   for (const std::string& url : urls) {
-    if (auto parsed = parse_conninfo(url, connect_timeout_s); !parsed)
-      return std::unexpected(parsed.error());
+    if (auto parsed = parse_conninfo(url); !parsed) return std::unexpected(parsed.error());
   }
   if (query.empty()) {
     for (const auto& [name, value] :
@@ -109,8 +136,10 @@ Result<void> PostgresRepositoryOptions::validate() const {
     return bad("query must take the key as $1");
   }
   if (pool_size < 1 || pool_size > 256) return bad("pool_size must be in 1..256");
-  if (connect_timeout_s < 1) return bad("connect_timeout_s must be >= 1");
-  if (auto r = server_breaker.validate(); !r) return bad(r.error().message);
+  if (connect_timeout <= Duration::zero()) return bad("connect_timeout must be > 0");
+  if (auto r = replica_breaker.validate(); !r) {
+    return bad(fmt::format("replica_breaker: {}", r.error().message));
+  }
   return ok();
 }
 
@@ -118,10 +147,12 @@ struct PostgresRepository::Server {
   Server(Conninfo info, std::unique_ptr<CircuitBreaker> b)
       : conninfo(std::move(info.conninfo)),
         redacted(std::move(info.redacted)),
+        has_connect_timeout(info.has_connect_timeout),
         breaker(std::move(b)) {}
 
   const std::string conninfo;
   const std::string redacted;
+  const bool has_connect_timeout;
   const std::unique_ptr<CircuitBreaker> breaker;
 
   std::mutex mutex;
@@ -140,6 +171,27 @@ struct PostgresRepository::Impl {
   std::atomic<std::uint64_t> next{0};
   std::atomic<std::uint64_t> queries{0};
 
+  // Opens and prepares one connection. The caller has counted it in
+  // server.open. Errors: kBackend naming the server and libpq's message.
+  Result<std::unique_ptr<pqxx::connection>> connect(Server& server, Duration timeout) {
+    std::string conninfo = server.conninfo;
+    if (!server.has_connect_timeout) {
+      const auto seconds =
+          std::max<std::int64_t>(1, std::chrono::ceil<std::chrono::seconds>(timeout).count());
+      conninfo += fmt::format(" connect_timeout='{}'", seconds);
+    }
+    try {
+      auto c = std::make_unique<pqxx::connection>(conninfo);
+      c->prepare(kStatement, sql);
+      c->prepare_now(kStatement);  // a missing table or column fails here, not mid-load
+      server.connects.fetch_add(1, kRelaxed);
+      return c;
+    } catch (const std::exception& e) {
+      return make_error(ErrorKind::kBackend, fmt::format("postgres {}: connect failed: {}",
+                                                         server.redacted, trim(e.what())));
+    }
+  }
+
   // A connection of `server`: idle, new (if under the cap), or the first to
   // free up before `deadline`. Errors: kTimeout, kBackend (connect failed).
   Result<std::unique_ptr<pqxx::connection>> borrow(Server& server, Deadline deadline) {
@@ -153,18 +205,14 @@ struct PostgresRepository::Impl {
       if (server.open < options.pool_size) {
         ++server.open;
         lock.unlock();
-        try {
-          auto c = std::make_unique<pqxx::connection>(server.conninfo);
-          c->prepare(kStatement, sql);
-          server.connects.fetch_add(1, kRelaxed);
-          return c;
-        } catch (const std::exception& e) {
+        auto c = connect(server, std::min(options.connect_timeout, deadline.remaining()));
+        if (!c) {
           lock.lock();
           --server.open;
+          lock.unlock();
           server.freed.notify_one();
-          return make_error(ErrorKind::kBackend, fmt::format("postgres {}: connect failed: {}",
-                                                             server.redacted, trim(e.what())));
         }
+        return c;
       }
       if (server.freed.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
           server.idle.empty() && server.open >= options.pool_size) {
@@ -188,9 +236,16 @@ struct PostgresRepository::Impl {
     // A discarded connection closes here, outside the lock.
   }
 
-  static std::string trim(std::string s) {
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    return s;
+  // After one broken connection the idle ones are suspect too (a restart
+  // breaks them all): close them, so the retry connects afresh.
+  void drop_idle(Server& server) {
+    std::vector<std::unique_ptr<pqxx::connection>> dropped;
+    {
+      std::lock_guard lock(server.mutex);
+      dropped.swap(server.idle);
+      server.open -= dropped.size();
+    }
+    server.freed.notify_all();
   }
 
   // One attempt on one connection. `*broken` tells the caller to retry on a
@@ -201,14 +256,17 @@ struct PostgresRepository::Impl {
     *broken = false;
     const auto remaining_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline.remaining()).count();
-    if (remaining_ms < 1) return make_error(ErrorKind::kTimeout, "postgres: the deadline passed");
+    if (remaining_ms < 1) {
+      return make_error(ErrorKind::kTimeout,
+                        fmt::format("postgres {}: the deadline passed", server.redacted));
+    }
     queries.fetch_add(1, kRelaxed);
     try {
       pqxx::work tx(c);
       tx.exec0(fmt::format("SET LOCAL statement_timeout = {}", remaining_ms));
       pqxx::result rows = tx.exec_prepared(kStatement, std::string(key));
       tx.commit();
-      if (rows.empty()) return std::optional<std::string>();
+      if (rows.empty() || rows.columns() < 1) return std::optional<std::string>();
       const pqxx::field field = rows[0][0];
       if (field.is_null()) return std::optional<std::string>();
       return std::optional<std::string>(std::string(field.c_str(), field.size()));
@@ -245,7 +303,8 @@ struct PostgresRepository::Impl {
       bool broken = false;
       result = run(server, **c, key, deadline, &reusable, &broken);
       give_back(server, std::move(*c), reusable);
-      if (!broken) break;  // a broken pooled connection: once more, freshly connected
+      if (!broken) break;
+      drop_idle(server);  // once more, on a freshly connected one
     }
     return result;
   }
@@ -260,13 +319,20 @@ Result<std::unique_ptr<PostgresRepository>> PostgresRepository::open(
                                 options.table, options.key_column)
                   : options.query;
   for (const std::string& url : options.urls) {
-    auto info = parse_conninfo(url, options.connect_timeout_s);
+    auto info = parse_conninfo(url);
     if (!info) return std::unexpected(info.error());
-    auto breaker = CircuitBreaker::create(options.server_breaker, system_clock());
+    auto breaker = CircuitBreaker::create(options.replica_breaker, system_clock());
     if (!breaker) return std::unexpected(breaker.error());
     impl->servers.push_back(std::make_unique<Server>(std::move(*info), std::move(*breaker)));
   }
   impl->options = std::move(options);
+  // One connection to the primary now: a wrong URL, password or table is an
+  // error here rather than on every load.
+  Server& primary = *impl->servers.front();
+  auto first = impl->connect(primary, impl->options.connect_timeout);
+  if (!first) return std::unexpected(first.error());
+  primary.idle.push_back(std::move(*first));
+  primary.open = 1;
   return std::unique_ptr<PostgresRepository>(new PostgresRepository(std::move(impl)));
 }
 
@@ -277,24 +343,25 @@ Result<std::optional<std::string>> PostgresRepository::load(std::string_view key
                                                             Deadline deadline) {
   const std::size_t n = impl_->servers.size();
   const std::uint64_t first = impl_->next.fetch_add(1, kRelaxed);
+  Result<std::optional<std::string>> last =
+      make_error(ErrorKind::kCircuitOpen,
+                 fmt::format("postgres: all {} servers are failing (breakers open)", n));
   for (std::size_t i = 0; i < n; ++i) {
     Server& server = *impl_->servers[(first + i) % n];
-    auto permit = server.breaker->try_acquire();
-    if (!permit) continue;  // this server is failing: try the next one
+    if (auto permit = server.breaker->try_acquire(); !permit) continue;  // skip a failing server
     const auto start = std::chrono::steady_clock::now();
     auto result = impl_->load_from(server, key, deadline);
-    const bool failed = !result && result.error().kind != ErrorKind::kNotFound;
+    const bool failed = !result;
     server.breaker->record(failed ? CallOutcome::kFailure : CallOutcome::kSuccess,
                            std::chrono::steady_clock::now() - start);
     if (!failed) return result;
     server.failures.fetch_add(1, kRelaxed);
     // A server that refused or dropped us: fail over to the next one while
     // time remains. A timeout has used the time: report it.
-    if (result.error().kind != ErrorKind::kBackend || deadline.expired() || i + 1 == n)
-      return result;
+    if (result.error().kind != ErrorKind::kBackend || deadline.expired()) return result;
+    last = std::move(result);
   }
-  return make_error(ErrorKind::kCircuitOpen,
-                    fmt::format("postgres: all {} servers are failing (breakers open)", n));
+  return last;
 }
 
 std::uint64_t PostgresRepository::queries() const noexcept { return impl_->queries.load(kRelaxed); }
@@ -302,10 +369,16 @@ std::uint64_t PostgresRepository::queries() const noexcept { return impl_->queri
 std::vector<PostgresServerStats> PostgresRepository::servers() const {
   std::vector<PostgresServerStats> out;
   for (const auto& s : impl_->servers) {
-    out.push_back({.url = s->redacted,
+    std::size_t open = 0;
+    {
+      std::lock_guard lock(s->mutex);
+      open = s->open;
+    }
+    out.push_back({.url_redacted = s->redacted,
                    .loads = s->loads.load(kRelaxed),
                    .failures = s->failures.load(kRelaxed),
                    .connects = s->connects.load(kRelaxed),
+                   .connections = open,
                    .breaker = s->breaker->state()});
   }
   return out;

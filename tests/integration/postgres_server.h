@@ -30,6 +30,8 @@ class PostgresServer {
   std::string url() const;
   // The same database through the unix socket (percent-encoded directory).
   std::string socket_url() const;
+  // The folder holding the unix socket (?host=<dir>&port=<port>).
+  const std::string& socket_dir() const { return dir_; }
   int port() const { return port_; }
 
   // Runs SQL on the herdguard database. Throws on error.
