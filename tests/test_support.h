@@ -2,6 +2,7 @@
 // opens it, and a wait for a condition that another thread makes true.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -35,6 +36,18 @@ class Gate {
 template <typename Condition>
 void wait_until(Condition condition) {
   while (!condition()) std::this_thread::yield();
+}
+
+// Yields until `condition()` holds or `within` passes; returns whether it
+// held. For conditions a background thread or another process makes true.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::nanoseconds within = std::chrono::seconds(10)) {
+  const auto give_up = std::chrono::steady_clock::now() + within;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 }  // namespace herdguard::testing

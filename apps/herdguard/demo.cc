@@ -76,8 +76,11 @@ Result<ScenarioReport> run_unprotected(const DemoOptions& options, SqliteReposit
     fill(**loaded);
     return true;
   });
-  return ScenarioReport{"unprotected", db.queries() - queries_before, herd.errors,
-                        summarize(std::move(herd.latencies)), {}};
+  return ScenarioReport{"unprotected",
+                        db.queries() - queries_before,
+                        herd.errors,
+                        summarize(std::move(herd.latencies)),
+                        {}};
 }
 
 Result<ScenarioReport> run_protected(const DemoOptions& options,

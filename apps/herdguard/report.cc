@@ -6,8 +6,6 @@
 #include <cmath>
 
 namespace herdguard::cli {
-namespace {
-
 std::string thousands(std::uint64_t v) {
   std::string digits = std::to_string(v);
   std::string out;
@@ -17,6 +15,8 @@ std::string thousands(std::uint64_t v) {
   }
   return out;
 }
+
+namespace {
 
 std::string xml_escape(std::string_view s) {
   std::string out;

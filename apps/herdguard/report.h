@@ -11,6 +11,9 @@
 
 namespace herdguard::cli {
 
+// 1234567 → "1,234,567".
+std::string thousands(std::uint64_t v);
+
 // One run as JSON: processes, requests, db_queries, errors, stale_served,
 // breaker_trips, latency_ms {p50, p99, max}, timeline [{t, requests,
 // db_queries, errors, stale_served, p99_ms}], ...

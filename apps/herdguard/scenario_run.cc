@@ -23,24 +23,16 @@
 #include "database.h"
 #include "fault_proxy.h"
 #include "faulty_repository.h"
+#include "fd_io.h"
+#include "report.h"
 #include "temp_dir.h"
+#include "worker_protection.h"
 #include "zipf.h"
 
 namespace herdguard::cli {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
-
-bool write_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
 
 // What one request-issuing thread saw, per second of the run.
 struct Second {
@@ -50,103 +42,12 @@ struct Second {
   std::vector<std::uint32_t> latencies_us;
 };
 
-struct Protection {
-  std::shared_ptr<FaultyRepository> db;
-  std::shared_ptr<MetricsRegistry> registry;
-  std::optional<RedisFleet> fleet;
-  std::unique_ptr<Protector> protector;
-  std::unique_ptr<MetricsServer> metrics_server;  // destroyed first: it reads the protector
-  std::function<Result<std::string>(const std::string& key)> request;
-};
-
-Result<Protection> set_up(const Scenario& s, int index, const std::string& db,
-                          const std::string& redis_url, const std::string& refusing_socket,
-                          const std::string& prefix) {
-  Protection p;
-  auto repository = open_database(db, s.db_latency_ms, s.db_connections);
-  if (!repository) return std::unexpected(repository.error());
-  p.db = std::make_shared<FaultyRepository>(std::move(*repository), s.faults, refusing_socket);
-  const auto ttl = std::chrono::milliseconds(s.ttl_ms);
-  const auto timeout = std::chrono::milliseconds(s.timeout_ms);
-  const bool fleet_mode = s.protect == "fleet" || s.protect == "full";
-  if (!redis_url.empty()) {
-    auto fleet = RedisFleet::connect({.redis = {.url = redis_url},
-                                      .prefix = prefix,
-                                      .lease = std::chrono::milliseconds(s.lease_ms),
-                                      .notifications = s.notify && fleet_mode});
-    if (!fleet) return std::unexpected(fleet.error());
-    p.fleet = std::move(*fleet);
-    if (p.fleet->notifier) (void)p.fleet->notifier->wait_subscribed(Deadline::after(timeout));
-  }
-  if (s.protect == "none") {
-    std::shared_ptr<Cache> cache;
-    if (p.fleet) {
-      cache = p.fleet->l2;
-    } else {
-      auto memory = MemoryCache::create({}, system_clock());
-      if (!memory) return std::unexpected(memory.error());
-      cache = std::shared_ptr<MemoryCache>(std::move(*memory));
-    }
-    auto repo = p.db;
-    const double jitter = s.jitter;
-    p.request = [cache, repo, ttl, timeout, jitter](const std::string& key) -> Result<std::string> {
-      const TimePoint now = system_clock()->now();
-      if (auto hit = cache->get(key); hit && *hit && (*hit)->is_fresh(now)) return (*hit)->value;
-      auto loaded = repo->load(key, Deadline::after(timeout));
-      if (!loaded) return std::unexpected(loaded.error());
-      if (!*loaded) return make_error(ErrorKind::kNotFound, "no such key");
-      thread_local std::mt19937 rng(std::random_device{}());
-      const TimePoint until =
-          now + jittered_ttl(ttl, jitter, std::uniform_real_distribution<double>(0, 1)(rng));
-      (void)cache->put(key, {.value = **loaded, .fresh_until = until, .stale_until = until});
-      return std::move(**loaded);
-    };
-    return p;
-  }
-  ProtectorOptions options{.ttl = ttl, .ttl_jitter = s.jitter, .request_timeout = timeout};
-  options.single_flight.load_timeout = timeout;
-  if (s.protect == "full") {
-    options.stale_while_revalidate = std::chrono::hours(1);
-    options.fail_safe_max_staleness = std::chrono::hours(1);
-  } else {
-    options.stale_while_revalidate = Duration::zero();
-    options.fail_safe_max_staleness = Duration::zero();
-  }
-  if (p.fleet) {
-    options.l2 = p.fleet->l2;
-    if (fleet_mode) {
-      options.fleet_lock = p.fleet->locks;
-      options.notifier = p.fleet->notifier;
-    }
-  }
-  if (s.metrics_port > 0) {
-    p.registry = std::make_shared<MetricsRegistry>();
-    options.metrics_registry = p.registry;
-    options.metrics_name = fmt::format("worker{}", index);
-  }
-  auto protector = Protector::create(std::move(options), p.db);
-  if (!protector) return std::unexpected(protector.error());
-  p.protector = std::move(*protector);
-  if (p.registry) {
-    auto server = MetricsServer::start({.port = s.metrics_port + index}, p.registry);
-    if (!server) return std::unexpected(server.error());
-    p.metrics_server = std::move(*server);
-  }
-  Protector* raw = p.protector.get();
-  if (s.protect == "full") {
-    p.request = [raw](const std::string& key) { return raw->get_stale_while_revalidate(key); };
-  } else {
-    p.request = [raw](const std::string& key) { return raw->get(key); };
-  }
-  return p;
-}
-
 // The body of a worker process. Reports progress lines each second and one
 // final line on `out_fd`. Never returns.
 [[noreturn]] void run_worker(const Scenario& s, int index, const std::string& db,
                              const std::string& redis_url, const std::string& refusing_socket,
                              const std::string& prefix, int ready_fd, int go_fd, int out_fd) {
-  auto setup = set_up(s, index, db, redis_url, refusing_socket, prefix);
+  auto setup = build_worker_protection(s, index, db, redis_url, refusing_socket, prefix);
   if (!setup) {
     (void)write_all(ready_fd, "x");
     (void)write_all(
@@ -154,7 +55,7 @@ Result<Protection> set_up(const Scenario& s, int index, const std::string& db,
         nlohmann::json{{"type", "error"}, {"error", setup.error().to_string()}}.dump() + "\n");
     ::_exit(2);
   }
-  Protection& p = *setup;
+  WorkerProtection& p = *setup;
   const ZipfSampler zipf(s.keys, s.zipf);
   const int seconds = static_cast<int>(std::ceil(s.duration_s));
   const int threads_n = s.concurrency;
@@ -314,16 +215,6 @@ class WorkerLines {
   std::vector<std::string> buffers_;
   std::vector<bool> open_;
 };
-
-std::string thousands(std::uint64_t v) {
-  std::string digits = std::to_string(v);
-  std::string out;
-  for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
-    out.push_back(digits[i]);
-  }
-  return out;
-}
 
 }  // namespace
 

@@ -17,10 +17,12 @@
 
 #include "database.h"
 #include "faulty_repository.h"
+#include "fd_io.h"
 #include "latency_stats.h"
 #include "report.h"
 #include "scenario_run.h"
 #include "temp_dir.h"
+#include "worker_protection.h"
 
 namespace herdguard::cli {
 namespace {
@@ -39,114 +41,19 @@ struct WorkerReport {
   nlohmann::json protection;  // a few ProtectionMetrics fields
 };
 
-bool write_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-// One request path per protection mode; returns the value or an error.
-using Request = std::function<Result<std::string>()>;
-
-struct WorkerSetup {
-  std::shared_ptr<FaultyRepository> db;
-  std::optional<RedisFleet> fleet;
-  std::unique_ptr<Protector> protector;
-  std::unique_ptr<MemoryCache> plain_cache;  // mode none without Redis
-  Request request;
-};
-
-Result<WorkerSetup> set_up_worker(const Scenario& o, const std::string& db_path,
-                                  const std::string& prefix) {
-  WorkerSetup w;
-  auto db = open_database(db_path, o.db_latency_ms, o.db_connections);
-  if (!db) return std::unexpected(db.error());
-  // No faults in herd mode: the wrapper only counts the loads.
-  w.db = std::make_shared<FaultyRepository>(std::move(*db), std::vector<Fault>{}, std::string());
-  const auto timeout = std::chrono::milliseconds(o.timeout_ms);
-  const auto ttl = std::chrono::seconds(60);
-  if (!o.redis.empty()) {
-    auto fleet = RedisFleet::connect(
-        {.redis = {.url = o.redis},
-         .prefix = prefix,
-         .lease = std::chrono::milliseconds(o.lease_ms),
-         .notifications = o.notify && (o.protect == "fleet" || o.protect == "full")});
-    if (!fleet) return std::unexpected(fleet.error());
-    w.fleet = std::move(*fleet);
-    if (w.fleet->notifier) (void)w.fleet->notifier->wait_subscribed(Deadline::after(timeout));
-  }
-
-  if (o.protect == "none") {
-    // Plain cache-aside: look in the cache, on a miss query and fill it.
-    std::shared_ptr<Cache> cache;
-    if (w.fleet) {
-      cache = w.fleet->l2;
-    } else {
-      auto memory = MemoryCache::create({}, system_clock());
-      if (!memory) return std::unexpected(memory.error());
-      cache = std::shared_ptr<MemoryCache>(std::move(*memory));
-    }
-    auto db_ptr = w.db;
-    w.request = [cache, db_ptr, key = o.key, timeout, ttl]() -> Result<std::string> {
-      const TimePoint now = system_clock()->now();
-      if (auto hit = cache->get(key); hit && *hit && (*hit)->is_fresh(now)) return (*hit)->value;
-      auto loaded = db_ptr->load(key, Deadline::after(timeout));
-      if (!loaded) return std::unexpected(loaded.error());
-      if (!*loaded) return make_error(ErrorKind::kNotFound, "no such key");
-      (void)cache->put(key,
-                       {.value = **loaded, .fresh_until = now + ttl, .stale_until = now + ttl});
-      return std::move(**loaded);
-    };
-    return w;
-  }
-
-  ProtectorOptions options{
-      .ttl = ttl, .fail_safe_max_staleness = std::chrono::seconds(60), .request_timeout = timeout};
-  options.single_flight.load_timeout = timeout;
-  if (w.fleet) {
-    options.l2 = w.fleet->l2;
-    if (o.protect == "fleet" || o.protect == "full") {
-      options.fleet_lock = w.fleet->locks;
-      options.notifier = w.fleet->notifier;
-    }
-  }
-  auto protector = Protector::create(std::move(options), w.db);
-  if (!protector) return std::unexpected(protector.error());
-  w.protector = std::move(*protector);
-  Protector* p = w.protector.get();
-  w.request = [p, key = o.key] { return p->get(key); };
-  return w;
-}
-
 // The body of a worker process. Never returns.
-[[noreturn]] void run_worker(const Scenario& o, const std::string& db_path,
+[[noreturn]] void run_worker(const Scenario& o, int index, const std::string& db_path,
                              const std::string& prefix, int ready_fd, int go_fd, int result_fd) {
   WorkerReport report;
-  auto setup = set_up_worker(o, db_path, prefix);
+  // Herd mode has no faults: nothing connects to the refusing socket.
+  auto setup = build_worker_protection(o, index, db_path, o.redis, std::string(), prefix);
   if (!setup) {
     nlohmann::json j = {{"setup_error", setup.error().to_string()}};
     (void)write_all(ready_fd, "x");
     (void)write_all(result_fd, j.dump());
     ::_exit(2);
   }
-  WorkerSetup& w = *setup;
+  WorkerProtection& w = *setup;
   const std::string expected = expected_value(o.key);
   const int n = o.concurrency;
   std::vector<std::int64_t> latencies(n, 0);
@@ -161,7 +68,7 @@ Result<WorkerSetup> set_up_worker(const Scenario& o, const std::string& db_path,
       armed.count_down();
       release.wait();
       const auto begin = SteadyClock::now();
-      Result<std::string> r = w.request();
+      Result<std::string> r = w.request(o.key);
       latencies[i] = (SteadyClock::now() - begin).count();
       if (!r) {
         outcome[i] = 1;
@@ -245,7 +152,7 @@ RoundResult run_round(const Scenario& o, const std::string& db_path) {
       ::close(go_pipe[1]);
       ::close(result_pipe[0]);
       for (const Child& c : children) ::close(c.result_fd);
-      run_worker(o, db_path, prefix, ready_pipe[1], go_pipe[0], result_pipe[1]);
+      run_worker(o, i, db_path, prefix, ready_pipe[1], go_pipe[0], result_pipe[1]);
     }
     ::close(result_pipe[1]);
     if (pid < 0) {

@@ -19,30 +19,19 @@ bool valid_name(const std::string& s, bool label) {
   return !(label && s.starts_with("__"));
 }
 
-std::string escape_label(const std::string& v) {
+// Label values escape backslash, double quote and newline; HELP text only backslash and newline.
+std::string escape(const std::string& v, bool quotes) {
   std::string out;
   for (char c : v) {
-    if (c == '\\')
+    if (c == '\\') {
       out += "\\\\";
-    else if (c == '"')
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '"' && quotes) {
       out += "\\\"";
-    else if (c == '\n')
-      out += "\\n";
-    else
+    } else {
       out.push_back(c);
-  }
-  return out;
-}
-
-std::string escape_help(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '\n')
-      out += "\\n";
-    else
-      out.push_back(c);
+    }
   }
   return out;
 }
@@ -59,7 +48,7 @@ std::string label_text(const Labels& labels, const std::string& extra_name = "",
   std::string out = "{";
   bool first = true;
   for (const auto& [k, v] : labels) {
-    out += fmt::format("{}{}=\"{}\"", first ? "" : ",", k, escape_label(v));
+    out += fmt::format("{}{}=\"{}\"", first ? "" : ",", k, escape(v, /*quotes=*/true));
     first = false;
   }
   if (!extra_name.empty())
@@ -207,7 +196,8 @@ std::string MetricsRegistry::render() const {
     const char* type = family.type == Type::kCounter ? "counter"
                        : family.type == Type::kGauge ? "gauge"
                                                      : "histogram";
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, escape_help(family.help), name, type);
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, escape(family.help, /*quotes=*/false),
+                       name, type);
     for (const auto& s : family.series) {
       if (family.type == Type::kHistogram) {
         const Histogram& h = *s->histogram;

@@ -8,24 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli_runner.h"
+
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string output;
-};
+using herdguard::testing::CliRun;
 
-CliRun run(const std::string& args) {
-  CliRun r;
-  std::string command = std::string(HERDGUARD_CLI_PATH) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) r.output.append(buffer.data(), n);
-  int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+CliRun run(const std::string& args) { return herdguard::testing::run_cli(args); }
 
 TEST(CliDemo, JsonReportsOneDatabaseQueryForTheProtectedRun) {
   CliRun r = run("demo --json");
@@ -90,15 +79,10 @@ TEST(CliDemo, PrometheusOutputPassesPromtool) {
   ASSERT_NE(f, nullptr);
   std::fwrite(r.output.data(), 1, r.output.size(), f);
   std::fclose(f);
-  FILE* check = popen(("promtool check metrics < '" + file + "' 2>&1").c_str(), "r");
-  ASSERT_NE(check, nullptr);
-  std::string lint;
-  std::array<char, 1024> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), check)) lint.append(buffer.data(), n);
-  const int status = pclose(check);
+  const CliRun check = herdguard::testing::run_command("promtool check metrics < '" + file + "'");
   std::remove(file.c_str());
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << lint;
-  EXPECT_EQ(lint, "");
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_EQ(check.output, "");
 }
 
 }  // namespace

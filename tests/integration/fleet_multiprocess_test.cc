@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli_runner.h"
 #include "herdguard/herdguard.h"
 #include "redis_server.h"
 
@@ -22,24 +23,9 @@ namespace herdguard {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::CliRun;
 using testing::RedisServer;
-
-struct CliRun {
-  int exit_code = -1;
-  std::string output;
-};
-
-CliRun run_cli(const std::string& args) {
-  CliRun r;
-  const std::string command = std::string(HERDGUARD_CLI_PATH) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) r.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::run_cli;
 
 nlohmann::json simulate(const RedisServer& server, const std::string& protect, int processes,
                         int concurrency) {

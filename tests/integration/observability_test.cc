@@ -25,28 +25,18 @@
 #include <thread>
 #include <vector>
 
+#include "cli_runner.h"
 #include "herdguard/herdguard.h"
+#include "loopback_port.h"
 
 namespace herdguard {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Shell {
-  int exit_code = -1;
-  std::string output;
-};
+using testing::CliRun;
 
-Shell shell(const std::string& command) {
-  Shell r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) r.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+CliRun shell(const std::string& command) { return testing::run_command(command); }
 
 class TempDir {
  public:
@@ -106,7 +96,7 @@ TEST(Observability, ExpositionPassesPromtoolCheckMetrics) {
   TempDir dir;
   const std::string file = dir / "metrics.txt";
   std::ofstream(file) << app.registry->render();
-  Shell check = shell("promtool check metrics < '" + file + "'");
+  CliRun check = shell("promtool check metrics < '" + file + "'");
   EXPECT_EQ(check.exit_code, 0) << check.output;
   EXPECT_EQ(check.output, "") << "promtool lint findings:\n" << check.output;
 
@@ -200,21 +190,7 @@ class PrometheusServer {
   }
 
  private:
-  // A port the kernel just handed out on loopback, released for Prometheus.
-  static int free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    int port = 0;
-    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
-    if (fd >= 0) ::close(fd);
-    return port;
-  }
+  static int free_port() { return testing::free_loopback_port(); }
   int port_ = 0;
   pid_t pid_ = -1;
 };
@@ -447,17 +423,7 @@ TEST(AlertHooks, AHungReceiverNeitherSlowsNorFailsRequests) {
 
 TEST(AlertHooks, ADeadReceiverCountsFailuresAndRequestsGoOn) {
   // A port nobody listens on.
-  const int dead_port = [] {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    ::close(fd);
-    return static_cast<int>(ntohs(addr.sin_port));
-  }();
+  const int dead_port = testing::free_loopback_port();
   auto sink =
       WebhookAlertSink::create({.url = "http://127.0.0.1:" + std::to_string(dead_port) + "/x"});
   ASSERT_TRUE(sink);

@@ -7,11 +7,13 @@
 #include <thread>
 
 #include "redis_server.h"
+#include "test_support.h"
 
 namespace herdguard {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::eventually;
 using testing::RedisServer;
 
 struct Process {
@@ -29,14 +31,17 @@ Process process(const RedisServer& server, RedisLockOptions options = {}) {
 }
 
 // Loops until `condition` holds or `within` passes; returns whether it held.
-template <typename Condition>
-bool eventually(Condition condition, Duration within = 10s) {
-  const Deadline give_up = Deadline::after(within);
-  while (!condition()) {
-    if (give_up.expired()) return false;
-    std::this_thread::yield();
-  }
-  return true;
+
+// Tries `key` until it is free (the holder released it or its lease ran
+// out); nullptr if it stayed taken for 10 s.
+std::unique_ptr<LockHold> acquire_when_free(Process& p, std::string_view key) {
+  std::unique_ptr<LockHold> hold;
+  (void)eventually([&] {
+    auto r = p.locks->try_acquire(key, Deadline::after(10s));
+    if (r) hold = std::move(*r);
+    return hold != nullptr;
+  });
+  return hold;
 }
 
 TEST(RedisLock, IsExclusiveAcrossProcesses) {
@@ -94,12 +99,8 @@ TEST(RedisLock, ALeaseExpires) {
   Process b = process(*server);
   auto held = a.locks->try_acquire("k", Deadline::after(10s));
   ASSERT_TRUE(held);
-  std::unique_ptr<LockHold> taken;
-  EXPECT_TRUE(eventually([&] {
-    auto r = b.locks->try_acquire("k", Deadline::after(10s));
-    if (r) taken = std::move(*r);
-    return taken != nullptr;
-  }));
+  std::unique_ptr<LockHold> taken = acquire_when_free(b, "k");
+  ASSERT_NE(taken, nullptr);
   EXPECT_GT(taken->fence(), (*held)->fence());
 }
 
@@ -123,12 +124,8 @@ TEST(RedisLock, LateWriteFromAnExpiredHolderIsFencedOff) {
   const TimePoint until = system_clock()->now() + 1h;
   auto old_holder = a.locks->try_acquire("k", Deadline::after(10s));
   ASSERT_TRUE(old_holder);
-  std::unique_ptr<LockHold> new_holder;
-  ASSERT_TRUE(eventually([&] {
-    auto r = b.locks->try_acquire("k", Deadline::after(10s));
-    if (r) new_holder = std::move(*r);
-    return new_holder != nullptr;
-  }));
+  std::unique_ptr<LockHold> new_holder = acquire_when_free(b, "k");
+  ASSERT_NE(new_holder, nullptr);
   auto fresh = new_holder->fenced_write(value_key, "new", until);
   ASSERT_TRUE(fresh);
   EXPECT_TRUE(*fresh);
@@ -166,12 +163,8 @@ TEST(RedisLock, ExtensionStopsAtTheHardDeadline) {
   // A hung loader: the hold lives on, but its load deadline is 150 ms away.
   auto held = a.locks->try_acquire("k", Deadline::after(150ms));
   ASSERT_TRUE(held);
-  std::unique_ptr<LockHold> taken;
-  EXPECT_TRUE(eventually([&] {
-    auto r = b.locks->try_acquire("k", Deadline::after(10s));
-    if (r) taken = std::move(*r);
-    return taken != nullptr;
-  })) << "the hung holder kept the lock past its hard deadline";
+  EXPECT_NE(acquire_when_free(b, "k"), nullptr)
+      << "the hung holder kept the lock past its hard deadline";
 }
 
 TEST(RedisLock, LostLockIsNoticedByTheExtension) {

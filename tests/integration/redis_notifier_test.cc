@@ -9,11 +9,13 @@
 #include <vector>
 
 #include "redis_server.h"
+#include "test_support.h"
 
 namespace herdguard {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::eventually;
 using testing::RedisServer;
 
 struct Process {
@@ -29,16 +31,6 @@ Process process(const RedisServer& server) {
   EXPECT_TRUE(notifier) << notifier.error().to_string();
   EXPECT_TRUE((*notifier)->wait_subscribed(Deadline::after(10s)));
   return Process{shared, std::move(*notifier)};
-}
-
-template <typename Condition>
-bool eventually(Condition condition, Duration within = 10s) {
-  const Deadline give_up = Deadline::after(within);
-  while (!condition()) {
-    if (give_up.expired()) return false;
-    std::this_thread::yield();
-  }
-  return true;
 }
 
 TEST(RedisNotifier, PublishWakesWaitersOfThatKeyInAnotherProcess) {

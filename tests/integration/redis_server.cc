@@ -19,29 +19,10 @@
 #include <thread>
 #include <vector>
 
+#include "loopback_port.h"
+
 namespace herdguard::testing {
 namespace {
-
-// A port the kernel just handed out on loopback. Another process could take it
-// before redis-server binds it; start() then fails loudly rather than flakily
-// talking to the wrong server, because redis-server refuses to start.
-int free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error("socket() failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind() to a free loopback port failed");
-  }
-  int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);

@@ -17,32 +17,19 @@
 #include <string>
 #include <thread>
 
+#include "cli_runner.h"
 #include "herdguard/clock.h"
+#include "loopback_port.h"
 #include "postgres_server.h"
 #include "redis_server.h"
 
 namespace herdguard {
 namespace {
 
+using testing::CliRun;
 using testing::PostgresServer;
 using testing::RedisServer;
-
-struct CliRun {
-  int exit_code = -1;
-  std::string output;
-};
-
-CliRun run_cli(const std::string& args) {
-  CliRun r;
-  const std::string command = std::string(HERDGUARD_CLI_PATH) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) r.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using testing::run_cli;
 
 nlohmann::json run_json(const std::string& args) {
   CliRun r = run_cli("simulate --json --no-progress " + args);
@@ -226,28 +213,11 @@ TEST_F(Simulate, MalformedScenarioFilesNameTheLine) {
 
 TEST_F(Simulate, MetricsPortServesEachWorkersMetricsWhileItRuns) {
   // A port pair nobody uses now (the kernel's pick for one, and the next).
-  auto bind_loopback = [](int wanted, int* fd_out) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<std::uint16_t>(wanted));
-    socklen_t len = sizeof(addr);
-    int got = 0;
-    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      got = ntohs(addr.sin_port);
-    }
-    *fd_out = fd;
-    return got;
-  };
+  // A port pair that was free a moment ago: the workers bind port and port + 1.
   int port = 0;
   for (int attempt = 0; attempt < 20 && port == 0; ++attempt) {
-    int fd1 = -1, fd2 = -1;
-    const int p = bind_loopback(0, &fd1);
-    if (p > 0 && p < 65535 && bind_loopback(p + 1, &fd2) == p + 1) port = p;
-    if (fd1 >= 0) ::close(fd1);
-    if (fd2 >= 0) ::close(fd2);
+    const int p = testing::free_loopback_port();
+    if (p > 0 && p < 65535 && testing::free_loopback_port(p + 1) == p + 1) port = p;
   }
   ASSERT_GT(port, 0);
   CliRun run;

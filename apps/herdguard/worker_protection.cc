@@ -1,0 +1,95 @@
+#include "worker_protection.h"
+
+#include <fmt/format.h>
+
+#include <random>
+
+#include "database.h"
+
+namespace herdguard::cli {
+
+Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
+                                                 const std::string& db,
+                                                 const std::string& redis_url,
+                                                 const std::string& refusing_socket,
+                                                 const std::string& prefix) {
+  WorkerProtection p;
+  auto repository = open_database(db, s.db_latency_ms, s.db_connections);
+  if (!repository) return std::unexpected(repository.error());
+  p.db = std::make_shared<FaultyRepository>(std::move(*repository), s.faults, refusing_socket);
+  const auto ttl = std::chrono::milliseconds(s.ttl_ms);
+  const auto timeout = std::chrono::milliseconds(s.timeout_ms);
+  const bool fleet_mode = s.protect == "fleet" || s.protect == "full";
+  if (!redis_url.empty()) {
+    auto fleet = RedisFleet::connect({.redis = {.url = redis_url},
+                                      .prefix = prefix,
+                                      .lease = std::chrono::milliseconds(s.lease_ms),
+                                      .notifications = s.notify && fleet_mode});
+    if (!fleet) return std::unexpected(fleet.error());
+    p.fleet = std::move(*fleet);
+    if (p.fleet->notifier) (void)p.fleet->notifier->wait_subscribed(Deadline::after(timeout));
+  }
+  if (s.protect == "none") {
+    std::shared_ptr<Cache> cache;
+    if (p.fleet) {
+      cache = p.fleet->l2;
+    } else {
+      auto memory = MemoryCache::create({}, system_clock());
+      if (!memory) return std::unexpected(memory.error());
+      cache = std::shared_ptr<MemoryCache>(std::move(*memory));
+    }
+    auto repo = p.db;
+    const double jitter = s.jitter;
+    p.request = [cache, repo, ttl, timeout, jitter](const std::string& key) -> Result<std::string> {
+      const TimePoint now = system_clock()->now();
+      if (auto hit = cache->get(key); hit && *hit && (*hit)->is_fresh(now)) return (*hit)->value;
+      auto loaded = repo->load(key, Deadline::after(timeout));
+      if (!loaded) return std::unexpected(loaded.error());
+      if (!*loaded) return make_error(ErrorKind::kNotFound, "no such key");
+      thread_local std::mt19937 rng(std::random_device{}());
+      const TimePoint until =
+          now + jittered_ttl(ttl, jitter, std::uniform_real_distribution<double>(0, 1)(rng));
+      (void)cache->put(key, {.value = **loaded, .fresh_until = until, .stale_until = until});
+      return std::move(**loaded);
+    };
+    return p;
+  }
+  ProtectorOptions options{.ttl = ttl, .ttl_jitter = s.jitter, .request_timeout = timeout};
+  options.single_flight.load_timeout = timeout;
+  if (s.protect == "full") {
+    options.stale_while_revalidate = std::chrono::hours(1);
+    options.fail_safe_max_staleness = std::chrono::hours(1);
+  } else {
+    options.stale_while_revalidate = Duration::zero();
+    options.fail_safe_max_staleness = Duration::zero();
+  }
+  if (p.fleet) {
+    options.l2 = p.fleet->l2;
+    if (fleet_mode) {
+      options.fleet_lock = p.fleet->locks;
+      options.notifier = p.fleet->notifier;
+    }
+  }
+  if (s.metrics_port > 0) {
+    p.registry = std::make_shared<MetricsRegistry>();
+    options.metrics_registry = p.registry;
+    options.metrics_name = fmt::format("worker{}", index);
+  }
+  auto protector = Protector::create(std::move(options), p.db);
+  if (!protector) return std::unexpected(protector.error());
+  p.protector = std::move(*protector);
+  if (p.registry) {
+    auto server = MetricsServer::start({.port = s.metrics_port + index}, p.registry);
+    if (!server) return std::unexpected(server.error());
+    p.metrics_server = std::move(*server);
+  }
+  Protector* raw = p.protector.get();
+  if (s.protect == "full") {
+    p.request = [raw](const std::string& key) { return raw->get_stale_while_revalidate(key); };
+  } else {
+    p.request = [raw](const std::string& key) { return raw->get(key); };
+  }
+  return p;
+}
+
+}  // namespace herdguard::cli

@@ -1,0 +1,39 @@
+// What one `herdguard simulate` worker process builds, as a pod of a real
+// service would: its database connection (wrapped to play the scenario's
+// faults and to count loads), its Redis fleet, its protection for the chosen
+// mode, and (with --metrics-port) its Prometheus endpoint. Shared by the herd
+// and the timed scenario so that both exercise the same set-up.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "faulty_repository.h"
+#include "herdguard/herdguard.h"
+#include "scenario.h"
+
+namespace herdguard::cli {
+
+struct WorkerProtection {
+  // Counts every load that reached the database (or its dead endpoint).
+  std::shared_ptr<FaultyRepository> db;
+  std::shared_ptr<MetricsRegistry> registry;
+  std::optional<RedisFleet> fleet;
+  std::unique_ptr<Protector> protector;
+  std::unique_ptr<MetricsServer> metrics_server;  // destroyed first: it reads the protector
+  std::function<Result<std::string>(const std::string& key)> request;
+};
+
+// Builds worker `index`'s protection for `s.protect`: none (plain
+// cache-aside), local, fleet or full. `redis_url` may differ from s.redis (a
+// fault proxy); `refusing_socket` is where db-down faults connect.
+// Errors: opening the database or Redis, bad options, a taken metrics port.
+Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
+                                                 const std::string& db,
+                                                 const std::string& redis_url,
+                                                 const std::string& refusing_socket,
+                                                 const std::string& prefix);
+
+}  // namespace herdguard::cli
