@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   flag(sim_cmd->add_flag("--json", sim.json, "Print the report as JSON instead of a table"),
        &S::json);
   flag(sim_cmd->add_option("--metrics-port", sim.metrics_port,
-                           "Timed scenarios: worker i serves Prometheus /metrics on "
+                           "Worker i serves Prometheus /metrics on "
                            "127.0.0.1:PORT+i while it runs"),
        &S::metrics_port)
       ->check(CLI::Range(0, 65535));
