@@ -40,6 +40,11 @@ struct CacheEntry {
   bool negative = false;
   // How long the load that produced this entry took (probabilistic early refresh uses it).
   Duration load_duration{};
+  // In-process copies only (never stored in Redis): the Protector serves an
+  // L1 copy as fresh only before this instant, then reads the shared L2
+  // again, which bounds how long another process's invalidate can go unseen
+  // (ProtectorOptions::l1_max_ttl, docs/consistency.md).
+  TimePoint recheck_at = TimePoint::max();
 
   bool is_fresh(TimePoint now) const noexcept { return now < fresh_until; }
   bool is_usable(TimePoint now) const noexcept { return now < stale_until; }

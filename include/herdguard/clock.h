@@ -62,6 +62,24 @@ class ManualClock final : public Clock {
 // The shared real clock, the default wherever a clock is optional.
 std::shared_ptr<Clock> system_clock();
 
+// Saturating time arithmetic. Every sum of an instant and a duration in
+// herdguard goes through these, so an option of Duration::max() ("keep
+// forever") means "until TimePoint::max()" instead of signed overflow, which
+// is undefined behaviour and in practice wraps into the past (caching off).
+// Pure; thread-safe.
+//
+// Example:
+//   TimePoint fresh_until = herdguard::add_saturating(now, options.ttl);   // never wraps
+//   Duration lease = herdguard::scale_saturating(ttl, 1.2);                // clamps at max()
+
+// t + d, clamped to [TimePoint::min(), TimePoint::max()].
+TimePoint add_saturating(TimePoint t, Duration d) noexcept;
+// a + b, clamped to [Duration::min(), Duration::max()].
+Duration add_saturating(Duration a, Duration b) noexcept;
+// d * factor rounded to the nearest tick, clamped to [Duration::min(),
+// Duration::max()]; a NaN factor gives zero.
+Duration scale_saturating(Duration d, double factor) noexcept;
+
 // A point on the monotonic clock past which a caller stops waiting.
 // There is deliberately no "infinite" deadline: an unbounded wait is what
 // turns a slow database into an outage.
@@ -69,7 +87,9 @@ class Deadline {
  public:
   using SteadyTime = std::chrono::steady_clock::time_point;
 
-  // A deadline `timeout` from now. A negative or zero timeout is already expired.
+  // A deadline `timeout` from now. A negative or zero timeout is already
+  // expired; a timeout past the steady clock's range (Duration::max())
+  // saturates at its end instead of overflowing.
   static Deadline after(Duration timeout) noexcept;
   static Deadline at(SteadyTime when) noexcept { return Deadline(when); }
 

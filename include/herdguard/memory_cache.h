@@ -6,6 +6,15 @@
 // that lets reads run under a shared lock: a read only sets an "accessed" bit.
 // Entries past their stale_until are dropped lazily.
 //
+// Generations (the L1 half of the consistency contract, docs/consistency.md):
+// put() and erase() bump a per-key generation (striped: 64 counters per
+// shard, so a few unrelated keys share one). A filler that read its value
+// elsewhere takes a ticket() *before* reading, and stores with
+// put_if_unchanged(), which refuses when a put or erase of the key came in
+// between — so a slow fill can never overwrite a newer set or invalidate.
+// A key sharing the stripe can cause a spurious refusal: the fill is then
+// skipped, which costs a later read, never a wrong value.
+//
 // Thread safety: all methods are safe from any number of threads. The key
 // space is split into `shards`, each behind its own reader/writer lock, so
 // reads of different keys never contend and reads of one key share the lock.
@@ -20,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "herdguard/cache.h"
 
@@ -61,12 +71,25 @@ class MemoryCache final : public Cache {
   // get() as of `now`, for callers that already read the clock (saves a
   // second clock read on the hot path).
   Result<std::optional<CacheEntry>> get(std::string_view key, TimePoint now);
-  // Errors: kInvalidArgument when one entry is larger than a shard's byte budget
-  // (max_bytes / shards); the cache is left unchanged.
+  // Stores `entry`, replacing any previous one, and bumps the key's
+  // generation. Errors: kInvalidArgument when one entry is larger than a
+  // shard's byte budget (max_bytes / shards); the cache is left unchanged
+  // (the generation is still bumped: a fill in progress is outdated anyway).
   Result<void> put(std::string_view key, CacheEntry entry) override;
+  // Removes `key` and bumps its generation.
   Result<void> erase(std::string_view key) override;
 
-  // Removes everything.
+  // A snapshot of `key`'s generation. Lock-free.
+  struct Ticket {
+    std::uint64_t generation = 0;
+  };
+  Ticket ticket(std::string_view key) const noexcept;
+  // Stores `entry` only if the key's generation is still `ticket`'s (no put
+  // or erase since), without bumping it. Returns whether it was stored.
+  // Errors: as put().
+  Result<bool> put_if_unchanged(std::string_view key, CacheEntry entry, Ticket ticket);
+
+  // Removes everything (and bumps every generation).
   void clear();
   // A consistent-per-shard (not global) snapshot of sizes and counters.
   MemoryCacheStats stats() const;
@@ -77,6 +100,8 @@ class MemoryCache final : public Cache {
   MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock);
   // The shard owning keys with this hash.
   Shard& shard_for(std::size_t key_hash) const;
+  // put() (no ticket: bumps) and put_if_unchanged() (ticket: compares).
+  Result<bool> store(std::string_view key, CacheEntry entry, std::optional<Ticket> ticket);
 
   // Immutable after construction, so read without a lock.
   const MemoryCacheOptions options_;  // shards already rounded up to a power of two

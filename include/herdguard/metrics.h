@@ -65,12 +65,17 @@ struct ProtectionMetrics {
   std::uint64_t redis_errors = 0;
   // The fleet lock: loads this process ran holding it, attempts that found
   // another process holding it, loads answered by another process's value,
-  // loads run without the lock because Redis failed, and late writes fenced off.
+  // loads run without the lock because Redis failed, and L2 writes of loaded
+  // values refused because the key's version moved (a set, an invalidate or
+  // a later lock holder came in) or the load's deadline had passed.
   std::uint64_t fleet_lock_acquisitions = 0;
   std::uint64_t fleet_lock_contentions = 0;
   std::uint64_t fleet_waited_loads = 0;
   std::uint64_t fleet_degraded_loads = 0;
   std::uint64_t fenced_off_writes = 0;
+  // L1 fills skipped because a set/invalidate of the key (in this process)
+  // came in while the value was read or loaded.
+  std::uint64_t refused_l1_fills = 0;
 
   // Gauges at snapshot time.
   BreakerState circuit_breaker_state = BreakerState::kClosed;

@@ -37,7 +37,9 @@
 //   if (!product && product.error().kind == herdguard::ErrorKind::kNotFound) ...
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -62,8 +64,6 @@
 namespace herdguard {
 
 namespace internal {
-class FleetCoordinator;
-class ProtectorMetrics;
 struct RequestTrace;
 }  // namespace internal
 
@@ -87,7 +87,8 @@ struct ProtectorOptions {
   Duration request_timeout = std::chrono::seconds(2);
   // Keys are 1..max_key_bytes bytes. REQUIRES: >= 1.
   std::size_t max_key_bytes = 1024;
-  // Values (set or loaded) are at most this many bytes. REQUIRES: >= 1.
+  // Values (set or loaded) are at most this many bytes. REQUIRES: >= 1,
+  // and with an L2 <= kMaxEnvelopeValueBytes (Redis strings end at 512 MiB).
   std::size_t max_value_bytes = 1u << 20;
   // Last resort of the fallback chain, after the stale value. Called on a
   // failed load; std::nullopt means "no default", and the error is returned.
@@ -110,6 +111,13 @@ struct ProtectorOptions {
   Duration fleet_poll_max = std::chrono::milliseconds(100);
   // Whether to keep the in-process L1 at all (off: every read goes to L2).
   bool l1_enabled = true;
+  // With an L2: an L1 copy is answered as fresh for at most this long after
+  // it was filled, then read again from L2. It bounds how long a set() or
+  // invalidate() made by *another* process goes unseen here (this process's
+  // own are seen at once; docs/consistency.md). Costs one L2 GET per hot key
+  // per l1_max_ttl per process. Duration::max() saturates (no bound).
+  // Ignored without an L2. REQUIRES: > 0.
+  Duration l1_max_ttl = std::chrono::seconds(1);
 
   // Prometheus series (prometheus.h), labelled cache=metrics_name; one name
   // per registry. Keys are counted by pattern: the first of key_patterns
@@ -133,6 +141,16 @@ struct ProtectorOptions {
 
   // Returns kInvalidArgument naming the first bad field, including those of
   // the nested l1 / single_flight / breaker options.
+  //
+  // Duration::max() ("forever") is accepted and saturates for ttl,
+  // stale_while_revalidate, fail_safe_max_staleness, negative_ttl,
+  // request_timeout, fleet_retry_interval, fleet_poll_min/max, l1_max_ttl,
+  // alert_interval and the breaker's durations: instants are computed with
+  // add_saturating (clock.h), so "forever" means TimePoint::max(), and Redis
+  // expiries are clamped to what Redis accepts. It is refused for
+  // single_flight.load_timeout (at most 1 h: Redis keeps a load's lock and
+  // version key until its deadline) and for the Redis client's and lock's
+  // durations (their own validate()).
   Result<void> validate() const;
 };
 
@@ -174,15 +192,23 @@ class Protector {
   Result<std::string> get_stale_while_revalidate(std::string_view key, Deadline deadline);
   Result<std::string> get_stale_while_revalidate(std::string_view key);
 
-  // Stores `value` with `ttl` (options.ttl when not given), jittered, in L1
-  // and L2. Errors: kInvalidArgument (bad key, value over max_value_bytes,
-  // ttl <= 0); kBackend/kTimeout when L2 failed (L1 is written regardless).
+  // Stores `value` with `ttl` (options.ttl when not given), jittered, in L2
+  // then L1, and bumps the key's version so that no load already running can
+  // overwrite it. Errors: kInvalidArgument (bad key, value over
+  // max_value_bytes, ttl <= 0); kBackend/kTimeout when L2 failed (L1 is
+  // written regardless).
   Result<void> set(std::string_view key, std::string_view value,
                    std::optional<Duration> ttl = std::nullopt);
 
   // Forgets `key` in L1 and L2, so the next get loads it. Errors:
   // kInvalidArgument; kBackend/kTimeout when L2 could not be updated (L1 is
   // cleared regardless).
+  //
+  // Consistency (docs/consistency.md): once set() or invalidate() returned
+  // successfully, no load that began before it can overwrite what it did, in
+  // L2 or in this process's L1; a get() of this process that starts after it
+  // never joins such a load; other processes see it within l1_max_ttl. One
+  // that returned an error promises nothing (it may still land later).
   Result<void> invalidate(std::string_view key);
 
   // The L1 entry for `key`, without counting a request or loading. For
@@ -194,59 +220,32 @@ class Protector {
   ProtectionMetrics metrics() const;
 
  private:
-  struct Counters;
-  Protector(ProtectorOptions options, std::shared_ptr<Repository> repository,
-            std::unique_ptr<MemoryCache> l1, std::unique_ptr<CircuitBreaker> breaker,
-            std::unique_ptr<SingleFlight> flights);
-
-  // The cached entry for key from L1, else L2 (filling L1), as of `now`;
-  // nullopt when neither has a usable one. Redis errors read as a miss.
-  std::optional<CacheEntry> cached(std::string_view key, TimePoint now);
-  // L2's usable entry for key (filling L1), counting hits, misses and errors.
-  std::optional<CacheEntry> l2_entry(std::string_view key, TimePoint now);
-  // Breaker → repository → the entry to cache (negative for "no such key").
-  Result<CacheEntry> load_from_repository(const std::string& key, Deadline load_deadline);
+  struct Parts;  // the read path's internals (protector.cc)
+  explicit Protector(std::unique_ptr<Parts> parts);
 
   Result<void> check_key(std::string_view key) const;
   // Sends a fallback or failure alert, unless one of that kind went out
   // less than alert_interval ago.
   void alert(AlertEvent::Kind kind, std::string_view key, const std::string& message);
-  // A fresh cached entry's answer (L1, then L2), or nullopt when there is
-  // none; a usable stale entry goes to *seen when asked for.
-  // include_l2 = false keeps the call non-blocking (get_async).
-  std::optional<Result<std::string>> fresh_answer(std::string_view key, TimePoint now,
-                                                  std::optional<CacheEntry>* seen,
-                                                  internal::RequestTrace* trace,
-                                                  bool include_l2 = true);
-  // The body of a flight: re-check L1, breaker, repository, store.
-  Result<std::string> load(const std::string& key, Deadline load_deadline);
-  // The fallback chain for a failed load.
-  Result<std::string> fall_back(std::string_view key, Error error, internal::RequestTrace* trace);
+  // The blocking read: L1, L2, then the shared load. With `serve_stale`, a
+  // stale entry within stale_while_revalidate is answered at once and
+  // refreshed in the background.
+  Result<std::string> read(std::string_view key, Deadline deadline, bool serve_stale);
+  // The fallback chain for a failed load: a stale entry (the one the caller
+  // saw, or a newer one in L1) within fail_safe_max_staleness, then
+  // default_value, then the error. Never waits on Redis.
+  Result<std::string> fall_back(std::string_view key, Error error,
+                                std::optional<CacheEntry> seen, internal::RequestTrace* trace);
   // Counts the request's outcome (and records it in Prometheus).
   Result<std::string> finish(Result<std::string> result, std::string_view key,
                              internal::RequestTrace& trace);
-  CacheEntry make_entry(std::string value, Duration ttl, Duration load_duration) const;
   SingleFlight::Loader loader_for(std::string_view key);
-  // flights_->call, timing the wait for Prometheus.
-  Result<std::string> call_flight(std::string_view key, Deadline deadline);
 
-  const ProtectorOptions options_;
-  const std::shared_ptr<Repository> repository_;
-  const std::unique_ptr<MemoryCache> l1_;
-  const std::unique_ptr<CircuitBreaker> breaker_;
-  const std::unique_ptr<Counters> counters_;
+  const std::unique_ptr<Parts> parts_;
   // When the last fallback / failure alert went out (ns since the clock's
   // epoch); compare-and-swapped so that one thread per interval sends.
   std::atomic<std::int64_t> last_fallback_alert_{INT64_MIN / 2};
   std::atomic<std::int64_t> last_failure_alert_{INT64_MIN / 2};
-  // Set when options.fleet_lock is; shared state is its own atomics.
-  const std::unique_ptr<internal::FleetCoordinator> fleet_;
-  // Set by create() when options.metrics_registry is. The destructor first
-  // detaches it from the registry (no scrape reads a dying protector); it is
-  // destroyed after flights_, so loads still running may record into it.
-  std::unique_ptr<internal::ProtectorMetrics> prometheus_;
-  // Last: destroyed first, so no load runs against the members above after.
-  const std::unique_ptr<SingleFlight> flights_;
 };
 
 // The name used in the design documents.

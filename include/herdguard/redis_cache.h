@@ -1,24 +1,35 @@
-// herdguard/redis_cache.h — the shared L2 cache in Redis.
+// herdguard/redis_cache.h — the shared L2 cache in Redis, with versioned writes.
 //
-// Each entry is stored as an envelope (envelope.h) under `prefix + key`, with
-// the Redis key's expiry at the entry's stale_until (SET ... PXAT), so Redis
-// forgets an entry exactly when herdguard would. A get is one GET.
+// Each entry is stored as an envelope (envelope.h) under the value key of its
+// cache key (layout: docs/upgrade.md), with the Redis key's expiry at the
+// entry's stale_until (PXAT), so Redis forgets an entry when herdguard would.
+// A get is one GET.
+//
+// Versioned writes (memcache-lease semantics, docs/consistency.md): a load
+// takes a *version snapshot* of its key before it reads the database —
+// snapshot() here, or the fleet lock's acquire (redis_lock.h) — and writes
+// its result with write_loaded(), which stores it only if the key's version
+// is still the snapshot's and the snapshot's write deadline has not passed,
+// both checked inside one Lua script. put() (a set) and erase() (an
+// invalidate) bump the version in the same script as their write or delete,
+// so a load that began before them can never overwrite what they did.
+// Version keys exist only while some load may still write under them: each
+// expires at its latest snapshot's write deadline, so scanning a million
+// unique keys leaves nothing behind but their values, which expire too.
 //
 // Bytes under the prefix that do not decode (written by another program,
-// truncated, another format version) are a miss, counted in
-// stats().corrupt; the next load overwrites them.
-//
-// Writes by a lock holder go through RedisLockManager::fenced_write
-// (redis_lock.h) instead of put(), so a holder whose lease ran out cannot
-// overwrite a newer value; encode_for_write() gives it the bytes.
+// truncated, another format) are a miss, counted in stats().corrupt; the next
+// load overwrites them.
 //
 // Thread safety: safe from any number of threads (RedisClient is).
 //
 // Example:
 //   auto redis = std::shared_ptr(std::move(*herdguard::RedisClient::create({.url = url})));
 //   auto l2 = herdguard::RedisCache::create({.prefix = "shop:"}, redis, herdguard::system_clock());
-//   (*l2)->put("sku-1", entry);
-//   auto got = (*l2)->get("sku-1");   // Result<std::optional<CacheEntry>>
+//   auto snap = (*l2)->snapshot("sku-1", load_deadline);      // before reading the database
+//   CacheEntry entry = load_from_database("sku-1");
+//   auto outcome = (*l2)->write_loaded("sku-1", entry, *snap, load_deadline);
+//   // kSuperseded: a set/invalidate came in between; the value was not stored.
 #pragma once
 
 #include <atomic>
@@ -33,46 +44,89 @@
 namespace herdguard {
 
 struct RedisCacheOptions {
-  // Prepended to every key. Other programs must not write under it.
-  std::string prefix = "herdguard:v1:";
+  // Starts every Redis key herdguard writes. Processes share a cache when
+  // they share a prefix; other programs must not write under it.
+  // REQUIRES: no '{' or '}' (they would change the Cluster hash tag), <= 256 bytes.
+  std::string prefix = "herdguard:";
+};
+
+// A load's version snapshot: the key's version before the load read the
+// database, and the instant (Redis's clock, Unix ms) after which the load may
+// no longer write under it — its hard deadline.
+struct VersionSnapshot {
+  std::uint64_t version = 0;
+  std::int64_t write_until_ms = 0;
+};
+
+enum class WriteOutcome {
+  kWritten,     // stored
+  kSuperseded,  // the key's version moved (set, invalidate, a later lock holder): not stored
+  kTooLate,     // the snapshot's write deadline passed: not stored
 };
 
 struct RedisCacheStats {
-  std::uint64_t hits = 0;     // gets that returned an entry
-  std::uint64_t misses = 0;   // gets that found nothing (or an expired / corrupt entry)
-  std::uint64_t corrupt = 0;  // gets that found bytes that do not decode
-  std::uint64_t errors = 0;   // Redis errors (get, put, erase)
+  std::uint64_t hits = 0;        // gets that returned an entry
+  std::uint64_t misses = 0;      // gets that found nothing (or an expired / corrupt entry)
+  std::uint64_t corrupt = 0;     // gets that found bytes that do not decode
+  std::uint64_t errors = 0;      // Redis errors (any operation)
+  std::uint64_t superseded = 0;  // write_loaded refused: the version moved
+  std::uint64_t too_late = 0;    // write_loaded refused: past the write deadline
 };
 
 class RedisCache final : public Cache {
  public:
-  // Errors: kInvalidArgument for a null client or clock.
+  // Errors: kInvalidArgument for a null client or clock, or a bad prefix.
   static Result<std::unique_ptr<RedisCache>> create(RedisCacheOptions options,
                                                     std::shared_ptr<RedisClient> client,
                                                     std::shared_ptr<Clock> clock);
 
-  // One GET. Returns nullopt for no entry, an entry past stale_until, or
-  // bytes that do not decode (counted as corrupt). Errors: kBackend/kTimeout
-  // from Redis.
+  // One GET, within the client's timeouts. Returns nullopt for no entry, an
+  // entry past stale_until, or bytes that do not decode (counted as
+  // corrupt). Errors: kBackend/kTimeout from Redis.
   Result<std::optional<CacheEntry>> get(std::string_view key) override;
-  // Like get, with the fence the entry was written with.
-  Result<std::optional<Envelope>> get_envelope(std::string_view key);
-  // SET prefix+key envelope PXAT stale_until (fence 0). An entry already past
-  // stale_until is not written. Errors: kBackend/kTimeout.
+  // Like get, bounded by `deadline` too, with the version the entry was
+  // written under.
+  Result<std::optional<Envelope>> get_envelope(std::string_view key, Deadline deadline);
+
+  // A set: bumps the key's version (when one exists) and stores `entry`, in
+  // one script, so no load that began before can overwrite it. An entry
+  // already past stale_until deletes the key instead. Errors: kBackend/kTimeout.
   Result<void> put(std::string_view key, CacheEntry entry) override;
+  // An invalidate: bumps the key's version (when one exists) and deletes the
+  // value, in one script. Errors: kBackend/kTimeout.
   Result<void> erase(std::string_view key) override;
 
-  // The Redis key for `key` (prefix + key).
+  // Takes a version snapshot for a load that does not hold the fleet lock
+  // (one round trip): creates the version key when missing and keeps it
+  // until `hard_deadline`. REQUIRES: hard_deadline not expired.
+  // Errors: kBackend/kTimeout (within hard_deadline); kTimeout when it passed.
+  Result<VersionSnapshot> snapshot(std::string_view key, Deadline hard_deadline);
+  // Stores a loaded entry under `snapshot` (see file comment); bounded by
+  // `deadline`. Errors: kBackend/kTimeout from Redis (then nothing is known
+  // about whether it was stored).
+  Result<WriteOutcome> write_loaded(std::string_view key, const CacheEntry& entry,
+                                    const VersionSnapshot& snapshot, Deadline deadline);
+
+  // The Redis keys of `key`'s value and version (layout above).
   std::string redis_key(std::string_view key) const;
+  std::string version_key(std::string_view key) const;
+  const RedisCacheOptions& options() const noexcept { return options_; }
   RedisCacheStats stats() const;
 
  private:
   RedisCache(RedisCacheOptions options, std::shared_ptr<RedisClient> client,
              std::shared_ptr<Clock> clock);
+  Result<std::optional<Envelope>> decode_reply(Result<RedisReply> reply);
+
   const RedisCacheOptions options_;
   const std::shared_ptr<RedisClient> client_;
   const std::shared_ptr<Clock> clock_;
-  std::atomic<std::uint64_t> hits_{0}, misses_{0}, corrupt_{0}, errors_{0};
+  std::atomic<std::uint64_t> hits_{0}, misses_{0}, corrupt_{0}, errors_{0}, superseded_{0},
+      too_late_{0};
 };
+
+// Internal plumbing shared with the fleet lock: parses a version reply
+// element (a decimal string or an integer). Errors: kBackend.
+Result<std::uint64_t> parse_version_reply(const RedisReply& reply);
 
 }  // namespace herdguard

@@ -75,6 +75,7 @@ struct RedisUrl {
 struct RedisOptions {
   // See RedisUrl::parse. REQUIRES: parses.
   std::string url = "redis://127.0.0.1:6379/0";
+  // Every duration below is refused past 1 h (validate() names the field).
   // Bound on establishing a connection (TCP connect / unix connect + AUTH +
   // SELECT). REQUIRES: > 0.
   Duration connect_timeout = std::chrono::milliseconds(250);
@@ -152,15 +153,39 @@ class RedisClient {
   Result<RedisReply> command(std::initializer_list<std::string_view> argv) {
     return command(std::span<const std::string_view>(argv.begin(), argv.size()));
   }
+  // command() bounded by the caller's `deadline` as well: the pool wait ends
+  // at the earlier of pool_wait_timeout and `deadline`, the round trip at the
+  // earlier of command_timeout and `deadline`. A deadline already passed
+  // returns kTimeout without sending. A caller's deadline running out does
+  // not suspend the client (only a full command_timeout does).
+  Result<RedisReply> command(std::span<const std::string_view> argv, Deadline deadline);
+  Result<RedisReply> command(std::initializer_list<std::string_view> argv, Deadline deadline) {
+    return command(std::span<const std::string_view>(argv.begin(), argv.size()), deadline);
+  }
 
   // Runs `script` by EVALSHA with `keys` and `args`; on NOSCRIPT loads it
   // (SCRIPT LOAD) and retries once. Errors as command().
+  //
+  // Retries: a command is sent again (once, on a fresh connection) only when
+  // it provably never reached Redis whole — the pooled connection had been
+  // closed before or while it was written. When the connection fails after
+  // the write (reply lost, timeout), the command may have run and the error
+  // is returned: make scripts that must not run twice idempotent, as the
+  // fleet lock's acquire script is (per token).
   Result<RedisReply> eval(const RedisScript& script, std::span<const std::string_view> keys,
                           std::span<const std::string_view> args);
   Result<RedisReply> eval(const RedisScript& script, std::initializer_list<std::string_view> keys,
                           std::initializer_list<std::string_view> args) {
     return eval(script, std::span<const std::string_view>(keys.begin(), keys.size()),
                 std::span<const std::string_view>(args.begin(), args.size()));
+  }
+  // eval() bounded by `deadline` as command(argv, deadline) is.
+  Result<RedisReply> eval(const RedisScript& script, std::span<const std::string_view> keys,
+                          std::span<const std::string_view> args, Deadline deadline);
+  Result<RedisReply> eval(const RedisScript& script, std::initializer_list<std::string_view> keys,
+                          std::initializer_list<std::string_view> args, Deadline deadline) {
+    return eval(script, std::span<const std::string_view>(keys.begin(), keys.size()),
+                std::span<const std::string_view>(args.begin(), args.size()), deadline);
   }
 
   // The parsed URL (for components that open their own dedicated

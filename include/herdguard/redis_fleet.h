@@ -30,9 +30,10 @@ namespace herdguard {
 
 struct RedisFleetOptions {
   RedisOptions redis{};
-  // Prefix of every key herdguard writes (values, locks, fences) and of the
-  // notification channel. Processes share a cache when they share a prefix.
-  std::string prefix = "herdguard:v1:";
+  // Prefix of every key herdguard writes (values, locks, versions; layout
+  // in docs/upgrade.md) and of the notification channel. Processes share a
+  // cache when they share a prefix. REQUIRES: no '{' or '}'.
+  std::string prefix = "herdguard:";
   // Lease of the fleet lock (extended automatically while a load runs).
   Duration lease = std::chrono::seconds(5);
   // Waiters are woken by pub/sub; false makes them poll (for comparison).

@@ -44,7 +44,7 @@ namespace herdguard {
 
 struct RedisNotifierOptions {
   // The one channel every process of the fleet publishes and subscribes to.
-  std::string channel = "herdguard:v1:ready";
+  std::string channel = "herdguard:ready";
 };
 
 struct RedisNotifierStats {

@@ -19,6 +19,8 @@
 //    value; herdguard's Protector also re-checks the cache inside the load.
 //  * An exception thrown by the loader becomes a kBackend error delivered to
 //    every waiter.
+//  * Timeouts are delivered off the watchdog thread (two delivery threads),
+//    so one flight's many async callbacks do not delay other flights'.
 //  * A flight has at most `max_waiters_per_key` joins; the excess is refused
 //    with kOverloaded instead of queueing without bound. When the load pool's
 //    queue is full, a new flight fails with kOverloaded.
@@ -58,7 +60,8 @@ struct SingleFlightOptions {
   // Joins allowed per flight; the excess gets kOverloaded. REQUIRES: >= 1.
   std::size_t max_waiters_per_key = 10'000;
   // A load still running after this is abandoned: its waiters get kTimeout.
-  // REQUIRES: > 0.
+  // REQUIRES: 0 < load_timeout <= 1 h. Refused beyond an hour, not
+  // saturated: Redis keeps a load's lock and version key until its deadline.
   Duration load_timeout = std::chrono::seconds(5);
   // Threads running loads, i.e. the most concurrent loads (of distinct keys).
   // REQUIRES: 1..1024.
@@ -95,7 +98,8 @@ class SingleFlight {
 
   enum class Role { kStarted, kJoined };
 
-  // Errors: kInvalidArgument from options.validate().
+  // Errors: kInvalidArgument from options.validate(); kInternal when the
+  // OS refuses to start a thread.
   static Result<std::unique_ptr<SingleFlight>> create(SingleFlightOptions options);
   ~SingleFlight();
   SingleFlight(const SingleFlight&) = delete;
@@ -121,6 +125,12 @@ class SingleFlight {
   // is called, one load per key runs at a time. Returns true when this call
   // started a flight. Errors: kOverloaded when the load queue is full.
   Result<bool> start_if_idle(std::string_view key, const Loader& loader);
+
+  // Detaches the flight of `key`, if any, from the key: it runs on and
+  // delivers its result to the callers that joined it, but later calls start
+  // a new flight. For invalidation: a caller that arrives after invalidate(k)
+  // must not be handed a load that began before it. Safe from any thread.
+  void forget(std::string_view key);
 
   // Number of flights in progress.
   std::size_t in_flight() const;

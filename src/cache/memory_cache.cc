@@ -28,6 +28,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <bit>
 #include <functional>
@@ -41,6 +42,11 @@ namespace herdguard {
 namespace {
 
 constexpr std::size_t kMaxShards = 1024;
+// Generation counters per shard. The shard is picked by the hash's low bits,
+// the stripe by its high bits, so the two choices are independent.
+constexpr std::size_t kGenerationStripes = 64;
+std::size_t stripe_of(std::size_t hash) { return hash >> (64 - 6); }
+static_assert(kGenerationStripes == 64 && sizeof(std::size_t) == 8);
 
 // A key with its hash computed once: the same hash picks the shard and, via
 // the map's transparent lookup, probes the shard's map.
@@ -112,6 +118,14 @@ struct MemoryCache::Shard {
   std::size_t bytes = 0;
   std::uint64_t evictions = 0;
   std::uint64_t expirations = 0;
+  // Per-stripe generations: bumped under the exclusive lock (put, erase,
+  // clear), read without it by ticket(); put_if_unchanged compares under the
+  // exclusive lock, so a bump and a conditional store never interleave.
+  std::array<std::atomic<std::uint64_t>, kGenerationStripes> generations{};
+
+  void bump(std::size_t hash) {
+    generations[stripe_of(hash)].fetch_add(1, std::memory_order_release);
+  }
 
   // Puts `slot` on the ring just behind the hand. REQUIRES: exclusive lock.
   void link(Slot* slot) {
@@ -251,8 +265,31 @@ Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key, TimePoi
 }
 
 Result<void> MemoryCache::put(std::string_view key, CacheEntry entry) {
+  auto stored = store(key, std::move(entry), std::nullopt);
+  if (!stored) return std::unexpected(stored.error());
+  return ok();
+}
+
+Result<bool> MemoryCache::put_if_unchanged(std::string_view key, CacheEntry entry, Ticket ticket) {
+  return store(key, std::move(entry), ticket);
+}
+
+MemoryCache::Ticket MemoryCache::ticket(std::string_view key) const noexcept {
+  const HashedKey hashed(key);
+  const Shard& shard = shard_for(hashed.hash);
+  return Ticket{shard.generations[stripe_of(hashed.hash)].load(std::memory_order_acquire)};
+}
+
+Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
+                                std::optional<Ticket> ticket) {
   const std::size_t charge = charge_of(key.size(), entry.value.size());
+  const HashedKey hashed(key);
+  Shard& shard = shard_for(hashed.hash);
   if (charge > shard_max_bytes_) {
+    if (!ticket) {
+      std::unique_lock lock(shard.mutex);
+      shard.bump(hashed.hash);
+    }
     return make_error(
         ErrorKind::kInvalidArgument,
         fmt::format("memory cache: entry of {} bytes (key {} + value {} + overhead "
@@ -260,9 +297,15 @@ Result<void> MemoryCache::put(std::string_view key, CacheEntry entry) {
                     charge, key.size(), entry.value.size(), kEntryOverheadBytes, shard_max_bytes_));
   }
   const TimePoint now = clock_->now();
-  const HashedKey hashed(key);
-  Shard& shard = shard_for(hashed.hash);
   std::unique_lock lock(shard.mutex);
+  if (ticket) {
+    if (shard.generations[stripe_of(hashed.hash)].load(std::memory_order_relaxed) !=
+        ticket->generation) {
+      return false;  // a put or erase came in since the ticket
+    }
+  } else {
+    shard.bump(hashed.hash);
+  }
 
   if (auto it = shard.map.find(hashed); it != shard.map.end()) {
     // Replace in place: the entry keeps its place on the ring and its bit.
@@ -273,7 +316,7 @@ Result<void> MemoryCache::put(std::string_view key, CacheEntry entry) {
     node.entry = std::move(entry);
     node.charge = charge;
     shard.bytes += charge;
-    return ok();
+    return true;
   }
 
   shard.make_room(charge, 1, shard_max_entries_, shard_max_bytes_, now, nullptr);
@@ -283,13 +326,14 @@ Result<void> MemoryCache::put(std::string_view key, CacheEntry entry) {
   node.charge = charge;
   shard.bytes += charge;
   shard.link(&*it);
-  return ok();
+  return true;
 }
 
 Result<void> MemoryCache::erase(std::string_view key) {
   const HashedKey hashed(key);
   Shard& shard = shard_for(hashed.hash);
   std::unique_lock lock(shard.mutex);
+  shard.bump(hashed.hash);
   if (auto it = shard.map.find(hashed); it != shard.map.end()) shard.remove(it);
   return ok();
 }
@@ -298,6 +342,7 @@ void MemoryCache::clear() {
   for (std::size_t i = 0; i < options_.shards; ++i) {
     Shard& shard = shards_[i];
     std::unique_lock lock(shard.mutex);
+    for (auto& generation : shard.generations) generation.fetch_add(1, std::memory_order_release);
     shard.map.clear();
     shard.hand = nullptr;
     shard.bytes = 0;

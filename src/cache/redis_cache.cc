@@ -1,24 +1,83 @@
+// The L2 over Redis (include/herdguard/redis_cache.h). Every write that must
+// be ordered against a version is one Lua script; the version helpers are
+// shared with the fleet lock (redis/key_layout.h).
 #include "herdguard/redis_cache.h"
 
 #include <fmt/format.h>
+
+#include <charconv>
+
+#include "redis/key_layout.h"
 
 namespace herdguard {
 namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
-std::string unix_ms(TimePoint t) {
-  return std::to_string(
-      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+// PXAT needs a positive Unix ms time; an entry's stale_until may be anything
+// from the past to TimePoint::max() ("keep forever", saturated).
+std::string expire_at_ms(TimePoint t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  return std::to_string(std::max<long long>(1, ms));
 }
 
+long long ms_of(Duration d) {
+  return std::max<long long>(1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
+
+// KEYS[1] value, KEYS[2] version; ARGV[1] bytes, ARGV[2] expire-at ms.
+const RedisScript kSet{std::string(internal::kVersionLua) + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 1 then hg_bump(KEYS[2]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return 1
+)lua"};
+
+// KEYS[1] value, KEYS[2] version.
+const RedisScript kInvalidate{std::string(internal::kVersionLua) + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 1 then hg_bump(KEYS[2]) end
+redis.call('DEL', KEYS[1])
+return 1
+)lua"};
+
+// KEYS[1] version; ARGV[1] horizon ms. Returns {version, now ms}.
+const RedisScript kSnapshot{std::string(internal::kVersionLua) + R"lua(
+local v = hg_get(KEYS[1])
+if not v or not tonumber(v) then v = string.format('%.0f', hg_bump(KEYS[1])) end
+hg_keep_for(KEYS[1], tonumber(ARGV[1]))
+return {v, hg_now_ms()}
+)lua"};
+
+// KEYS[1] value, KEYS[2] version; ARGV[1] version, ARGV[2] write-until ms,
+// ARGV[3] bytes, ARGV[4] expire-at ms. Returns 1 written, 0 superseded,
+// -1 too late.
+const RedisScript kWriteLoaded{std::string(internal::kVersionLua) + R"lua(
+if hg_now_ms() >= tonumber(ARGV[2]) then return -1 end
+if hg_get(KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
+return 1
+)lua"};
+
 }  // namespace
+
+Result<std::uint64_t> parse_version_reply(const RedisReply& reply) {
+  if (reply.type == RedisReply::Type::kInteger && reply.integer > 0)
+    return static_cast<std::uint64_t>(reply.integer);
+  if (reply.type == RedisReply::Type::kString) {
+    std::uint64_t v = 0;
+    const char* end = reply.str.data() + reply.str.size();
+    auto [ptr, ec] = std::from_chars(reply.str.data(), end, v);
+    if (ec == std::errc() && ptr == end && v > 0) return v;
+  }
+  return make_error(ErrorKind::kBackend, "redis: unexpected version in a script reply");
+}
 
 Result<std::unique_ptr<RedisCache>> RedisCache::create(RedisCacheOptions options,
                                                        std::shared_ptr<RedisClient> client,
                                                        std::shared_ptr<Clock> clock) {
   if (!client) return make_error(ErrorKind::kInvalidArgument, "redis cache: client is null");
   if (!clock) return make_error(ErrorKind::kInvalidArgument, "redis cache: clock is null");
+  if (auto valid = internal::validate_prefix(options.prefix, "redis cache"); !valid)
+    return std::unexpected(valid.error());
   return std::unique_ptr<RedisCache>(
       new RedisCache(std::move(options), std::move(client), std::move(clock)));
 }
@@ -28,19 +87,17 @@ RedisCache::RedisCache(RedisCacheOptions options, std::shared_ptr<RedisClient> c
     : options_(std::move(options)), client_(std::move(client)), clock_(std::move(clock)) {}
 
 std::string RedisCache::redis_key(std::string_view key) const {
-  std::string out;
-  out.reserve(options_.prefix.size() + key.size());
-  out.append(options_.prefix);
-  out.append(key);
-  return out;
+  return internal::value_key(options_.prefix, key);
 }
 
-Result<std::optional<Envelope>> RedisCache::get_envelope(std::string_view key) {
-  const std::string k = redis_key(key);
-  auto reply = client_->command({"GET", k});
+std::string RedisCache::version_key(std::string_view key) const {
+  return internal::version_key(options_.prefix, key);
+}
+
+Result<std::optional<Envelope>> RedisCache::decode_reply(Result<RedisReply> reply) {
   if (!reply && reply.error().message.find("WRONGTYPE") != std::string::npos) {
     // Another program stored a list, hash... under our prefix: corrupt, and
-    // the next put (SET) replaces it.
+    // the next write (SET) replaces it.
     corrupt_.fetch_add(1, kRelaxed);
     misses_.fetch_add(1, kRelaxed);
     return std::optional<Envelope>();
@@ -53,12 +110,9 @@ Result<std::optional<Envelope>> RedisCache::get_envelope(std::string_view key) {
     misses_.fetch_add(1, kRelaxed);
     return std::optional<Envelope>();
   }
-  if (reply->type != RedisReply::Type::kString) {
-    corrupt_.fetch_add(1, kRelaxed);
-    misses_.fetch_add(1, kRelaxed);
-    return std::optional<Envelope>();
-  }
-  auto decoded = decode_envelope(reply->str);
+  auto decoded = reply->type == RedisReply::Type::kString
+                     ? decode_envelope(reply->str)
+                     : Result<Envelope>(make_error(ErrorKind::kCorrupt, "not a string"));
   if (!decoded) {
     corrupt_.fetch_add(1, kRelaxed);
     misses_.fetch_add(1, kRelaxed);
@@ -72,19 +126,30 @@ Result<std::optional<Envelope>> RedisCache::get_envelope(std::string_view key) {
   return std::optional<Envelope>(std::move(*decoded));
 }
 
+Result<std::optional<Envelope>> RedisCache::get_envelope(std::string_view key, Deadline deadline) {
+  const std::string k = redis_key(key);
+  return decode_reply(client_->command({"GET", k}, deadline));
+}
+
 Result<std::optional<CacheEntry>> RedisCache::get(std::string_view key) {
-  auto got = get_envelope(key);
+  const std::string k = redis_key(key);
+  auto got = decode_reply(client_->command({"GET", k}));
   if (!got) return std::unexpected(got.error());
   if (!*got) return std::optional<CacheEntry>();
   return std::optional<CacheEntry>(std::move((*got)->entry));
 }
 
 Result<void> RedisCache::put(std::string_view key, CacheEntry entry) {
-  if (!entry.is_usable(clock_->now())) return ok();  // already expired: nothing to keep
-  // Redis forgets the key exactly at stale_until (PXAT: absolute Unix ms).
-  const std::string at = unix_ms(entry.stale_until);
-  const std::string bytes = encode_envelope({.entry = std::move(entry), .fence = 0});
-  auto reply = client_->command({"SET", redis_key(key), bytes, "PXAT", at});
+  const std::string value = redis_key(key);
+  const std::string version = version_key(key);
+  Result<RedisReply> reply = make_error(ErrorKind::kInternal, "not sent");
+  if (!entry.is_usable(clock_->now())) {
+    reply = client_->eval(kInvalidate, {value, version}, {});  // nothing to keep
+  } else {
+    const std::string at = expire_at_ms(entry.stale_until);
+    const std::string bytes = encode_envelope({.entry = std::move(entry), .version = 0});
+    reply = client_->eval(kSet, {value, version}, {bytes, at});
+  }
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -93,7 +158,9 @@ Result<void> RedisCache::put(std::string_view key, CacheEntry entry) {
 }
 
 Result<void> RedisCache::erase(std::string_view key) {
-  auto reply = client_->command({"DEL", redis_key(key)});
+  const std::string value = redis_key(key);
+  const std::string version = version_key(key);
+  auto reply = client_->eval(kInvalidate, {value, version}, {});
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -101,11 +168,65 @@ Result<void> RedisCache::erase(std::string_view key) {
   return ok();
 }
 
+Result<VersionSnapshot> RedisCache::snapshot(std::string_view key, Deadline hard_deadline) {
+  const std::string version = version_key(key);
+  const std::string horizon = std::to_string(ms_of(hard_deadline.remaining()));
+  auto reply = client_->eval(kSnapshot, {version}, {horizon}, hard_deadline);
+  if (!reply) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  if (reply->type != RedisReply::Type::kArray || reply->elements.size() != 2 ||
+      reply->elements[1].type != RedisReply::Type::kInteger) {
+    errors_.fetch_add(1, kRelaxed);
+    return make_error(ErrorKind::kBackend, "redis cache: unexpected reply to the snapshot script");
+  }
+  auto v = parse_version_reply(reply->elements[0]);
+  if (!v) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(v.error());
+  }
+  // The deadline in Redis's clock: its "now" was read between our send and
+  // the reply, so now + (what is left after the reply) never exceeds it.
+  const long long left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             hard_deadline.remaining()).count();
+  return VersionSnapshot{.version = *v, .write_until_ms = reply->elements[1].integer + left};
+}
+
+Result<WriteOutcome> RedisCache::write_loaded(std::string_view key, const CacheEntry& entry,
+                                              const VersionSnapshot& snapshot, Deadline deadline) {
+  if (!entry.is_usable(clock_->now())) return WriteOutcome::kWritten;  // nothing to keep
+  const std::string value = redis_key(key);
+  const std::string version = version_key(key);
+  const std::string expected = std::to_string(snapshot.version);
+  const std::string until = std::to_string(snapshot.write_until_ms);
+  const std::string at = expire_at_ms(entry.stale_until);
+  const std::string bytes = encode_envelope({.entry = entry, .version = snapshot.version});
+  auto reply = client_->eval(kWriteLoaded, {value, version}, {expected, until, bytes, at}, deadline);
+  if (!reply) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  if (reply->type != RedisReply::Type::kInteger) {
+    errors_.fetch_add(1, kRelaxed);
+    return make_error(ErrorKind::kBackend, "redis cache: unexpected reply to the write script");
+  }
+  if (reply->integer == 1) return WriteOutcome::kWritten;
+  if (reply->integer == 0) {
+    superseded_.fetch_add(1, kRelaxed);
+    return WriteOutcome::kSuperseded;
+  }
+  too_late_.fetch_add(1, kRelaxed);
+  return WriteOutcome::kTooLate;
+}
+
 RedisCacheStats RedisCache::stats() const {
   return RedisCacheStats{.hits = hits_.load(kRelaxed),
                          .misses = misses_.load(kRelaxed),
                          .corrupt = corrupt_.load(kRelaxed),
-                         .errors = errors_.load(kRelaxed)};
+                         .errors = errors_.load(kRelaxed),
+                         .superseded = superseded_.load(kRelaxed),
+                         .too_late = too_late_.load(kRelaxed)};
 }
 
 }  // namespace herdguard

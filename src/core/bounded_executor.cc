@@ -1,28 +1,57 @@
 #include "core/bounded_executor.h"
 
+#include <fmt/format.h>
+
+#include <system_error>
 #include <utility>
 
 namespace herdguard::internal {
 
-BoundedExecutor::BoundedExecutor(std::size_t threads, std::size_t queue_capacity, std::string name)
-    : queue_capacity_(queue_capacity), name_(std::move(name)) {
-  threads_.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+Result<std::unique_ptr<BoundedExecutor>> BoundedExecutor::create(std::size_t threads,
+                                                                 std::size_t queue_capacity,
+                                                                 std::string name,
+                                                                 ThreadStarter start_thread) {
+  if (threads == 0 || queue_capacity == 0) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("{}: threads and queue capacity must be >= 1", name));
+  }
+  if (!start_thread) start_thread = [](std::function<void()> body) { return std::thread(body); };
+  std::unique_ptr<BoundedExecutor> executor(new BoundedExecutor(queue_capacity, name));
+  executor->threads_.reserve(threads);
+  for (std::size_t i = 0; i < threads; ++i) {
+    try {
+      BoundedExecutor* raw = executor.get();
+      executor->threads_.push_back(start_thread([raw] { raw->run(); }));
+    } catch (const std::system_error& e) {
+      // The destructor stops and joins the threads that did start.
+      return make_error(ErrorKind::kInternal,
+                        fmt::format("{}: could not start thread {} of {}: {}", name, i + 1,
+                                    threads, e.what()));
+    }
+  }
+  return executor;
 }
 
-BoundedExecutor::~BoundedExecutor() {
+BoundedExecutor::BoundedExecutor(std::size_t queue_capacity, std::string name)
+    : queue_capacity_(queue_capacity), name_(std::move(name)) {}
+
+BoundedExecutor::~BoundedExecutor() { stop_and_join(); }
+
+void BoundedExecutor::stop_and_join() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
   work_available_.notify_all();
-  for (auto& t : threads_) t.join();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
 }
 
 bool BoundedExecutor::try_submit(std::function<void()> task) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ || queue_.size() >= queue_capacity_) {
+    if (stopping_ || threads_.empty() || queue_.size() >= queue_capacity_) {
       ++rejected_;
       return false;
     }
@@ -35,6 +64,11 @@ bool BoundedExecutor::try_submit(std::function<void()> task) {
 std::uint64_t BoundedExecutor::rejected() const {
   std::lock_guard lock(mutex_);
   return rejected_;
+}
+
+std::uint64_t BoundedExecutor::task_exceptions() const {
+  std::lock_guard lock(mutex_);
+  return task_exceptions_;
 }
 
 std::size_t BoundedExecutor::queued() const {
@@ -56,7 +90,10 @@ void BoundedExecutor::run() {
     try {
       task();
     } catch (...) {
-      // Tasks report their own errors; this only keeps a bug from killing the process.
+      // Tasks report their own errors; this only keeps a bug from killing
+      // the process, and counts it so that it is not silent.
+      std::lock_guard lock(mutex_);
+      ++task_exceptions_;
     }
   }
 }

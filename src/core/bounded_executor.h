@@ -8,8 +8,8 @@
 //
 // Invariants:
 //  * at most `threads` tasks run at once; at most `queue_capacity` wait.
-//  * a task that throws is contained (the exception is swallowed and counted);
-//    tasks are expected to catch their own errors and report them.
+//  * a task that throws is contained: the exception is swallowed and counted
+//    in task_exceptions(); tasks are expected to catch and report their own.
 #pragma once
 
 #include <condition_variable>
@@ -17,17 +17,29 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "herdguard/result.h"
+
 namespace herdguard::internal {
 
 class BoundedExecutor {
  public:
-  // REQUIRES: threads >= 1, queue_capacity >= 1.
-  BoundedExecutor(std::size_t threads, std::size_t queue_capacity, std::string name);
+  // Starts one thread; throws std::system_error when the OS refuses (the
+  // default is std::thread's constructor). Replaceable for tests.
+  using ThreadStarter = std::function<std::thread(std::function<void()>)>;
+
+  // Starts `threads` threads. Errors: kInvalidArgument (threads or
+  // queue_capacity 0); kInternal when a thread cannot be started — the
+  // threads already started are stopped and joined first.
+  static Result<std::unique_ptr<BoundedExecutor>> create(std::size_t threads,
+                                                         std::size_t queue_capacity,
+                                                         std::string name,
+                                                         ThreadStarter start_thread = {});
   ~BoundedExecutor();
   BoundedExecutor(const BoundedExecutor&) = delete;
   BoundedExecutor& operator=(const BoundedExecutor&) = delete;
@@ -37,10 +49,13 @@ class BoundedExecutor {
   bool try_submit(std::function<void()> task);
 
   std::uint64_t rejected() const;
+  std::uint64_t task_exceptions() const;
   std::size_t queued() const;
 
  private:
+  BoundedExecutor(std::size_t queue_capacity, std::string name);
   void run();
+  void stop_and_join();
 
   const std::size_t queue_capacity_;
   const std::string name_;
@@ -50,8 +65,9 @@ class BoundedExecutor {
   std::deque<std::function<void()>> queue_;
   bool stopping_ = false;
   std::uint64_t rejected_ = 0;
+  std::uint64_t task_exceptions_ = 0;
 
-  std::vector<std::thread> threads_;  // started last, joined in the destructor
+  std::vector<std::thread> threads_;  // started by create(), joined in the destructor
 };
 
 }  // namespace herdguard::internal

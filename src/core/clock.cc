@@ -1,6 +1,7 @@
 #include "herdguard/clock.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace herdguard {
 namespace {
@@ -33,12 +34,33 @@ std::shared_ptr<Clock> system_clock() {
   return clock;
 }
 
+TimePoint add_saturating(TimePoint t, Duration d) noexcept {
+  return TimePoint(add_saturating(t.time_since_epoch(), d));
+}
+
+Duration add_saturating(Duration a, Duration b) noexcept {
+  Duration::rep sum;
+  if (!__builtin_add_overflow(a.count(), b.count(), &sum)) return Duration(sum);
+  return b.count() > 0 ? Duration::max() : Duration::min();
+}
+
+Duration scale_saturating(Duration d, double factor) noexcept {
+  const double scaled = std::round(static_cast<double>(d.count()) * factor);
+  if (scaled != scaled) return Duration::zero();  // NaN
+  // 2^63 is exactly representable; anything at or beyond it overflows a rep.
+  constexpr double kLimit = 9223372036854775808.0;
+  if (scaled >= kLimit) return Duration::max();
+  if (scaled <= -kLimit) return Duration::min();
+  return Duration(static_cast<Duration::rep>(scaled));
+}
+
 Deadline Deadline::after(Duration timeout) noexcept {
-  auto now = std::chrono::steady_clock::now();
+  using Steady = std::chrono::steady_clock;
+  const Steady::time_point now = Steady::now();
   if (timeout <= Duration::zero()) return Deadline(now);
-  // Saturate instead of overflowing for absurdly large timeouts.
-  if (timeout > std::chrono::hours(24 * 365 * 100)) timeout = std::chrono::hours(24 * 365 * 100);
-  return Deadline(now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+  const auto step = std::chrono::duration_cast<Steady::duration>(timeout);
+  if (step > Steady::time_point::max() - now) return Deadline(Steady::time_point::max());
+  return Deadline(now + step);
 }
 
 Duration Deadline::remaining() const noexcept {

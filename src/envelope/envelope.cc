@@ -12,13 +12,19 @@ namespace {
 
 constexpr char kMagic[3] = {'H', 'G', 'E'};
 constexpr std::uint8_t kFlagNegative = 0x01;
-constexpr std::uint8_t kKnownFlags = kFlagNegative;
+// Flags a reader must understand (low nibble); the high nibble is for hints.
+constexpr std::uint8_t kRequiredFlagMask = 0x0f;
+constexpr std::uint8_t kKnownRequiredFlags = kFlagNegative;
 
 void put_u64(std::string& out, std::uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 void put_u32(std::string& out, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_u16(std::string& out, std::uint16_t v) {
+  out.push_back(static_cast<char>(v & 0xff));
+  out.push_back(static_cast<char>(v >> 8));
 }
 std::uint64_t get_u64(std::string_view in, std::size_t at) {
   std::uint64_t v = 0;
@@ -29,6 +35,10 @@ std::uint32_t get_u32(std::string_view in, std::size_t at) {
   std::uint32_t v = 0;
   for (int i = 0; i < 4; ++i) v |= std::uint32_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
   return v;
+}
+std::uint16_t get_u16(std::string_view in, std::size_t at) {
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(in[at]) |
+                                    (static_cast<unsigned char>(in[at + 1]) << 8));
 }
 // Two's complement round trip, without implementation-defined conversions.
 std::uint64_t to_u64(std::int64_t v) { return static_cast<std::uint64_t>(v); }
@@ -51,9 +61,10 @@ std::string encode_envelope(const Envelope& envelope) {
   out.append(kMagic, sizeof kMagic);
   out.push_back(static_cast<char>(kEnvelopeVersion));
   out.push_back(static_cast<char>(e.negative ? kFlagNegative : 0));
+  put_u16(out, static_cast<std::uint16_t>(kEnvelopeHeaderBytes));
   put_u64(out, to_u64(e.fresh_until.time_since_epoch().count()));
   put_u64(out, to_u64(e.stale_until.time_since_epoch().count()));
-  put_u64(out, envelope.fence);
+  put_u64(out, envelope.version);
   put_u64(out, to_u64(e.load_duration.count()));
   put_u32(out, static_cast<std::uint32_t>(e.value.size()));
   out.append(e.value);
@@ -72,15 +83,21 @@ Result<Envelope> decode_envelope(std::string_view bytes) {
         fmt::format("format version {}, this build reads version {}", version, kEnvelopeVersion));
   }
   const auto flags = static_cast<std::uint8_t>(bytes[4]);
-  if ((flags & ~kKnownFlags) != 0) return corrupt(fmt::format("unknown flags 0x{:02x}", flags));
-  const std::int64_t fresh_ns = to_i64(get_u64(bytes, 5));
-  const std::int64_t stale_ns = to_i64(get_u64(bytes, 13));
-  const std::uint64_t fence = get_u64(bytes, 21);
-  const std::int64_t load_ns = to_i64(get_u64(bytes, 29));
-  const std::uint32_t length = get_u32(bytes, 37);
-  if (bytes.size() - kEnvelopeHeaderBytes != length) {
+  if ((flags & kRequiredFlagMask & ~kKnownRequiredFlags) != 0)
+    return corrupt(fmt::format("unknown required flags 0x{:02x}", flags & kRequiredFlagMask));
+  const std::size_t header = get_u16(bytes, 5);
+  if (header < kEnvelopeHeaderBytes || header > bytes.size()) {
+    return corrupt(fmt::format("header length {} outside {}..{}", header, kEnvelopeHeaderBytes,
+                               bytes.size()));
+  }
+  const std::int64_t fresh_ns = to_i64(get_u64(bytes, 7));
+  const std::int64_t stale_ns = to_i64(get_u64(bytes, 15));
+  const std::uint64_t key_version = get_u64(bytes, 23);
+  const std::int64_t load_ns = to_i64(get_u64(bytes, 31));
+  const std::uint32_t length = get_u32(bytes, 39);
+  if (bytes.size() - header != length) {
     return corrupt(fmt::format("value length field says {} bytes, {} follow", length,
-                               bytes.size() - kEnvelopeHeaderBytes));
+                               bytes.size() - header));
   }
   if (stale_ns < fresh_ns) return corrupt("stale_until before fresh_until");
   if (load_ns < 0) return corrupt("negative load duration");
@@ -88,12 +105,12 @@ Result<Envelope> decode_envelope(std::string_view bytes) {
   if (negative && length != 0) return corrupt("a negative entry carries a value");
 
   Envelope out;
-  out.entry.value.assign(bytes.substr(kEnvelopeHeaderBytes));
+  out.entry.value.assign(bytes.substr(header));
   out.entry.fresh_until = TimePoint(Duration(fresh_ns));
   out.entry.stale_until = TimePoint(Duration(stale_ns));
   out.entry.negative = negative;
   out.entry.load_duration = Duration(load_ns);
-  out.fence = fence;
+  out.version = key_version;
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include <condition_variable>
+#include <system_error>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -64,9 +65,16 @@ struct SingleFlight::Shard {
 
 // Completes flights whose load deadline passed. One thread, sleeping until
 // the earliest deadline, so a hung loader cannot hold its waiters forever.
+//
+// Timed-out flights are completed on `deliveries_`, not on the watchdog's own
+// thread: completing one runs its async callbacks (and their fallbacks), and
+// a flight with thousands of async waiters must not delay the timeout of
+// every other flight. When the delivery queue is full, the watchdog completes
+// the flight itself (late, never lost).
 class SingleFlight::Watchdog {
  public:
-  explicit Watchdog(SingleFlight& owner) : owner_(owner), thread_([this] { run(); }) {}
+  Watchdog(SingleFlight& owner, std::unique_ptr<internal::BoundedExecutor> deliveries)
+      : owner_(owner), deliveries_(std::move(deliveries)), thread_([this] { run(); }) {}
   ~Watchdog() {
     {
       std::lock_guard lock(mutex_);
@@ -74,6 +82,7 @@ class SingleFlight::Watchdog {
     }
     changed_.notify_one();
     thread_.join();
+    deliveries_.reset();  // runs the deliveries still queued
   }
 
   void arm(const std::shared_ptr<Flight>& flight) {
@@ -117,9 +126,13 @@ class SingleFlight::Watchdog {
       if (!flight) continue;
       lock.unlock();
       owner_.load_timeouts_.fetch_add(1, std::memory_order_relaxed);
-      owner_.complete(flight, make_error(ErrorKind::kTimeout,
-                                         fmt::format("load of key '{}' exceeded load_timeout {} ms",
-                                                     flight->key, to_ms(owner_.options_.load_timeout))));
+      auto deliver = [owner = &owner_, flight] {
+        owner->complete(flight,
+                        make_error(ErrorKind::kTimeout,
+                                   fmt::format("load of key '{}' exceeded load_timeout {} ms",
+                                               flight->key, to_ms(owner->options_.load_timeout))));
+      };
+      if (!deliveries_->try_submit(deliver)) deliver();
       lock.lock();
     }
   }
@@ -127,6 +140,9 @@ class SingleFlight::Watchdog {
   SingleFlight& owner_;
   std::mutex mutex_;
   std::condition_variable changed_;
+  // Declared before the thread and after mutex_: deliveries still queued at
+  // destruction run (in the destructor) while disarm() can still lock mutex_.
+  std::unique_ptr<internal::BoundedExecutor> deliveries_;
   // State below is protected by mutex_.
   std::multimap<Deadline::SteadyTime, std::weak_ptr<Flight>> schedule_;
   bool stopping_ = false;
@@ -138,6 +154,8 @@ Result<void> SingleFlightOptions::validate() const {
   if (max_waiters_per_key < 1) return bad("max_waiters_per_key must be >= 1");
   if (load_timeout <= Duration::zero())
     return bad(fmt::format("load_timeout must be > 0, got {} ms", to_ms(load_timeout)));
+  if (load_timeout > std::chrono::hours(1))
+    return bad(fmt::format("load_timeout must be <= 1 h, got {} ms", to_ms(load_timeout)));
   if (load_threads < 1 || load_threads > 1024)
     return bad(fmt::format("load_threads must be in 1..1024, got {}", load_threads));
   if (load_queue < 1) return bad("load_queue must be >= 1");
@@ -146,15 +164,24 @@ Result<void> SingleFlightOptions::validate() const {
 
 Result<std::unique_ptr<SingleFlight>> SingleFlight::create(SingleFlightOptions options) {
   if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
-  return std::unique_ptr<SingleFlight>(new SingleFlight(std::move(options)));
+  auto deliveries = internal::BoundedExecutor::create(2, 4096, "herdguard-timeouts");
+  if (!deliveries) return std::unexpected(deliveries.error());
+  auto executor = internal::BoundedExecutor::create(options.load_threads, options.load_queue,
+                                                    "herdguard-load");
+  if (!executor) return std::unexpected(executor.error());
+  std::unique_ptr<SingleFlight> flights(new SingleFlight(std::move(options)));
+  try {
+    flights->watchdog_ = std::make_unique<Watchdog>(*flights, std::move(*deliveries));
+  } catch (const std::system_error& e) {
+    return make_error(ErrorKind::kInternal,
+                      fmt::format("single flight: cannot start the watchdog: {}", e.what()));
+  }
+  flights->executor_ = std::move(*executor);
+  return flights;
 }
 
 SingleFlight::SingleFlight(SingleFlightOptions options)
-    : options_(std::move(options)), shards_(std::make_unique<Shard[]>(kShards)) {
-  watchdog_ = std::make_unique<Watchdog>(*this);
-  executor_ = std::make_unique<internal::BoundedExecutor>(options_.load_threads,
-                                                          options_.load_queue, "herdguard-load");
-}
+    : options_(std::move(options)), shards_(std::make_unique<Shard[]>(kShards)) {}
 
 SingleFlight::~SingleFlight() {
   executor_.reset();  // runs queued loads and joins: nothing completes after this
@@ -273,6 +300,12 @@ Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const 
   // Finished between join and here (a fast load, or a refused queue): deliver inline.
   callback(flight.result);
   return joined->second;
+}
+
+void SingleFlight::forget(std::string_view key) {
+  Shard& shard = shard_for(key);
+  std::lock_guard lock(shard.mutex);
+  if (auto it = shard.flights.find(key); it != shard.flights.end()) shard.flights.erase(it);
 }
 
 Result<bool> SingleFlight::start_if_idle(std::string_view key, const Loader& loader) {

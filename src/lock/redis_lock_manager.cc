@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "herdguard/redis_lock.h"
+#include "redis/key_layout.h"
 
 namespace herdguard {
 namespace {
@@ -22,15 +23,17 @@ namespace {
 constexpr auto kRelaxed = std::memory_order_relaxed;
 using SteadyClock = std::chrono::steady_clock;
 
-// KEYS[1] lock, KEYS[2] fence; ARGV[1] token, ARGV[2] lease ms, ARGV[3] fence ttl ms.
-// Returns the new fence, or 0 when the lock is held.
-const RedisScript kAcquire{R"lua(
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local fence = redis.call('INCR', KEYS[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-  return fence
-end
-return 0
+// KEYS[1] lock, KEYS[2] version; ARGV[1] token, ARGV[2] lease ms, ARGV[3]
+// horizon ms (until the hard deadline). Returns {0} when another owner holds
+// the lock, else {1, version, now ms}. Idempotent per token: a lock already
+// ours is taken again (see "A lost reply" in redis_lock.h).
+const RedisScript kAcquire{std::string(internal::kVersionLua) + R"lua(
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {0} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local v = hg_bump(KEYS[2])
+hg_keep_for(KEYS[2], tonumber(ARGV[3]))
+return {1, string.format('%.0f', v), hg_now_ms()}
 )lua"};
 
 // KEYS[1] lock; ARGV[1] token, ARGV[2] lease ms.
@@ -49,17 +52,6 @@ end
 return 0
 )lua"};
 
-// KEYS[1] value key, KEYS[2] fence; ARGV[1] our fence, ARGV[2] bytes,
-// ARGV[3] expiry (Unix ms). Fences are compared as the decimal strings INCR
-// stores, so they are exact at any size.
-const RedisScript kFencedWrite{R"lua(
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
-  return 1
-end
-return 0
-)lua"};
-
 std::string ms_string(Duration d) {
   return std::to_string(
       std::max<long long>(1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count()));
@@ -72,7 +64,9 @@ Result<void> RedisLockOptions::validate() const {
     return make_error(ErrorKind::kInvalidArgument, fmt::format("redis lock: {}", what));
   };
   if (lease < std::chrono::milliseconds(10)) return bad("lease must be >= 10 ms");
-  if (fence_ttl <= lease) return bad("fence_ttl must be longer than lease");
+  // Refused, not saturated: Redis rejects expiries past its clock's range.
+  if (lease > std::chrono::hours(1)) return bad("lease must be <= 1 h");
+  if (auto valid = internal::validate_prefix(prefix, "redis lock"); !valid) return valid;
   return ok();
 }
 
@@ -106,7 +100,7 @@ struct RedisLockManager::Impl {
   const std::shared_ptr<RedisClient> client;
 
   std::atomic<std::uint64_t> acquisitions{0}, contentions{0}, extensions{0}, extension_failures{0},
-      releases{0}, fenced_off_writes{0}, errors{0};
+      releases{0}, resent_acquires{0}, errors{0};
 
   // --- the lease keeper ---------------------------------------------------
   std::mutex mutex;
@@ -176,36 +170,14 @@ struct RedisLockManager::Impl {
 };
 
 LockHold::LockHold(RedisLockManager& manager, std::string key, std::string token,
-                   std::uint64_t fence, Deadline hard_deadline)
+                   VersionSnapshot snapshot, Deadline hard_deadline)
     : manager_(manager),
       key_(std::move(key)),
       token_(std::move(token)),
-      fence_(fence),
+      snapshot_(snapshot),
       hard_deadline_(hard_deadline) {}
 
 LockHold::~LockHold() { (void)release(); }
-
-Result<bool> LockHold::fenced_write(std::string_view redis_key, std::string_view bytes,
-                                    TimePoint stale_until) {
-  auto& impl = *manager_.impl_;
-  const auto at_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(stale_until.time_since_epoch()).count();
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
-  if (at_ms <= now_ms) return true;  // already expired: nothing to keep, nothing to fence
-  const std::string fence_key = manager_.fence_key(key_);
-  const std::string fence = std::to_string(fence_);
-  const std::string at = std::to_string(at_ms);
-  auto reply = impl.client->eval(kFencedWrite, {redis_key, fence_key}, {fence, bytes, at});
-  if (!reply) {
-    impl.errors.fetch_add(1, kRelaxed);
-    return std::unexpected(reply.error());
-  }
-  if (reply->integer == 1) return true;
-  impl.fenced_off_writes.fetch_add(1, kRelaxed);
-  return false;
-}
 
 Result<bool> LockHold::extend(Duration lease) {
   auto& impl = *manager_.impl_;
@@ -252,7 +224,12 @@ Result<std::unique_ptr<RedisLockManager>> RedisLockManager::create(
   auto impl = std::make_unique<Impl>(std::move(options), std::move(client));
   if (impl->options.auto_extend) {
     Impl* raw = impl.get();
-    impl->keeper = std::thread([raw] { raw->run_keeper(); });
+    try {
+      impl->keeper = std::thread([raw] { raw->run_keeper(); });
+    } catch (const std::system_error& e) {
+      return make_error(ErrorKind::kInternal,
+                        fmt::format("redis lock: cannot start the lease keeper: {}", e.what()));
+    }
   }
   return std::unique_ptr<RedisLockManager>(new RedisLockManager(std::move(impl)));
 }
@@ -270,45 +247,74 @@ RedisLockManager::~RedisLockManager() {
 
 Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view key,
                                                                 Deadline hard_deadline) {
-  const Duration remaining = hard_deadline.remaining();
-  if (remaining <= Duration::zero()) {
+  auto deadline_passed = [&] {
     return make_error(ErrorKind::kTimeout,
-                      fmt::format("lock of key '{}': the deadline passed before acquiring", key));
-  }
+                      fmt::format("lock of key '{}': the load's deadline passed", key));
+  };
+  if (hard_deadline.expired()) return deadline_passed();
   auto token = random_token();
   if (!token) return std::unexpected(token.error());
   const std::string lock = lock_key(key);
-  const std::string fence = fence_key(key);
-  auto reply = impl_->client->eval(kAcquire, {lock, fence},
-                                   {*token, ms_string(std::min(impl_->options.lease, remaining)),
-                                    ms_string(impl_->options.fence_ttl)});
+  const std::string version = version_key(key);
+  auto send = [&] {
+    const Duration remaining = hard_deadline.remaining();
+    return impl_->client->eval(
+        kAcquire, {lock, version},
+        {*token, ms_string(std::min(impl_->options.lease, remaining)), ms_string(remaining)},
+        hard_deadline);
+  };
+  auto reply = send();
+  if (!reply && !hard_deadline.expired()) {
+    // The reply may have been lost after the script ran and took the lock
+    // for our token. Sending it again (idempotent per token) either gives us
+    // that hold or tells us the lock is someone else's; when Redis is down
+    // or hung, the client fails the second send fast (backoff, suspension).
+    impl_->resent_acquires.fetch_add(1, kRelaxed);
+    reply = send();
+  }
   if (!reply) {
+    if (hard_deadline.expired()) return deadline_passed();
     impl_->errors.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
   }
-  if (reply->type != RedisReply::Type::kInteger) {
+  const bool well_formed =
+      reply->type == RedisReply::Type::kArray && !reply->elements.empty() &&
+      reply->elements[0].type == RedisReply::Type::kInteger &&
+      (reply->elements[0].integer == 0 ||
+       (reply->elements.size() == 3 && reply->elements[2].type == RedisReply::Type::kInteger));
+  if (!well_formed) {
     impl_->errors.fetch_add(1, kRelaxed);
     return make_error(ErrorKind::kBackend, "redis lock: unexpected reply to the acquire script");
   }
-  if (reply->integer == 0) {
+  if (reply->elements[0].integer == 0) {
     impl_->contentions.fetch_add(1, kRelaxed);
     return make_error(ErrorKind::kLockNotAcquired,
                       fmt::format("lock of key '{}' is held by another owner", key));
   }
+  auto v = parse_version_reply(reply->elements[1]);
+  if (!v) {
+    impl_->errors.fetch_add(1, kRelaxed);
+    return std::unexpected(v.error());
+  }
+  // The hard deadline in Redis's clock: its "now" was read between our send
+  // and the reply, so now + (what is left after the reply) never exceeds it.
+  const long long left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(hard_deadline.remaining()).count();
+  const VersionSnapshot snapshot{.version = *v,
+                                 .write_until_ms = reply->elements[2].integer + left};
   impl_->acquisitions.fetch_add(1, kRelaxed);
-  std::unique_ptr<LockHold> hold(new LockHold(*this, std::string(key), std::move(*token),
-                                              static_cast<std::uint64_t>(reply->integer),
-                                              hard_deadline));
+  std::unique_ptr<LockHold> hold(
+      new LockHold(*this, std::string(key), std::move(*token), snapshot, hard_deadline));
   if (impl_->options.auto_extend) impl_->enroll(hold.get());
   return hold;
 }
 
 std::string RedisLockManager::lock_key(std::string_view key) const {
-  return impl_->options.prefix + "lock:" + std::string(key);
+  return internal::lock_key(impl_->options.prefix, key);
 }
 
-std::string RedisLockManager::fence_key(std::string_view key) const {
-  return impl_->options.prefix + "fence:" + std::string(key);
+std::string RedisLockManager::version_key(std::string_view key) const {
+  return internal::version_key(impl_->options.prefix, key);
 }
 
 const RedisLockOptions& RedisLockManager::options() const noexcept { return impl_->options; }
@@ -319,7 +325,7 @@ RedisLockStats RedisLockManager::stats() const {
                         .extensions = impl_->extensions.load(kRelaxed),
                         .extension_failures = impl_->extension_failures.load(kRelaxed),
                         .releases = impl_->releases.load(kRelaxed),
-                        .fenced_off_writes = impl_->fenced_off_writes.load(kRelaxed),
+                        .resent_acquires = impl_->resent_acquires.load(kRelaxed),
                         .errors = impl_->errors.load(kRelaxed)};
 }
 

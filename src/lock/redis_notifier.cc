@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -21,33 +22,12 @@
 #include <vector>
 
 #include "core/random.h"
+#include "redis/hiredis_connection.h"
 
 namespace herdguard {
 namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
-
-timeval to_timeval(Duration d) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
-}
-
-// Sends one command on a blocking context and returns whether the reply is
-// not an error. Used only for AUTH and SUBSCRIBE on the subscriber connection.
-bool send(redisContext* c, const std::vector<std::string_view>& argv) {
-  std::vector<const char*> ptrs;
-  std::vector<std::size_t> lens;
-  for (auto a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  auto* r = static_cast<redisReply*>(
-      redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
-  if (r == nullptr) return false;
-  const bool ok = r->type != REDIS_REPLY_ERROR;
-  freeReplyObject(r);
-  return ok;
-}
 
 }  // namespace
 
@@ -111,30 +91,17 @@ struct RedisNotifier::Impl {
     (void)::poll(&fd, 1, static_cast<int>(std::max<long long>(1, ms)));
   }
 
-  redisContext* connect() {
-    const RedisUrl& url = client->url();
-    const timeval tv = to_timeval(client->options().connect_timeout);
-    redisContext* c = url.transport == RedisUrl::Transport::kUnix
-                          ? redisConnectUnixWithTimeout(url.socket_path.c_str(), tv)
-                          : redisConnectWithTimeout(url.host.c_str(), url.port, tv);
-    if (c == nullptr) return nullptr;
-    if (c->err != 0) {
-      redisFree(c);
-      return nullptr;
-    }
-    redisSetTimeout(c, to_timeval(client->options().command_timeout));
-    bool ok = true;
-    if (!url.password.empty()) {
-      ok = url.user.empty() ? send(c, {"AUTH", url.password})
-                            : send(c, {"AUTH", url.user, url.password});
-    }
-    // SUBSCRIBE's first reply confirms the subscription.
-    if (ok) ok = send(c, {"SUBSCRIBE", options.channel});
-    if (!ok) {
-      redisFree(c);
-      return nullptr;
-    }
-    return c;
+  // A connection subscribed to the channel, or nullopt (Redis down, AUTH
+  // refused...). SUBSCRIBE's first reply confirms the subscription.
+  std::optional<internal::RedisConnection> connect() {
+    const RedisOptions& o = client->options();
+    auto c = internal::RedisConnection::open(client->url(), o.connect_timeout, o.command_timeout,
+                                             "redis notifier");
+    if (!c) return std::nullopt;
+    internal::SendFailure failure;
+    const std::string_view argv[] = {"SUBSCRIBE", options.channel};
+    if (!c->run(argv, o.command_timeout, &failure)) return std::nullopt;
+    return std::move(*c);
   }
 
   // Handles one pushed reply: ["message", channel, key].
@@ -167,19 +134,19 @@ struct RedisNotifier::Impl {
   // Dispatches every complete reply in hiredis's buffer; false on a protocol error.
   bool drain(redisContext* c) {
     for (;;) {
-      void* reply = nullptr;
-      if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return false;
-      if (reply == nullptr) return true;
-      dispatch(static_cast<redisReply*>(reply));
-      freeReplyObject(reply);
+      void* raw = nullptr;
+      if (redisGetReplyFromReader(c, &raw) != REDIS_OK) return false;
+      if (raw == nullptr) return true;
+      const internal::RedisReplyPtr reply(static_cast<redisReply*>(raw));
+      dispatch(reply.get());
     }
   }
 
   void run() {
     Duration backoff = std::chrono::milliseconds(50);
     while (!should_stop()) {
-      redisContext* c = connect();
-      if (c == nullptr) {
+      std::optional<internal::RedisConnection> c = connect();
+      if (!c) {
         errors.fetch_add(1, kRelaxed);
         pause(std::chrono::duration_cast<Duration>(backoff * internal::uniform_real(0.5, 1.0)));
         backoff = std::min<Duration>(backoff * 2, std::chrono::seconds(2));
@@ -192,9 +159,9 @@ struct RedisNotifier::Impl {
       // waiter registered after wait_subscribed() returns is not woken by it.
       wake_all();
       set_subscribed(true);
-      const bool broken = listen(c);
+      const bool broken = listen(c->raw());
       set_subscribed(false);
-      redisFree(c);
+      c.reset();
       if (!broken) break;
       errors.fetch_add(1, kRelaxed);
     }

@@ -1,14 +1,24 @@
-// The Protector composes L1, single-flight, the breaker and the repository
-// (see include/herdguard/protector.h for the request path).
+// The Protector: the public face of the read path. It owns the parts and
+// runs a request through them; the parts themselves (tiered_cache.h,
+// repository_loader.h, load_coordinator.h) hold the mechanics, and the data
+// of a get flows down through them once:
+//
+//   get → TieredCache (L1, then L2) → SingleFlight → LoadCoordinator
+//       → TieredCache (re-check, versioned write, L1 fill) + RepositoryLoader
 //
 // Invariants:
-//  * The repository is called only from a flight's loader (Protector::load),
+//  * The repository is called only from a flight's loader (the coordinator),
 //    so concurrent misses of one key make at most one repository call
 //    (barring a load that outlived load_timeout; see single_flight.h).
-//  * The loader stores its result in L1 before returning, and single-flight
-//    publishes the result only after that; so any caller that sees the result,
-//    or arrives after the flight, also finds the L1 entry.
-//  * No lock of the Protector's own is held across the repository call.
+//  * The loader fills L1 before returning, and single-flight publishes the
+//    result only after that; so any caller that sees the result, or arrives
+//    after the flight, also finds the L1 entry (unless a set/invalidate came
+//    in meanwhile, which wins).
+//  * set() and invalidate() detach the key's running flight after updating
+//    the caches: a get that starts after they returned never joins a load
+//    that began before them.
+//  * No lock of the Protector's own is held across Redis or the repository,
+//    and the fallback chain never waits on Redis.
 #include "herdguard/protector.h"
 
 #include <fmt/format.h>
@@ -16,31 +26,49 @@
 #include <algorithm>
 #include <utility>
 
-#include "core/random.h"
-#include "metrics/striped_counter.h"
-#include "protector/fleet_coordinator.h"
+#include "protector/load_coordinator.h"
+#include "protector/protector_counters.h"
 #include "protector/protector_metrics.h"
+#include "protector/repository_loader.h"
+#include "protector/tiered_cache.h"
 
 namespace herdguard {
 
-struct Protector::Counters {
-  internal::StripedCounter total_requests;
-  internal::StripedCounter cache_hits;
-  internal::StripedCounter cache_misses;
-  internal::StripedCounter stale_returns;
-  internal::StripedCounter background_refreshes;
-  internal::StripedCounter background_refreshes_dropped;
-  internal::StripedCounter db_queries;
-  internal::StripedCounter db_errors;
-  internal::StripedCounter fallbacks;
-  internal::StripedCounter load_shed;
-  internal::StripedCounter errors;
-  internal::StripedCounter not_found;
-  internal::StripedCounter l1_hits;
-  internal::StripedCounter fallbacks_stale;
-  internal::StripedCounter l2_hits;
-  internal::StripedCounter l2_misses;
-  internal::StripedCounter redis_errors;
+// Destroyed in reverse order: flights first (it joins the loads, which use
+// everything above it), then the coordinator and its parts.
+struct Protector::Parts {
+  Parts(ProtectorOptions o, std::shared_ptr<Repository> repository,
+        std::unique_ptr<MemoryCache> l1, std::unique_ptr<CircuitBreaker> b)
+      : options(std::move(o)),
+        breaker(std::move(b)),
+        cache(std::move(l1), options.l1_enabled, options.l1_max_ttl, options.l2, options.clock,
+              counters),
+        loader(std::move(repository), *breaker,
+               internal::EntryPolicy{.ttl = options.ttl,
+                                     .ttl_jitter = options.ttl_jitter,
+                                     .stale_while_revalidate = options.stale_while_revalidate,
+                                     .fail_safe_max_staleness = options.fail_safe_max_staleness,
+                                     .negative_ttl = options.negative_ttl,
+                                     .max_value_bytes = options.max_value_bytes},
+               options.clock, counters),
+        coordinator(cache, loader, options.fleet_lock, options.notifier, options.clock,
+                    internal::FleetWaitOptions{.retry_interval = options.fleet_retry_interval,
+                                               .poll_min = options.fleet_poll_min,
+                                               .poll_max = options.fleet_poll_max},
+                    counters) {}
+
+  const ProtectorOptions options;
+  internal::ProtectorCounters counters;
+  const std::unique_ptr<CircuitBreaker> breaker;
+  internal::TieredCache cache;
+  internal::RepositoryLoader loader;
+  internal::LoadCoordinator coordinator;
+  // Set by create() when options.metrics_registry is. The destructor first
+  // detaches it from the registry (no scrape reads a dying protector); it is
+  // destroyed after flights, so loads still running may record into it.
+  std::unique_ptr<internal::ProtectorMetrics> prometheus;
+  // Last: destroyed first, so no load runs against the members above after.
+  std::unique_ptr<SingleFlight> flights;
 };
 
 namespace {
@@ -54,6 +82,11 @@ Result<std::string> answer_of(CacheEntry&& entry, std::string_view key) {
 // Errors that the fallback chain must not paper over: the answer is definitive.
 bool is_definitive(const Error& error) {
   return error.kind == ErrorKind::kNotFound || error.kind == ErrorKind::kInvalidArgument;
+}
+
+// The later-expiring of two candidates for a stale answer.
+void keep_newer(std::optional<CacheEntry>& best, std::optional<CacheEntry> candidate) {
+  if (candidate && (!best || candidate->fresh_until > best->fresh_until)) best = std::move(candidate);
 }
 
 }  // namespace
@@ -86,262 +119,125 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
   if (!breaker) return std::unexpected(breaker.error());
   auto flights = SingleFlight::create(options.single_flight);
   if (!flights) return std::unexpected(flights.error());
-  std::shared_ptr<MetricsRegistry> registry = options.metrics_registry;
-  std::string metrics_name = options.metrics_name;
-  std::vector<std::string> key_patterns = options.key_patterns;
-  std::unique_ptr<Protector> protector(new Protector(std::move(options), std::move(repository),
-                                                     std::move(*l1), std::move(*breaker),
-                                                     std::move(*flights)));
-  if (registry) {
-    auto metrics = internal::ProtectorMetrics::create(*registry, metrics_name,
-                                                      std::move(key_patterns), protector.get());
+  auto parts = std::make_unique<Parts>(std::move(options), std::move(repository), std::move(*l1),
+                                       std::move(*breaker));
+  parts->flights = std::move(*flights);
+  std::unique_ptr<Protector> protector(new Protector(std::move(parts)));
+  Parts& p = *protector->parts_;
+  if (p.options.metrics_registry) {
+    auto metrics = internal::ProtectorMetrics::create(*p.options.metrics_registry,
+                                                      p.options.metrics_name,
+                                                      p.options.key_patterns, protector.get());
     if (!metrics) return std::unexpected(metrics.error());
-    protector->prometheus_ = std::move(*metrics);
+    p.prometheus = std::move(*metrics);
+    internal::ProtectorMetrics* prometheus = p.prometheus.get();
+    p.loader.set_observer([prometheus](Duration elapsed) {
+      prometheus->db_query_duration().observe(std::chrono::duration<double>(elapsed).count());
+    });
   }
   return protector;
 }
 
-Protector::Protector(ProtectorOptions options, std::shared_ptr<Repository> repository,
-                     std::unique_ptr<MemoryCache> l1, std::unique_ptr<CircuitBreaker> breaker,
-                     std::unique_ptr<SingleFlight> flights)
-    : options_(std::move(options)),
-      repository_(std::move(repository)),
-      l1_(std::move(l1)),
-      breaker_(std::move(breaker)),
-      counters_(std::make_unique<Counters>()),
-      fleet_(options_.fleet_lock
-                 ? std::make_unique<internal::FleetCoordinator>(
-                       options_.l2, options_.fleet_lock, options_.notifier, options_.clock,
-                       internal::FleetWaitOptions{.retry_interval = options_.fleet_retry_interval,
-                                                  .poll_min = options_.fleet_poll_min,
-                                                  .poll_max = options_.fleet_poll_max})
-                 : nullptr),
-      flights_(std::move(flights)) {}
+Protector::Protector(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 
 Protector::~Protector() {
-  if (prometheus_) prometheus_->detach();
+  if (parts_->prometheus) parts_->prometheus->detach();
+  parts_->flights.reset();  // joins running loads before the parts they use go
 }
 
 Result<void> Protector::check_key(std::string_view key) const {
   if (key.empty()) return make_error(ErrorKind::kInvalidArgument, "key is empty");
-  if (key.size() > options_.max_key_bytes)
+  if (key.size() > parts_->options.max_key_bytes)
     return make_error(ErrorKind::kInvalidArgument,
                       fmt::format("key is {} bytes, over max_key_bytes ({})", key.size(),
-                                  options_.max_key_bytes));
+                                  parts_->options.max_key_bytes));
   return ok();
 }
 
 void Protector::alert(AlertEvent::Kind kind, std::string_view key, const std::string& message) {
-  if (options_.alert_sinks.empty()) return;
+  const ProtectorOptions& options = parts_->options;
+  if (options.alert_sinks.empty()) return;
   std::atomic<std::int64_t>& last =
       kind == AlertEvent::Kind::kFallback ? last_fallback_alert_ : last_failure_alert_;
-  const TimePoint now = options_.clock->now();
+  const TimePoint now = options.clock->now();
   const std::int64_t now_ns = now.time_since_epoch().count();
   std::int64_t seen = last.load(std::memory_order_relaxed);
-  if (now_ns - seen < options_.alert_interval.count()) return;
+  if (add_saturating(Duration(seen), options.alert_interval) > Duration(now_ns)) return;
   // One thread per interval wins the swap and sends.
   if (!last.compare_exchange_strong(seen, now_ns, std::memory_order_relaxed)) return;
   std::string pattern = "other";
-  for (const auto& p : options_.key_patterns) {
+  for (const auto& p : options.key_patterns) {
     if (key.starts_with(p)) {
       pattern = p;
       break;
     }
   }
   const AlertEvent event{.kind = kind,
-                         .cache = options_.metrics_name,
+                         .cache = options.metrics_name,
                          .pattern = std::move(pattern),
                          .message = message,
                          .from = BreakerState::kClosed,
                          .to = BreakerState::kClosed,
                          .at = now};
-  for (const auto& sink : options_.alert_sinks) sink->send(event);
+  for (const auto& sink : options.alert_sinks) sink->send(event);
 }
 
 Result<std::string> Protector::finish(Result<std::string> result, std::string_view key,
                                       internal::RequestTrace& trace) {
+  internal::ProtectorCounters& c = parts_->counters;
   if (!result) {
     if (result.error().kind == ErrorKind::kNotFound) {
-      counters_->not_found.add();
+      c.not_found.add();
       trace.outcome = internal::Outcome::kNotFound;
     } else {
-      counters_->errors.add();
+      c.errors.add();
       trace.outcome = internal::Outcome::kError;
       alert(AlertEvent::Kind::kFailure, key, result.error().to_string());
     }
   }
-  if (prometheus_) prometheus_->record_request(key, trace);
+  if (parts_->prometheus) parts_->prometheus->record_request(key, trace);
   return result;
-}
-
-std::optional<Result<std::string>> Protector::fresh_answer(std::string_view key, TimePoint now,
-                                                           std::optional<CacheEntry>* seen,
-                                                           internal::RequestTrace* trace,
-                                                           bool include_l2) {
-  std::optional<CacheEntry> stale;
-  if (options_.l1_enabled) {
-    auto got = l1_->get(key, now);
-    if (got && *got) {
-      if ((*got)->is_fresh(now)) {
-        counters_->l1_hits.add();
-        if (trace) trace->layer = internal::Layer::kL1;
-        return answer_of(std::move(**got), key);
-      }
-      if (trace) trace->layer = internal::Layer::kL1;
-      stale = std::move(*got);
-    }
-  }
-  if (include_l2 && options_.l2) {
-    // L1 has nothing fresh: another process may have loaded it already.
-    if (std::optional<CacheEntry> entry = l2_entry(key, now)) {
-      if (trace) trace->layer = internal::Layer::kL2;
-      if (entry->is_fresh(now)) return answer_of(std::move(*entry), key);
-      if (!stale || entry->fresh_until > stale->fresh_until) stale = std::move(entry);
-    }
-  }
-  if (seen) *seen = std::move(stale);
-  return std::nullopt;
-}
-
-std::optional<CacheEntry> Protector::l2_entry(std::string_view key, TimePoint now) {
-  auto got = options_.l2->get(key);
-  if (!got) {
-    counters_->redis_errors.add();
-    return std::nullopt;
-  }
-  if (!*got || !(*got)->is_usable(now)) {
-    counters_->l2_misses.add();
-    return std::nullopt;
-  }
-  counters_->l2_hits.add();
-  if (options_.l1_enabled) (void)l1_->put(key, **got);
-  return std::move(*got);
-}
-
-std::optional<CacheEntry> Protector::cached(std::string_view key, TimePoint now) {
-  if (options_.l1_enabled) {
-    if (auto got = l1_->get(key, now); got && *got) return std::move(*got);
-  }
-  if (options_.l2) return l2_entry(key, now);
-  return std::nullopt;
-}
-
-CacheEntry Protector::make_entry(std::string value, Duration ttl, Duration load_duration) const {
-  const TimePoint now = options_.clock->now();
-  const TimePoint fresh_until =
-      now + jittered_ttl(ttl, options_.ttl_jitter, internal::uniform_real(0.0, 1.0));
-  return CacheEntry{
-      .value = std::move(value),
-      .fresh_until = fresh_until,
-      .stale_until =
-          fresh_until + std::max(options_.stale_while_revalidate, options_.fail_safe_max_staleness),
-      .negative = false,
-      .load_duration = load_duration,
-  };
 }
 
 SingleFlight::Loader Protector::loader_for(std::string_view key) {
   // The key is copied: the load may outlive the caller that started it.
-  return [this, k = std::string(key)](Deadline load_deadline) { return load(k, load_deadline); };
-}
-
-Result<std::string> Protector::load(const std::string& key, Deadline load_deadline) {
-  // Re-check: a flight that finished just before this one started may have
-  // filled L1 after our caller looked.
-  if (options_.l1_enabled) {
-    const TimePoint now = options_.clock->now();
-    if (auto got = l1_->get(key, now); got && *got && (*got)->is_fresh(now))
-      return answer_of(std::move(**got), key);
-  }
-  auto from_repository = [this, &key](Deadline d) { return load_from_repository(key, d); };
-  Result<CacheEntry> entry = make_error(ErrorKind::kInternal, "not loaded");
-  if (fleet_) {
-    entry = fleet_->load(key, load_deadline, from_repository);  // checks L2 first
-  } else if (auto in_l2 = options_.l2 ? l2_entry(key, options_.clock->now()) : std::nullopt;
-             in_l2 && in_l2->is_fresh(options_.clock->now())) {
-    entry = std::move(*in_l2);  // async callers skipped L2 on their thread
-  } else {
-    entry = from_repository(load_deadline);
-    if (entry && options_.l2) {
-      if (auto put = options_.l2->put(key, *entry); !put) counters_->redis_errors.add();
-    }
-  }
-  if (!entry) return std::unexpected(std::move(entry.error()));
-  // An L1 put only fails for an entry larger than a shard's budget; the value
-  // is still good for this flight's waiters, so it is returned regardless.
-  if (options_.l1_enabled) (void)l1_->put(key, *entry);
-  return answer_of(std::move(*entry), key);
-}
-
-Result<CacheEntry> Protector::load_from_repository(const std::string& key, Deadline load_deadline) {
-  if (auto permit = breaker_->try_acquire(); !permit) {
-    return make_error(ErrorKind::kCircuitOpen,
-                      fmt::format("load of key '{}' refused: {}", key, permit.error().message));
-  }
-  counters_->db_queries.add();
-  const auto start = std::chrono::steady_clock::now();
-  Result<std::optional<std::string>> loaded = make_error(ErrorKind::kInternal, "not loaded");
-  try {
-    loaded = repository_->load(key, load_deadline);
-  } catch (const std::exception& e) {
-    loaded = make_error(ErrorKind::kBackend, fmt::format("repository threw: {}", e.what()));
-  } catch (...) {
-    loaded = make_error(ErrorKind::kBackend, "repository threw: unknown exception");
-  }
-  const Duration elapsed = std::chrono::steady_clock::now() - start;
-  if (prometheus_) {
-    prometheus_->db_query_duration().observe(std::chrono::duration<double>(elapsed).count());
-  }
-
-  if (!loaded && loaded.error().kind != ErrorKind::kNotFound) {
-    counters_->db_errors.add();
-    breaker_->record(CallOutcome::kFailure, elapsed);
-    return std::unexpected(std::move(loaded.error()));
-  }
-  // "No such key" is an answer, not a failure of the database.
-  breaker_->record(CallOutcome::kSuccess, elapsed);
-
-  if (!loaded || !*loaded) {
-    const TimePoint now = options_.clock->now();
-    return CacheEntry{.value = {},
-                      .fresh_until = now + options_.negative_ttl,
-                      .stale_until = now + options_.negative_ttl,
-                      .negative = true,
-                      .load_duration = elapsed};
-  }
-  if ((*loaded)->size() > options_.max_value_bytes) {
-    return make_error(ErrorKind::kInvalidArgument,
-                      fmt::format("value of key '{}' is {} bytes, over max_value_bytes ({})", key,
-                                  (*loaded)->size(), options_.max_value_bytes));
-  }
-  return make_entry(std::move(**loaded), options_.ttl, elapsed);
+  return [parts = parts_.get(), k = std::string(key)](Deadline load_deadline) {
+    Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline);
+    if (!entry) return Result<std::string>(std::unexpected(std::move(entry.error())));
+    return answer_of(std::move(*entry), k);
+  };
 }
 
 Result<std::string> Protector::fall_back(std::string_view key, Error error,
+                                         std::optional<CacheEntry> seen,
                                          internal::RequestTrace* trace) {
-  if (error.kind == ErrorKind::kOverloaded) counters_->load_shed.add();
-  const TimePoint now = options_.clock->now();
-  if (auto got = cached(key, now); got && !got->negative && got->is_usable(now)) {
-    const CacheEntry& entry = *got;
-    if (entry.is_fresh(now)) return entry.value;  // another load filled it meanwhile
-    if (now < entry.fresh_until + options_.fail_safe_max_staleness) {
-      counters_->stale_returns.add();
-      counters_->fallbacks.add();
-      counters_->fallbacks_stale.add();
+  Parts& p = *parts_;
+  if (error.kind == ErrorKind::kOverloaded) p.counters.load_shed.add();
+  const TimePoint now = p.options.clock->now();
+  // L1 may hold something newer than what the caller saw (a load finished
+  // meanwhile, or the loader kept a stale copy); L2 is not asked again:
+  // the caller already did, and the fallback must not wait on Redis.
+  keep_newer(seen, p.cache.l1_get(key, now));
+  if (seen && !seen->negative && seen->is_usable(now)) {
+    if (seen->is_fresh(now)) return std::move(seen->value);  // filled meanwhile
+    if (now < add_saturating(seen->fresh_until, p.options.fail_safe_max_staleness)) {
+      p.counters.stale_returns.add();
+      p.counters.fallbacks.add();
+      p.counters.fallbacks_stale.add();
       trace->outcome = internal::Outcome::kStale;
       alert(AlertEvent::Kind::kFallback, key, "served a stale value: " + error.to_string());
-      return entry.value;
+      return std::move(seen->value);
     }
   }
-  if (options_.default_value) {
+  if (p.options.default_value) {
     std::optional<std::string> fallback;
     try {
-      fallback = options_.default_value(key);
+      fallback = p.options.default_value(key);
     } catch (...) {
       // A throwing provider is "no default": the original error is more useful.
     }
     if (fallback) {
-      counters_->fallbacks.add();
+      p.counters.fallbacks.add();
       trace->outcome = internal::Outcome::kFallback;
       alert(AlertEvent::Kind::kFallback, key, "served the default value: " + error.to_string());
       return std::move(*fallback);
@@ -351,142 +247,162 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error,
 }
 
 Result<std::string> Protector::get(std::string_view key) {
-  return get(key, Deadline::after(options_.request_timeout));
+  return get(key, Deadline::after(parts_->options.request_timeout));
 }
 
 Result<std::string> Protector::get(std::string_view key, Deadline deadline) {
-  counters_->total_requests.add();
-  internal::RequestTrace trace;
-  if (auto valid = check_key(key); !valid)
-    return finish(std::unexpected(valid.error()), key, trace);
-  if (auto fresh = fresh_answer(key, options_.clock->now(), nullptr, &trace)) {
-    counters_->cache_hits.add();
-    return finish(std::move(*fresh), key, trace);
-  }
-  counters_->cache_misses.add();
-  trace.layer = internal::Layer::kLoad;
-  auto result = call_flight(key, deadline);
-  if (result || is_definitive(result.error())) return finish(std::move(result), key, trace);
-  return finish(fall_back(key, std::move(result.error()), &trace), key, trace);
-}
-
-Result<std::string> Protector::call_flight(std::string_view key, Deadline deadline) {
-  if (!prometheus_) return flights_->call(key, deadline, loader_for(key));
-  const auto start = std::chrono::steady_clock::now();
-  auto result = flights_->call(key, deadline, loader_for(key));
-  prometheus_->single_flight_wait().observe(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return result;
-}
-
-void Protector::get_async(std::string_view key, Callback callback) {
-  counters_->total_requests.add();
-  internal::RequestTrace trace;
-  if (auto valid = check_key(key); !valid) {
-    return callback(finish(std::unexpected(valid.error()), key, trace));
-  }
-  if (auto fresh =
-          fresh_answer(key, options_.clock->now(), nullptr, &trace, /*include_l2=*/false)) {
-    counters_->cache_hits.add();
-    return callback(finish(std::move(*fresh), key, trace));
-  }
-  counters_->cache_misses.add();
-  trace.layer = internal::Layer::kLoad;
-  // Shared so that the callback survives a refused join, which drops the lambda.
-  auto shared_callback = std::make_shared<Callback>(std::move(callback));
-  auto joined = flights_->call_async(
-      key, loader_for(key),
-      [this, k = std::string(key), shared_callback,
-       trace](const Result<std::string>& result) mutable {
-        if (result || is_definitive(result.error()))
-          return (*shared_callback)(finish(result, k, trace));
-        (*shared_callback)(finish(fall_back(k, result.error(), &trace), k, trace));
-      });
-  if (!joined) {
-    (*shared_callback)(finish(fall_back(key, std::move(joined.error()), &trace), key, trace));
-  }
+  return read(key, deadline, /*serve_stale=*/false);
 }
 
 Result<std::string> Protector::get_stale_while_revalidate(std::string_view key) {
-  return get_stale_while_revalidate(key, Deadline::after(options_.request_timeout));
+  return get_stale_while_revalidate(key, Deadline::after(parts_->options.request_timeout));
 }
 
 Result<std::string> Protector::get_stale_while_revalidate(std::string_view key, Deadline deadline) {
-  counters_->total_requests.add();
+  return read(key, deadline, /*serve_stale=*/true);
+}
+
+Result<std::string> Protector::read(std::string_view key, Deadline deadline, bool serve_stale) {
+  Parts& p = *parts_;
+  p.counters.total_requests.add();
   internal::RequestTrace trace;
   if (auto valid = check_key(key); !valid)
     return finish(std::unexpected(valid.error()), key, trace);
-  const TimePoint now = options_.clock->now();
-  std::optional<CacheEntry> stale;
-  if (auto fresh = fresh_answer(key, now, &stale, &trace)) {
-    counters_->cache_hits.add();
-    return finish(std::move(*fresh), key, trace);
+  const TimePoint now = p.options.clock->now();
+
+  // L1: the hot path.
+  std::optional<CacheEntry> stale = p.cache.l1_get(key, now);
+  if (stale) {
+    trace.layer = internal::Layer::kL1;
+    if (internal::TieredCache::fresh_in_l1(*stale, now)) {
+      p.counters.l1_hits.add();
+      p.counters.cache_hits.add();
+      return finish(answer_of(std::move(*stale), key), key, trace);
+    }
   }
-  if (stale && !stale->negative && now < stale->fresh_until + options_.stale_while_revalidate) {
-    counters_->stale_returns.add();
-    auto started = flights_->start_if_idle(key, loader_for(key));
+  // L2: another process may have loaded it already. The ticket comes first,
+  // so a set/invalidate of this process racing with the read wins.
+  if (p.cache.has_l2()) {
+    const MemoryCache::Ticket ticket = p.cache.ticket(key);
+    auto shared = p.cache.l2_get(key, now, deadline);
+    if (shared && *shared) {
+      CacheEntry& entry = (*shared)->entry;
+      trace.layer = internal::Layer::kL2;
+      p.cache.fill_l1(key, entry, ticket, now);
+      if (entry.is_fresh(now)) {
+        p.counters.cache_hits.add();
+        return finish(answer_of(std::move(entry), key), key, trace);
+      }
+      keep_newer(stale, std::move(entry));
+    } else if (!shared && stale && stale->is_fresh(now)) {
+      // Redis is unreachable and L1's copy is past its recheck time but
+      // still fresh: degrade to it rather than load (docs/consistency.md).
+      p.counters.l1_hits.add();
+      p.counters.cache_hits.add();
+      return finish(answer_of(std::move(*stale), key), key, trace);
+    }
+  }
+  if (serve_stale && stale && !stale->negative &&
+      now < add_saturating(stale->fresh_until, p.options.stale_while_revalidate)) {
+    p.counters.stale_returns.add();
+    auto started = p.flights->start_if_idle(key, loader_for(key));
     if (!started) {
-      counters_->background_refreshes_dropped.add();
+      p.counters.background_refreshes_dropped.add();
     } else if (*started) {
-      counters_->background_refreshes.add();
+      p.counters.background_refreshes.add();
     }
     trace.outcome = internal::Outcome::kStale;
     return finish(std::move(stale->value), key, trace);
   }
-  counters_->cache_misses.add();
+
+  p.counters.cache_misses.add();
   trace.layer = internal::Layer::kLoad;
-  auto result = call_flight(key, deadline);
+  Result<std::string> result = make_error(ErrorKind::kInternal, "not loaded");
+  if (!p.prometheus) {
+    result = p.flights->call(key, deadline, loader_for(key));
+  } else {
+    const auto start = std::chrono::steady_clock::now();
+    result = p.flights->call(key, deadline, loader_for(key));
+    p.prometheus->single_flight_wait().observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
   if (result || is_definitive(result.error())) return finish(std::move(result), key, trace);
-  return finish(fall_back(key, std::move(result.error()), &trace), key, trace);
+  return finish(fall_back(key, std::move(result.error()), std::move(stale), &trace), key, trace);
+}
+
+void Protector::get_async(std::string_view key, Callback callback) {
+  Parts& p = *parts_;
+  p.counters.total_requests.add();
+  internal::RequestTrace trace;
+  if (auto valid = check_key(key); !valid) {
+    return callback(finish(std::unexpected(valid.error()), key, trace));
+  }
+  const TimePoint now = p.options.clock->now();
+  // L1 only: an L2 read would block this thread; the load reads L2 instead.
+  std::optional<CacheEntry> stale = p.cache.l1_get(key, now);
+  if (stale && internal::TieredCache::fresh_in_l1(*stale, now)) {
+    trace.layer = internal::Layer::kL1;
+    p.counters.l1_hits.add();
+    p.counters.cache_hits.add();
+    return callback(finish(answer_of(std::move(*stale), key), key, trace));
+  }
+  p.counters.cache_misses.add();
+  trace.layer = internal::Layer::kLoad;
+  // Shared so that the callback survives a refused join, which drops the lambda.
+  auto shared_callback = std::make_shared<Callback>(std::move(callback));
+  auto joined = p.flights->call_async(
+      key, loader_for(key),
+      [this, k = std::string(key), shared_callback, stale,
+       trace](const Result<std::string>& result) mutable {
+        if (result || is_definitive(result.error()))
+          return (*shared_callback)(finish(result, k, trace));
+        (*shared_callback)(finish(fall_back(k, result.error(), stale, &trace), k, trace));
+      });
+  if (!joined) {
+    (*shared_callback)(
+        finish(fall_back(key, std::move(joined.error()), std::move(stale), &trace), key, trace));
+  }
 }
 
 Result<void> Protector::set(std::string_view key, std::string_view value,
                             std::optional<Duration> ttl) {
+  Parts& p = *parts_;
   if (auto valid = check_key(key); !valid) return valid;
-  if (value.size() > options_.max_value_bytes) {
+  if (value.size() > p.options.max_value_bytes) {
     return make_error(ErrorKind::kInvalidArgument,
                       fmt::format("value is {} bytes, over max_value_bytes ({})", value.size(),
-                                  options_.max_value_bytes));
+                                  p.options.max_value_bytes));
   }
-  const Duration effective_ttl = ttl.value_or(options_.ttl);
+  const Duration effective_ttl = ttl.value_or(p.options.ttl);
   if (effective_ttl <= Duration::zero())
     return make_error(ErrorKind::kInvalidArgument, "ttl must be > 0");
-  CacheEntry entry = make_entry(std::string(value), effective_ttl, Duration::zero());
-  if (options_.l2) {
-    if (auto put = options_.l2->put(key, entry); !put) {
-      counters_->redis_errors.add();
-      if (options_.l1_enabled) (void)l1_->put(key, std::move(entry));
-      return put;
-    }
-  }
-  if (!options_.l1_enabled) return ok();
-  return l1_->put(key, std::move(entry));
+  CacheEntry entry = internal::make_entry(p.loader.policy(), std::string(value), effective_ttl,
+                                          p.options.clock->now(), Duration::zero());
+  auto stored = p.cache.set(key, std::move(entry));
+  p.flights->forget(key);
+  return stored;
 }
 
 Result<void> Protector::invalidate(std::string_view key) {
+  Parts& p = *parts_;
   if (auto valid = check_key(key); !valid) return valid;
-  auto erased = l1_->erase(key);
-  if (options_.l2) {
-    if (auto l2_erased = options_.l2->erase(key); !l2_erased) {
-      counters_->redis_errors.add();
-      return l2_erased;
-    }
-  }
+  auto erased = p.cache.invalidate(key);
+  p.flights->forget(key);
   return erased;
 }
 
 std::optional<CacheEntry> Protector::peek(std::string_view key) {
-  auto got = l1_->get(key);
+  auto got = parts_->cache.l1().get(key);
   if (!got) return std::nullopt;
   return std::move(*got);
 }
 
 ProtectionMetrics Protector::metrics() const {
-  const SingleFlightStats flight = flights_->stats();
-  const MemoryCacheStats l1 = l1_->stats();
-  const Counters& c = *counters_;
-  const internal::FleetStats fleet = fleet_ ? fleet_->stats() : internal::FleetStats{};
-  const RedisCacheStats l2 = options_.l2 ? options_.l2->stats() : RedisCacheStats{};
+  const Parts& p = *parts_;
+  const SingleFlightStats flight = p.flights->stats();
+  const MemoryCacheStats l1 = p.cache.l1().stats();
+  const internal::ProtectorCounters& c = p.counters;
+  const RedisCacheStats l2 = p.cache.l2() ? p.cache.l2()->stats() : RedisCacheStats{};
   return ProtectionMetrics{
       .total_requests = c.total_requests.value(),
       .cache_hits = c.cache_hits.value(),
@@ -494,7 +410,7 @@ ProtectionMetrics Protector::metrics() const {
       .cache_misses = c.cache_misses.value(),
       .single_flight_hits = flight.shared,
       .lock_acquisitions = flight.loads_started,
-      .circuit_breaker_trips = breaker_->trips(),
+      .circuit_breaker_trips = p.breaker->trips(),
       .stale_returns = c.stale_returns.value(),
       .background_refreshes = c.background_refreshes.value(),
       .background_refreshes_dropped = c.background_refreshes_dropped.value(),
@@ -508,17 +424,18 @@ ProtectionMetrics Protector::metrics() const {
       .l2_hits = c.l2_hits.value(),
       .l2_misses = c.l2_misses.value(),
       .l2_corrupt = l2.corrupt,
-      .redis_errors = c.redis_errors.value() + fleet.redis_errors,
-      .fleet_lock_acquisitions = fleet.lock_acquisitions,
-      .fleet_lock_contentions = fleet.lock_contentions,
-      .fleet_waited_loads = fleet.waited_loads,
-      .fleet_degraded_loads = fleet.degraded_loads,
-      .fenced_off_writes = fleet.fenced_off_writes,
-      .circuit_breaker_state = breaker_->state(),
+      .redis_errors = c.redis_errors.value(),
+      .fleet_lock_acquisitions = c.fleet_lock_acquisitions.value(),
+      .fleet_lock_contentions = c.fleet_lock_contentions.value(),
+      .fleet_waited_loads = c.fleet_waited_loads.value(),
+      .fleet_degraded_loads = c.fleet_degraded_loads.value(),
+      .fenced_off_writes = c.refused_writes.value(),
+      .refused_l1_fills = c.refused_l1_fills.value(),
+      .circuit_breaker_state = p.breaker->state(),
       .l1_entries = l1.entries,
       .l1_bytes = l1.bytes,
       .l1_evictions = l1.evictions,
-      .loads_in_flight = flights_->in_flight(),
+      .loads_in_flight = p.flights->in_flight(),
   };
 }
 

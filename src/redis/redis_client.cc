@@ -1,68 +1,35 @@
-// RedisClient: hiredis's blocking API behind a bounded pool.
+// RedisClient: hiredis connections (redis/hiredis_connection.h) behind a
+// bounded pool.
 //
-// hiredis gives one connection (redisContext) that one thread may use at a
-// time, with connect and I/O timeouts. What it does not do, and this file
-// does: pooling, reconnect backoff, AUTH/SELECT on connect, reply
-// translation into Result, and the EVALSHA → NOSCRIPT → SCRIPT LOAD dance.
+// What this file adds to a connection: pooling, reconnect backoff, the
+// suspension after a timeout (a hung Redis costs one timeout per backoff
+// period), per-call deadlines, the retry of a command that provably never
+// reached Redis, and the EVALSHA → NOSCRIPT → SCRIPT LOAD dance.
 #include "herdguard/redis_client.h"
 
 #include <fmt/format.h>
-#include <hiredis/hiredis.h>
 #include <signal.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "core/random.h"
+#include "redis/hiredis_connection.h"
 
 namespace herdguard {
 namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 using SteadyClock = std::chrono::steady_clock;
-
-timeval to_timeval(Duration d) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
-}
+using internal::RedisConnection;
+using internal::SendFailure;
 
 long long to_ms(Duration d) {
   return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
 }
-
-RedisReply translate(const redisReply* r) {
-  RedisReply out;
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-      out.type = RedisReply::Type::kString;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.type = RedisReply::Type::kStatus;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.type = RedisReply::Type::kInteger;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = RedisReply::Type::kArray;
-      out.elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i)
-        out.elements.push_back(translate(r->element[i]));
-      break;
-    default:  // REDIS_REPLY_NIL (errors are handled before translation)
-      out.type = RedisReply::Type::kNil;
-      break;
-  }
-  return out;
-}
-
-// How a command failed on a connection, to decide what to do with it.
-enum class Failure { kNone, kErrorReply, kTimeout, kBroken };
 
 // hiredis writes with write(2): a write to a connection Redis has closed
 // raises SIGPIPE, whose default action kills the process. Ignore it, unless
@@ -84,20 +51,19 @@ void ignore_sigpipe_once() {
 }  // namespace
 
 struct RedisClient::Impl {
-  Impl(RedisOptions o, RedisUrl u) : options(std::move(o)), url(std::move(u)) {}
-  ~Impl() {
-    for (redisContext* c : idle) redisFree(c);
-  }
+  Impl(RedisOptions o, RedisUrl u)
+      : options(std::move(o)), url(std::move(u)), where(fmt::format("redis {}", url.redacted())) {}
 
   const RedisOptions options;
   const RedisUrl url;
+  const std::string where;
 
   std::mutex mutex;
   std::condition_variable freed;  // signalled when a connection or a slot frees up
   // Guarded by mutex. Invariant: idle.size() <= open <= options.pool_size;
   // `open` counts idle, borrowed and being-connected connections, so the pool
   // never exceeds pool_size connections to Redis.
-  std::vector<redisContext*> idle;
+  std::vector<RedisConnection> idle;
   std::size_t open = 0;
   // Reconnect backoff, guarded by mutex: no connect is tried before
   // `next_connect`; `backoff` is the next wait after a failure.
@@ -105,10 +71,11 @@ struct RedisClient::Impl {
   Duration backoff{};
   std::string last_connect_error;
   // A Redis that accepts connections but does not answer (overloaded,
-  // stopped) would cost every caller command_timeout. After a timeout,
-  // commands fail fast until `suspended_until` (the same backoff schedule);
-  // a successful command ends it. Guarded by mutex; `suspended` mirrors
-  // "timeout_backoff != 0" so the hot path reads it without the lock.
+  // stopped) would cost every caller command_timeout. After a full
+  // command_timeout, commands fail fast until `suspended_until` (the same
+  // backoff schedule); a successful command ends it. Guarded by mutex;
+  // `suspended` mirrors "timeout_backoff != 0" so the hot path reads it
+  // without the lock.
   SteadyClock::time_point suspended_until{};
   Duration timeout_backoff{};
   std::atomic<bool> suspended{false};
@@ -121,85 +88,64 @@ struct RedisClient::Impl {
                                                         : options.command_timeout;
   }
 
-  std::string where() const { return fmt::format("redis {}", url.redacted()); }
+  // A borrowed connection; returns itself to the pool when destroyed, unless
+  // discard() was called (a connection that failed mid-command may hold half
+  // a reply: never reused).
+  class Lease {
+   public:
+    Lease(Impl& pool, RedisConnection connection, bool reused)
+        : pool_(&pool), connection_(std::move(connection)), reused_(reused) {}
+    Lease(Lease&& other) noexcept
+        : pool_(std::exchange(other.pool_, nullptr)),
+          connection_(std::move(other.connection_)),
+          reused_(other.reused_),
+          reusable_(other.reusable_) {}
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (pool_ != nullptr) pool_->give_back(std::move(*connection_), reusable_);
+    }
+    RedisConnection& operator*() { return *connection_; }
+    RedisConnection* operator->() { return &*connection_; }
+    bool reused() const { return reused_; }
+    void discard() { reusable_ = false; }
 
-  // Opens, authenticates and selects. Called without the mutex.
-  Result<redisContext*> connect() {
-    const timeval tv = to_timeval(options.connect_timeout);
-    redisContext* c = url.transport == RedisUrl::Transport::kUnix
-                          ? redisConnectUnixWithTimeout(url.socket_path.c_str(), tv)
-                          : redisConnectWithTimeout(url.host.c_str(), url.port, tv);
-    if (c == nullptr) return make_error(ErrorKind::kBackend, where() + ": out of memory");
-    if (c->err != 0) {
-      std::string message = fmt::format("{}: connect failed: {}", where(), c->errstr);
-      redisFree(c);
-      return make_error(ErrorKind::kBackend, std::move(message));
-    }
-    const timeval command_tv = to_timeval(options.command_timeout);
-    redisSetTimeout(c, command_tv);
-    auto setup = [&](std::vector<std::string_view> argv, std::string_view what) -> Result<void> {
-      std::vector<const char*> ptrs;
-      std::vector<std::size_t> lens;
-      for (auto a : argv) {
-        ptrs.push_back(a.data());
-        lens.push_back(a.size());
-      }
-      auto* r = static_cast<redisReply*>(
-          redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
-      if (r == nullptr) {
-        return make_error(ErrorKind::kBackend, fmt::format("{}: {} failed: {}", where(), what,
-                                                           c->errstr[0] ? c->errstr : "no reply"));
-      }
-      std::string error = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "";
-      freeReplyObject(r);
-      if (!error.empty()) {
-        return make_error(ErrorKind::kBackend,
-                          fmt::format("{}: {} failed: {}", where(), what, error));
-      }
-      return ok();
-    };
-    Result<void> ready = ok();
-    if (!url.password.empty()) {
-      ready = url.user.empty() ? setup({"AUTH", url.password}, "authentication")
-                               : setup({"AUTH", url.user, url.password}, "authentication");
-    }
-    if (ready && url.db != 0) {
-      const std::string db = std::to_string(url.db);
-      ready = setup({"SELECT", db}, "SELECT " + db);
-    }
-    if (!ready) {
-      redisFree(c);
-      return std::unexpected(ready.error());
-    }
-    return c;
-  }
+   private:
+    Impl* pool_;
+    std::optional<RedisConnection> connection_;
+    bool reused_;
+    bool reusable_ = true;
+  };
 
   // A connection for one command, or an error: kBackend while reconnects are
-  // backing off, kTimeout when none frees up before `deadline`.
-  // `*reused` tells whether it came from the idle list.
-  Result<redisContext*> borrow(SteadyClock::time_point deadline, bool* reused) {
+  // backing off or Redis is suspended, kTimeout when none frees up before
+  // `until`. An idle connection that Redis has closed is dropped here, before
+  // a command is written to it.
+  Result<Lease> borrow(SteadyClock::time_point until) {
     std::unique_lock lock(mutex);
     for (;;) {
       if (const auto now = SteadyClock::now(); now < suspended_until) {
         return make_error(ErrorKind::kBackend, fmt::format("{} is timing out, not used for {} ms",
-                                                           where(), to_ms(suspended_until - now)));
+                                                           where, to_ms(suspended_until - now)));
       }
-      if (!idle.empty()) {
-        redisContext* c = idle.back();
+      while (!idle.empty()) {
+        RedisConnection c = std::move(idle.back());
         idle.pop_back();
-        *reused = true;
-        return c;
+        if (c.looks_alive()) return Lease(*this, std::move(c), true);
+        --open;  // closed by Redis while idle: freed when `c` goes out of scope
       }
       if (open < options.pool_size) {
         const auto now = SteadyClock::now();
         if (now < next_connect) {
           return make_error(ErrorKind::kBackend,
-                            fmt::format("{} unavailable, retrying in {} ms: {}", where(),
+                            fmt::format("{} unavailable, retrying in {} ms: {}", where,
                                         to_ms(next_connect - now), last_connect_error));
         }
         ++open;
         lock.unlock();
-        auto c = connect();
+        const Duration connect_within =
+            std::min<Duration>(options.connect_timeout, until - SteadyClock::now());
+        auto c = RedisConnection::open(url, std::max<Duration>(connect_within, std::chrono::milliseconds(1)),
+                                       options.command_timeout, where);
         lock.lock();
         if (!c) {
           --open;
@@ -209,8 +155,7 @@ struct RedisClient::Impl {
                         : std::min<Duration>(backoff * 2, options.reconnect_backoff_max);
           const auto wait =
               std::chrono::duration_cast<Duration>(backoff * internal::uniform_real(0.5, 1.0));
-          next_connect =
-              SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(wait);
+          next_connect = SteadyClock::now() + wait;
           last_connect_error = c.error().message;
           freed.notify_one();
           return std::unexpected(c.error());
@@ -218,86 +163,66 @@ struct RedisClient::Impl {
         connects.fetch_add(1, kRelaxed);
         backoff = Duration::zero();
         next_connect = {};
-        *reused = false;
-        return *c;
+        return Lease(*this, std::move(*c), false);
       }
-      if (freed.wait_until(lock, deadline) == std::cv_status::timeout && idle.empty() &&
+      if (freed.wait_until(lock, until) == std::cv_status::timeout && idle.empty() &&
           open >= options.pool_size) {
         pool_timeouts.fetch_add(1, kRelaxed);
         return make_error(ErrorKind::kTimeout,
-                          fmt::format("{}: no free connection within {} ms (pool_size {})", where(),
-                                      to_ms(pool_wait()), options.pool_size));
+                          fmt::format("{}: no free connection in time (pool_size {}, "
+                                      "pool_wait_timeout {} ms, or the caller's deadline)",
+                                      where, options.pool_size, to_ms(pool_wait())));
       }
     }
   }
 
-  // Returns a connection to the pool, or closes it when it is not reusable.
-  void give_back(redisContext* c, bool reusable) {
+  void give_back(RedisConnection c, bool reusable) {
     {
       std::lock_guard lock(mutex);
       if (reusable) {
-        idle.push_back(c);
-        c = nullptr;
+        idle.push_back(std::move(c));
       } else {
         --open;
       }
     }
     freed.notify_one();
-    if (c != nullptr) redisFree(c);
+    // A discarded connection is freed here, outside the lock.
   }
 
-  // Runs one command on one borrowed connection.
-  Result<RedisReply> run(std::span<const std::string_view> argv, Failure* failure) {
-    bool reused = false;
-    auto borrowed =
-        borrow(SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(pool_wait()),
-               &reused);
-    if (!borrowed) {
-      *failure = Failure::kNone;
-      return std::unexpected(borrowed.error());
-    }
-    redisContext* c = *borrowed;
-    std::vector<const char*> ptrs;
-    std::vector<std::size_t> lens;
-    ptrs.reserve(argv.size());
-    lens.reserve(argv.size());
-    for (auto a : argv) {
-      ptrs.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    errno = 0;
-    auto* r = static_cast<redisReply*>(
-        redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
-    const int saved_errno = errno;
+  // Runs one command on one borrowed connection, within `deadline` when given.
+  Result<RedisReply> run(std::span<const std::string_view> argv, std::optional<Deadline> deadline,
+                         SendFailure* failure, bool* reused) {
+    *failure = SendFailure::kNotSent;
+    *reused = false;
     const std::string_view name = argv.empty() ? std::string_view("?") : argv[0];
-    if (r == nullptr) {
-      const bool timed_out =
-          c->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK);
-      std::string message = timed_out ? fmt::format("{}: {} timed out after {} ms", where(), name,
-                                                    to_ms(options.command_timeout))
-                                      : fmt::format("{}: {} failed: {}", where(), name,
-                                                    c->errstr[0] ? c->errstr : "connection lost");
-      // A connection that failed mid-command may hold half a reply: never reuse it.
-      give_back(c, false);
-      // Broken on a connection that sat idle: Redis restarted or dropped it
-      // before we wrote, so the command was not run and can be retried.
-      *failure = timed_out ? Failure::kTimeout : (reused ? Failure::kBroken : Failure::kNone);
-      if (timed_out) suspend();
-      return make_error(timed_out ? ErrorKind::kTimeout : ErrorKind::kBackend, std::move(message));
+    auto pool_until = SteadyClock::now() + pool_wait();
+    Duration timeout = options.command_timeout;
+    if (deadline) {
+      if (deadline->expired()) {
+        return make_error(ErrorKind::kTimeout,
+                          fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
+      }
+      pool_until = std::min(pool_until, deadline->when());
     }
-    if (r->type == REDIS_REPLY_ERROR) {
-      std::string message =
-          fmt::format("{}: {}: {}", where(), name, std::string_view(r->str, r->len));
-      freeReplyObject(r);
-      give_back(c, true);
-      *failure = Failure::kErrorReply;
-      return make_error(ErrorKind::kBackend, std::move(message));
+    auto lease = borrow(pool_until);
+    if (!lease) return std::unexpected(lease.error());
+    *reused = lease->reused();
+    if (deadline) {
+      timeout = std::min(timeout, deadline->remaining());
+      if (timeout <= Duration::zero()) {
+        return make_error(ErrorKind::kTimeout,
+                          fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
+      }
     }
-    RedisReply reply = translate(r);
-    freeReplyObject(r);
-    give_back(c, true);
-    *failure = Failure::kNone;
-    if (suspended.load(std::memory_order_relaxed)) resume();
+    auto reply = (**lease).run(argv, timeout, failure);
+    if (*failure == SendFailure::kNotSent || *failure == SendFailure::kTimeout ||
+        *failure == SendFailure::kLost) {
+      lease->discard();
+    }
+    // Only a full command_timeout is evidence that Redis hangs; a caller's
+    // short deadline running out is not.
+    if (*failure == SendFailure::kTimeout && timeout >= options.command_timeout) suspend();
+    if (reply && suspended.load(std::memory_order_relaxed)) resume();
     return reply;
   }
 
@@ -308,7 +233,7 @@ struct RedisClient::Impl {
                           : std::min<Duration>(timeout_backoff * 2, options.reconnect_backoff_max);
     const auto wait =
         std::chrono::duration_cast<Duration>(timeout_backoff * internal::uniform_real(0.5, 1.0));
-    suspended_until = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(wait);
+    suspended_until = SteadyClock::now() + wait;
     suspended.store(true, std::memory_order_relaxed);
   }
 
@@ -318,6 +243,28 @@ struct RedisClient::Impl {
     suspended_until = {};
     suspended.store(false, std::memory_order_relaxed);
   }
+
+  Result<RedisReply> command(std::span<const std::string_view> argv,
+                             std::optional<Deadline> deadline) {
+    commands.fetch_add(1, kRelaxed);
+    SendFailure failure;
+    bool reused;
+    auto reply = run(argv, deadline, &failure, &reused);
+    // A reused connection that broke before the command was fully written
+    // (Redis restarted under it): the command never ran, so sending it again
+    // on a fresh connection is safe for any command. After the write, it may
+    // have run, and nothing is repeated here (see redis_lock.h for how the
+    // lock's acquire copes).
+    if (!reply && failure == SendFailure::kNotSent && reused) {
+      reply = run(argv, deadline, &failure, &reused);
+    }
+    if (!reply) errors.fetch_add(1, kRelaxed);
+    return reply;
+  }
+
+  Result<RedisReply> eval(const RedisScript& script, std::span<const std::string_view> keys,
+                          std::span<const std::string_view> args,
+                          std::optional<Deadline> deadline);
 };
 
 Result<std::unique_ptr<RedisClient>> RedisClient::create(RedisOptions options) {
@@ -333,23 +280,36 @@ RedisClient::RedisClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RedisClient::~RedisClient() = default;
 
 Result<RedisReply> RedisClient::command(std::span<const std::string_view> argv) {
-  impl_->commands.fetch_add(1, kRelaxed);
-  Failure failure = Failure::kNone;
-  auto reply = impl_->run(argv, &failure);
-  if (!reply && failure == Failure::kBroken) reply = impl_->run(argv, &failure);  // once
-  if (!reply) impl_->errors.fetch_add(1, kRelaxed);
-  return reply;
+  return impl_->command(argv, std::nullopt);
+}
+
+Result<RedisReply> RedisClient::command(std::span<const std::string_view> argv, Deadline deadline) {
+  return impl_->command(argv, deadline);
 }
 
 Result<RedisReply> RedisClient::eval(const RedisScript& script,
                                      std::span<const std::string_view> keys,
                                      std::span<const std::string_view> args) {
+  return impl_->eval(script, keys, args, std::nullopt);
+}
+
+Result<RedisReply> RedisClient::eval(const RedisScript& script,
+                                     std::span<const std::string_view> keys,
+                                     std::span<const std::string_view> args, Deadline deadline) {
+  return impl_->eval(script, keys, args, deadline);
+}
+
+Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
+                                           std::span<const std::string_view> keys,
+                                           std::span<const std::string_view> args,
+                                           std::optional<Deadline> deadline) {
   auto load = [&]() -> Result<std::string> {
-    impl_->script_loads.fetch_add(1, kRelaxed);
-    auto loaded = command({"SCRIPT", "LOAD", script.source()});
+    script_loads.fetch_add(1, kRelaxed);
+    const std::string_view load_argv[] = {"SCRIPT", "LOAD", script.source()};
+    auto loaded = command(load_argv, deadline);
     if (!loaded) return std::unexpected(loaded.error());
     if (loaded->type != RedisReply::Type::kString) {
-      return make_error(ErrorKind::kBackend, impl_->where() + ": SCRIPT LOAD returned no SHA1");
+      return make_error(ErrorKind::kBackend, where + ": SCRIPT LOAD returned no SHA1");
     }
     std::lock_guard lock(script.sha1_mutex_);
     script.sha1_ = loaded->str;
@@ -373,14 +333,15 @@ Result<RedisReply> RedisClient::eval(const RedisScript& script,
   argv.push_back(numkeys);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
-  auto reply = command(argv);
+  auto reply = command(argv, deadline);
   if (!reply && reply.error().message.find("NOSCRIPT") != std::string::npos) {
     // The server forgot the script (restart, SCRIPT FLUSH): load it again.
+    // NOSCRIPT is an error reply: the script did not run.
     auto loaded = load();
     if (!loaded) return std::unexpected(loaded.error());
     sha1 = std::move(*loaded);
     argv[1] = sha1;
-    reply = command(argv);
+    reply = command(argv, deadline);
   }
   return reply;
 }

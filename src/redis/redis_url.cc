@@ -214,6 +214,14 @@ Result<void> RedisOptions::validate() const {
   if (reconnect_backoff_min < Duration::zero() || reconnect_backoff_max < reconnect_backoff_min) {
     return bad("reconnect backoff must satisfy 0 <= min <= max");
   }
+  // Waits on Redis are refused past an hour rather than saturated: a
+  // command that may block that long is a hung connection, and the backoff
+  // arithmetic (doubling) must not overflow.
+  constexpr Duration kLongest = std::chrono::hours(1);
+  if (connect_timeout > kLongest) return bad("connect_timeout must be <= 1 h");
+  if (command_timeout > kLongest) return bad("command_timeout must be <= 1 h");
+  if (pool_wait_timeout > kLongest) return bad("pool_wait_timeout must be <= 1 h");
+  if (reconnect_backoff_max > kLongest) return bad("reconnect_backoff_max must be <= 1 h");
   return ok();
 }
 

@@ -154,7 +154,7 @@ TEST(ProtectorFleet, CorruptValueIsAMissCountedAndRepaired) {
   auto decoded = decode_envelope(raw->str);
   ASSERT_TRUE(decoded) << decoded.error().to_string();
   EXPECT_EQ(decoded->entry.value, "value-of-k");
-  EXPECT_GE(decoded->fence, 1u);
+  EXPECT_GE(decoded->version, 1u);
 }
 
 TEST(ProtectorFleet, RedisDownMeansNoCallerErrorsAndL2ComesBack) {

@@ -64,7 +64,7 @@ TEST(RedisCache, PrefixesIsolateCaches) {
   auto other = blog->get("k");
   ASSERT_TRUE(other);
   EXPECT_FALSE(*other);
-  EXPECT_EQ(shop->redis_key("k"), "shop:k");
+  EXPECT_EQ(shop->redis_key("k"), "shop:{k}:v");
 }
 
 TEST(RedisCache, RedisExpiryIsTheStaleUntilTime) {
@@ -72,7 +72,7 @@ TEST(RedisCache, RedisExpiryIsTheStaleUntilTime) {
   f.clock->set(system_clock()->now());  // PXAT is absolute wall time
   auto l2 = f.cache();
   ASSERT_TRUE(l2->put("k", f.entry("v")));
-  auto pttl = f.client->command({"PTTL", "t:k"});
+  auto pttl = f.client->command({"PTTL", l2->redis_key("k")});
   ASSERT_TRUE(pttl);
   EXPECT_GT(pttl->integer, 0);
   EXPECT_LE(pttl->integer, 60'000);
@@ -89,7 +89,7 @@ TEST(RedisCache, EntriesPastStaleUntilAreMissesAndExpiredPutsAreSkipped) {
   ASSERT_TRUE(l2->put("late", CacheEntry{.value = "v",
                                          .fresh_until = f.clock->now() - 2s,
                                          .stale_until = f.clock->now() - 1s}));
-  auto exists = f.client->command({"EXISTS", "t:late"});
+  auto exists = f.client->command({"EXISTS", l2->redis_key("late")});
   ASSERT_TRUE(exists);
   EXPECT_EQ(exists->integer, 0);
 }
@@ -97,19 +97,19 @@ TEST(RedisCache, EntriesPastStaleUntilAreMissesAndExpiredPutsAreSkipped) {
 TEST(RedisCache, CorruptBytesAreAMissCountedAndRepairedByThePut) {
   Fixture f;
   auto l2 = f.cache();
-  const std::string valid = encode_envelope({.entry = f.entry("good"), .fence = 1});
+  const std::string valid = encode_envelope({.entry = f.entry("good"), .version = 1});
   std::string future = valid;
   future[3] = static_cast<char>(kEnvelopeVersion + 1);
   const std::string plants[] = {"plain text from another program", valid.substr(0, 20), future};
   int n = 0;
   for (const std::string& planted : plants) {
-    ASSERT_TRUE(f.client->command({"SET", "t:k", planted}));
+    ASSERT_TRUE(f.client->command({"SET", l2->redis_key("k"), planted}));
     auto got = l2->get("k");
     ASSERT_TRUE(got) << "corrupt data must read as a miss, not an error";
     EXPECT_FALSE(*got);
     EXPECT_EQ(l2->stats().corrupt, static_cast<std::uint64_t>(++n));
   }
-  ASSERT_TRUE(f.client->command({"RPUSH", "t:list", "x"}));  // the wrong Redis type
+  ASSERT_TRUE(f.client->command({"RPUSH", l2->redis_key("list"), "x"}));  // the wrong Redis type
   auto wrong_type = l2->get("list");
   ASSERT_TRUE(wrong_type) << wrong_type.error().to_string();
   EXPECT_FALSE(*wrong_type);
@@ -121,14 +121,136 @@ TEST(RedisCache, CorruptBytesAreAMissCountedAndRepairedByThePut) {
   EXPECT_EQ((*got)->value, "repaired");
 }
 
-TEST(RedisCache, EnvelopeCarriesTheFence) {
+TEST(RedisCache, EnvelopeCarriesTheVersion) {
   Fixture f;
   auto l2 = f.cache();
-  ASSERT_TRUE(
-      f.client->command({"SET", "t:k", encode_envelope({.entry = f.entry("v"), .fence = 9})}));
-  auto got = l2->get_envelope("k");
+  ASSERT_TRUE(f.client->command(
+      {"SET", l2->redis_key("k"), encode_envelope({.entry = f.entry("v"), .version = 9})}));
+  auto got = l2->get_envelope("k", Deadline::after(1s));
   ASSERT_TRUE(got && *got);
-  EXPECT_EQ((*got)->fence, 9u);
+  EXPECT_EQ((*got)->version, 9u);
+}
+
+TEST(RedisCache, KeyLayoutKeepsValuesAndVersionsApart) {
+  Fixture f;
+  auto l2 = f.cache("shop:");
+  EXPECT_EQ(l2->redis_key("k"), "shop:{k}:v");
+  EXPECT_EQ(l2->version_key("k"), "shop:{k}:n");
+  // No user key maps onto another key's version.
+  EXPECT_NE(l2->redis_key("k}:n"), l2->version_key("k"));
+  EXPECT_FALSE(RedisCache::create({.prefix = "bad{"}, f.client, f.clock));
+  EXPECT_FALSE(RedisCache::create({.prefix = "bad}"}, f.client, f.clock));
+}
+
+TEST(RedisCache, LoadThatSnapshotBeforeAnInvalidateCannotWrite) {
+  Fixture f;
+  auto l2 = f.cache();
+  const Deadline deadline = Deadline::after(5s);
+  auto snap = l2->snapshot("k", deadline);  // the load begins: v0 read from the database
+  ASSERT_TRUE(snap) << snap.error().to_string();
+  ASSERT_TRUE(l2->erase("k"));  // the row changes; the app invalidates
+  auto written = l2->write_loaded("k", f.entry("v0"), *snap, deadline);
+  ASSERT_TRUE(written) << written.error().to_string();
+  EXPECT_EQ(*written, WriteOutcome::kSuperseded);
+  auto got = l2->get("k");
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(*got) << "the late write resurrected " << (*got)->value;
+  EXPECT_EQ(l2->stats().superseded, 1u);
+}
+
+TEST(RedisCache, LoadThatSnapshotBeforeASetCannotOverwriteIt) {
+  Fixture f;
+  auto l2 = f.cache();
+  const Deadline deadline = Deadline::after(5s);
+  auto snap = l2->snapshot("k", deadline);
+  ASSERT_TRUE(snap);
+  ASSERT_TRUE(l2->put("k", f.entry("new")));
+  auto written = l2->write_loaded("k", f.entry("old"), *snap, deadline);
+  ASSERT_TRUE(written);
+  EXPECT_EQ(*written, WriteOutcome::kSuperseded);
+  auto got = l2->get("k");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->value, "new");
+}
+
+TEST(RedisCache, UnchangedVersionWritesAndConcurrentSnapshotsAllMayWrite) {
+  Fixture f;
+  auto l2 = f.cache();
+  const Deadline deadline = Deadline::after(5s);
+  auto a = l2->snapshot("k", deadline);
+  auto b = l2->snapshot("k", deadline);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->version, b->version);  // a snapshot does not move the version
+  EXPECT_EQ(l2->write_loaded("k", f.entry("a"), *a, deadline).value(), WriteOutcome::kWritten);
+  EXPECT_EQ(l2->write_loaded("k", f.entry("b"), *b, deadline).value(), WriteOutcome::kWritten);
+  auto got = l2->get_envelope("k", deadline);
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ((*got)->entry.value, "b");
+  EXPECT_EQ((*got)->version, a->version);
+}
+
+TEST(RedisCache, WriteAfterTheLoadsDeadlineIsRefusedInsideTheScript) {
+  Fixture f;
+  auto l2 = f.cache();
+  auto snap = l2->snapshot("k", Deadline::after(5s));
+  ASSERT_TRUE(snap);
+  VersionSnapshot expired = *snap;
+  expired.write_until_ms = 1;  // Redis's clock is long past 1970
+  auto written = l2->write_loaded("k", f.entry("late"), expired, Deadline::after(1s));
+  ASSERT_TRUE(written);
+  EXPECT_EQ(*written, WriteOutcome::kTooLate);
+  EXPECT_EQ(l2->stats().too_late, 1u);
+  auto got = l2->get("k");
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(*got);
+}
+
+TEST(RedisCache, VersionKeysLiveOnlyUntilTheirLoadsDeadline) {
+  Fixture f;
+  auto l2 = f.cache();
+  // set/invalidate of keys no load is working on create no bookkeeping.
+  ASSERT_TRUE(l2->put("a", f.entry("v")));
+  ASSERT_TRUE(l2->erase("b"));
+  EXPECT_EQ(f.client->command({"EXISTS", l2->version_key("a"), l2->version_key("b")})->integer, 0);
+  // A snapshot keeps the version key until its deadline, no longer.
+  ASSERT_TRUE(l2->snapshot("c", Deadline::after(800ms)));
+  auto ttl = f.client->command({"PTTL", l2->version_key("c")});
+  ASSERT_TRUE(ttl);
+  EXPECT_GT(ttl->integer, 0);
+  EXPECT_LE(ttl->integer, 800);
+  // An invalidate bumps it without extending it.
+  ASSERT_TRUE(l2->erase("c"));
+  auto after = f.client->command({"PTTL", l2->version_key("c")});
+  EXPECT_GT(after->integer, 0);
+  EXPECT_LE(after->integer, 800);
+}
+
+TEST(RedisCache, VersionsAreNotReusedAfterRedisLosesThem) {
+  Fixture f;
+  auto l2 = f.cache();
+  auto before = l2->snapshot("k", Deadline::after(5s));
+  ASSERT_TRUE(before);
+  ASSERT_TRUE(f.client->command({"FLUSHALL"}));  // as a restart without persistence
+  auto after = l2->snapshot("k", Deadline::after(5s));
+  ASSERT_TRUE(after);
+  EXPECT_NE(after->version, before->version);
+  EXPECT_EQ(l2->write_loaded("k", f.entry("old"), *before, Deadline::after(1s)).value(),
+            WriteOutcome::kSuperseded);
+}
+
+TEST(RedisCache, GarbageInAVersionKeyIsRepairedNotFatal) {
+  Fixture f;
+  auto l2 = f.cache();
+  ASSERT_TRUE(f.client->command({"SET", l2->version_key("k"), "not a number"}));
+  auto snap = l2->snapshot("k", Deadline::after(5s));
+  ASSERT_TRUE(snap) << snap.error().to_string();
+  EXPECT_EQ(l2->write_loaded("k", f.entry("v"), *snap, Deadline::after(1s)).value(),
+            WriteOutcome::kWritten);
+  ASSERT_TRUE(f.client->command({"DEL", l2->version_key("k")}));
+  ASSERT_TRUE(f.client->command({"RPUSH", l2->version_key("k"), "x"}));  // wrong type
+  ASSERT_TRUE(l2->erase("k")) << "a wrong-typed version key must not block invalidation";
+  auto again = l2->snapshot("k", Deadline::after(5s));
+  ASSERT_TRUE(again) << again.error().to_string();
 }
 
 TEST(RedisCache, EraseRemoves) {

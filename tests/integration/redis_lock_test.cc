@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "herdguard/redis_cache.h"
 #include "redis_server.h"
 #include "test_support.h"
 
@@ -101,44 +102,79 @@ TEST(RedisLock, ALeaseExpires) {
   ASSERT_TRUE(held);
   std::unique_ptr<LockHold> taken = acquire_when_free(b, "k");
   ASSERT_NE(taken, nullptr);
-  EXPECT_GT(taken->fence(), (*held)->fence());
+  EXPECT_GT(taken->snapshot().version, (*held)->snapshot().version);
 }
 
-TEST(RedisLock, FencesOnlyGrow) {
+TEST(RedisLock, VersionsOnlyGrowAndTheWriteDeadlineIsTheHardDeadline) {
   auto server = RedisServer::start();
   Process a = process(*server);
   std::uint64_t last = 0;
   for (int i = 0; i < 5; ++i) {
     auto held = a.locks->try_acquire("k", Deadline::after(10s));
     ASSERT_TRUE(held);
-    EXPECT_GT((*held)->fence(), last);
-    last = (*held)->fence();
+    EXPECT_GT((*held)->snapshot().version, last);
+    last = (*held)->snapshot().version;
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    EXPECT_LE((*held)->snapshot().write_until_ms, now_ms + 10'000);
+    EXPECT_GT((*held)->snapshot().write_until_ms, now_ms + 8'000);
   }
+  // The version key lives until the hard deadline, the lock until its lease.
+  auto pttl = a.client->command({"PTTL", a.locks->version_key("k")});
+  ASSERT_TRUE(pttl);
+  EXPECT_GT(pttl->integer, 0);
+  EXPECT_LE(pttl->integer, 10'000);
 }
 
 TEST(RedisLock, LateWriteFromAnExpiredHolderIsFencedOff) {
   auto server = RedisServer::start();
   Process a = process(*server, {.lease = 50ms, .auto_extend = false});
   Process b = process(*server);
-  const std::string value_key = "value:k";
-  const TimePoint until = system_clock()->now() + 1h;
+  auto l2 = RedisCache::create({}, a.client, system_clock());
+  ASSERT_TRUE(l2);
+  const TimePoint now = system_clock()->now();
+  auto entry = [&](std::string value) {
+    return CacheEntry{.value = std::move(value), .fresh_until = now + 1h, .stale_until = now + 2h};
+  };
   auto old_holder = a.locks->try_acquire("k", Deadline::after(10s));
   ASSERT_TRUE(old_holder);
   std::unique_ptr<LockHold> new_holder = acquire_when_free(b, "k");
   ASSERT_NE(new_holder, nullptr);
-  auto fresh = new_holder->fenced_write(value_key, "new", until);
+  auto fresh = (*l2)->write_loaded("k", entry("new"), new_holder->snapshot(), Deadline::after(1s));
   ASSERT_TRUE(fresh);
-  EXPECT_TRUE(*fresh);
-  auto late = (*old_holder)->fenced_write(value_key, "old", until);
+  EXPECT_EQ(*fresh, WriteOutcome::kWritten);
+  auto late =
+      (*l2)->write_loaded("k", entry("old"), (*old_holder)->snapshot(), Deadline::after(1s));
   ASSERT_TRUE(late);
-  EXPECT_FALSE(*late);
-  EXPECT_EQ(a.locks->stats().fenced_off_writes, 1u);
-  auto stored = a.client->command({"GET", value_key});
-  ASSERT_TRUE(stored);
-  EXPECT_EQ(stored->str, "new");
-  auto pttl = a.client->command({"PTTL", value_key});
+  EXPECT_EQ(*late, WriteOutcome::kSuperseded);
+  auto stored = (*l2)->get("k");
+  ASSERT_TRUE(stored && *stored);
+  EXPECT_EQ((*stored)->value, "new");
+  auto pttl = a.client->command({"PTTL", (*l2)->redis_key("k")});
   ASSERT_TRUE(pttl);
   EXPECT_GT(pttl->integer, 0);
+}
+
+TEST(RedisLock, LockAndVersionLiveInTheirOwnNamespaces) {
+  auto server = RedisServer::start();
+  Process a = process(*server, {.prefix = "p:"});
+  EXPECT_EQ(a.locks->lock_key("k"), "p:{k}:l");
+  EXPECT_EQ(a.locks->version_key("k"), "p:{k}:n");
+  // Locking the user key "k}:l" or "lock:k" never touches k's lock.
+  auto other = a.locks->try_acquire("lock:k", Deadline::after(10s));
+  ASSERT_TRUE(other);
+  auto mine = a.locks->try_acquire("k", Deadline::after(10s));
+  EXPECT_TRUE(mine) << "user key lock:k took k's lock";
+}
+
+TEST(RedisLock, AnExpiredDeadlineIsATimeoutNotARedisError) {
+  auto server = RedisServer::start();
+  Process a = process(*server);
+  auto r = a.locks->try_acquire("k", Deadline::after(Duration::zero()));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().kind, ErrorKind::kTimeout);
+  EXPECT_EQ(a.locks->stats().errors, 0u);
 }
 
 TEST(RedisLock, HeldLockIsExtendedAutomatically) {
@@ -195,7 +231,8 @@ TEST(RedisLock, OptionsAreValidated) {
   ASSERT_TRUE(client);
   std::shared_ptr<RedisClient> shared = std::move(*client);
   EXPECT_FALSE(RedisLockManager::create({.lease = 1ms}, shared));
-  EXPECT_FALSE(RedisLockManager::create({.lease = 2s, .fence_ttl = 1s}, shared));
+  EXPECT_FALSE(RedisLockManager::create({.lease = Duration::max()}, shared));
+  EXPECT_FALSE(RedisLockManager::create({.prefix = "a{b"}, shared));
   EXPECT_FALSE(RedisLockManager::create({}, nullptr));
 }
 

@@ -18,7 +18,7 @@ Envelope sample() {
   e.entry.fresh_until = TimePoint(Duration(1'000'000'000'000'000'000));
   e.entry.stale_until = TimePoint(Duration(1'000'000'060'000'000'000));
   e.entry.load_duration = 42ms;
-  e.fence = 7;
+  e.version = 7;
   return e;
 }
 
@@ -28,7 +28,7 @@ void expect_same(const Envelope& a, const Envelope& b) {
   EXPECT_EQ(a.entry.stale_until, b.entry.stale_until);
   EXPECT_EQ(a.entry.negative, b.entry.negative);
   EXPECT_EQ(a.entry.load_duration, b.entry.load_duration);
-  EXPECT_EQ(a.fence, b.fence);
+  EXPECT_EQ(a.version, b.version);
 }
 
 std::string hex(std::string_view bytes) {
@@ -58,7 +58,7 @@ TEST(Envelope, RoundTripsEmptyLargeNegativeAndExtremeEntries) {
   Envelope extreme;
   extreme.entry.fresh_until = TimePoint(Duration(std::numeric_limits<Duration::rep>::min()));
   extreme.entry.stale_until = TimePoint(Duration(std::numeric_limits<Duration::rep>::max()));
-  extreme.fence = std::numeric_limits<std::uint64_t>::max();
+  extreme.version = std::numeric_limits<std::uint64_t>::max();
   for (const Envelope& e : {empty, large, negative, extreme}) {
     auto back = decode_envelope(encode_envelope(e));
     ASSERT_TRUE(back) << back.error().to_string();
@@ -71,11 +71,12 @@ TEST(Envelope, WireFormatIsPinned) {
   // kEnvelopeVersion instead.
   EXPECT_EQ(hex(encode_envelope(sample())),
             "484745"            // magic
-            "01"                // version
+            "02"                // format version
             "00"                // flags
+            "2b00"              // header length (43)
             "000064a7b3b6e00d"  // fresh_until
             "0058ab9fc1b6e00d"  // stale_until
-            "0700000000000000"  // fence
+            "0700000000000000"  // version
             "80de800200000000"  // load_duration (42 ms)
             "03000000"          // value length
             "7600ff");          // value
@@ -92,11 +93,20 @@ TEST(Envelope, EachCorruptionIsNamed) {
   expect_corrupt("", "shorter");
   expect_corrupt("not an envelope at all, just some text written by another program", "magic");
   std::string bad = good;
-  bad[3] = 2;
-  expect_corrupt(bad, "version 2");
+  bad[3] = 3;
+  expect_corrupt(bad, "version 3");
+  bad = good;
+  bad[3] = 1;  // the previous release's format: not read (its keys differ too)
+  expect_corrupt(bad, "version 1");
   bad = good;
   bad[4] = 0x02;
-  expect_corrupt(bad, "flags");
+  expect_corrupt(bad, "required flags");
+  bad = good;
+  bad[5] = 42;  // header shorter than this format's fields
+  expect_corrupt(bad, "header length");
+  bad = good;
+  bad[5] = static_cast<char>(0xff);  // header longer than the bytes
+  expect_corrupt(bad, "header length");
   expect_corrupt(good + "x", "length");
   expect_corrupt(good.substr(0, good.size() - 1), "length");
   Envelope inverted = sample();
@@ -108,6 +118,21 @@ TEST(Envelope, EachCorruptionIsNamed) {
   Envelope negative_with_value = sample();
   negative_with_value.entry.negative = true;
   expect_corrupt(encode_envelope(negative_with_value), "negative entry carries a value");
+}
+
+TEST(Envelope, ALaterReleasesLongerHeaderAndHintFlagsAreRead) {
+  // A later release may append header fields and set hint flags; this
+  // release must still read the value and the fields it knows (rolling
+  // deploys, docs/upgrade.md).
+  const Envelope e = sample();
+  std::string bytes = encode_envelope(e);
+  const std::string extra = "\x01\x02\x03\x04\x05";
+  bytes.insert(kEnvelopeHeaderBytes, extra);
+  bytes[5] = static_cast<char>(kEnvelopeHeaderBytes + extra.size());
+  bytes[4] = static_cast<char>(bytes[4] | 0x30);
+  auto back = decode_envelope(bytes);
+  ASSERT_TRUE(back) << back.error().to_string();
+  expect_same(*back, e);
 }
 
 TEST(Envelope, EveryTruncationFails) {
@@ -126,11 +151,16 @@ TEST(Envelope, RandomBytesNeverCrashAndNeverDecodeWrongly) {
   for (int i = 0; i < 20'000; ++i) {
     std::string bytes(static_cast<std::size_t>(length(rng)), '\0');
     for (char& c : bytes) c = static_cast<char>(byte(rng));
-    if (i % 2 == 0 && bytes.size() >= 4) bytes.replace(0, 4, std::string("HGE\x01", 4));
+    if (i % 2 == 0 && bytes.size() >= 4) bytes.replace(0, 4, std::string("HGE\x02", 4));
     auto r = decode_envelope(bytes);
     if (r) {
       ++decoded;
-      EXPECT_EQ(encode_envelope(*r), bytes);  // decoding is the exact inverse of encoding
+      // Decoding loses nothing it understands: what it read encodes back to
+      // an envelope that decodes to the same fields.
+      auto again = decode_envelope(encode_envelope(*r));
+      ASSERT_TRUE(again);
+      EXPECT_EQ(again->entry.value, r->entry.value);
+      EXPECT_EQ(again->version, r->version);
     }
   }
   // Random bytes almost never form a valid envelope; the check above matters
@@ -150,12 +180,15 @@ TEST(Envelope, MutatedEnvelopesDecodeExactlyOrFail) {
     auto r = decode_envelope(bytes);
     if (r) {
       ++still_valid;
-      EXPECT_EQ(encode_envelope(*r), bytes);
+      // Exact inverse, except the hint flags (bits 4-7), which a reader ignores.
+      std::string normalized = bytes;
+      normalized[4] = static_cast<char>(normalized[4] & 0x0f);
+      EXPECT_EQ(encode_envelope(*r), normalized);
     } else {
       EXPECT_EQ(r.error().kind, ErrorKind::kCorrupt);
     }
   }
-  // Changing a timestamp, fence or value byte keeps it valid: the decoder is
+  // Changing a timestamp, version or value byte keeps it valid: the decoder is
   // exercised on both sides.
   EXPECT_GT(still_valid, 0);
 }

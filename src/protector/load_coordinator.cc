@@ -1,0 +1,169 @@
+#include "protector/load_coordinator.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "core/random.h"
+
+namespace herdguard::internal {
+namespace {
+
+Duration jittered(Duration d) { return scale_saturating(d, uniform_real(0.5, 1.5)); }
+
+}  // namespace
+
+LoadCoordinator::LoadCoordinator(TieredCache& cache, RepositoryLoader& loader,
+                                 std::shared_ptr<RedisLockManager> locks,
+                                 std::shared_ptr<RedisNotifier> notifier,
+                                 std::shared_ptr<Clock> clock, FleetWaitOptions options,
+                                 ProtectorCounters& counters)
+    : cache_(cache),
+      loader_(loader),
+      locks_(std::move(locks)),
+      notifier_(std::move(notifier)),
+      clock_(std::move(clock)),
+      options_(options),
+      counters_(counters) {}
+
+Result<CacheEntry> LoadCoordinator::timed_out(const std::string& key) {
+  return make_error(ErrorKind::kTimeout,
+                    fmt::format("load of key '{}': the load deadline passed", key));
+}
+
+Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_deadline) {
+  // The ticket comes before every read below, so an invalidate of this
+  // process that lands during the load keeps its result out of L1.
+  const MemoryCache::Ticket ticket = cache_.ticket(key);
+  // A flight that finished just before this one started may have filled L1
+  // after our caller looked.
+  const TimePoint now = clock_->now();
+  if (auto got = cache_.l1_get(key, now); got && TieredCache::fresh_in_l1(*got, now)) return *got;
+  if (!cache_.has_l2()) {
+    Result<CacheEntry> entry = loader_.load(key, load_deadline);
+    if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
+    return entry;
+  }
+  if (locks_) return load_with_fleet_lock(key, load_deadline, ticket);
+  // Async callers skip L2 on their own thread: look here.
+  if (auto fresh = fresh_in_l2(key, load_deadline, ticket)) return std::move(*fresh);
+  return load_with_snapshot(key, load_deadline, ticket);
+}
+
+std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline,
+                                                       MemoryCache::Ticket ticket) {
+  const TimePoint now = clock_->now();
+  auto got = cache_.l2_get(key, now, deadline);
+  if (!got || !*got || !(*got)->entry.is_fresh(now)) return std::nullopt;
+  cache_.fill_l1(key, (*got)->entry, ticket, now);
+  return std::move((*got)->entry);
+}
+
+void LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
+                            const VersionSnapshot& snapshot, Deadline deadline,
+                            MemoryCache::Ticket ticket) {
+  auto written = cache_.l2()->write_loaded(key, entry, snapshot, deadline);
+  if (!written) {
+    // Unknown whether it landed; the value itself was read under a snapshot,
+    // and this process's own invalidations are guarded by the ticket.
+    counters_.redis_errors.add();
+  } else if (*written != WriteOutcome::kWritten) {
+    // Superseded (a set/invalidate or a later holder came in) or too late:
+    // the value may be outdated, so it is kept out of L1 as well. The
+    // callers of this flight still get it: they asked before the change.
+    counters_.refused_writes.add();
+    return;
+  }
+  cache_.fill_l1(key, entry, ticket, clock_->now());
+}
+
+Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
+                                                       Deadline load_deadline,
+                                                       MemoryCache::Ticket ticket) {
+  auto snapshot = cache_.l2()->snapshot(key, load_deadline);
+  if (!snapshot) {
+    if (load_deadline.expired()) return timed_out(key);
+    counters_.redis_errors.add();
+    return load_degraded(key, load_deadline, ticket);
+  }
+  Result<CacheEntry> entry = loader_.load(key, load_deadline);
+  if (entry) store(key, *entry, *snapshot, load_deadline, ticket);
+  return entry;
+}
+
+Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadline load_deadline,
+                                                  MemoryCache::Ticket ticket) {
+  counters_.fleet_degraded_loads.add();
+  Result<CacheEntry> entry = loader_.load(key, load_deadline);
+  if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
+  return entry;
+}
+
+Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
+                                                         Deadline load_deadline,
+                                                         MemoryCache::Ticket ticket) {
+  Duration poll = options_.poll_min;
+  bool waited = false;
+  for (;;) {
+    // Interest first, then the check: an announcement after this point wakes us.
+    std::unique_ptr<Waiter> waiter = notifier_ ? notifier_->watch(key) : nullptr;
+    if (auto fresh = fresh_in_l2(key, load_deadline, ticket)) {
+      if (waited) counters_.fleet_waited_loads.add();
+      return std::move(*fresh);
+    }
+    if (load_deadline.expired()) return timed_out(key);
+    auto hold = locks_->try_acquire(key, load_deadline);
+    if (hold) {
+      counters_.fleet_lock_acquisitions.add();
+      return load_as_holder(key, **hold, load_deadline, ticket);
+    }
+    if (hold.error().kind != ErrorKind::kLockNotAcquired) {
+      // Our own deadline running out is not a Redis failure, and the
+      // database is not called for a load nobody can wait for any more.
+      if (load_deadline.expired()) return timed_out(key);
+      counters_.redis_errors.add();
+      return load_degraded(key, load_deadline, ticket);
+    }
+    counters_.fleet_lock_contentions.add();
+    waited = true;
+    // Woken by the holder's announcement; otherwise come back after
+    // retry_interval to take over the lock of a holder that died.
+    if (waiter && notifier_->subscribed()) {
+      (void)waiter->wait(Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
+      continue;
+    }
+    // Pub/sub is down: poll, with jittered backoff so a fleet of waiters
+    // does not hit Redis in lockstep.
+    const Deadline until = Deadline::earliest(load_deadline, Deadline::after(jittered(poll)));
+    poll = std::min(add_saturating(poll, poll), options_.poll_max);
+    if (waiter) {
+      (void)waiter->wait(until);  // an announcement may still arrive: wake early then
+    } else {
+      std::this_thread::sleep_until(until.when());
+    }
+  }
+}
+
+Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,
+                                                   Deadline load_deadline,
+                                                   MemoryCache::Ticket ticket) {
+  // Re-check under the lock: the previous holder may have written just
+  // before releasing, after our last look.
+  Result<CacheEntry> entry = make_error(ErrorKind::kInternal, "not loaded");
+  if (auto fresh = fresh_in_l2(key, load_deadline, ticket)) {
+    entry = std::move(*fresh);
+  } else {
+    entry = loader_.load(key, load_deadline);
+    if (entry) store(key, *entry, hold.snapshot(), load_deadline, ticket);
+  }
+  // Release first, then announce — also a failure — so that a woken waiter
+  // finds the lock free and retries (or falls back) at once.
+  if (auto released = hold.release(); !released) counters_.redis_errors.add();
+  if (notifier_) {
+    if (auto published = notifier_->publish(key); !published) counters_.redis_errors.add();
+  }
+  return entry;
+}
+
+}  // namespace herdguard::internal

@@ -1,0 +1,98 @@
+// Internal: what one flight does to produce a key's value — the body of the
+// single-flight loader. The read path flows one way through it:
+//
+//   Protector::get → (L1, L2 miss) → SingleFlight → LoadCoordinator::load
+//        → TieredCache (re-checks, versioned writes, L1 fill)
+//        → RepositoryLoader (breaker, repository)
+//
+// and nothing here calls back into the Protector.
+//
+// With the fleet lock (Redis), one process of the fleet loads; the others
+// wait for its value:
+//
+//   loop until the load deadline:
+//     watch(key)            interest first, so no wake-up is lost
+//     L2 fresh?             another process finished: done
+//     try_acquire(lock)     won: its version is our snapshot → re-check L2,
+//                           load, versioned write, release, then announce
+//     wait                  for the announcement (pub/sub), or a jittered
+//                           poll interval when pub/sub is down; at most
+//                           retry_interval, so that a dead holder's expired
+//                           lease is noticed and taken over
+//
+// The holder announces after it released the lock, and also when its load
+// failed, so a woken waiter finds the lock free and tries at once.
+//
+// Deadlines: every wait ends by the load deadline; when it has passed the
+// result is kTimeout — never a database call, never counted as a Redis error.
+//
+// Degrade, don't fail: when Redis errors (down, timing out), the load runs
+// without the lock (the database then sees at most one load per process) and
+// its value is not written to L2 — without a version snapshot taken before
+// the database read, a write could resurrect an invalidated value.
+//
+// Thread safety: safe from any number of threads; at most one thread per
+// process is here for a key (single-flight).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "herdguard/redis_lock.h"
+#include "herdguard/redis_notifier.h"
+#include "protector/repository_loader.h"
+#include "protector/tiered_cache.h"
+
+namespace herdguard::internal {
+
+struct FleetWaitOptions {
+  // Longest wait between two lock attempts while another process holds it.
+  Duration retry_interval = std::chrono::milliseconds(250);
+  // Polling backoff when pub/sub is unavailable: starts at poll_min, doubles
+  // up to poll_max, each interval jittered by ±50%.
+  Duration poll_min = std::chrono::milliseconds(5);
+  Duration poll_max = std::chrono::milliseconds(100);
+};
+
+class LoadCoordinator {
+ public:
+  // REQUIRES: locks only with cache.has_l2(); notifier only with locks.
+  LoadCoordinator(TieredCache& cache, RepositoryLoader& loader,
+                  std::shared_ptr<RedisLockManager> locks, std::shared_ptr<RedisNotifier> notifier,
+                  std::shared_ptr<Clock> clock, FleetWaitOptions options,
+                  ProtectorCounters& counters);
+
+  // The entry for `key` (negative entries included), filled into L1 unless
+  // a set/invalidate came in since the load began. Errors: the repository
+  // loader's; kTimeout when `load_deadline` passed first.
+  Result<CacheEntry> load(const std::string& key, Deadline load_deadline);
+
+ private:
+  Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
+                                          MemoryCache::Ticket ticket);
+  Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold,
+                                    Deadline load_deadline, MemoryCache::Ticket ticket);
+  // L2 without the fleet lock: snapshot, load, versioned write.
+  Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
+                                        MemoryCache::Ticket ticket);
+  // Redis failed: load, fill L1 only.
+  Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline,
+                                   MemoryCache::Ticket ticket);
+  // The fresh L2 entry (filled into L1), or nullopt; Redis errors read as nullopt.
+  std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline,
+                                        MemoryCache::Ticket ticket);
+  // Writes a loaded entry under `snapshot` and fills L1 when that is safe.
+  void store(const std::string& key, const CacheEntry& entry, const VersionSnapshot& snapshot,
+             Deadline deadline, MemoryCache::Ticket ticket);
+  static Result<CacheEntry> timed_out(const std::string& key);
+
+  TieredCache& cache_;
+  RepositoryLoader& loader_;
+  const std::shared_ptr<RedisLockManager> locks_;
+  const std::shared_ptr<RedisNotifier> notifier_;
+  const std::shared_ptr<Clock> clock_;
+  const FleetWaitOptions options_;
+  ProtectorCounters& counters_;
+};
+
+}  // namespace herdguard::internal

@@ -1,0 +1,39 @@
+// Internal: the Protector's counters, shared by the parts of its read path
+// (tiered_cache.h, repository_loader.h, load_coordinator.h) so that each
+// counts what it does and Protector::metrics() reads them all in one place.
+//
+// Thread safety: every counter is a StripedCounter (relaxed, lock-free).
+#pragma once
+
+#include "metrics/striped_counter.h"
+
+namespace herdguard::internal {
+
+struct ProtectorCounters {
+  StripedCounter total_requests;
+  StripedCounter cache_hits;
+  StripedCounter cache_misses;
+  StripedCounter stale_returns;
+  StripedCounter background_refreshes;
+  StripedCounter background_refreshes_dropped;
+  StripedCounter db_queries;
+  StripedCounter db_errors;
+  StripedCounter fallbacks;
+  StripedCounter load_shed;
+  StripedCounter errors;
+  StripedCounter not_found;
+  StripedCounter l1_hits;
+  StripedCounter fallbacks_stale;
+  StripedCounter l2_hits;
+  StripedCounter l2_misses;
+  StripedCounter redis_errors;
+  // The fleet path (load_coordinator.h).
+  StripedCounter fleet_lock_acquisitions;
+  StripedCounter fleet_lock_contentions;
+  StripedCounter fleet_waited_loads;
+  StripedCounter fleet_degraded_loads;
+  StripedCounter refused_writes;  // L2 writes refused: superseded or past their deadline
+  StripedCounter refused_l1_fills;  // L1 fills refused: a set/invalidate came in since the read
+};
+
+}  // namespace herdguard::internal

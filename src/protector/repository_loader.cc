@@ -1,0 +1,85 @@
+#include "protector/repository_loader.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/random.h"
+#include "herdguard/protector.h"
+
+namespace herdguard::internal {
+
+CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
+                      Duration load_duration) {
+  const TimePoint fresh_until = add_saturating(
+      now, jittered_ttl(ttl, policy.ttl_jitter, internal::uniform_real(0.0, 1.0)));
+  return CacheEntry{
+      .value = std::move(value),
+      .fresh_until = fresh_until,
+      .stale_until = add_saturating(
+          fresh_until, std::max(policy.stale_while_revalidate, policy.fail_safe_max_staleness)),
+      .negative = false,
+      .load_duration = load_duration,
+  };
+}
+
+RepositoryLoader::RepositoryLoader(std::shared_ptr<Repository> repository,
+                                   CircuitBreaker& breaker, EntryPolicy policy,
+                                   std::shared_ptr<Clock> clock, ProtectorCounters& counters)
+    : repository_(std::move(repository)),
+      breaker_(breaker),
+      policy_(policy),
+      clock_(std::move(clock)),
+      counters_(counters) {}
+
+Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadline) {
+  if (deadline.expired()) {
+    // Whoever waited for this load has given up, or will by the time the
+    // database answers: calling it now only adds load to a slow database.
+    return make_error(ErrorKind::kTimeout,
+                      fmt::format("load of key '{}': deadline passed before the database call",
+                                  key));
+  }
+  if (auto permit = breaker_.try_acquire(); !permit) {
+    return make_error(ErrorKind::kCircuitOpen,
+                      fmt::format("load of key '{}' refused: {}", key, permit.error().message));
+  }
+  counters_.db_queries.add();
+  const auto start = std::chrono::steady_clock::now();
+  Result<std::optional<std::string>> loaded = make_error(ErrorKind::kInternal, "not loaded");
+  try {
+    loaded = repository_->load(key, deadline);
+  } catch (const std::exception& e) {
+    loaded = make_error(ErrorKind::kBackend, fmt::format("repository threw: {}", e.what()));
+  } catch (...) {
+    loaded = make_error(ErrorKind::kBackend, "repository threw: unknown exception");
+  }
+  const Duration elapsed = std::chrono::steady_clock::now() - start;
+  if (observe_) observe_(elapsed);
+
+  if (!loaded && loaded.error().kind != ErrorKind::kNotFound) {
+    counters_.db_errors.add();
+    breaker_.record(CallOutcome::kFailure, elapsed);
+    return std::unexpected(std::move(loaded.error()));
+  }
+  // "No such key" is an answer, not a failure of the database.
+  breaker_.record(CallOutcome::kSuccess, elapsed);
+
+  const TimePoint now = clock_->now();
+  if (!loaded || !*loaded) {
+    const TimePoint until = add_saturating(now, policy_.negative_ttl);
+    return CacheEntry{.value = {},
+                      .fresh_until = until,
+                      .stale_until = until,
+                      .negative = true,
+                      .load_duration = elapsed};
+  }
+  if ((*loaded)->size() > policy_.max_value_bytes) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("value of key '{}' is {} bytes, over max_value_bytes ({})", key,
+                                  (*loaded)->size(), policy_.max_value_bytes));
+  }
+  return make_entry(policy_, std::move(**loaded), policy_.ttl, now, elapsed);
+}
+
+}  // namespace herdguard::internal

@@ -1,0 +1,61 @@
+// Internal: one call to the repository, as the read path needs it — behind
+// the circuit breaker, inside the exception boundary, never after the load's
+// deadline, and turned into the entry to cache (jittered TTL, negative entry
+// for "no such key", saturating time arithmetic).
+//
+// Thread safety: safe from any number of threads (the repository must be).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "herdguard/cache.h"
+#include "herdguard/circuit_breaker.h"
+#include "herdguard/repository.h"
+#include "protector/protector_counters.h"
+
+namespace herdguard::internal {
+
+struct EntryPolicy {
+  Duration ttl{};
+  double ttl_jitter = 0;
+  Duration stale_while_revalidate{};
+  Duration fail_safe_max_staleness{};
+  Duration negative_ttl{};
+  std::size_t max_value_bytes = 0;
+};
+
+// The entry for a value loaded or set now: fresh for `ttl` jittered, kept
+// for max(stale_while_revalidate, fail_safe_max_staleness) after that.
+// Saturates at TimePoint::max() ("keep forever").
+CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
+                      Duration load_duration);
+
+class RepositoryLoader {
+ public:
+  // Observes each repository call's duration (Prometheus); may be empty.
+  using DurationObserver = std::function<void(Duration)>;
+
+  RepositoryLoader(std::shared_ptr<Repository> repository, CircuitBreaker& breaker,
+                   EntryPolicy policy, std::shared_ptr<Clock> clock, ProtectorCounters& counters);
+
+  void set_observer(DurationObserver observer) { observe_ = std::move(observer); }
+  const EntryPolicy& policy() const noexcept { return policy_; }
+
+  // The entry to cache for `key` (negative for "no such key"). Errors:
+  // kTimeout when `deadline` passed before the call (the repository is not
+  // called); kCircuitOpen; the repository's error (kBackend for a throw);
+  // kInvalidArgument for a value over max_value_bytes.
+  Result<CacheEntry> load(const std::string& key, Deadline deadline);
+
+ private:
+  const std::shared_ptr<Repository> repository_;
+  CircuitBreaker& breaker_;
+  const EntryPolicy policy_;
+  const std::shared_ptr<Clock> clock_;
+  ProtectorCounters& counters_;
+  DurationObserver observe_;
+};
+
+}  // namespace herdguard::internal

@@ -1,0 +1,72 @@
+#include "protector/tiered_cache.h"
+
+namespace herdguard::internal {
+
+TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Duration l1_max_ttl,
+                         std::shared_ptr<RedisCache> l2, std::shared_ptr<Clock> clock,
+                         ProtectorCounters& counters)
+    : l1_(std::move(l1)),
+      l1_enabled_(l1_enabled),
+      l1_max_ttl_(l1_max_ttl),
+      l2_(std::move(l2)),
+      clock_(std::move(clock)),
+      counters_(counters) {}
+
+std::optional<CacheEntry> TieredCache::l1_get(std::string_view key, TimePoint now) const {
+  if (!l1_enabled_) return std::nullopt;
+  auto got = l1_->get(key, now);
+  if (!got || !*got) return std::nullopt;
+  return std::move(*got);
+}
+
+Result<std::optional<Envelope>> TieredCache::l2_get(std::string_view key, TimePoint now,
+                                                    Deadline deadline) {
+  auto got = l2_->get_envelope(key, deadline);
+  if (!got) {
+    counters_.redis_errors.add();
+    return got;
+  }
+  if (!*got || !(*got)->entry.is_usable(now)) {
+    counters_.l2_misses.add();
+    return std::optional<Envelope>();
+  }
+  counters_.l2_hits.add();
+  return got;
+}
+
+void TieredCache::fill_l1(std::string_view key, CacheEntry entry, MemoryCache::Ticket ticket,
+                          TimePoint now) {
+  if (!l1_enabled_) return;
+  if (l2_) entry.recheck_at = add_saturating(now, l1_max_ttl_);
+  // An entry larger than a shard's budget is an error here, and only means
+  // this value is not kept in L1; the caller has it regardless.
+  auto stored = l1_->put_if_unchanged(key, std::move(entry), ticket);
+  if (stored && !*stored) counters_.refused_l1_fills.add();
+}
+
+Result<void> TieredCache::set(std::string_view key, CacheEntry entry) {
+  Result<void> shared = ok();
+  if (l2_) {
+    shared = l2_->put(key, entry);
+    if (!shared) counters_.redis_errors.add();
+  }
+  if (l1_enabled_) {
+    if (l2_) entry.recheck_at = add_saturating(clock_->now(), l1_max_ttl_);
+    (void)l1_->put(key, std::move(entry));  // too large for L1: L2 has it
+  } else {
+    (void)l1_->erase(key);  // bumps the generation all the same
+  }
+  return shared;
+}
+
+Result<void> TieredCache::invalidate(std::string_view key) {
+  Result<void> shared = ok();
+  if (l2_) {
+    shared = l2_->erase(key);
+    if (!shared) counters_.redis_errors.add();
+  }
+  (void)l1_->erase(key);
+  return shared;
+}
+
+}  // namespace herdguard::internal

@@ -1,0 +1,74 @@
+// Internal: the Protector's two cache tiers as one — the in-process L1
+// (MemoryCache) and the optional shared L2 (RedisCache) — with the
+// consistency contract's bookkeeping (docs/consistency.md) and the hit, miss
+// and error counting of both.
+//
+// Invariants:
+//  * Every L1 write that carries data read elsewhere (from L2 or the
+//    database) is a fill under a ticket taken *before* that read, so it never
+//    overwrites a set() or invalidate() of this process that came in between.
+//  * set() and invalidate() act on L2 first, then L1: a reader whose ticket
+//    predates the L1 step may have read the old L2 value, and its fill is
+//    refused; a reader whose ticket follows it reads the new L2 state.
+//  * With an L2, an L1 copy is served as fresh only until its recheck_at
+//    (now + l1_max_ttl at the fill): that bounds how long another process's
+//    set/invalidate can go unseen here.
+//  * Redis errors never fail a read: they count and read as a miss.
+//
+// Thread safety: safe from any number of threads.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "herdguard/memory_cache.h"
+#include "herdguard/redis_cache.h"
+#include "protector/protector_counters.h"
+
+namespace herdguard::internal {
+
+class TieredCache {
+ public:
+  // REQUIRES: l1 and clock non-null; l2 may be null (no shared tier).
+  TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Duration l1_max_ttl,
+              std::shared_ptr<RedisCache> l2, std::shared_ptr<Clock> clock,
+              ProtectorCounters& counters);
+
+  bool l1_enabled() const noexcept { return l1_enabled_; }
+  bool has_l2() const noexcept { return l2_ != nullptr; }
+  RedisCache* l2() const noexcept { return l2_.get(); }
+  MemoryCache& l1() const noexcept { return *l1_; }
+
+  // The L1 entry for `key` (usable, maybe stale), or nullopt. Does not count.
+  std::optional<CacheEntry> l1_get(std::string_view key, TimePoint now) const;
+  // Whether an L1 copy may be answered as fresh (fresh and before recheck_at).
+  static bool fresh_in_l1(const CacheEntry& e, TimePoint now) noexcept {
+    return now < e.fresh_until && now < e.recheck_at;
+  }
+  MemoryCache::Ticket ticket(std::string_view key) const noexcept { return l1_->ticket(key); }
+
+  // L2's usable entry for `key` within `deadline`. Counts an L2 hit or miss,
+  // or a Redis error (returned as the error, for callers that degrade).
+  // REQUIRES: has_l2().
+  Result<std::optional<Envelope>> l2_get(std::string_view key, TimePoint now, Deadline deadline);
+
+  // Fills L1 unless a set/invalidate of `key` came in since `ticket` (then
+  // counted and skipped). Caps freshness at l1_max_ttl when there is an L2.
+  void fill_l1(std::string_view key, CacheEntry entry, MemoryCache::Ticket ticket, TimePoint now);
+
+  // The set/invalidate of the contract: L2 (version bump + write/delete in
+  // one script), then L1. Errors: L2's (L1 is updated regardless).
+  Result<void> set(std::string_view key, CacheEntry entry);
+  Result<void> invalidate(std::string_view key);
+
+ private:
+  const std::unique_ptr<MemoryCache> l1_;
+  const bool l1_enabled_;
+  const Duration l1_max_ttl_;
+  const std::shared_ptr<RedisCache> l2_;
+  const std::shared_ptr<Clock> clock_;
+  ProtectorCounters& counters_;
+};
+
+}  // namespace herdguard::internal

@@ -1,0 +1,93 @@
+// Internal: the Redis keys herdguard writes for one cache key, and the Lua
+// helpers every script that touches a key's version shares.
+//
+// Layout (format 2; docs/upgrade.md):
+//   <prefix>{<key>}:v   the value, an envelope (envelope.h); expires at its stale_until
+//   <prefix>{<key>}:l   the fleet lock (a random token); expires after its lease
+//   <prefix>{<key>}:n   the key's version; exists only while a load may still
+//                       write under a snapshot of it, and expires after that
+// Why this shape:
+//   * Separate namespaces: the part after the key is fixed ("}:v", "}:l",
+//     "}:n"), so every Redis key maps back to exactly one (cache key,
+//     purpose) pair, and no user key can name another key's lock or version
+//     (with "lock:" + key in the value namespace, the user key "lock:k" was
+//     k's lock).
+//   * One hash tag: Redis Cluster hashes only what is between the first "{"
+//     and the next "}", which is the same for the three keys of one cache
+//     key whatever bytes the key holds, so each script touches one slot.
+//     The prefix may not contain braces (validated) for that to hold.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "herdguard/result.h"
+
+namespace herdguard::internal {
+
+inline std::string redis_key_for(std::string_view prefix, std::string_view key, char purpose) {
+  std::string out;
+  out.reserve(prefix.size() + key.size() + 4);
+  out.append(prefix);
+  out.push_back('{');
+  out.append(key);
+  out.append("}:");
+  out.push_back(purpose);
+  return out;
+}
+
+inline std::string value_key(std::string_view prefix, std::string_view key) {
+  return redis_key_for(prefix, key, 'v');
+}
+inline std::string lock_key(std::string_view prefix, std::string_view key) {
+  return redis_key_for(prefix, key, 'l');
+}
+inline std::string version_key(std::string_view prefix, std::string_view key) {
+  return redis_key_for(prefix, key, 'n');
+}
+
+// Errors: kInvalidArgument when `prefix` holds a brace (it would move the
+// hash tag) or is over 256 bytes.
+Result<void> validate_prefix(std::string_view prefix, std::string_view component);
+
+// Lua functions prepended to every script that reads or moves a version.
+//
+// hg_bump(key): INCR the version. A version key that did not exist starts
+//   from the server clock in microseconds instead of 1, so a version number
+//   is not handed out twice after the key expired or Redis restarted empty
+//   (a load holding the old number must not match a new one). A key holding
+//   something that is not a version (written by another program) is replaced.
+// hg_keep_for(key, ms): keeps the key at least `ms` more milliseconds.
+// hg_now_ms(): the server's clock, Unix milliseconds.
+// hg_get(key): GET that reads a key of the wrong type as absent.
+// Numbers stay below 2^53, so Lua's doubles hold them exactly; they are
+// formatted with %.0f, never tostring (which would round to 14 digits).
+inline constexpr std::string_view kVersionLua = R"lua(
+local function hg_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function hg_get(key)
+  local ok, v = pcall(redis.call, 'GET', key)
+  if ok then return v end
+  return false
+end
+local function hg_bump(key)
+  local ok, v = pcall(redis.call, 'INCR', key)
+  if not ok then
+    redis.call('DEL', key)
+    v = 1
+  end
+  if v == 1 then
+    local t = redis.call('TIME')
+    v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', key, string.format('%.0f', v))
+  end
+  return v
+end
+local function hg_keep_for(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+)lua";
+
+}  // namespace herdguard::internal
