@@ -21,9 +21,12 @@ std::optional<CacheEntry> TieredCache::l1_get(std::string_view key, TimePoint no
 
 Result<std::optional<Envelope>> TieredCache::l2_get(std::string_view key, TimePoint now,
                                                     Deadline deadline) {
+  // A deadline that had passed before the call is the caller's, not a Redis
+  // failure: the command is not even sent.
+  const bool already_late = deadline.expired();
   auto got = l2_->get_envelope(key, deadline);
   if (!got) {
-    counters_.redis_errors.add();
+    if (!already_late) counters_.redis_errors.add();
     return got;
   }
   if (!*got || !(*got)->entry.is_usable(now)) {

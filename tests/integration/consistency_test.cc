@@ -1,0 +1,325 @@
+// The consistency contract (docs/consistency.md) and the deadline and residue
+// promises, one test per row of the correctness issue's table, against a real
+// redis-server. Protectors with their own RedisFleet stand for processes:
+// they share nothing but Redis. The model-based race test (race_test.cc)
+// checks the same contract under random schedules and several processes.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <thread>
+#include <vector>
+
+#include "herdguard/herdguard.h"
+#include "redis_server.h"
+#include "test_support.h"
+
+namespace herdguard {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::eventually;
+using testing::Gate;
+using testing::RedisServer;
+
+// A row whose version the test moves, and whose loads can be held "in the
+// middle": after reading, a load waits for `gate` when `hold_next` is set.
+struct VersionedDatabase {
+  std::atomic<int> version{0};
+  std::atomic<int> loads{0};
+  std::atomic<bool> hold_next{false};
+  std::atomic<bool> down{false};
+  std::atomic<bool> fail_held{false};  // the held load fails after the gate
+  Gate gate;
+  std::latch read_done{1};
+
+  std::shared_ptr<Repository> repository() {
+    return std::make_shared<CallbackRepository>(
+        [this](std::string_view, Deadline) -> Result<std::optional<std::string>> {
+          loads.fetch_add(1);
+          if (down.load()) return make_error(ErrorKind::kBackend, "database down");
+          const std::string value = "v" + std::to_string(version.load());
+          if (hold_next.exchange(false)) {
+            read_done.count_down();
+            gate.wait();  // the slow part of the load, after the read
+            if (fail_held.load()) return make_error(ErrorKind::kBackend, "database failed");
+          }
+          return std::optional<std::string>(value);
+        });
+  }
+};
+
+struct Node {
+  RedisFleet fleet;
+  std::unique_ptr<Protector> protector;
+};
+
+Node make_node(const RedisServer& server, VersionedDatabase& db, ProtectorOptions options = {},
+               Duration lease = 2s) {
+  auto fleet = RedisFleet::connect(
+      {.redis = {.url = server.url()}, .prefix = "c:", .lease = lease});
+  EXPECT_TRUE(fleet.has_value()) << fleet.error().to_string();
+  fleet->apply_to(options);
+  EXPECT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
+  auto protector = Protector::create(std::move(options), db.repository());
+  EXPECT_TRUE(protector.has_value()) << protector.error().to_string();
+  return Node{std::move(*fleet), std::move(*protector)};
+}
+
+ProtectorOptions long_ttl() {
+  ProtectorOptions o;
+  o.ttl = 60s;
+  o.ttl_jitter = 0;
+  return o;
+}
+
+// Row 1: B's load deadline runs out while A holds the fleet lock.
+TEST(Consistency, WaiterWhoseLoadDeadlinePassesNeverCallsTheDatabase) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, long_ttl());
+  ProtectorOptions short_load = long_ttl();
+  short_load.single_flight.load_timeout = 400ms;
+  Node b = make_node(*server, db, short_load);
+  db.hold_next = true;
+  std::thread slow([&] { EXPECT_EQ(*a.protector->get("k", Deadline::after(30s)), "v0"); });
+  db.read_done.wait();  // A holds the lock and is mid-load
+  const auto start = std::chrono::steady_clock::now();
+  auto r = b.protector->get("k", Deadline::after(2s));
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().kind, ErrorKind::kTimeout) << r.error().to_string();
+  EXPECT_EQ(db.loads.load(), 1) << "B called the database after its load deadline";
+  EXPECT_EQ(b.protector->metrics().redis_errors, 0u) << "the wait ending is not a Redis error";
+  EXPECT_LT(took, 1500ms);  // the load deadline (400 ms) ended it, with a generous allowance
+  db.gate.open();
+  slow.join();
+  EXPECT_EQ(db.loads.load(), 1);
+}
+
+// Row 2: a load that read v0 cannot write after invalidate(k) returned.
+TEST(Consistency, InvalidateWinsOverALoadThatBeganBefore) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, long_ttl());
+  Node b = make_node(*server, db, long_ttl());
+  db.hold_next = true;
+  std::thread slow([&] {
+    // A's own callers asked before the invalidate: they may get v0.
+    EXPECT_EQ(*a.protector->get("k", Deadline::after(30s)), "v0");
+  });
+  db.read_done.wait();  // A read v0 and is still loading
+  db.version = 1;       // the row changes...
+  ASSERT_TRUE(b.protector->invalidate("k"));  // ...and the app invalidates
+  db.gate.open();
+  slow.join();
+  EXPECT_EQ(a.protector->metrics().fenced_off_writes, 1u);
+  // No process reads v0 any more: not B, not a new process, not A itself.
+  EXPECT_EQ(*b.protector->get("k"), "v1");
+  Node c = make_node(*server, db, long_ttl());
+  EXPECT_EQ(*c.protector->get("k"), "v1");
+  EXPECT_EQ(*a.protector->get("k"), "v1") << "A kept its outdated load in L1";
+}
+
+// Row 3: the same with set(k, "new").
+TEST(Consistency, SetWinsOverALoadThatBeganBefore) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, long_ttl());
+  Node b = make_node(*server, db, long_ttl());
+  db.hold_next = true;
+  std::thread slow([&] { (void)a.protector->get("k", Deadline::after(30s)); });
+  db.read_done.wait();
+  ASSERT_TRUE(b.protector->set("k", "new"));
+  db.gate.open();
+  slow.join();
+  Node c = make_node(*server, db, long_ttl());
+  EXPECT_EQ(*c.protector->get("k"), "new");
+  EXPECT_EQ(*b.protector->get("k"), "new");
+  EXPECT_EQ(*a.protector->get("k"), "new");
+}
+
+// Row 4, in one process: a fill that began before set/invalidate loses.
+TEST(Consistency, InProcessFillThatBeganBeforeASetDoesNotOverwriteL1) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, long_ttl());
+  db.hold_next = true;
+  std::thread slow([&] { (void)a.protector->get("k", Deadline::after(30s)); });
+  db.read_done.wait();  // the load read v0
+  ASSERT_TRUE(a.protector->set("k", "v1"));
+  // A get after set() returned never joins the load that began before it.
+  EXPECT_EQ(*a.protector->get("k", Deadline::after(5s)), "v1");
+  db.gate.open();
+  slow.join();
+  ASSERT_TRUE(a.protector->peek("k"));
+  EXPECT_EQ(a.protector->peek("k")->value, "v1");
+  EXPECT_EQ(*a.protector->get("k"), "v1");
+}
+
+TEST(Consistency, InProcessInvalidateDetachesTheRunningLoad) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  ProtectorOptions options = long_ttl();
+  Node a = make_node(*server, db, options);
+  db.hold_next = true;
+  std::thread slow([&] { (void)a.protector->get("k", Deadline::after(30s)); });
+  db.read_done.wait();
+  db.version = 1;
+  ASSERT_TRUE(a.protector->invalidate("k"));
+  // The new get waits for the fleet lock (held by the old load), then loads v1.
+  std::thread opener([&] { db.gate.open(); });
+  EXPECT_EQ(*a.protector->get("k", Deadline::after(10s)), "v1");
+  opener.join();
+  slow.join();
+  EXPECT_EQ(*a.protector->get("k"), "v1");
+}
+
+// Another process's L1 sees an invalidate within l1_max_ttl.
+TEST(Consistency, OtherProcessesL1IsBoundedByL1MaxTtl) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  ProtectorOptions options = long_ttl();
+  options.l1_max_ttl = 200ms;
+  Node a = make_node(*server, db, options);
+  Node b = make_node(*server, db, options);
+  ASSERT_EQ(*a.protector->get("k"), "v0");  // a's L1 holds v0 for a minute of TTL
+  db.version = 1;
+  ASSERT_TRUE(b.protector->invalidate("k"));
+  const auto invalidated = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return *a.protector->get("k") == "v1"; }, 5s));
+  // Bounded by l1_max_ttl (200 ms), with an allowance for a loaded machine.
+  EXPECT_LT(std::chrono::steady_clock::now() - invalidated, 1200ms);
+}
+
+// Row 5: "keep forever" really keeps, also through Redis.
+TEST(Consistency, DurationMaxKeepsForeverWithValidRedisExpiries) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  ProtectorOptions options;
+  options.ttl = Duration::max();
+  options.fail_safe_max_staleness = Duration::max();
+  options.stale_while_revalidate = Duration::max();
+  options.l1_max_ttl = Duration::max();
+  Node a = make_node(*server, db, options);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(*a.protector->get("k"), "v0");
+  EXPECT_EQ(db.loads.load(), 1);
+  auto pttl = a.fleet.client->command({"PTTL", a.fleet.l2->redis_key("k")});
+  ASSERT_TRUE(pttl);
+  EXPECT_GT(pttl->integer, 100LL * 365 * 24 * 3600 * 1000) << "expiry must be far future, valid";
+  Node b = make_node(*server, db, options);
+  EXPECT_EQ(*b.protector->get("k"), "v0");
+  EXPECT_EQ(db.loads.load(), 1);
+}
+
+// Row 6: a frozen Redis cannot hold a caller past its deadline.
+TEST(Consistency, FrozenRedisDoesNotHoldACallerPastItsDeadline) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  ProtectorOptions options = long_ttl();
+  Node a = make_node(*server, db, options);
+  ASSERT_EQ(*a.protector->get("warm"), "v0");  // the pool has a connection
+  server->pause();
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto r = a.protector->get("cold-" + std::to_string(i), Deadline::after(50ms));
+    const auto took = std::chrono::steady_clock::now() - start;
+    // The answer may be a timeout or a degraded load; either way on time.
+    EXPECT_LT(took, 150ms) << "50 ms deadline, 100 ms allowance; took "
+                           << std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+    (void)r;
+  }
+  server->resume();
+}
+
+// Row 7: scanning unique keys leaves nothing behind.
+TEST(Consistency, ScanningUniqueKeysLeavesNoResidue) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  ProtectorOptions options;
+  options.ttl = 300ms;
+  options.ttl_jitter = 0.2;
+  options.stale_while_revalidate = Duration::zero();
+  options.fail_safe_max_staleness = Duration::zero();
+  options.single_flight.load_timeout = 1s;
+  Node a = make_node(*server, db, options, /*lease=*/500ms);
+  constexpr int kKeys = 3000;
+  for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(a.protector->get("scan-" + std::to_string(i)));
+  auto size = a.fleet.client->command({"DBSIZE"});
+  ASSERT_TRUE(size);
+  EXPECT_GE(size->integer, kKeys) << "the values are there while fresh";
+  // Every key herdguard wrote has an expiry...
+  auto keys = a.fleet.client->command({"KEYS", "*"});
+  ASSERT_TRUE(keys);
+  for (const auto& k : keys->elements) {
+    auto pttl = a.fleet.client->command({"PTTL", k.str});
+    ASSERT_TRUE(pttl);
+    ASSERT_NE(pttl->integer, -1) << k.str << " never expires";  // -2: already gone
+  }
+  // ...within ttl (+20% jitter) + load_timeout + lease of its use.
+  const auto bound = 360ms + 1s + 500ms + 1s /* allowance */;
+  EXPECT_TRUE(eventually([&] { return a.fleet.client->command({"DBSIZE"})->integer == 0; }, bound))
+      << a.fleet.client->command({"DBSIZE"})->integer << " keys remain";
+}
+
+// Row 8: user keys cannot touch another key's lock or version.
+TEST(Consistency, UserKeysCannotReachAnotherKeysBookkeeping) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, long_ttl());
+  Node b = make_node(*server, db, long_ttl());
+  Node c = make_node(*server, db, long_ttl());
+  db.hold_next = true;
+  std::thread slow([&] { EXPECT_EQ(*a.protector->get("k", Deadline::after(30s)), "v0"); });
+  db.read_done.wait();
+  const int loads_before = db.loads.load();
+  for (const char* user_key : {"lock:k", "fence:k", "k}:l", "k}:n", "{k}:l", "c:{k}:l"}) {
+    ASSERT_TRUE(b.protector->get(user_key, Deadline::after(5s))) << user_key;
+  }
+  EXPECT_EQ(db.loads.load(), loads_before + 6);
+  std::thread opener([&] {
+    // C waits for A's load (its lock), then A finishes.
+    EXPECT_TRUE(eventually([&] { return c.protector->metrics().fleet_lock_contentions >= 1; }));
+    db.gate.open();
+  });
+  auto r = c.protector->get("k", Deadline::after(5s));
+  opener.join();
+  slow.join();
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(*r, "v0");
+  EXPECT_EQ(db.loads.load(), loads_before + 6) << "k was loaded twice";
+}
+
+// The holder announces after releasing, and also when its load failed, so a
+// waiter retries at once instead of after fleet_retry_interval.
+TEST(Consistency, AFailedHolderWakesWaitersAtOnce) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  ProtectorOptions options = long_ttl();
+  options.fleet_retry_interval = 30s;  // only an announcement can wake the waiter in time
+  Node a = make_node(*server, db, options);
+  Node b = make_node(*server, db, options);
+  db.hold_next = true;
+  std::thread failing([&] {
+    auto r = a.protector->get("k", Deadline::after(30s));
+    EXPECT_FALSE(r);
+  });
+  db.read_done.wait();
+  std::thread waiter([&] {
+    const auto start = std::chrono::steady_clock::now();
+    auto r = b.protector->get("k", Deadline::after(5s));
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(*r, "v0");
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  });
+  ASSERT_TRUE(eventually([&] { return b.protector->metrics().fleet_lock_contentions >= 1; }));
+  db.fail_held = true;  // A's load fails once it goes on
+  db.gate.open();
+  failing.join();
+  waiter.join();
+  EXPECT_EQ(b.protector->metrics().fleet_lock_acquisitions, 1u) << "B took over at once";
+}
+
+}  // namespace
+}  // namespace herdguard
