@@ -18,6 +18,7 @@
 //   auto got = cache.get("k");   // Result<std::optional<CacheEntry>>
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,6 +46,10 @@ struct CacheEntry {
   // again, which bounds how long another process's invalidate can go unseen
   // (ProtectorOptions::l1_max_ttl, docs/consistency.md).
   TimePoint recheck_at = TimePoint::max();
+  // The key's version in L2 when this value was written there (redis_cache.h;
+  // 0 when unknown: no L2, or a degraded load). Versions only grow, so an L1
+  // fill never replaces an entry of a higher version (memory_cache.h).
+  std::uint64_t version = 0;
 
   bool is_fresh(TimePoint now) const noexcept { return now < fresh_until; }
   bool is_usable(TimePoint now) const noexcept { return now < stale_until; }

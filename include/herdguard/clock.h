@@ -77,7 +77,8 @@ TimePoint add_saturating(TimePoint t, Duration d) noexcept;
 // a + b, clamped to [Duration::min(), Duration::max()].
 Duration add_saturating(Duration a, Duration b) noexcept;
 // d * factor rounded to the nearest tick, clamped to [Duration::min(),
-// Duration::max()]; a NaN factor gives zero.
+// Duration::max()]; a NaN factor gives zero. Computed in double: exact up to
+// 2^53 ns (104 days), within a few ns beyond (jitter does not need more).
 Duration scale_saturating(Duration d, double factor) noexcept;
 
 // A point on the monotonic clock past which a caller stops waiting.

@@ -85,7 +85,11 @@ class MemoryCache final : public Cache {
   };
   Ticket ticket(std::string_view key) const noexcept;
   // Stores `entry` only if the key's generation is still `ticket`'s (no put
-  // or erase since), without bumping it. Returns whether it was stored.
+  // or erase since) and the usable entry present, if any, has no higher
+  // version (CacheEntry::version), without bumping the generation. So of two
+  // fills racing, the one read from the later state of L2 stays. An entry of
+  // unknown version (0) replaces one of known version only once that one is
+  // no longer fresh (fresh_until, recheck_at). Returns whether it was stored.
   // Errors: as put().
   Result<bool> put_if_unchanged(std::string_view key, CacheEntry entry, Ticket ticket);
 

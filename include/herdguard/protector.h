@@ -243,9 +243,10 @@ class Protector {
 
   const std::unique_ptr<Parts> parts_;
   // When the last fallback / failure alert went out (ns since the clock's
-  // epoch); compare-and-swapped so that one thread per interval sends.
-  std::atomic<std::int64_t> last_fallback_alert_{INT64_MIN / 2};
-  std::atomic<std::int64_t> last_failure_alert_{INT64_MIN / 2};
+  // epoch; INT64_MIN: never); compare-and-swapped so that one thread per
+  // interval sends.
+  std::atomic<std::int64_t> last_fallback_alert_{INT64_MIN};
+  std::atomic<std::int64_t> last_failure_alert_{INT64_MIN};
 };
 
 // The name used in the design documents.

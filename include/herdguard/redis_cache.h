@@ -92,6 +92,9 @@ class RedisCache final : public Cache {
   // one script, so no load that began before can overwrite it. An entry
   // already past stale_until deletes the key instead. Errors: kBackend/kTimeout.
   Result<void> put(std::string_view key, CacheEntry entry) override;
+  // put(), returning the version the value was written under (also stored
+  // in its envelope).
+  Result<std::uint64_t> set(std::string_view key, CacheEntry entry);
   // An invalidate: bumps the key's version (when one exists) and deletes the
   // value, in one script. Errors: kBackend/kTimeout.
   Result<void> erase(std::string_view key) override;

@@ -311,6 +311,14 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
     // Replace in place: the entry keeps its place on the ring and its bit.
     Shard::Slot* slot = &*it;
     Shard::Node& node = slot->second;
+    if (ticket && node.entry.version != 0 && node.entry.is_usable(now)) {
+      // A fill read from an older state of L2 than what is here loses; so
+      // does a fill of unknown version (a load made while Redis failed)
+      // against a fresh entry that L2 vouches for.
+      if (entry.version != 0 && node.entry.version > entry.version) return false;
+      if (entry.version == 0 && node.entry.is_fresh(now) && now < node.entry.recheck_at)
+        return false;
+    }
     shard.bytes -= node.charge;
     shard.make_room(charge, 0, shard_max_entries_, shard_max_bytes_, now, slot);
     node.entry = std::move(entry);

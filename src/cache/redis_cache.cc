@@ -25,11 +25,29 @@ long long ms_of(Duration d) {
   return std::max<long long>(1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
 }
 
-// KEYS[1] value, KEYS[2] version; ARGV[1] bytes, ARGV[2] expire-at ms.
+// KEYS[1] value, KEYS[2] version; ARGV[1] envelope bytes, ARGV[2] expire-at
+// ms. Bumps the version when a load may be working under it; otherwise the
+// value's version is the server clock in microseconds (no key is created: no
+// load holds a snapshot to invalidate, and a later one starts above it). The
+// version is written into the envelope (bytes 23..30, little-endian), so
+// every L2 value carries the version it was written under. Returns it.
 const RedisScript kSet{std::string(internal::kVersionLua) + R"lua(
-if redis.call('EXISTS', KEYS[2]) == 1 then hg_bump(KEYS[2]) end
-redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-return 1
+local v
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  v = hg_bump(KEYS[2])
+else
+  local t = redis.call('TIME')
+  v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local le = ''
+local x = v
+for i = 1, 8 do
+  le = le .. string.char(x % 256)
+  x = math.floor(x / 256)
+end
+local bytes = string.sub(ARGV[1], 1, 23) .. le .. string.sub(ARGV[1], 32)
+redis.call('SET', KEYS[1], bytes, 'PXAT', ARGV[2])
+return string.format('%.0f', v)
 )lua"};
 
 // KEYS[1] value, KEYS[2] version.
@@ -123,6 +141,7 @@ Result<std::optional<Envelope>> RedisCache::decode_reply(Result<RedisReply> repl
     return std::optional<Envelope>();
   }
   hits_.fetch_add(1, kRelaxed);
+  decoded->entry.version = decoded->version;
   return std::optional<Envelope>(std::move(*decoded));
 }
 
@@ -140,21 +159,35 @@ Result<std::optional<CacheEntry>> RedisCache::get(std::string_view key) {
 }
 
 Result<void> RedisCache::put(std::string_view key, CacheEntry entry) {
+  auto stored = set(key, std::move(entry));
+  if (!stored) return std::unexpected(stored.error());
+  return ok();
+}
+
+Result<std::uint64_t> RedisCache::set(std::string_view key, CacheEntry entry) {
   const std::string value = redis_key(key);
   const std::string version = version_key(key);
-  Result<RedisReply> reply = make_error(ErrorKind::kInternal, "not sent");
   if (!entry.is_usable(clock_->now())) {
-    reply = client_->eval(kInvalidate, {value, version}, {});  // nothing to keep
-  } else {
-    const std::string at = expire_at_ms(entry.stale_until);
-    const std::string bytes = encode_envelope({.entry = std::move(entry), .version = 0});
-    reply = client_->eval(kSet, {value, version}, {bytes, at});
+    auto reply = client_->eval(kInvalidate, {value, version}, {});  // nothing to keep
+    if (!reply) {
+      errors_.fetch_add(1, kRelaxed);
+      return std::unexpected(reply.error());
+    }
+    return std::uint64_t{0};
   }
+  const std::string at = expire_at_ms(entry.stale_until);
+  const std::string bytes = encode_envelope({.entry = std::move(entry), .version = 0});
+  auto reply = client_->eval(kSet, {value, version}, {bytes, at});
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
   }
-  return ok();
+  auto v = parse_version_reply(*reply);
+  if (!v) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(v.error());
+  }
+  return *v;
 }
 
 Result<void> RedisCache::erase(std::string_view key) {

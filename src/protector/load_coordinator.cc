@@ -33,6 +33,23 @@ Result<CacheEntry> LoadCoordinator::timed_out(const std::string& key) {
 }
 
 Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_deadline) {
+  // A load whose value was superseded while it ran (a set or invalidate
+  // came in) goes round once more, so that callers who joined this flight
+  // after the change — and may already have seen a newer value — do not get
+  // the outdated one. Once: two changes during two loads is a hot-written
+  // key, whose callers get the second load's value (docs/consistency.md).
+  bool superseded = false;
+  Result<CacheEntry> entry = load_once(key, load_deadline, &superseded);
+  if (superseded && !load_deadline.expired()) {
+    bool again = false;
+    Result<CacheEntry> retried = load_once(key, load_deadline, &again);
+    if (retried) return retried;
+  }
+  return entry;
+}
+
+Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
+                                              bool* superseded) {
   // The ticket comes before every read below, so an invalidate of this
   // process that lands during the load keeps its result out of L1.
   const MemoryCache::Ticket ticket = cache_.ticket(key);
@@ -45,10 +62,10 @@ Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_d
     if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
     return entry;
   }
-  if (locks_) return load_with_fleet_lock(key, load_deadline, ticket);
+  if (locks_) return load_with_fleet_lock(key, load_deadline, ticket, superseded);
   // Async callers skip L2 on their own thread: look here.
   if (auto fresh = fresh_in_l2(key, load_deadline, ticket)) return std::move(*fresh);
-  return load_with_snapshot(key, load_deadline, ticket);
+  return load_with_snapshot(key, load_deadline, ticket, superseded);
 }
 
 std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline,
@@ -60,7 +77,7 @@ std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, D
   return std::move((*got)->entry);
 }
 
-void LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
+bool LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
                             const VersionSnapshot& snapshot, Deadline deadline,
                             MemoryCache::Ticket ticket) {
   auto written = cache_.l2()->write_loaded(key, entry, snapshot, deadline);
@@ -70,17 +87,20 @@ void LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
     counters_.redis_errors.add();
   } else if (*written != WriteOutcome::kWritten) {
     // Superseded (a set/invalidate or a later holder came in) or too late:
-    // the value may be outdated, so it is kept out of L1 as well. The
-    // callers of this flight still get it: they asked before the change.
+    // the value may be outdated, so it is kept out of L1 as well.
     counters_.refused_writes.add();
-    return;
+    return *written == WriteOutcome::kSuperseded;
   }
-  cache_.fill_l1(key, entry, ticket, clock_->now());
+  CacheEntry filled = entry;
+  filled.version = snapshot.version;
+  cache_.fill_l1(key, std::move(filled), ticket, clock_->now());
+  return false;
 }
 
 Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
                                                        Deadline load_deadline,
-                                                       MemoryCache::Ticket ticket) {
+                                                       MemoryCache::Ticket ticket,
+                                                       bool* superseded) {
   auto snapshot = cache_.l2()->snapshot(key, load_deadline);
   if (!snapshot) {
     if (load_deadline.expired()) return timed_out(key);
@@ -88,7 +108,7 @@ Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
     return load_degraded(key, load_deadline, ticket);
   }
   Result<CacheEntry> entry = loader_.load(key, load_deadline);
-  if (entry) store(key, *entry, *snapshot, load_deadline, ticket);
+  if (entry) *superseded = store(key, *entry, *snapshot, load_deadline, ticket);
   return entry;
 }
 
@@ -102,7 +122,8 @@ Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadli
 
 Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
                                                          Deadline load_deadline,
-                                                         MemoryCache::Ticket ticket) {
+                                                         MemoryCache::Ticket ticket,
+                                                         bool* superseded) {
   Duration poll = options_.poll_min;
   bool waited = false;
   for (;;) {
@@ -116,7 +137,7 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     auto hold = locks_->try_acquire(key, load_deadline);
     if (hold) {
       counters_.fleet_lock_acquisitions.add();
-      return load_as_holder(key, **hold, load_deadline, ticket);
+      return load_as_holder(key, **hold, load_deadline, ticket, superseded);
     }
     if (hold.error().kind != ErrorKind::kLockNotAcquired) {
       // Our own deadline running out is not a Redis failure, and the
@@ -147,7 +168,7 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
 
 Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,
                                                    Deadline load_deadline,
-                                                   MemoryCache::Ticket ticket) {
+                                                   MemoryCache::Ticket ticket, bool* superseded) {
   // Re-check under the lock: the previous holder may have written just
   // before releasing, after our last look.
   Result<CacheEntry> entry = make_error(ErrorKind::kInternal, "not loaded");
@@ -155,7 +176,7 @@ Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockH
     entry = std::move(*fresh);
   } else {
     entry = loader_.load(key, load_deadline);
-    if (entry) store(key, *entry, hold.snapshot(), load_deadline, ticket);
+    if (entry) *superseded = store(key, *entry, hold.snapshot(), load_deadline, ticket);
   }
   // Release first, then announce — also a failure — so that a woken waiter
   // finds the lock free and retries (or falls back) at once.

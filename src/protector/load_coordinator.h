@@ -63,18 +63,24 @@ class LoadCoordinator {
                   ProtectorCounters& counters);
 
   // The entry for `key` (negative entries included), filled into L1 unless
-  // a set/invalidate came in since the load began. Errors: the repository
-  // loader's; kTimeout when `load_deadline` passed first.
+  // a set/invalidate came in since the load began. When one came in (the L2
+  // write was superseded), loads once more within the deadline, so that the
+  // flight's callers get the value as of after the change. Errors: the
+  // repository loader's; kTimeout when `load_deadline` passed first.
   Result<CacheEntry> load(const std::string& key, Deadline load_deadline);
 
  private:
+  // One round of load(); `*superseded` tells whether its value lost to a
+  // set/invalidate (or a later holder) that came in while it ran.
+  Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline, bool* superseded);
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
-                                          MemoryCache::Ticket ticket);
+                                          MemoryCache::Ticket ticket, bool* superseded);
   Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold,
-                                    Deadline load_deadline, MemoryCache::Ticket ticket);
+                                    Deadline load_deadline, MemoryCache::Ticket ticket,
+                                    bool* superseded);
   // L2 without the fleet lock: snapshot, load, versioned write.
   Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
-                                        MemoryCache::Ticket ticket);
+                                        MemoryCache::Ticket ticket, bool* superseded);
   // Redis failed: load, fill L1 only.
   Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline,
                                    MemoryCache::Ticket ticket);
@@ -82,7 +88,8 @@ class LoadCoordinator {
   std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline,
                                         MemoryCache::Ticket ticket);
   // Writes a loaded entry under `snapshot` and fills L1 when that is safe.
-  void store(const std::string& key, const CacheEntry& entry, const VersionSnapshot& snapshot,
+  // Returns true when the write was superseded.
+  bool store(const std::string& key, const CacheEntry& entry, const VersionSnapshot& snapshot,
              Deadline deadline, MemoryCache::Ticket ticket);
   static Result<CacheEntry> timed_out(const std::string& key);
 

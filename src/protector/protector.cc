@@ -162,7 +162,10 @@ void Protector::alert(AlertEvent::Kind kind, std::string_view key, const std::st
   const TimePoint now = options.clock->now();
   const std::int64_t now_ns = now.time_since_epoch().count();
   std::int64_t seen = last.load(std::memory_order_relaxed);
-  if (add_saturating(Duration(seen), options.alert_interval) > Duration(now_ns)) return;
+  // INT64_MIN: none sent yet (so an interval of Duration::max() still lets
+  // the first one through).
+  if (seen != INT64_MIN && add_saturating(Duration(seen), options.alert_interval) > Duration(now_ns))
+    return;
   // One thread per interval wins the swap and sends.
   if (!last.compare_exchange_strong(seen, now_ns, std::memory_order_relaxed)) return;
   std::string pattern = "other";

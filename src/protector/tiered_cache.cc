@@ -49,9 +49,15 @@ void TieredCache::fill_l1(std::string_view key, CacheEntry entry, MemoryCache::T
 
 Result<void> TieredCache::set(std::string_view key, CacheEntry entry) {
   Result<void> shared = ok();
+  entry.version = 0;
   if (l2_) {
-    shared = l2_->put(key, entry);
-    if (!shared) counters_.redis_errors.add();
+    auto version = l2_->set(key, entry);
+    if (version) {
+      entry.version = *version;
+    } else {
+      counters_.redis_errors.add();
+      shared = std::unexpected(version.error());
+    }
   }
   if (l1_enabled_) {
     if (l2_) entry.recheck_at = add_saturating(clock_->now(), l1_max_ttl_);

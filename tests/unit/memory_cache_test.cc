@@ -7,6 +7,7 @@
 #include <latch>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -513,6 +514,237 @@ TEST(MemoryCache, ConcurrentReadersAndWritersKeepBoundsAndValues) {
   }
   EXPECT_EQ(found, stats.entries);
   EXPECT_EQ(found_bytes, stats.bytes);
+}
+
+// ---------------------------------------------------------------------------
+// Generation tickets: put_if_unchanged() refuses a fill once a put or erase of
+// the key came in after its ticket was taken.
+
+TEST(MemoryCache, FillWithACurrentTicketIsStored) {
+  Harness h({});
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  auto stored = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "filled"), ticket);
+  ASSERT_TRUE(stored.has_value()) << stored.error().to_string();
+  EXPECT_TRUE(*stored);
+  EXPECT_EQ(h.value_of("k"), "filled");
+}
+
+TEST(MemoryCache, FillWithATicketTakenAfterAPutIsStored) {
+  Harness h({});
+  h.put("k", "old");
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  auto stored = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "filled"), ticket);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_TRUE(*stored);
+  EXPECT_EQ(h.value_of("k"), "filled");
+}
+
+// Regression: a fill that read its value before a put landed could overwrite
+// the newer value in L1.
+TEST(MemoryCache, SlowFillCannotOverwriteANewerPut) {
+  Harness h({});
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");  // the fill starts reading
+  h.put("k", "newer");                                       // a set lands meanwhile
+  auto stored = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "older"), ticket);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_FALSE(*stored);
+  EXPECT_EQ(h.value_of("k"), "newer");
+}
+
+TEST(MemoryCache, SlowFillCannotOverwriteANewerPutOfAnExistingKey) {
+  Harness h({});
+  h.put("k", "first");
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  h.put("k", "second");
+  auto stored = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "stale"), ticket);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_FALSE(*stored);
+  EXPECT_EQ(h.value_of("k"), "second");
+}
+
+TEST(MemoryCache, SlowFillCannotResurrectAnErasedKey) {
+  Harness h({});
+  h.put("k", "old");
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  ASSERT_TRUE(h.cache().erase("k").has_value());  // an invalidate lands meanwhile
+  auto stored = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "old"), ticket);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_FALSE(*stored);
+  EXPECT_EQ(h.value_of("k"), std::nullopt);
+  EXPECT_EQ(h.cache().stats().entries, 0u);
+}
+
+TEST(MemoryCache, EraseOfAnAbsentKeyStillRefusesAnOlderFill) {
+  Harness h({});
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  ASSERT_TRUE(h.cache().erase("k").has_value());
+  auto stored = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "v"), ticket);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_FALSE(*stored);
+  EXPECT_EQ(h.value_of("k"), std::nullopt);
+}
+
+TEST(MemoryCache, FillDoesNotBumpTheGeneration) {
+  Harness h({});
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  auto first = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "one"), ticket);
+  auto second = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "two"), ticket);
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_TRUE(*first);
+  EXPECT_TRUE(*second);
+  EXPECT_EQ(h.value_of("k"), "two");
+  EXPECT_EQ(h.cache().ticket("k").generation, ticket.generation);
+}
+
+TEST(MemoryCache, PutAndEraseBumpTheGeneration) {
+  Harness h({});
+  const MemoryCache::Ticket before = h.cache().ticket("k");
+  h.put("k", "v");
+  const MemoryCache::Ticket after_put = h.cache().ticket("k");
+  EXPECT_NE(after_put.generation, before.generation);
+  ASSERT_TRUE(h.cache().erase("k").has_value());
+  EXPECT_NE(h.cache().ticket("k").generation, after_put.generation);
+}
+
+TEST(MemoryCache, ClearInvalidatesOutstandingTickets) {
+  Harness h({.max_entries = 64, .shards = 4});
+  std::vector<MemoryCache::Ticket> tickets;
+  for (int i = 0; i < 32; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    if (i % 2 == 0) h.put(key, "v");  // half present, half absent
+    tickets.push_back(h.cache().ticket(key));
+  }
+  h.cache().clear();
+  for (int i = 0; i < 32; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    auto stored = h.cache().put_if_unchanged(key, entry_at(h.clock().now(), "old"), tickets[i]);
+    ASSERT_TRUE(stored.has_value());
+    EXPECT_FALSE(*stored) << key;
+    EXPECT_EQ(h.value_of(key), std::nullopt) << key;
+  }
+  // A ticket taken after the clear is current again.
+  auto fresh =
+      h.cache().put_if_unchanged("k0", entry_at(h.clock().now(), "new"), h.cache().ticket("k0"));
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_TRUE(*fresh);
+  EXPECT_EQ(h.value_of("k0"), "new");
+}
+
+TEST(MemoryCache, RejectedOversizedPutStillRefusesAnOlderFill) {
+  Harness h({.max_entries = 10, .max_bytes = 200, .shards = 1});
+  h.put("k", "old");
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  auto too_big = h.cache().put("k", entry_at(h.clock().now(), std::string(200, 'x')));
+  ASSERT_FALSE(too_big.has_value());
+  auto stored = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "fill"), ticket);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_FALSE(*stored);
+  EXPECT_EQ(h.value_of("k"), "old");
+}
+
+TEST(MemoryCache, OversizedFillIsAnErrorAndStoresNothing) {
+  Harness h({.max_entries = 10, .max_bytes = 200, .shards = 1});
+  const MemoryCache::Ticket ticket = h.cache().ticket("k");
+  auto stored =
+      h.cache().put_if_unchanged("k", entry_at(h.clock().now(), std::string(200, 'x')), ticket);
+  ASSERT_FALSE(stored.has_value());
+  EXPECT_EQ(stored.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_EQ(h.value_of("k"), std::nullopt);
+  // A failed fill does not bump: the ticket is still good.
+  auto small = h.cache().put_if_unchanged("k", entry_at(h.clock().now(), "ok"), ticket);
+  ASSERT_TRUE(small.has_value());
+  EXPECT_TRUE(*small);
+}
+
+// A writer puts versions 1..N of one key, publishing each to a "database"
+// first; fillers follow the ticket protocol (ticket, then read the database,
+// then fill). Some fills are held until the writer has put something newer:
+// those must be refused. At no time may the cache hold a version older than
+// the newest put that has returned, and at the end it holds version N. The
+// writer does not run ahead: before each new version it waits until a filler
+// has read the current one, so fills really race with puts.
+TEST(MemoryCache, ConcurrentSlowFillsNeverReplaceANewerPut) {
+  constexpr int kFillers = 3;
+  constexpr std::uint64_t kVersions = 5'000;
+  constexpr int kMaxFillsPerFiller = 20'000;
+  Harness h({.max_entries = 1024, .shards = 4});
+  MemoryCache& cache = h.cache();
+  const TimePoint now = h.clock().now();
+  const std::string key = "hot";
+
+  std::atomic<std::uint64_t> database{0};  // the source of truth
+  std::atomic<std::uint64_t> last_put{0};  // newest version whose put() returned
+  std::atomic<bool> writer_done{false};
+  std::atomic<std::uint64_t> newest_read{0};  // newest version a filler read
+  std::atomic<int> fillers_finished{0};
+  std::atomic<int> stale_fills_stored{0};
+  std::atomic<int> held_fills{0};
+  std::atomic<int> older_than_last_put{0};
+  std::atomic<int> failures{0};
+  auto version_of = [&](std::string_view k) -> std::optional<std::uint64_t> {
+    auto got = cache.get(k);
+    if (!got) {
+      failures.fetch_add(1);
+      return std::nullopt;
+    }
+    if (!got->has_value()) return std::nullopt;
+    return std::stoull((*got)->value);
+  };
+
+  std::latch start(kFillers + 1);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    start.arrive_and_wait();
+    for (std::uint64_t v = 1; v <= kVersions; ++v) {
+      database.store(v);
+      if (!cache.put(key, entry_at(now, std::to_string(v)))) failures.fetch_add(1);
+      last_put.store(v);
+      while (newest_read.load() < v && fillers_finished.load() < kFillers) {
+        std::this_thread::yield();
+      }
+    }
+    writer_done.store(true);
+  });
+  for (int f = 0; f < kFillers; ++f) {
+    threads.emplace_back([&, f] {
+      std::mt19937 random(1234 + f);
+      start.arrive_and_wait();
+      for (int n = 0; n < kMaxFillsPerFiller && !writer_done.load(); ++n) {
+        const MemoryCache::Ticket ticket = cache.ticket(key);
+        const std::uint64_t read = database.load();
+        for (std::uint64_t seen = newest_read.load();
+             seen < read && !newest_read.compare_exchange_weak(seen, read);) {
+        }
+        const bool hold = random() % 2 == 0;
+        if (hold) {
+          // A slow load: it ends only after a newer version was put (or the
+          // writer finished with no newer one to come).
+          while (last_put.load() <= read && !writer_done.load()) std::this_thread::yield();
+        }
+        const bool newer_put = last_put.load() > read;
+        auto stored = cache.put_if_unchanged(key, entry_at(now, std::to_string(read)), ticket);
+        if (!stored) {
+          failures.fetch_add(1);
+          continue;
+        }
+        if (newer_put) held_fills.fetch_add(1);
+        if (newer_put && *stored) stale_fills_stored.fetch_add(1);
+        // Readers never see a version older than the newest completed put.
+        const std::uint64_t floor = last_put.load();
+        if (auto seen = version_of(key); seen && *seen < floor) older_than_last_put.fetch_add(1);
+      }
+      fillers_finished.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(stale_fills_stored.load(), 0);
+  EXPECT_EQ(older_than_last_put.load(), 0);
+  EXPECT_EQ(version_of(key), kVersions);
+  // The race was really run: some fills were outdated by a put before they landed.
+  EXPECT_GT(held_fills.load(), 0);
 }
 
 }  // namespace

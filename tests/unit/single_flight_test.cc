@@ -289,6 +289,59 @@ TEST(SingleFlight, ExpiredDeadlineReturnsTimeoutWithoutLoading) {
   EXPECT_FALSE(called);
 }
 
+TEST(SingleFlight, SlowTimeoutCallbacksOfOneFlightDoNotDelayAnothersTimeout) {
+  // Regression: timed-out flights used to run all their async callbacks on
+  // the one watchdog thread, so a flight with slow (or many) callbacks held
+  // back every other flight's timeout.
+  auto flights = make_flights({.load_timeout = milliseconds(50), .load_threads = 4});
+  Gate loads_hang;
+  Gate first_callback_hangs;
+  auto hanging = [&](Deadline) -> Result<std::string> {
+    loads_hang.wait();
+    return std::string("late");
+  };
+  std::atomic<int> slow_delivered{0};
+  ASSERT_TRUE(flights->call_async("slow", hanging, [&](const Result<std::string>&) {
+    first_callback_hangs.wait();  // holds this flight's delivery
+    slow_delivered.fetch_add(1);
+  }));
+  // Start the second flight only once the first one's delivery is stuck.
+  wait_until([&] { return flights->stats().load_timeouts >= 1; });
+  std::atomic<bool> other_delivered{false};
+  Result<std::string> other = make_error(ErrorKind::kInternal, "unset");
+  ASSERT_TRUE(flights->call_async("other", hanging, [&](const Result<std::string>& r) {
+    other = r;
+    other_delivered = true;
+  }));
+  wait_until([&] { return other_delivered.load(); });  // the test's timeout bounds a bug
+  EXPECT_EQ(other.error().kind, ErrorKind::kTimeout);
+  EXPECT_EQ(slow_delivered.load(), 0);
+  first_callback_hangs.open();
+  loads_hang.open();
+  wait_until([&] { return slow_delivered.load() == 1; });
+}
+
+TEST(SingleFlight, ForgetDetachesTheFlightFromItsKey) {
+  auto flights = make_flights();
+  Gate first_gate;
+  std::atomic<int> loads{0};
+  auto loader = [&](Deadline) -> Result<std::string> {
+    const int n = loads.fetch_add(1);
+    if (n == 0) first_gate.wait();
+    return std::string("load-") + std::to_string(n);
+  };
+  Result<std::string> first = make_error(ErrorKind::kInternal, "unset");
+  std::thread t([&] { first = flights->call("k", Deadline::after(seconds(10)), loader); });
+  wait_until([&] { return loads.load() == 1; });
+  flights->forget("k");
+  // A later caller starts a new flight instead of joining the detached one.
+  EXPECT_EQ(*flights->call("k", Deadline::after(seconds(10)), loader), "load-1");
+  first_gate.open();
+  t.join();
+  EXPECT_EQ(*first, "load-0");  // the detached flight still delivered to its caller
+  flights->forget("absent");    // no flight: nothing happens
+}
+
 TEST(SingleFlight, ValidateNamesTheBadField) {
   auto r = SingleFlight::create({.load_timeout = Duration::zero()});
   ASSERT_FALSE(r.has_value());
