@@ -26,6 +26,7 @@
 //   auto hit = (*l1)->get("user:1");
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -82,6 +83,7 @@ class MemoryCache final : public Cache {
   // A snapshot of `key`'s generation. Lock-free.
   struct Ticket {
     std::uint64_t generation = 0;
+    std::uint64_t sequence = 0;  // orders tickets of this cache: later is larger
   };
   Ticket ticket(std::string_view key) const noexcept;
   // Stores `entry` only if the key's generation is still `ticket`'s (no put
@@ -89,7 +91,10 @@ class MemoryCache final : public Cache {
   // version (CacheEntry::version), without bumping the generation. So of two
   // fills racing, the one read from the later state of L2 stays. An entry of
   // unknown version (0) replaces one of known version only once that one is
-  // no longer fresh (fresh_until, recheck_at). Returns whether it was stored.
+  // no longer fresh (fresh_until, recheck_at). Two entries of unknown
+  // version are ordered by their tickets: a fill whose ticket is older than
+  // the present entry's loses (it read its source earlier). Returns whether
+  // it was stored.
   // Errors: as put().
   Result<bool> put_if_unchanged(std::string_view key, CacheEntry entry, Ticket ticket);
 
@@ -115,6 +120,8 @@ class MemoryCache final : public Cache {
   const std::size_t shard_max_entries_;
   const std::size_t shard_max_bytes_;
   const std::size_t shard_mask_;  // shards - 1
+  // Hands out Ticket::sequence; only misses and writes take one.
+  mutable std::atomic<std::uint64_t> ticket_sequence_{1};
   const std::unique_ptr<Shard[]> shards_;
 };
 

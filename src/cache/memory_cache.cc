@@ -105,6 +105,9 @@ struct MemoryCache::Shard {
     // CLOCK reference bit: set by readers under the shared lock, cleared by
     // the hand under the exclusive lock.
     std::atomic<bool> accessed{false};
+    // The ticket sequence the entry was stored under (orders fills of
+    // entries whose version is unknown).
+    std::uint64_t sequence = 0;
     Slot* prev = nullptr;  // ring neighbours
     Slot* next = nullptr;
   };
@@ -277,7 +280,8 @@ Result<bool> MemoryCache::put_if_unchanged(std::string_view key, CacheEntry entr
 MemoryCache::Ticket MemoryCache::ticket(std::string_view key) const noexcept {
   const HashedKey hashed(key);
   const Shard& shard = shard_for(hashed.hash);
-  return Ticket{shard.generations[stripe_of(hashed.hash)].load(std::memory_order_acquire)};
+  return Ticket{shard.generations[stripe_of(hashed.hash)].load(std::memory_order_acquire),
+                ticket_sequence_.fetch_add(1, std::memory_order_relaxed)};
 }
 
 Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
@@ -297,6 +301,9 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
                     charge, key.size(), entry.value.size(), kEntryOverheadBytes, shard_max_bytes_));
   }
   const TimePoint now = clock_->now();
+  // A put takes a sequence of its own: it is newer than every ticket so far.
+  const std::uint64_t sequence =
+      ticket ? ticket->sequence : ticket_sequence_.fetch_add(1, std::memory_order_relaxed);
   std::unique_lock lock(shard.mutex);
   if (ticket) {
     if (shard.generations[stripe_of(hashed.hash)].load(std::memory_order_relaxed) !=
@@ -319,10 +326,15 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
       if (entry.version == 0 && node.entry.is_fresh(now) && now < node.entry.recheck_at)
         return false;
     }
+    if (ticket && entry.version == 0 && node.entry.version == 0 &&
+        node.sequence > ticket->sequence && node.entry.is_usable(now)) {
+      return false;  // both unversioned: the present one read its source later
+    }
     shard.bytes -= node.charge;
     shard.make_room(charge, 0, shard_max_entries_, shard_max_bytes_, now, slot);
     node.entry = std::move(entry);
     node.charge = charge;
+    node.sequence = sequence;
     shard.bytes += charge;
     return true;
   }
@@ -332,6 +344,7 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
   Shard::Node& node = it->second;
   node.entry = std::move(entry);
   node.charge = charge;
+  node.sequence = sequence;
   shard.bytes += charge;
   shard.link(&*it);
   return true;

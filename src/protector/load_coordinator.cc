@@ -40,12 +40,11 @@ Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_d
   // key, whose callers get the second load's value (docs/consistency.md).
   bool superseded = false;
   Result<CacheEntry> entry = load_once(key, load_deadline, &superseded);
-  if (superseded && !load_deadline.expired()) {
-    bool again = false;
-    Result<CacheEntry> retried = load_once(key, load_deadline, &again);
-    if (retried) return retried;
-  }
-  return entry;
+  if (!superseded) return entry;
+  // The first value is outdated: never hand it out, even when no time is left.
+  if (load_deadline.expired()) return timed_out(key);
+  bool again = false;
+  return load_once(key, load_deadline, &again);
 }
 
 Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
@@ -77,9 +76,10 @@ std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, D
   return std::move((*got)->entry);
 }
 
-bool LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
-                            const VersionSnapshot& snapshot, Deadline deadline,
-                            MemoryCache::Ticket ticket) {
+std::optional<WriteOutcome> LoadCoordinator::store(const std::string& key,
+                                                   const CacheEntry& entry,
+                                                   const VersionSnapshot& snapshot,
+                                                   Deadline deadline, MemoryCache::Ticket ticket) {
   auto written = cache_.l2()->write_loaded(key, entry, snapshot, deadline);
   if (!written) {
     // Unknown whether it landed; the value itself was read under a snapshot,
@@ -89,12 +89,23 @@ bool LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
     // Superseded (a set/invalidate or a later holder came in) or too late:
     // the value may be outdated, so it is kept out of L1 as well.
     counters_.refused_writes.add();
-    return *written == WriteOutcome::kSuperseded;
+    return *written;
   }
   CacheEntry filled = entry;
   filled.version = snapshot.version;
   cache_.fill_l1(key, std::move(filled), ticket, clock_->now());
-  return false;
+  return std::nullopt;
+}
+
+Result<CacheEntry> LoadCoordinator::after_store(const std::string& key, Result<CacheEntry> entry,
+                                                std::optional<WriteOutcome> refused,
+                                                bool* superseded) {
+  if (refused == WriteOutcome::kSuperseded) *superseded = true;
+  // Past its hard deadline the load is over, as if the watchdog had ended
+  // it first: its value may be outdated and nobody can tell, so its callers
+  // get a timeout (and the fallback chain) rather than the value.
+  if (refused == WriteOutcome::kTooLate) return timed_out(key);
+  return entry;
 }
 
 Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
@@ -108,8 +119,9 @@ Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
     return load_degraded(key, load_deadline, ticket);
   }
   Result<CacheEntry> entry = loader_.load(key, load_deadline);
-  if (entry) *superseded = store(key, *entry, *snapshot, load_deadline, ticket);
-  return entry;
+  if (!entry) return entry;
+  auto refused = store(key, *entry, *snapshot, load_deadline, ticket);
+  return after_store(key, std::move(entry), refused, superseded);
 }
 
 Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadline load_deadline,
@@ -176,7 +188,10 @@ Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockH
     entry = std::move(*fresh);
   } else {
     entry = loader_.load(key, load_deadline);
-    if (entry) *superseded = store(key, *entry, hold.snapshot(), load_deadline, ticket);
+    if (entry) {
+      auto refused = store(key, *entry, hold.snapshot(), load_deadline, ticket);
+      entry = after_store(key, std::move(entry), refused, superseded);
+    }
   }
   // Release first, then announce — also a failure — so that a woken waiter
   // finds the lock free and retries (or falls back) at once.

@@ -88,9 +88,14 @@ class LoadCoordinator {
   std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline,
                                         MemoryCache::Ticket ticket);
   // Writes a loaded entry under `snapshot` and fills L1 when that is safe.
-  // Returns true when the write was superseded.
-  bool store(const std::string& key, const CacheEntry& entry, const VersionSnapshot& snapshot,
-             Deadline deadline, MemoryCache::Ticket ticket);
+  // Returns why the write was refused, or nullopt (stored, or Redis failed).
+  std::optional<WriteOutcome> store(const std::string& key, const CacheEntry& entry,
+                                    const VersionSnapshot& snapshot, Deadline deadline,
+                                    MemoryCache::Ticket ticket);
+  // The load's result after store(): a timeout when it was too late, and
+  // `*superseded` set when the version moved.
+  Result<CacheEntry> after_store(const std::string& key, Result<CacheEntry> entry,
+                                 std::optional<WriteOutcome> refused, bool* superseded);
   static Result<CacheEntry> timed_out(const std::string& key);
 
   TieredCache& cache_;

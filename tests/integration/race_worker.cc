@@ -274,12 +274,17 @@ int run(const Config& config) {
       threads.emplace_back([&, t] { logs[t] = run_thread(config, t, **protector, end_ns); });
     }
   }
+  const ProtectionMetrics m = (*protector)->metrics();
   // Loads still running (stalled) end with the Protector, before the log is
   // written: a worker that exits has finished every operation it logged.
   protector->reset();
 
   std::ofstream out(config.log_path, std::ios::trunc);
   out << "# race_worker " << config.worker << " seed " << config.seed << '\n';
+  // For reading a failed run: how often this process degraded or was refused.
+  out << "# metrics redis_errors=" << m.redis_errors << " degraded_loads=" << m.fleet_degraded_loads
+      << " refused_l2_writes=" << m.fenced_off_writes << " refused_l1_fills=" << m.refused_l1_fills
+      << " db_queries=" << m.db_queries << '\n';
   for (const auto& ops : logs) {
     for (const Op& op : ops) out << format_op(op) << '\n';
   }
