@@ -49,26 +49,30 @@ Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_d
 
 Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
                                               bool* superseded) {
-  // The ticket comes before every read below, so an invalidate of this
-  // process that lands during the load keeps its result out of L1.
-  const MemoryCache::Ticket ticket = cache_.ticket(key);
+  // Each read below takes its L1 ticket just before it reads (L2 or the
+  // database), so an invalidate of this process that lands during the read
+  // keeps its result out of L1.
   // A flight that finished just before this one started may have filled L1
   // after our caller looked.
   const TimePoint now = clock_->now();
   if (auto got = cache_.l1_get(key, now); got && TieredCache::fresh_in_l1(*got, now)) return *got;
   if (!cache_.has_l2()) {
+    const MemoryCache::Ticket ticket = cache_.ticket(key);
     Result<CacheEntry> entry = loader_.load(key, load_deadline);
     if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
     return entry;
   }
-  if (locks_) return load_with_fleet_lock(key, load_deadline, ticket, superseded);
+  if (locks_) return load_with_fleet_lock(key, load_deadline, superseded);
   // Async callers skip L2 on their own thread: look here.
-  if (auto fresh = fresh_in_l2(key, load_deadline, ticket)) return std::move(*fresh);
-  return load_with_snapshot(key, load_deadline, ticket, superseded);
+  if (auto fresh = fresh_in_l2(key, load_deadline)) return std::move(*fresh);
+  return load_with_snapshot(key, load_deadline, superseded);
 }
 
-std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline,
-                                                       MemoryCache::Ticket ticket) {
+std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline) {
+  // The ticket right before the read it guards: a set/invalidate of this
+  // process after it keeps this (possibly older) value out of L1, and one
+  // before it is already reflected in what L2 returns.
+  const MemoryCache::Ticket ticket = cache_.ticket(key);
   const TimePoint now = clock_->now();
   auto got = cache_.l2_get(key, now, deadline);
   if (!got || !*got || !(*got)->entry.is_fresh(now)) return std::nullopt;
@@ -110,13 +114,13 @@ Result<CacheEntry> LoadCoordinator::after_store(const std::string& key, Result<C
 
 Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
                                                        Deadline load_deadline,
-                                                       MemoryCache::Ticket ticket,
                                                        bool* superseded) {
+  const MemoryCache::Ticket ticket = cache_.ticket(key);
   auto snapshot = cache_.l2()->snapshot(key, load_deadline);
   if (!snapshot) {
     if (load_deadline.expired()) return timed_out(key);
     counters_.redis_errors.add();
-    return load_degraded(key, load_deadline, ticket);
+    return load_degraded(key, load_deadline);
   }
   Result<CacheEntry> entry = loader_.load(key, load_deadline);
   if (!entry) return entry;
@@ -124,9 +128,10 @@ Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
   return after_store(key, std::move(entry), refused, superseded);
 }
 
-Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadline load_deadline,
-                                                  MemoryCache::Ticket ticket) {
+Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key,
+                                                  Deadline load_deadline) {
   counters_.fleet_degraded_loads.add();
+  const MemoryCache::Ticket ticket = cache_.ticket(key);
   Result<CacheEntry> entry = loader_.load(key, load_deadline);
   if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
   return entry;
@@ -134,14 +139,13 @@ Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadli
 
 Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
                                                          Deadline load_deadline,
-                                                         MemoryCache::Ticket ticket,
                                                          bool* superseded) {
   Duration poll = options_.poll_min;
   bool waited = false;
   for (;;) {
     // Interest first, then the check: an announcement after this point wakes us.
     std::unique_ptr<Waiter> waiter = notifier_ ? notifier_->watch(key) : nullptr;
-    if (auto fresh = fresh_in_l2(key, load_deadline, ticket)) {
+    if (auto fresh = fresh_in_l2(key, load_deadline)) {
       if (waited) counters_.fleet_waited_loads.add();
       return std::move(*fresh);
     }
@@ -149,14 +153,14 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     auto hold = locks_->try_acquire(key, load_deadline);
     if (hold) {
       counters_.fleet_lock_acquisitions.add();
-      return load_as_holder(key, **hold, load_deadline, ticket, superseded);
+      return load_as_holder(key, **hold, load_deadline, superseded);
     }
     if (hold.error().kind != ErrorKind::kLockNotAcquired) {
       // Our own deadline running out is not a Redis failure, and the
       // database is not called for a load nobody can wait for any more.
       if (load_deadline.expired()) return timed_out(key);
       counters_.redis_errors.add();
-      return load_degraded(key, load_deadline, ticket);
+      return load_degraded(key, load_deadline);
     }
     counters_.fleet_lock_contentions.add();
     waited = true;
@@ -179,14 +183,14 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
 }
 
 Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,
-                                                   Deadline load_deadline,
-                                                   MemoryCache::Ticket ticket, bool* superseded) {
+                                                   Deadline load_deadline, bool* superseded) {
   // Re-check under the lock: the previous holder may have written just
   // before releasing, after our last look.
   Result<CacheEntry> entry = make_error(ErrorKind::kInternal, "not loaded");
-  if (auto fresh = fresh_in_l2(key, load_deadline, ticket)) {
+  if (auto fresh = fresh_in_l2(key, load_deadline)) {
     entry = std::move(*fresh);
   } else {
+    const MemoryCache::Ticket ticket = cache_.ticket(key);
     entry = loader_.load(key, load_deadline);
     if (entry) {
       auto refused = store(key, *entry, hold.snapshot(), load_deadline, ticket);

@@ -74,19 +74,16 @@ class LoadCoordinator {
   // set/invalidate (or a later holder) that came in while it ran.
   Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline, bool* superseded);
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
-                                          MemoryCache::Ticket ticket, bool* superseded);
+                                          bool* superseded);
   Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold,
-                                    Deadline load_deadline, MemoryCache::Ticket ticket,
-                                    bool* superseded);
+                                    Deadline load_deadline, bool* superseded);
   // L2 without the fleet lock: snapshot, load, versioned write.
   Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
-                                        MemoryCache::Ticket ticket, bool* superseded);
+                                        bool* superseded);
   // Redis failed: load, fill L1 only.
-  Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline,
-                                   MemoryCache::Ticket ticket);
+  Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline);
   // The fresh L2 entry (filled into L1), or nullopt; Redis errors read as nullopt.
-  std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline,
-                                        MemoryCache::Ticket ticket);
+  std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline);
   // Writes a loaded entry under `snapshot` and fills L1 when that is safe.
   // Returns why the write was refused, or nullopt (stored, or Redis failed).
   std::optional<WriteOutcome> store(const std::string& key, const CacheEntry& entry,
