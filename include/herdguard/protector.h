@@ -234,8 +234,8 @@ class Protector {
   // The fallback chain for a failed load: a stale entry (the one the caller
   // saw, or a newer one in L1) within fail_safe_max_staleness, then
   // default_value, then the error. Never waits on Redis.
-  Result<std::string> fall_back(std::string_view key, Error error,
-                                std::optional<CacheEntry> seen, internal::RequestTrace* trace);
+  Result<std::string> fall_back(std::string_view key, Error error, std::optional<CacheEntry> seen,
+                                internal::RequestTrace* trace);
   // Counts the request's outcome (and records it in Prometheus).
   Result<std::string> finish(Result<std::string> result, std::string_view key,
                              internal::RequestTrace& trace);

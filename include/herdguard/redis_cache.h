@@ -128,8 +128,4 @@ class RedisCache final : public Cache {
       too_late_{0};
 };
 
-// Internal plumbing shared with the fleet lock: parses a version reply
-// element (a decimal string or an integer). Errors: kBackend.
-Result<std::uint64_t> parse_version_reply(const RedisReply& reply);
-
 }  // namespace herdguard

@@ -108,8 +108,8 @@ class LockHold {
 
  private:
   friend class RedisLockManager;
-  LockHold(RedisLockManager& manager, std::string key, std::string token,
-           VersionSnapshot snapshot, Deadline hard_deadline);
+  LockHold(RedisLockManager& manager, std::string key, std::string token, VersionSnapshot snapshot,
+           Deadline hard_deadline);
   RedisLockManager& manager_;
   const std::string key_;
   const std::string token_;

@@ -5,25 +5,12 @@
 
 #include <fmt/format.h>
 
-#include <charconv>
-
 #include "redis/key_layout.h"
 
 namespace herdguard {
 namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
-
-// PXAT needs a positive Unix ms time; an entry's stale_until may be anything
-// from the past to TimePoint::max() ("keep forever", saturated).
-std::string expire_at_ms(TimePoint t) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  return std::to_string(std::max<long long>(1, ms));
-}
-
-long long ms_of(Duration d) {
-  return std::max<long long>(1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
-}
 
 // KEYS[1] value, KEYS[2] version; ARGV[1] envelope bytes, ARGV[2] expire-at
 // ms. Bumps the version when a load may be working under it; otherwise the
@@ -76,18 +63,6 @@ return 1
 )lua"};
 
 }  // namespace
-
-Result<std::uint64_t> parse_version_reply(const RedisReply& reply) {
-  if (reply.type == RedisReply::Type::kInteger && reply.integer > 0)
-    return static_cast<std::uint64_t>(reply.integer);
-  if (reply.type == RedisReply::Type::kString) {
-    std::uint64_t v = 0;
-    const char* end = reply.str.data() + reply.str.size();
-    auto [ptr, ec] = std::from_chars(reply.str.data(), end, v);
-    if (ec == std::errc() && ptr == end && v > 0) return v;
-  }
-  return make_error(ErrorKind::kBackend, "redis: unexpected version in a script reply");
-}
 
 Result<std::unique_ptr<RedisCache>> RedisCache::create(RedisCacheOptions options,
                                                        std::shared_ptr<RedisClient> client,
@@ -175,14 +150,14 @@ Result<std::uint64_t> RedisCache::set(std::string_view key, CacheEntry entry) {
     }
     return std::uint64_t{0};
   }
-  const std::string at = expire_at_ms(entry.stale_until);
+  const std::string at = internal::redis_unix_ms(entry.stale_until);
   const std::string bytes = encode_envelope({.entry = std::move(entry), .version = 0});
   auto reply = client_->eval(kSet, {value, version}, {bytes, at});
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
   }
-  auto v = parse_version_reply(*reply);
+  auto v = internal::parse_version_reply(*reply);
   if (!v) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(v.error());
@@ -203,7 +178,7 @@ Result<void> RedisCache::erase(std::string_view key) {
 
 Result<VersionSnapshot> RedisCache::snapshot(std::string_view key, Deadline hard_deadline) {
   const std::string version = version_key(key);
-  const std::string horizon = std::to_string(ms_of(hard_deadline.remaining()));
+  const std::string horizon = internal::redis_ms(hard_deadline.remaining());
   auto reply = client_->eval(kSnapshot, {version}, {horizon}, hard_deadline);
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
@@ -214,16 +189,14 @@ Result<VersionSnapshot> RedisCache::snapshot(std::string_view key, Deadline hard
     errors_.fetch_add(1, kRelaxed);
     return make_error(ErrorKind::kBackend, "redis cache: unexpected reply to the snapshot script");
   }
-  auto v = parse_version_reply(reply->elements[0]);
+  auto v = internal::parse_version_reply(reply->elements[0]);
   if (!v) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(v.error());
   }
-  // The deadline in Redis's clock: its "now" was read between our send and
-  // the reply, so now + (what is left after the reply) never exceeds it.
-  const long long left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             hard_deadline.remaining()).count();
-  return VersionSnapshot{.version = *v, .write_until_ms = reply->elements[1].integer + left};
+  return VersionSnapshot{
+      .version = *v,
+      .write_until_ms = internal::write_until_ms(reply->elements[1].integer, hard_deadline)};
 }
 
 Result<WriteOutcome> RedisCache::write_loaded(std::string_view key, const CacheEntry& entry,
@@ -233,9 +206,10 @@ Result<WriteOutcome> RedisCache::write_loaded(std::string_view key, const CacheE
   const std::string version = version_key(key);
   const std::string expected = std::to_string(snapshot.version);
   const std::string until = std::to_string(snapshot.write_until_ms);
-  const std::string at = expire_at_ms(entry.stale_until);
+  const std::string at = internal::redis_unix_ms(entry.stale_until);
   const std::string bytes = encode_envelope({.entry = entry, .version = snapshot.version});
-  auto reply = client_->eval(kWriteLoaded, {value, version}, {expected, until, bytes, at}, deadline);
+  auto reply =
+      client_->eval(kWriteLoaded, {value, version}, {expected, until, bytes, at}, deadline);
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());

@@ -24,9 +24,8 @@ Result<std::unique_ptr<BoundedExecutor>> BoundedExecutor::create(std::size_t thr
       executor->threads_.push_back(start_thread([raw] { raw->run(); }));
     } catch (const std::system_error& e) {
       // The destructor stops and joins the threads that did start.
-      return make_error(ErrorKind::kInternal,
-                        fmt::format("{}: could not start thread {} of {}: {}", name, i + 1,
-                                    threads, e.what()));
+      return make_error(ErrorKind::kInternal, fmt::format("{}: could not start thread {} of {}: {}",
+                                                          name, i + 1, threads, e.what()));
     }
   }
   return executor;

@@ -87,8 +87,8 @@ Result<Envelope> decode_envelope(std::string_view bytes) {
     return corrupt(fmt::format("unknown required flags 0x{:02x}", flags & kRequiredFlagMask));
   const std::size_t header = get_u16(bytes, 5);
   if (header < kEnvelopeHeaderBytes || header > bytes.size()) {
-    return corrupt(fmt::format("header length {} outside {}..{}", header, kEnvelopeHeaderBytes,
-                               bytes.size()));
+    return corrupt(
+        fmt::format("header length {} outside {}..{}", header, kEnvelopeHeaderBytes, bytes.size()));
   }
   const std::int64_t fresh_ns = to_i64(get_u64(bytes, 7));
   const std::int64_t stale_ns = to_i64(get_u64(bytes, 15));
@@ -96,8 +96,8 @@ Result<Envelope> decode_envelope(std::string_view bytes) {
   const std::int64_t load_ns = to_i64(get_u64(bytes, 31));
   const std::uint32_t length = get_u32(bytes, 39);
   if (bytes.size() - header != length) {
-    return corrupt(fmt::format("value length field says {} bytes, {} follow", length,
-                               bytes.size() - header));
+    return corrupt(
+        fmt::format("value length field says {} bytes, {} follow", length, bytes.size() - header));
   }
   if (stale_ns < fresh_ns) return corrupt("stale_until before fresh_until");
   if (load_ns < 0) return corrupt("negative load duration");

@@ -16,9 +16,9 @@
 #include <fmt/format.h>
 
 #include <condition_variable>
-#include <system_error>
 #include <map>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -150,7 +150,9 @@ class SingleFlight::Watchdog {
 };
 
 Result<void> SingleFlightOptions::validate() const {
-  auto bad = [](std::string what) { return make_error(ErrorKind::kInvalidArgument, "single flight: " + what); };
+  auto bad = [](std::string what) {
+    return make_error(ErrorKind::kInvalidArgument, "single flight: " + what);
+  };
   if (max_waiters_per_key < 1) return bad("max_waiters_per_key must be >= 1");
   if (load_timeout <= Duration::zero())
     return bad(fmt::format("load_timeout must be > 0, got {} ms", to_ms(load_timeout)));
@@ -166,8 +168,8 @@ Result<std::unique_ptr<SingleFlight>> SingleFlight::create(SingleFlightOptions o
   if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
   auto deliveries = internal::BoundedExecutor::create(2, 4096, "herdguard-timeouts");
   if (!deliveries) return std::unexpected(deliveries.error());
-  auto executor = internal::BoundedExecutor::create(options.load_threads, options.load_queue,
-                                                    "herdguard-load");
+  auto executor =
+      internal::BoundedExecutor::create(options.load_threads, options.load_queue, "herdguard-load");
   if (!executor) return std::unexpected(executor.error());
   std::unique_ptr<SingleFlight> flights(new SingleFlight(std::move(options)));
   try {

@@ -52,11 +52,6 @@ end
 return 0
 )lua"};
 
-std::string ms_string(Duration d) {
-  return std::to_string(
-      std::max<long long>(1, std::chrono::duration_cast<std::chrono::milliseconds>(d).count()));
-}
-
 }  // namespace
 
 Result<void> RedisLockOptions::validate() const {
@@ -182,7 +177,7 @@ LockHold::~LockHold() { (void)release(); }
 Result<bool> LockHold::extend(Duration lease) {
   auto& impl = *manager_.impl_;
   const std::string lock_key = manager_.lock_key(key_);
-  auto reply = impl.client->eval(kExtend, {lock_key}, {token_, ms_string(lease)});
+  auto reply = impl.client->eval(kExtend, {lock_key}, {token_, internal::redis_ms(lease)});
   if (!reply) {
     impl.errors.fetch_add(1, kRelaxed);
     impl.extension_failures.fetch_add(1, kRelaxed);
@@ -260,7 +255,8 @@ Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view
     const Duration remaining = hard_deadline.remaining();
     return impl_->client->eval(
         kAcquire, {lock, version},
-        {*token, ms_string(std::min(impl_->options.lease, remaining)), ms_string(remaining)},
+        {*token, internal::redis_ms(std::min(impl_->options.lease, remaining)),
+         internal::redis_ms(remaining)},
         hard_deadline);
   };
   auto reply = send();
@@ -291,17 +287,14 @@ Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view
     return make_error(ErrorKind::kLockNotAcquired,
                       fmt::format("lock of key '{}' is held by another owner", key));
   }
-  auto v = parse_version_reply(reply->elements[1]);
+  auto v = internal::parse_version_reply(reply->elements[1]);
   if (!v) {
     impl_->errors.fetch_add(1, kRelaxed);
     return std::unexpected(v.error());
   }
-  // The hard deadline in Redis's clock: its "now" was read between our send
-  // and the reply, so now + (what is left after the reply) never exceeds it.
-  const long long left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(hard_deadline.remaining()).count();
-  const VersionSnapshot snapshot{.version = *v,
-                                 .write_until_ms = reply->elements[2].integer + left};
+  const VersionSnapshot snapshot{
+      .version = *v,
+      .write_until_ms = internal::write_until_ms(reply->elements[2].integer, hard_deadline)};
   impl_->acquisitions.fetch_add(1, kRelaxed);
   std::unique_ptr<LockHold> hold(
       new LockHold(*this, std::string(key), std::move(*token), snapshot, hard_deadline));

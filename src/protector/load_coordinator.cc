@@ -80,8 +80,7 @@ std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, D
   return std::move((*got)->entry);
 }
 
-std::optional<WriteOutcome> LoadCoordinator::store(const std::string& key,
-                                                   const CacheEntry& entry,
+std::optional<WriteOutcome> LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
                                                    const VersionSnapshot& snapshot,
                                                    Deadline deadline, MemoryCache::Ticket ticket) {
   auto written = cache_.l2()->write_loaded(key, entry, snapshot, deadline);
@@ -113,8 +112,7 @@ Result<CacheEntry> LoadCoordinator::after_store(const std::string& key, Result<C
 }
 
 Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
-                                                       Deadline load_deadline,
-                                                       bool* superseded) {
+                                                       Deadline load_deadline, bool* superseded) {
   const MemoryCache::Ticket ticket = cache_.ticket(key);
   auto snapshot = cache_.l2()->snapshot(key, load_deadline);
   if (!snapshot) {
@@ -128,8 +126,7 @@ Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
   return after_store(key, std::move(entry), refused, superseded);
 }
 
-Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key,
-                                                  Deadline load_deadline) {
+Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadline load_deadline) {
   counters_.fleet_degraded_loads.add();
   const MemoryCache::Ticket ticket = cache_.ticket(key);
   Result<CacheEntry> entry = loader_.load(key, load_deadline);
@@ -138,8 +135,7 @@ Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key,
 }
 
 Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
-                                                         Deadline load_deadline,
-                                                         bool* superseded) {
+                                                         Deadline load_deadline, bool* superseded) {
   Duration poll = options_.poll_min;
   bool waited = false;
   for (;;) {
@@ -167,7 +163,8 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     // Woken by the holder's announcement; otherwise come back after
     // retry_interval to take over the lock of a holder that died.
     if (waiter && notifier_->subscribed()) {
-      (void)waiter->wait(Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
+      (void)waiter->wait(
+          Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
       continue;
     }
     // Pub/sub is down: poll, with jittered backoff so a fleet of waiters

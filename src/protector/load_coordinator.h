@@ -75,8 +75,8 @@ class LoadCoordinator {
   Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline, bool* superseded);
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
                                           bool* superseded);
-  Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold,
-                                    Deadline load_deadline, bool* superseded);
+  Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold, Deadline load_deadline,
+                                    bool* superseded);
   // L2 without the fleet lock: snapshot, load, versioned write.
   Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
                                         bool* superseded);

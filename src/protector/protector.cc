@@ -37,8 +37,8 @@ namespace herdguard {
 // Destroyed in reverse order: flights first (it joins the loads, which use
 // everything above it), then the coordinator and its parts.
 struct Protector::Parts {
-  Parts(ProtectorOptions o, std::shared_ptr<Repository> repository,
-        std::unique_ptr<MemoryCache> l1, std::unique_ptr<CircuitBreaker> b)
+  Parts(ProtectorOptions o, std::shared_ptr<Repository> repository, std::unique_ptr<MemoryCache> l1,
+        std::unique_ptr<CircuitBreaker> b)
       : options(std::move(o)),
         breaker(std::move(b)),
         cache(std::move(l1), options.l1_enabled, options.l1_max_ttl, options.l2, options.clock,
@@ -86,7 +86,8 @@ bool is_definitive(const Error& error) {
 
 // The later-expiring of two candidates for a stale answer.
 void keep_newer(std::optional<CacheEntry>& best, std::optional<CacheEntry> candidate) {
-  if (candidate && (!best || candidate->fresh_until > best->fresh_until)) best = std::move(candidate);
+  if (candidate && (!best || candidate->fresh_until > best->fresh_until))
+    best = std::move(candidate);
 }
 
 }  // namespace
@@ -125,9 +126,9 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
   std::unique_ptr<Protector> protector(new Protector(std::move(parts)));
   Parts& p = *protector->parts_;
   if (p.options.metrics_registry) {
-    auto metrics = internal::ProtectorMetrics::create(*p.options.metrics_registry,
-                                                      p.options.metrics_name,
-                                                      p.options.key_patterns, protector.get());
+    auto metrics =
+        internal::ProtectorMetrics::create(*p.options.metrics_registry, p.options.metrics_name,
+                                           p.options.key_patterns, protector.get());
     if (!metrics) return std::unexpected(metrics.error());
     p.prometheus = std::move(*metrics);
     internal::ProtectorMetrics* prometheus = p.prometheus.get();
@@ -164,7 +165,8 @@ void Protector::alert(AlertEvent::Kind kind, std::string_view key, const std::st
   std::int64_t seen = last.load(std::memory_order_relaxed);
   // INT64_MIN: none sent yet (so an interval of Duration::max() still lets
   // the first one through).
-  if (seen != INT64_MIN && add_saturating(Duration(seen), options.alert_interval) > Duration(now_ns))
+  if (seen != INT64_MIN &&
+      add_saturating(Duration(seen), options.alert_interval) > Duration(now_ns))
     return;
   // One thread per interval wins the swap and sends.
   if (!last.compare_exchange_strong(seen, now_ns, std::memory_order_relaxed)) return;

@@ -40,12 +40,14 @@ Result<void> ProtectorOptions::validate() const {
     return bad("fleet_lock requires l2 (the lock holder writes the value there)");
   if (notifier && !fleet_lock) return bad("notifier is only used with fleet_lock");
   if (fleet_lock && fleet_lock->options().prefix != l2->options().prefix)
-    return bad("fleet_lock and l2 must share one prefix (the lock bumps the version the "
-               "cache's writes compare)");
+    return bad(
+        "fleet_lock and l2 must share one prefix (the lock bumps the version the "
+        "cache's writes compare)");
   if (l2 && max_value_bytes > kMaxEnvelopeValueBytes)
-    return bad(fmt::format("max_value_bytes must be <= {} with an l2 (Redis strings end at "
-                           "512 MiB), got {}",
-                           kMaxEnvelopeValueBytes, max_value_bytes));
+    return bad(
+        fmt::format("max_value_bytes must be <= {} with an l2 (Redis strings end at "
+                    "512 MiB), got {}",
+                    kMaxEnvelopeValueBytes, max_value_bytes));
   if (l1_max_ttl <= Duration::zero())
     return bad(fmt::format("l1_max_ttl must be > 0, got {} ms", ms(l1_max_ttl)));
   if (fleet_retry_interval <= Duration::zero())

@@ -11,8 +11,8 @@ namespace herdguard::internal {
 
 CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
                       Duration load_duration) {
-  const TimePoint fresh_until = add_saturating(
-      now, jittered_ttl(ttl, policy.ttl_jitter, internal::uniform_real(0.0, 1.0)));
+  const TimePoint fresh_until =
+      add_saturating(now, jittered_ttl(ttl, policy.ttl_jitter, internal::uniform_real(0.0, 1.0)));
   return CacheEntry{
       .value = std::move(value),
       .fresh_until = fresh_until,
@@ -23,9 +23,9 @@ CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl
   };
 }
 
-RepositoryLoader::RepositoryLoader(std::shared_ptr<Repository> repository,
-                                   CircuitBreaker& breaker, EntryPolicy policy,
-                                   std::shared_ptr<Clock> clock, ProtectorCounters& counters)
+RepositoryLoader::RepositoryLoader(std::shared_ptr<Repository> repository, CircuitBreaker& breaker,
+                                   EntryPolicy policy, std::shared_ptr<Clock> clock,
+                                   ProtectorCounters& counters)
     : repository_(std::move(repository)),
       breaker_(breaker),
       policy_(policy),
@@ -36,9 +36,9 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   if (deadline.expired()) {
     // Whoever waited for this load has given up, or will by the time the
     // database answers: calling it now only adds load to a slow database.
-    return make_error(ErrorKind::kTimeout,
-                      fmt::format("load of key '{}': deadline passed before the database call",
-                                  key));
+    return make_error(
+        ErrorKind::kTimeout,
+        fmt::format("load of key '{}': deadline passed before the database call", key));
   }
   if (auto permit = breaker_.try_acquire(); !permit) {
     return make_error(ErrorKind::kCircuitOpen,

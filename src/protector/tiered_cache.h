@@ -35,7 +35,6 @@ class TieredCache {
               std::shared_ptr<RedisCache> l2, std::shared_ptr<Clock> clock,
               ProtectorCounters& counters);
 
-  bool l1_enabled() const noexcept { return l1_enabled_; }
   bool has_l2() const noexcept { return l2_ != nullptr; }
   RedisCache* l2() const noexcept { return l2_.get(); }
   MemoryCache& l1() const noexcept { return *l1_; }

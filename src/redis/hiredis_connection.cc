@@ -10,8 +10,8 @@ namespace herdguard::internal {
 namespace {
 
 timeval to_timeval(Duration d) {
-  const auto us = std::max<long long>(
-      1000, std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+  const auto us =
+      std::max<long long>(1000, std::chrono::duration_cast<std::chrono::microseconds>(d).count());
   return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
 }
 
@@ -76,9 +76,9 @@ Result<RedisConnection> RedisConnection::open(const RedisUrl& url, Duration conn
     if (!reply) {
       // run() names only the command, never its arguments (AUTH's password).
       std::string_view detail = reply.error().message;
-      if (detail.starts_with(where)) detail.remove_prefix(std::min(detail.size(), where.size() + 2));
-      return make_error(reply.error().kind,
-                        fmt::format("{}: {} failed: {}", where, what, detail));
+      if (detail.starts_with(where))
+        detail.remove_prefix(std::min(detail.size(), where.size() + 2));
+      return make_error(reply.error().kind, fmt::format("{}: {} failed: {}", where, what, detail));
     }
     return ok();
   };
@@ -120,39 +120,37 @@ Result<RedisReply> RedisConnection::run(std::span<const std::string_view> argv, 
     return make_error(ErrorKind::kBackend,
                       fmt::format("{}: {} not sent: {}", where_, name, context_error(*c)));
   }
+  // The one translation of an I/O failure (errno as the failing call left
+  // it) into an Error: a socket timeout is kTimeout, anything else kBackend.
+  auto io_error = [&](std::string_view when_timed_out, std::string_view otherwise) {
+    const bool timed_out = is_timeout(*c, errno);
+    return make_error(
+        timed_out ? ErrorKind::kTimeout : ErrorKind::kBackend,
+        timed_out ? fmt::format("{}: {} {} {} ms", where_, name, when_timed_out, to_ms(timeout))
+                  : fmt::format("{}: {} {}: {}", where_, name, otherwise, context_error(*c)));
+  };
   // Phase 1: write the whole command. A failure here means Redis never had
   // it complete, so it cannot have run.
   int written = 0;
   do {
     errno = 0;
     if (redisBufferWrite(c, &written) != REDIS_OK) {
-      const bool timed_out = is_timeout(*c, errno);
       *failure = SendFailure::kNotSent;
-      return make_error(timed_out ? ErrorKind::kTimeout : ErrorKind::kBackend,
-                        timed_out ? fmt::format("{}: {} not sent within {} ms", where_, name,
-                                                to_ms(timeout))
-                                  : fmt::format("{}: {} not sent: {}", where_, name,
-                                                context_error(*c)));
+      return io_error("not sent within", "not sent");
     }
   } while (written == 0);
   // Phase 2: read the reply. From here on the command may have run.
   void* raw = nullptr;
   errno = 0;
   if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) {
-    const bool timed_out = is_timeout(*c, errno);
-    *failure = timed_out ? SendFailure::kTimeout : SendFailure::kLost;
-    return make_error(timed_out ? ErrorKind::kTimeout : ErrorKind::kBackend,
-                      timed_out ? fmt::format("{}: {} timed out after {} ms", where_, name,
-                                              to_ms(timeout))
-                                : fmt::format("{}: {} failed: {}", where_, name,
-                                              context_error(*c)));
+    *failure = is_timeout(*c, errno) ? SendFailure::kTimeout : SendFailure::kLost;
+    return io_error("timed out after", "failed");
   }
   RedisReplyPtr reply(static_cast<redisReply*>(raw));
   if (reply->type == REDIS_REPLY_ERROR) {
     *failure = SendFailure::kErrorReply;
-    return make_error(ErrorKind::kBackend,
-                      fmt::format("{}: {}: {}", where_, name,
-                                  std::string_view(reply->str, reply->len)));
+    return make_error(ErrorKind::kBackend, fmt::format("{}: {}: {}", where_, name,
+                                                       std::string_view(reply->str, reply->len)));
   }
   *failure = SendFailure::kNone;
   return to_reply(*reply);

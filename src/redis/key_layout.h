@@ -18,9 +18,12 @@
 //     The prefix may not contain braces (validated) for that to hold.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "herdguard/clock.h"
+#include "herdguard/redis_client.h"
 #include "herdguard/result.h"
 
 namespace herdguard::internal {
@@ -45,6 +48,19 @@ inline std::string lock_key(std::string_view prefix, std::string_view key) {
 inline std::string version_key(std::string_view prefix, std::string_view key) {
   return redis_key_for(prefix, key, 'n');
 }
+
+// A duration as PX / PEXPIRE milliseconds: at least 1 (Redis refuses 0).
+std::string redis_ms(Duration d);
+// An instant as PXAT Unix milliseconds: at least 1, whatever the instant
+// (an entry's stale_until may be in the past or TimePoint::max()).
+std::string redis_unix_ms(TimePoint t);
+// A snapshot's write deadline in Redis's clock. `redis_now_ms` was read
+// between our send and the reply, so now + what is left after the reply
+// never exceeds `hard_deadline`.
+std::int64_t write_until_ms(std::int64_t redis_now_ms, Deadline hard_deadline);
+// A version in a script reply (a decimal string or an integer, > 0).
+// Errors: kBackend.
+Result<std::uint64_t> parse_version_reply(const RedisReply& reply);
 
 // Errors: kInvalidArgument when `prefix` holds a brace (it would move the
 // hash tag) or is over 256 bytes.

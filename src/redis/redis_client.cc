@@ -144,8 +144,9 @@ struct RedisClient::Impl {
         lock.unlock();
         const Duration connect_within =
             std::min<Duration>(options.connect_timeout, until - SteadyClock::now());
-        auto c = RedisConnection::open(url, std::max<Duration>(connect_within, std::chrono::milliseconds(1)),
-                                       options.command_timeout, where);
+        auto c = RedisConnection::open(
+            url, std::max<Duration>(connect_within, std::chrono::milliseconds(1)),
+            options.command_timeout, where);
         lock.lock();
         if (!c) {
           --open;
@@ -199,8 +200,9 @@ struct RedisClient::Impl {
     Duration timeout = options.command_timeout;
     if (deadline) {
       if (deadline->expired()) {
-        return make_error(ErrorKind::kTimeout,
-                          fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
+        return make_error(
+            ErrorKind::kTimeout,
+            fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
       }
       pool_until = std::min(pool_until, deadline->when());
     }
@@ -210,8 +212,9 @@ struct RedisClient::Impl {
     if (deadline) {
       timeout = std::min(timeout, deadline->remaining());
       if (timeout <= Duration::zero()) {
-        return make_error(ErrorKind::kTimeout,
-                          fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
+        return make_error(
+            ErrorKind::kTimeout,
+            fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
       }
     }
     auto reply = (**lease).run(argv, timeout, failure);
@@ -263,8 +266,7 @@ struct RedisClient::Impl {
   }
 
   Result<RedisReply> eval(const RedisScript& script, std::span<const std::string_view> keys,
-                          std::span<const std::string_view> args,
-                          std::optional<Deadline> deadline);
+                          std::span<const std::string_view> args, std::optional<Deadline> deadline);
 };
 
 Result<std::unique_ptr<RedisClient>> RedisClient::create(RedisOptions options) {

@@ -57,8 +57,8 @@ struct Node {
 
 Node make_node(const RedisServer& server, VersionedDatabase& db, ProtectorOptions options = {},
                Duration lease = 2s) {
-  auto fleet = RedisFleet::connect(
-      {.redis = {.url = server.url()}, .prefix = "c:", .lease = lease});
+  auto fleet =
+      RedisFleet::connect({.redis = {.url = server.url()}, .prefix = "c:", .lease = lease});
   EXPECT_TRUE(fleet.has_value()) << fleet.error().to_string();
   fleet->apply_to(options);
   EXPECT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
@@ -110,8 +110,8 @@ TEST(Consistency, InvalidateWinsOverALoadThatBeganBefore) {
     // goes round once more, so they get v1 too.
     EXPECT_EQ(*a.protector->get("k", Deadline::after(30s)), "v1");
   });
-  db.read_done.wait();  // A read v0 and is still loading
-  db.version = 1;       // the row changes...
+  db.read_done.wait();                        // A read v0 and is still loading
+  db.version = 1;                             // the row changes...
   ASSERT_TRUE(b.protector->invalidate("k"));  // ...and the app invalidates
   db.gate.open();
   slow.join();

@@ -62,7 +62,8 @@ TEST(BoundedExecutor, ThreadThatFailsToStartIsAnErrorNotATermination) {
   // std::thread destroyed) when the OS refused the third thread.
   int started = 0;
   auto starter = [&](std::function<void()> body) -> std::thread {
-    if (++started == 3) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
+    if (++started == 3)
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
     return std::thread(std::move(body));
   };
   auto created = BoundedExecutor::create(4, 10, "test", starter);

@@ -280,10 +280,11 @@ TEST(SingleFlight, StartIfIdleStartsOneLoadPerKey) {
 TEST(SingleFlight, ExpiredDeadlineReturnsTimeoutWithoutLoading) {
   auto flights = make_flights();
   bool called = false;
-  auto r = flights->call("k", Deadline::after(Duration::zero()), [&](Deadline) -> Result<std::string> {
-    called = true;
-    return std::string("v");
-  });
+  auto r =
+      flights->call("k", Deadline::after(Duration::zero()), [&](Deadline) -> Result<std::string> {
+        called = true;
+        return std::string("v");
+      });
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().kind, ErrorKind::kTimeout);
   EXPECT_FALSE(called);
