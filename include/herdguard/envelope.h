@@ -54,7 +54,8 @@ inline constexpr std::size_t kMaxEnvelopeValueBytes = (512u << 20) - kEnvelopeHe
 
 struct Envelope {
   CacheEntry entry{};
-  // The key's version (redis_cache.h) the write was made under; 0 for set().
+  // The key's version (redis_cache.h) the write was made under (set() and
+  // loads alike); 0 when written without one (by a format-1 writer).
   std::uint64_t version = 0;
 };
 

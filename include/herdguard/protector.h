@@ -195,8 +195,9 @@ class Protector {
   // Stores `value` with `ttl` (options.ttl when not given), jittered, in L2
   // then L1, and bumps the key's version so that no load already running can
   // overwrite it. Errors: kInvalidArgument (bad key, value over
-  // max_value_bytes, ttl <= 0); kBackend/kTimeout when L2 failed (L1 is
-  // written regardless).
+  // max_value_bytes, ttl <= 0); kBackend/kTimeout when L2 failed: then L1
+  // forgets the key instead of keeping a value the fleet may never see, and
+  // the set may still land in L2 later (a paused Redis runs it on resuming).
   Result<void> set(std::string_view key, std::string_view value,
                    std::optional<Duration> ttl = std::nullopt);
 

@@ -59,11 +59,15 @@ Result<void> TieredCache::set(std::string_view key, CacheEntry entry) {
       shared = std::unexpected(version.error());
     }
   }
-  if (l1_enabled_) {
+  // A value L2 did not confirm is not kept in L1: it has no version, so a
+  // later fill could not be ordered against it, and this process would serve
+  // a value the rest of the fleet may never see. Erasing still bumps the
+  // key's generation, so no fill that began before this set lands.
+  if (l1_enabled_ && shared) {
     if (l2_) entry.recheck_at = add_saturating(clock_->now(), l1_max_ttl_);
     (void)l1_->put(key, std::move(entry));  // too large for L1: L2 has it
   } else {
-    (void)l1_->erase(key);  // bumps the generation all the same
+    (void)l1_->erase(key);
   }
   return shared;
 }

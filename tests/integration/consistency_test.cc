@@ -324,5 +324,35 @@ TEST(Consistency, AFailedHolderWakesWaitersAtOnce) {
   EXPECT_EQ(b.protector->metrics().fleet_lock_acquisitions, 1u) << "B took over at once";
 }
 
+// A set that L2 did not confirm leaves nothing in L1: its value has no
+// version, so keeping it would let this process serve a value the fleet may
+// never see, then go back to an older one (found by the 10-minute race run).
+TEST(Consistency, AFailedSetLeavesNoUnconfirmedValueInL1) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, long_ttl());
+  ASSERT_EQ(*a.protector->get("k"), "v0");
+  ASSERT_TRUE(a.protector->peek("k"));
+  server->pause();
+  auto set = a.protector->set("k", "v1");
+  ASSERT_FALSE(set) << "Redis is paused: the set cannot be confirmed";
+  EXPECT_FALSE(a.protector->peek("k")) << "L1 forgets the key instead of keeping v1";
+  server->resume();
+  // The timed-out SET may run once Redis resumes, in its first event-loop
+  // round; two round trips after resuming come after that round. (A's own
+  // client backs off briefly after the timeout: wait until it is back.)
+  auto probe = RedisClient::create({.url = server->url()});
+  ASSERT_TRUE(probe);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE((*probe)->command({"PING"}));
+  ASSERT_TRUE(eventually([&] { return a.fleet.client->command({"PING"}).has_value(); }));
+  // Either way this process now answers with what L2 holds, and keeps it.
+  auto first = a.protector->get("k", Deadline::after(5s));
+  ASSERT_TRUE(first) << first.error().to_string();
+  auto held = a.fleet.l2->get_envelope("k", Deadline::after(5s));
+  ASSERT_TRUE(held && *held);
+  EXPECT_EQ(*first, (*held)->entry.value);
+  EXPECT_EQ(*a.protector->get("k"), *first);
+}
+
 }  // namespace
 }  // namespace herdguard
