@@ -81,7 +81,6 @@ struct KeyIndex {
   std::vector<const Op*> writes_by_end;      // successful writes
   std::vector<std::int64_t> max_v_by_end;    // prefix max of their versions
   std::vector<const Op*> writes_by_start;    // successful writes
-  std::vector<std::int64_t> min_end_suffix;  // suffix min of their ends
   std::vector<const Op*> failed_writes;      // errored writes with a version
   std::vector<const Op*> updates_by_start;   // update ops, any outcome
   std::vector<std::int64_t> max_update_v;    // prefix max of their versions
@@ -124,12 +123,6 @@ KeyIndex index_key(const std::vector<const Op*>& ops) {
   std::ranges::sort(index.updates_by_start, {}, &Op::start_ns);
   index.max_v_by_end = prefix_max(index.writes_by_end);
   index.max_update_v = prefix_max(index.updates_by_start);
-  index.min_end_suffix.assign(index.writes_by_start.size(), INT64_MAX);
-  for (std::size_t i = index.writes_by_start.size(); i-- > 0;) {
-    const std::int64_t end = index.writes_by_start[i]->end_ns;
-    index.min_end_suffix[i] =
-        i + 1 < index.writes_by_start.size() ? std::min(end, index.min_end_suffix[i + 1]) : end;
-  }
   return index;
 }
 
@@ -143,19 +136,24 @@ bool excused_by_set(const KeyIndex& index, const Op& get, std::int64_t landed_af
   return !set.ok() || set.end_ns > landed_after;
 }
 
-// E2 (P2): a failed write before g2 that no completed successful write
-// followed. The failed write ending last is the hardest to follow, so it
-// decides.
-bool excused_by_failed_write(const KeyIndex& index, const Op& g2) {
+// E2 (P2): a failed write before g2 that no successful write followed in
+// time for g2 to see it: W clears the excuse only when it ended more than its
+// allowance (P1's: same process or other) before g2 started — another
+// process's invalidate reaches this process's L1 only within that bound. The
+// failed write ending last is the hardest to follow, so it decides.
+bool excused_by_failed_write(const KeyIndex& index, const Op& g2, const CheckerOptions& options) {
   const Op* latest = nullptr;
   for (const Op* f : index.failed_writes) {
     if (f->start_ns < g2.start_ns && (!latest || f->end_ns > latest->end_ns)) latest = f;
   }
   if (!latest) return false;
-  const auto first_after =
-      std::ranges::upper_bound(index.writes_by_start, latest->end_ns, {}, &Op::start_ns);
-  const auto i = static_cast<std::size_t>(first_after - index.writes_by_start.begin());
-  return i == index.writes_by_start.size() || index.min_end_suffix[i] >= g2.start_ns;
+  auto w = std::ranges::upper_bound(index.writes_by_start, latest->end_ns, {}, &Op::start_ns);
+  for (; w != index.writes_by_start.end() && (*w)->start_ns < g2.start_ns; ++w) {
+    const auto allowance = (*w)->worker == g2.worker ? options.same_process_allowance
+                                                     : options.other_process_allowance;
+    if ((*w)->end_ns + allowance.count() < g2.start_ns) return false;
+  }
+  return true;
 }
 
 // E3 (P2): an update with version in (v2, v1] still running around the pair.
@@ -231,10 +229,10 @@ void check_p1(const KeyIndex& index, const Op& g, const CheckerOptions& options,
 }
 
 void check_p2(const KeyIndex& index, const GetIndex& gets, const Op& g2,
-              std::vector<Violation>& out) {
+              const CheckerOptions& options, std::vector<Violation>& out) {
   std::size_t i = ended_before(gets.by_end, g2.start_ns);
   if (i == 0 || gets.max_v[i - 1] <= g2.version) return;
-  if (excused_by_failed_write(index, g2)) return;
+  if (excused_by_failed_write(index, g2, options)) return;
   while (i-- > 0 && gets.max_v[i] > g2.version) {
     const Op& g1 = *gets.by_end[i];
     if (g1.version <= g2.version) continue;
@@ -410,7 +408,7 @@ CheckReport check_history(const std::vector<Op>& history, const CheckerOptions& 
                                      .explanation = fmt::format("newest version {}", newest)});
       }
       check_p1(index, *g, options, report.violations);
-      check_p2(index, gets.at({g->worker, key}), *g, report.violations);
+      check_p2(index, gets.at({g->worker, key}), *g, options, report.violations);
     }
   }
   std::ranges::stable_sort(report.violations, {},

@@ -189,8 +189,9 @@ struct CheckReport {
 //     every W (its own value is the only one a failed set can land; it can
 //     only be older than W when U started before W ended). P2: a pair is
 //     excused when some failed write F of k started before G2.start and no
-//     successful write of k both started after F.end and ended before
-//     G2.start.
+//     successful write W of k started after F.end and ended more than its
+//     P1 allowance before G2.start (another process's write reaches this
+//     process's L1 only within other_process_allowance).
 //  E3 A write in flight (P2 only). Cache-aside reads the database ahead of the
 //     cache: while an update's invalidate or set is still running, G1 may
 //     load the new version (its cache read failed or missed) and G2 may still

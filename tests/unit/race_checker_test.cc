@@ -248,9 +248,27 @@ TEST(RaceChecker, E2FailedWriteFollowedByASuccessfulOneExcusesNothing) {
   std::vector<Op> history = versions_two_and_three();
   history.push_back(get(0, 100, 110, 3));
   history.push_back(write(OpKind::kInvalidate, 1, 105, 115, 3, "timeout"));
-  history.push_back(write(OpKind::kInvalidate, 1, 116, 118, 3));
+  history.push_back(write(OpKind::kInvalidate, 0, 116, 118, 3));  // the getter's own process
   history.push_back(get(0, 120, 130, 2));
   EXPECT_EQ(count(check(history), ViolationKind::kMonotonicReads), 1u);
+}
+
+// Another process's successful write reaches this process's L1 only within
+// other_process_allowance (1.5 s): until then the failed write still excuses.
+TEST(RaceChecker, E2AnotherProcessesWriteEndsTheExcuseOnlyAfterItsAllowance) {
+  std::vector<Op> within = versions_two_and_three();
+  within.push_back(get(0, 100, 110, 3));
+  within.push_back(write(OpKind::kInvalidate, 1, 105, 115, 3, "timeout"));
+  within.push_back(write(OpKind::kInvalidate, 1, 116, 118, 3));
+  within.push_back(get(0, 120, 130, 2));
+  EXPECT_EQ(count(check(within), ViolationKind::kMonotonicReads), 0u);
+
+  std::vector<Op> after = versions_two_and_three();
+  after.push_back(get(0, 100, 110, 3));
+  after.push_back(write(OpKind::kInvalidate, 1, 105, 115, 3, "timeout"));
+  after.push_back(write(OpKind::kInvalidate, 1, 116, 118, 3));
+  after.push_back(get(0, 1700, 1710, 2));
+  EXPECT_EQ(count(check(after), ViolationKind::kMonotonicReads), 1u);
 }
 
 // E1 (P2): an older set that may have landed after the first get read.
