@@ -1,10 +1,23 @@
 // herdguard/single_flight.h — one load per key, however many callers miss at once.
 //
-// Concurrent calls for the same key join one "flight": the first caller starts
-// the load on a bounded pool of load threads, and every caller (the first
-// included) waits for its result. Because the load never runs on a caller's
-// thread, each caller can stop waiting at its own deadline while the load
-// goes on for the others, bounded by its own `load_timeout`.
+// Concurrent calls for the same key join one "flight". The caller that starts
+// it runs the load on its own thread (as Go's singleflight does), so a miss
+// costs no hand-off and no thread is a bottleneck for distinct keys; the
+// others wait for its result, each until its own deadline.
+//
+// Running on the leader's thread must not hold the leader past its deadline,
+// nor cut the load short for followers with longer deadlines:
+//  * The leader runs the load inline only when its time left covers twice
+//    the recent load time (a decaying maximum of measured loads); otherwise
+//    it hands the load to an elastic executor and waits like a follower.
+//  * An inline load gets the leader's deadline (the earlier of it and
+//    load_timeout). If it ends in kTimeout because that deadline passed, the
+//    flight is not failed: the load goes on on the executor with the full
+//    load_timeout, for the waiters and for the cache, and the leader gets
+//    kTimeout. That costs a second load only when the estimate was wrong.
+//  * A loader that ignores its deadline can hold an inline leader past it;
+//    set inline_loads = false for such loaders (every load is handed off).
+//  * call_async() and start_if_idle() never block: their loads are handed off.
 //
 // Guarantees:
 //  * At most one load per key runs through a SingleFlight at a time, except
@@ -19,15 +32,19 @@
 //    value; herdguard's Protector also re-checks the cache inside the load.
 //  * An exception thrown by the loader becomes a kBackend error delivered to
 //    every waiter.
-//  * Timeouts are delivered off the watchdog thread (two delivery threads),
-//    so one flight's many async callbacks do not delay other flights'.
+//  * Waiters are released at load_timeout at the latest (a watchdog thread
+//    completes the flight with kTimeout; it only tracks flights that someone
+//    else joined or that were handed off). Timeouts are delivered off the
+//    watchdog thread (two delivery threads), so one flight's many async
+//    callbacks do not delay other flights'.
 //  * A flight has at most `max_waiters_per_key` joins; the excess is refused
-//    with kOverloaded instead of queueing without bound. When the load pool's
-//    queue is full, a new flight fails with kOverloaded.
+//    with kOverloaded instead of queueing without bound. When a load must be
+//    handed off and the executor's queue is full, the flight fails with
+//    kOverloaded.
 //
 // Thread safety: every method is safe from any number of threads.
 // REQUIRES: no call is in progress when the SingleFlight is destroyed. The
-// destructor waits for running loads to return.
+// destructor waits for handed-off loads to return.
 //
 // Example:
 //   auto flights = herdguard::SingleFlight::create({.load_timeout = std::chrono::seconds(2)});
@@ -63,11 +80,15 @@ struct SingleFlightOptions {
   // REQUIRES: 0 < load_timeout <= 1 h. Refused beyond an hour, not
   // saturated: Redis keeps a load's lock and version key until its deadline.
   Duration load_timeout = std::chrono::seconds(5);
-  // Threads running loads, i.e. the most concurrent loads (of distinct keys).
-  // REQUIRES: 1..1024.
-  std::size_t load_threads = 8;
-  // Loads waiting for a thread; when full, new flights get kOverloaded.
-  // REQUIRES: >= 1.
+  // Whether a caller of call() may run the load on its own thread (see the
+  // file comment). false: every load is handed off to the executor.
+  bool inline_loads = true;
+  // Most threads running handed-off loads (async, background, and loads of
+  // leaders whose deadline is too short). Threads start on demand and retire
+  // after 10 s idle; loads run inline are not counted. REQUIRES: 1..4096.
+  std::size_t load_threads = 256;
+  // Handed-off loads waiting for a thread; when full, such a flight gets
+  // kOverloaded. REQUIRES: >= 1.
   std::size_t load_queue = 1024;
 
   // Returns kInvalidArgument naming the first bad field.
@@ -83,6 +104,10 @@ struct SingleFlightStats {
   std::uint64_t loads_refused = 0;    // flights refused because the load queue was full
   std::uint64_t load_timeouts = 0;    // flights that hit load_timeout
   std::uint64_t waiter_timeouts = 0;  // blocking callers whose own deadline passed first
+  std::uint64_t inline_loads = 0;     // loads run on the leader's thread
+  std::uint64_t handed_off = 0;       // loads run on the executor
+  std::uint64_t continued = 0;        // inline loads cut by the leader's deadline, then handed off
+  std::uint64_t load_estimate_ns = 0;  // the recent load time that steers inline/hand-off
 };
 
 class SingleFlight {
@@ -134,6 +159,9 @@ class SingleFlight {
 
   // Number of flights in progress.
   std::size_t in_flight() const;
+  // Threads the executor has now, and the most it had at once.
+  std::size_t load_threads() const;
+  std::size_t peak_load_threads() const;
   SingleFlightStats stats() const;
 
  private:
@@ -143,12 +171,26 @@ class SingleFlight {
 
   explicit SingleFlight(SingleFlightOptions options);
   enum class JoinMode { kJoin, kStartOnly };
-  // Finds or creates the flight for `key`. With kStartOnly an existing flight
-  // is returned as kJoined without counting a waiter. Errors: kOverloaded.
-  Result<std::pair<std::shared_ptr<Flight>, Role>> join(std::string_view key, const Loader& loader,
-                                                        JoinMode mode);
-  // Publishes `result` to the flight's waiters; only the first completion counts.
-  void complete(const std::shared_ptr<Flight>& flight, Result<std::string> result);
+  // Finds or creates the flight for `key` (a created one runs nothing yet).
+  // With kStartOnly an existing flight is returned as kJoined without
+  // counting a waiter. A joined flight is put under the watchdog. Errors:
+  // kOverloaded.
+  Result<std::pair<std::shared_ptr<Flight>, Role>> join(std::string_view key, JoinMode mode);
+  // Runs the load of a flight this caller started on its own thread.
+  Result<std::string> lead_inline(const std::shared_ptr<Flight>& flight, Deadline deadline,
+                                  const Loader& loader);
+  // Runs the load on the executor, with the flight's load deadline. On
+  // refusal the flight is completed with the returned kOverloaded.
+  Result<void> hand_off(const std::shared_ptr<Flight>& flight, const Loader& loader);
+  // Blocks until the flight is done or `deadline`; then its result or kTimeout.
+  Result<std::string> wait_for(Flight& flight, std::string_view key, Deadline deadline);
+  bool should_run_inline(Deadline deadline) const;
+  void note_load_time(Duration took);
+  // Publishes `result` to the flight's waiters; only the first completion
+  // counts. Returns whether this one did.
+  enum class Completion { kLoaded, kLoadTimeout };
+  bool complete(const std::shared_ptr<Flight>& flight, Result<std::string> result,
+                Completion how = Completion::kLoaded);
   Shard& shard_for(std::string_view key) const;
 
   const SingleFlightOptions options_;
@@ -160,6 +202,13 @@ class SingleFlight {
   std::atomic<std::uint64_t> loads_refused_{0};
   std::atomic<std::uint64_t> load_timeouts_{0};
   std::atomic<std::uint64_t> waiter_timeouts_{0};
+  std::atomic<std::uint64_t> inline_loads_{0};
+  std::atomic<std::uint64_t> handed_off_{0};
+  std::atomic<std::uint64_t> continued_{0};
+  // A decaying maximum of recent load times, in ns: rises at once to a
+  // slower load, falls by 1/8 of the gap per faster one. Relaxed: a stale
+  // read only shifts one inline/hand-off choice.
+  std::atomic<std::int64_t> load_estimate_ns_{0};
 
   // Destroyed in reverse order: the executor first (it drains and joins, so no
   // load completes after), then the watchdog.

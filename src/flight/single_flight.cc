@@ -7,9 +7,12 @@
 //  * flight.done goes false -> true once, under flight.mutex; result and
 //    callbacks are only read/written under flight.mutex. The first completion
 //    (the loader's, or the watchdog's timeout) wins; later ones are dropped.
-//  * Every flight is registered with the watchdog, which completes it with
-//    kTimeout at its load deadline unless it finished before; so every waiter
-//    is released by the load deadline at the latest.
+//  * A flight is registered with the watchdog (once: flight.watched) as soon
+//    as anyone but its leader can wait for it — a second caller joined, or
+//    the load was handed off. The watchdog completes it with kTimeout at its
+//    load deadline unless it finished before; so every waiter is released by
+//    the load deadline at the latest. A leader running the load inline is
+//    not a waiter: it returns when its loader does.
 //  * No lock is held while a loader or a callback runs.
 #include "herdguard/single_flight.h"
 
@@ -46,6 +49,8 @@ struct SingleFlight::Flight {
   // Position in the watchdog's schedule. Protected by the watchdog's mutex.
   std::multimap<Deadline::SteadyTime, std::weak_ptr<Flight>>::iterator timer;
   bool timer_armed = false;  // protected by the watchdog's mutex
+  // Set once, by whoever first puts the flight under the watchdog.
+  std::atomic<bool> watched{false};
 
   std::mutex mutex;
   std::condition_variable finished;
@@ -85,7 +90,9 @@ class SingleFlight::Watchdog {
     deliveries_.reset();  // runs the deliveries still queued
   }
 
-  void arm(const std::shared_ptr<Flight>& flight) {
+  // Puts `flight` under watch; a no-op after the first time.
+  void watch(const std::shared_ptr<Flight>& flight) {
+    if (flight->watched.exchange(true, std::memory_order_acq_rel)) return;
     bool earliest;
     {
       std::lock_guard lock(mutex_);
@@ -125,12 +132,12 @@ class SingleFlight::Watchdog {
       schedule_.erase(first);
       if (!flight) continue;
       lock.unlock();
-      owner_.load_timeouts_.fetch_add(1, std::memory_order_relaxed);
       auto deliver = [owner = &owner_, flight] {
         owner->complete(flight,
                         make_error(ErrorKind::kTimeout,
                                    fmt::format("load of key '{}' exceeded load_timeout {} ms",
-                                               flight->key, to_ms(owner->options_.load_timeout))));
+                                               flight->key, to_ms(owner->options_.load_timeout))),
+                        Completion::kLoadTimeout);
       };
       if (!deliveries_->try_submit(deliver)) deliver();
       lock.lock();
@@ -158,8 +165,8 @@ Result<void> SingleFlightOptions::validate() const {
     return bad(fmt::format("load_timeout must be > 0, got {} ms", to_ms(load_timeout)));
   if (load_timeout > std::chrono::hours(1))
     return bad(fmt::format("load_timeout must be <= 1 h, got {} ms", to_ms(load_timeout)));
-  if (load_threads < 1 || load_threads > 1024)
-    return bad(fmt::format("load_threads must be in 1..1024, got {}", load_threads));
+  if (load_threads < 1 || load_threads > 4096)
+    return bad(fmt::format("load_threads must be in 1..4096, got {}", load_threads));
   if (load_queue < 1) return bad("load_queue must be >= 1");
   return ok();
 }
@@ -168,8 +175,9 @@ Result<std::unique_ptr<SingleFlight>> SingleFlight::create(SingleFlightOptions o
   if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
   auto deliveries = internal::BoundedExecutor::create(2, 4096, "herdguard-timeouts");
   if (!deliveries) return std::unexpected(deliveries.error());
-  auto executor =
-      internal::BoundedExecutor::create(options.load_threads, options.load_queue, "herdguard-load");
+  auto executor = internal::BoundedExecutor::create({.name = "herdguard-load",
+                                                     .max_threads = options.load_threads,
+                                                     .queue_capacity = options.load_queue});
   if (!executor) return std::unexpected(executor.error());
   std::unique_ptr<SingleFlight> flights(new SingleFlight(std::move(options)));
   try {
@@ -195,7 +203,7 @@ SingleFlight::Shard& SingleFlight::shard_for(std::string_view key) const {
 }
 
 Result<std::pair<std::shared_ptr<SingleFlight::Flight>, SingleFlight::Role>> SingleFlight::join(
-    std::string_view key, const Loader& loader, JoinMode mode) {
+    std::string_view key, JoinMode mode) {
   Shard& shard = shard_for(key);
   std::shared_ptr<Flight> flight;
   {
@@ -210,38 +218,93 @@ Result<std::pair<std::shared_ptr<SingleFlight::Flight>, SingleFlight::Role>> Sin
                                       existing.joins));
       }
       ++existing.joins;
-      shared_.fetch_add(1, std::memory_order_relaxed);
-      return std::pair{it->second, Role::kJoined};
+      flight = it->second;
+    } else {
+      flight = std::make_shared<Flight>(std::string(key), Deadline::after(options_.load_timeout));
+      shard.flights.emplace(flight->key, flight);
+      loads_started_.fetch_add(1, std::memory_order_relaxed);
+      return std::pair{std::move(flight), Role::kStarted};
     }
-    flight = std::make_shared<Flight>(std::string(key), Deadline::after(options_.load_timeout));
-    shard.flights.emplace(flight->key, flight);
   }
-  loads_started_.fetch_add(1, std::memory_order_relaxed);
-  watchdog_->arm(flight);
-
-  bool queued = executor_->try_submit([this, flight, loader] {
-    Result<std::string> result = make_error(ErrorKind::kInternal, "loader did not run");
-    try {
-      result = loader(flight->load_deadline);
-    } catch (const std::exception& e) {
-      result = make_error(ErrorKind::kBackend, fmt::format("loader threw: {}", e.what()));
-    } catch (...) {
-      result = make_error(ErrorKind::kBackend, "loader threw: unknown exception");
-    }
-    complete(flight, std::move(result));
-  });
-  if (!queued) {
-    loads_refused_.fetch_add(1, std::memory_order_relaxed);
-    auto refused = make_error(ErrorKind::kOverloaded,
-                              fmt::format("load queue full ({} waiting); load of key '{}' refused",
-                                          options_.load_queue, key));
-    complete(flight, refused);  // releases anyone who joined meanwhile
-    return refused;
-  }
-  return std::pair{std::move(flight), Role::kStarted};
+  shared_.fetch_add(1, std::memory_order_relaxed);
+  watchdog_->watch(flight);  // a waiter besides the leader: release it by the load deadline
+  return std::pair{std::move(flight), Role::kJoined};
 }
 
-void SingleFlight::complete(const std::shared_ptr<Flight>& flight, Result<std::string> result) {
+bool SingleFlight::should_run_inline(Deadline deadline) const {
+  if (!options_.inline_loads) return false;
+  const std::int64_t estimate = load_estimate_ns_.load(std::memory_order_relaxed);
+  // Twice the estimate: a load near its recent maximum still fits.
+  return deadline.remaining() >= std::chrono::nanoseconds(estimate) * 2;
+}
+
+void SingleFlight::note_load_time(Duration took) {
+  const std::int64_t sample = std::chrono::duration_cast<std::chrono::nanoseconds>(took).count();
+  const std::int64_t old = load_estimate_ns_.load(std::memory_order_relaxed);
+  const std::int64_t next = sample >= old ? sample : old - (old - sample) / 8;
+  if (next != old) load_estimate_ns_.store(next, std::memory_order_relaxed);
+}
+
+namespace {
+// Runs `loader`, turning exceptions into kBackend errors.
+Result<std::string> run_loader(const SingleFlight::Loader& loader, Deadline deadline) {
+  try {
+    return loader(deadline);
+  } catch (const std::exception& e) {
+    return make_error(ErrorKind::kBackend, fmt::format("loader threw: {}", e.what()));
+  } catch (...) {
+    return make_error(ErrorKind::kBackend, "loader threw: unknown exception");
+  }
+}
+}  // namespace
+
+Result<void> SingleFlight::hand_off(const std::shared_ptr<Flight>& flight, const Loader& loader) {
+  watchdog_->watch(flight);
+  const bool queued = executor_->try_submit([this, flight, loader] {
+    const auto start = std::chrono::steady_clock::now();
+    Result<std::string> result = run_loader(loader, flight->load_deadline);
+    note_load_time(std::chrono::steady_clock::now() - start);
+    complete(flight, std::move(result));
+  });
+  if (queued) {
+    handed_off_.fetch_add(1, std::memory_order_relaxed);
+    return ok();
+  }
+  loads_refused_.fetch_add(1, std::memory_order_relaxed);
+  auto refused = make_error(ErrorKind::kOverloaded,
+                            fmt::format("load queue full ({} waiting); load of key '{}' refused",
+                                        options_.load_queue, flight->key));
+  complete(flight, refused);  // releases anyone who joined meanwhile
+  return std::unexpected(std::move(refused.error()));
+}
+
+Result<std::string> SingleFlight::lead_inline(const std::shared_ptr<Flight>& flight,
+                                              Deadline deadline, const Loader& loader) {
+  inline_loads_.fetch_add(1, std::memory_order_relaxed);
+  const auto start = std::chrono::steady_clock::now();
+  Result<std::string> result =
+      run_loader(loader, Deadline::earliest(deadline, flight->load_deadline));
+  const auto end = std::chrono::steady_clock::now();
+  note_load_time(end - start);
+  if (!result && result.error().kind == ErrorKind::kTimeout && end >= deadline.when() &&
+      end < flight->load_deadline.when()) {
+    // Cut short by this caller's deadline, not by load_timeout: the load goes
+    // on for the flight's other waiters and for the cache.
+    continued_.fetch_add(1, std::memory_order_relaxed);
+    waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
+    if (!hand_off(flight, loader)) return result;
+    return make_error(ErrorKind::kTimeout,
+                      fmt::format("deadline passed while loading key '{}'; the load goes on",
+                                  flight->key));
+  }
+  if (complete(flight, std::move(result))) return flight->result;  // done: never written again
+  // The watchdog completed it first (the load ran past load_timeout).
+  std::lock_guard lock(flight->mutex);
+  return flight->result;
+}
+
+bool SingleFlight::complete(const std::shared_ptr<Flight>& flight, Result<std::string> result,
+                            Completion how) {
   {
     Shard& shard = shard_for(flight->key);
     std::lock_guard lock(shard.mutex);
@@ -251,13 +314,15 @@ void SingleFlight::complete(const std::shared_ptr<Flight>& flight, Result<std::s
   std::vector<Callback> callbacks;
   {
     std::lock_guard lock(flight->mutex);
-    if (flight->done) return;  // the watchdog or the loader got here first
+    if (flight->done) return false;  // the watchdog or the loader got here first
     flight->done = true;
     flight->result = std::move(result);
     callbacks.swap(flight->callbacks);
   }
+  // Counted before the callbacks run: they may take long.
+  if (how == Completion::kLoadTimeout) load_timeouts_.fetch_add(1, std::memory_order_relaxed);
   flight->finished.notify_all();
-  watchdog_->disarm(*flight);
+  if (flight->watched.load(std::memory_order_acquire)) watchdog_->disarm(*flight);
   // Reading result without the lock is safe: done is set and result is never written again.
   for (auto& cb : callbacks) {
     try {
@@ -266,18 +331,11 @@ void SingleFlight::complete(const std::shared_ptr<Flight>& flight, Result<std::s
       // A throwing callback must not deprive the other waiters of the result.
     }
   }
+  return true;
 }
 
-Result<std::string> SingleFlight::call(std::string_view key, Deadline deadline,
-                                       const Loader& loader) {
-  if (deadline.expired()) {
-    waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
-    return make_error(ErrorKind::kTimeout,
-                      fmt::format("deadline passed before the load of key '{}' started", key));
-  }
-  auto joined = join(key, loader, JoinMode::kJoin);
-  if (!joined) return std::unexpected(std::move(joined.error()));
-  Flight& flight = *joined->first;
+Result<std::string> SingleFlight::wait_for(Flight& flight, std::string_view key,
+                                           Deadline deadline) {
   std::unique_lock lock(flight.mutex);
   if (!flight.finished.wait_until(lock, deadline.when(), [&] { return flight.done; })) {
     waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
@@ -287,11 +345,34 @@ Result<std::string> SingleFlight::call(std::string_view key, Deadline deadline,
   return flight.result;
 }
 
+Result<std::string> SingleFlight::call(std::string_view key, Deadline deadline,
+                                       const Loader& loader) {
+  if (deadline.expired()) {
+    waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
+    return make_error(ErrorKind::kTimeout,
+                      fmt::format("deadline passed before the load of key '{}' started", key));
+  }
+  auto joined = join(key, JoinMode::kJoin);
+  if (!joined) return std::unexpected(std::move(joined.error()));
+  const std::shared_ptr<Flight>& flight = joined->first;
+  if (joined->second == Role::kStarted) {
+    if (should_run_inline(deadline)) return lead_inline(flight, deadline, loader);
+    if (auto handed = hand_off(flight, loader); !handed) return std::unexpected(handed.error());
+  }
+  return wait_for(*flight, key, deadline);
+}
+
 Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const Loader& loader,
                                                     Callback callback) {
-  auto joined = join(key, loader, JoinMode::kJoin);
+  auto joined = join(key, JoinMode::kJoin);
   if (!joined) return std::unexpected(std::move(joined.error()));
   Flight& flight = *joined->first;
+  if (joined->second == Role::kStarted) {
+    // Refused: the flight is completed with kOverloaded (for anyone who
+    // joined meanwhile); this callback is never called.
+    if (auto handed = hand_off(joined->first, loader); !handed)
+      return std::unexpected(handed.error());
+  }
   {
     std::lock_guard lock(flight.mutex);
     if (!flight.done) {
@@ -299,7 +380,7 @@ Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const 
       return joined->second;
     }
   }
-  // Finished between join and here (a fast load, or a refused queue): deliver inline.
+  // Finished between join and here (a fast load): deliver inline.
   callback(flight.result);
   return joined->second;
 }
@@ -311,9 +392,12 @@ void SingleFlight::forget(std::string_view key) {
 }
 
 Result<bool> SingleFlight::start_if_idle(std::string_view key, const Loader& loader) {
-  auto joined = join(key, loader, JoinMode::kStartOnly);
+  auto joined = join(key, JoinMode::kStartOnly);
   if (!joined) return std::unexpected(std::move(joined.error()));
-  return joined->second == Role::kStarted;
+  if (joined->second != Role::kStarted) return false;
+  if (auto handed = hand_off(joined->first, loader); !handed)
+    return std::unexpected(handed.error());
+  return true;
 }
 
 std::size_t SingleFlight::in_flight() const {
@@ -333,7 +417,15 @@ SingleFlightStats SingleFlight::stats() const {
       .loads_refused = loads_refused_.load(std::memory_order_relaxed),
       .load_timeouts = load_timeouts_.load(std::memory_order_relaxed),
       .waiter_timeouts = waiter_timeouts_.load(std::memory_order_relaxed),
+      .inline_loads = inline_loads_.load(std::memory_order_relaxed),
+      .handed_off = handed_off_.load(std::memory_order_relaxed),
+      .continued = continued_.load(std::memory_order_relaxed),
+      .load_estimate_ns =
+          static_cast<std::uint64_t>(load_estimate_ns_.load(std::memory_order_relaxed)),
   };
 }
+
+std::size_t SingleFlight::load_threads() const { return executor_->threads(); }
+std::size_t SingleFlight::peak_load_threads() const { return executor_->peak_threads(); }
 
 }  // namespace herdguard

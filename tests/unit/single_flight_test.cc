@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <latch>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,10 +54,51 @@ TEST(SingleFlight, ConcurrentCallersShareOneLoad) {
   EXPECT_EQ(flights->in_flight(), 0u);
 }
 
+// A loader that takes `d` of real time: the slow database a load estimate learns from.
+Result<std::string> take(Duration d) {
+  const Deadline until = Deadline::after(d);
+  while (!until.expired()) std::this_thread::yield();
+  return std::string("slow");
+}
+
+TEST(SingleFlight, LeaderRunsTheLoadOnItsOwnThread) {
+  auto flights = make_flights();
+  std::thread::id ran_on;
+  auto v = flights->call("k", Deadline::after(seconds(30)), [&](Deadline) -> Result<std::string> {
+    ran_on = std::this_thread::get_id();
+    return std::string("v");
+  });
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, "v");
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(flights->stats().inline_loads, 1u);
+  EXPECT_EQ(flights->stats().handed_off, 0u);
+  EXPECT_EQ(flights->load_threads(), 0u) << "no thread is started for an inline load";
+}
+
+TEST(SingleFlight, InlineLoadsOffHandsEveryLoadOff) {
+  auto flights = make_flights({.inline_loads = false});
+  std::thread::id ran_on;
+  auto v = flights->call("k", Deadline::after(seconds(30)), [&](Deadline) -> Result<std::string> {
+    ran_on = std::this_thread::get_id();
+    return std::string("v");
+  });
+  ASSERT_TRUE(v);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(flights->stats().handed_off, 1u);
+}
+
+// A leader whose deadline is shorter than loads are known to take hands the
+// load off: it returns at its deadline, and the load goes on for the others.
 TEST(SingleFlight, LeaderTimeoutDoesNotFailFollowers) {
   auto flights = make_flights();
+  ASSERT_TRUE(flights->call("warm", Deadline::after(seconds(30)),
+                            [](Deadline) { return take(milliseconds(100)); }));
+  ASSERT_GE(flights->stats().load_estimate_ns, 100'000'000u);
   Gate gate;
-  auto loader = [&](Deadline) -> Result<std::string> {
+  std::atomic<int> loads{0};
+  auto loader = [&](Deadline) -> Result<std::string> {  // ignores its deadline
+    loads.fetch_add(1);
     gate.wait();
     return std::string("loaded");
   };
@@ -73,8 +115,73 @@ TEST(SingleFlight, LeaderTimeoutDoesNotFailFollowers) {
   t.join();
   ASSERT_TRUE(follower.has_value()) << follower.error().to_string();
   EXPECT_EQ(*follower, "loaded");
-  EXPECT_EQ(flights->stats().loads_started, 1u);
+  EXPECT_EQ(loads.load(), 1);
+  EXPECT_EQ(flights->stats().loads_started, 2u);  // "warm" and "k"
+  EXPECT_EQ(flights->stats().handed_off, 1u);
   EXPECT_EQ(flights->stats().waiter_timeouts, 1u);
+}
+
+// When the estimate was wrong, an inline load cut by its leader's deadline is
+// not failed for the followers: it goes on, on the executor, with the full
+// load_timeout (a second call of the loader).
+TEST(SingleFlight, InlineLoadCutByTheLeadersDeadlineGoesOnForFollowers) {
+  auto flights = make_flights();
+  Gate gate;
+  std::latch started(1);
+  std::vector<Deadline> deadlines;
+  std::mutex deadlines_mutex;
+  auto loader = [&](Deadline d) -> Result<std::string> {  // honours its deadline
+    {
+      std::lock_guard lock(deadlines_mutex);
+      deadlines.push_back(d);
+    }
+    started.count_down();
+    gate.wait();
+    if (d.expired()) return make_error(ErrorKind::kTimeout, "statement timeout");
+    return std::string("loaded");
+  };
+  const Deadline leader_deadline = Deadline::after(milliseconds(50));
+  Result<std::string> leader = make_error(ErrorKind::kInternal, "unset");
+  std::thread lead([&] { leader = flights->call("k", leader_deadline, loader); });
+  started.wait();
+  Result<std::string> follower = make_error(ErrorKind::kInternal, "unset");
+  std::thread follow([&] { follower = flights->call("k", Deadline::after(seconds(30)), loader); });
+  wait_until([&] { return flights->stats().shared == 1; });
+  wait_until([&] { return leader_deadline.expired(); });
+  gate.open();
+  lead.join();
+  follow.join();
+  ASSERT_FALSE(leader);
+  EXPECT_EQ(leader.error().kind, ErrorKind::kTimeout);
+  ASSERT_TRUE(follower) << follower.error().to_string();
+  EXPECT_EQ(*follower, "loaded");
+  ASSERT_EQ(deadlines.size(), 2u);
+  EXPECT_EQ(deadlines[0].when(), leader_deadline.when()) << "inline: the leader's deadline";
+  EXPECT_GT(deadlines[1].when(), leader_deadline.when()) << "handed off: load_timeout";
+  EXPECT_EQ(flights->stats().continued, 1u);
+  EXPECT_EQ(flights->stats().loads_started, 1u);
+}
+
+// No fixed pool caps misses of distinct keys: each caller loads its own.
+TEST(SingleFlight, DistinctKeyMissesAreNotCappedByLoadThreads) {
+  auto flights = make_flights({.load_threads = 1, .load_queue = 1});
+  constexpr int kKeys = 32;
+  std::latch all_loading(kKeys);  // every load waits until all are running at once
+  std::atomic<int> ok{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kKeys; ++i) {
+    callers.emplace_back([&, i] {
+      auto v = flights->call("k" + std::to_string(i), Deadline::after(seconds(30)),
+                             [&](Deadline) -> Result<std::string> {
+                               all_loading.arrive_and_wait();
+                               return std::string("v");
+                             });
+      if (v) ok.fetch_add(1);
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok.load(), kKeys);
+  EXPECT_EQ(flights->stats().inline_loads, static_cast<std::uint64_t>(kKeys));
 }
 
 TEST(SingleFlight, LoaderExceptionIsDeliveredToEveryWaiter) {
@@ -135,7 +242,8 @@ TEST(SingleFlight, WaiterCapRefusesTheExcessWithOverloaded) {
 }
 
 TEST(SingleFlight, LoadTimeoutReleasesAllWaiters) {
-  auto flights = make_flights({.load_timeout = milliseconds(50)});
+  // Handed off, a hung load holds nobody past load_timeout.
+  auto flights = make_flights({.load_timeout = milliseconds(50), .inline_loads = false});
   Gate gate;
   auto loader = [&](Deadline) -> Result<std::string> {
     gate.wait();  // hangs past the load timeout
@@ -156,6 +264,42 @@ TEST(SingleFlight, LoadTimeoutReleasesAllWaiters) {
   EXPECT_EQ(flights->stats().load_timeouts, 1u);
   EXPECT_EQ(flights->in_flight(), 0u);
   gate.open();  // let the abandoned load return before the flights are destroyed
+}
+
+TEST(SingleFlight, LoadTimeoutReleasesTheFollowersOfAHungInlineLoad) {
+  // Inline, a loader that ignores its deadline holds its own leader (the
+  // documented limit), but never the followers: they go at load_timeout.
+  auto flights = make_flights({.load_timeout = seconds(1)});
+  Gate gate;
+  std::latch loading(1);
+  auto loader = [&](Deadline) -> Result<std::string> {
+    loading.count_down();
+    gate.wait();
+    return std::string("too late");
+  };
+  Result<std::string> leader = std::string("unset");
+  std::thread lead([&] { leader = flights->call("k", Deadline::after(seconds(60)), loader); });
+  loading.wait();
+  std::vector<Result<std::string>> results(3, std::string("unset"));
+  std::vector<std::thread> followers;
+  // They join within the 1 s load_timeout; one that came later would start
+  // a load of its own, which answers at once (and fails the test, not hangs).
+  auto late_start = [](Deadline) -> Result<std::string> { return std::string("late start"); };
+  for (int i = 0; i < 3; ++i) {
+    followers.emplace_back(
+        [&, i] { results[i] = flights->call("k", Deadline::after(seconds(60)), late_start); });
+  }
+  for (auto& t : followers) t.join();
+  for (const auto& r : results) {
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().kind, ErrorKind::kTimeout);
+  }
+  EXPECT_EQ(flights->in_flight(), 0u);
+  gate.open();
+  lead.join();
+  ASSERT_FALSE(leader.has_value()) << "the flight's result, like its followers'";
+  EXPECT_EQ(leader.error().kind, ErrorKind::kTimeout);
+  EXPECT_EQ(flights->stats().load_timeouts, 1u);
 }
 
 TEST(SingleFlight, AsyncAndBlockingWaitersJoinTheSameFlight) {
@@ -228,7 +372,7 @@ TEST(SingleFlight, FinishedFlightIsNeverJoined) {
 }
 
 TEST(SingleFlight, FullLoadQueueRefusesNewFlights) {
-  auto flights = make_flights({.load_threads = 1, .load_queue = 1});
+  auto flights = make_flights({.inline_loads = false, .load_threads = 1, .load_queue = 1});
   Gate gate;
   std::latch running(1);
   auto blocking_loader = [&](Deadline) -> Result<std::string> {
@@ -249,7 +393,13 @@ TEST(SingleFlight, FullLoadQueueRefusesNewFlights) {
   auto refused = flights->call("c", Deadline::after(seconds(30)), quick_loader);
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().kind, ErrorKind::kOverloaded);
-  EXPECT_EQ(flights->stats().loads_refused, 1u);
+  auto refused_async = flights->call_async("d", quick_loader, [](const Result<std::string>&) {
+    ADD_FAILURE() << "a refused call_async never calls its callback";
+  });
+  ASSERT_FALSE(refused_async);
+  EXPECT_EQ(refused_async.error().kind, ErrorKind::kOverloaded);
+  EXPECT_FALSE(flights->start_if_idle("e", quick_loader));
+  EXPECT_EQ(flights->stats().loads_refused, 3u);
   gate.open();
   flights.reset();
   EXPECT_EQ(got.size(), 2u);
