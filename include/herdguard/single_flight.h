@@ -175,23 +175,25 @@ class SingleFlight {
   // With kStartOnly an existing flight is returned as kJoined without
   // counting a waiter. A joined flight is put under the watchdog. Errors:
   // kOverloaded.
-  Result<std::pair<std::shared_ptr<Flight>, Role>> join(std::string_view key, JoinMode mode);
+  using SteadyTime = Deadline::SteadyTime;
+  Result<std::pair<std::shared_ptr<Flight>, Role>> join(std::string_view key, JoinMode mode,
+                                                        SteadyTime now);
   // Runs the load of a flight this caller started on its own thread.
   Result<std::string> lead_inline(const std::shared_ptr<Flight>& flight, Deadline deadline,
-                                  const Loader& loader);
+                                  const Loader& loader, SteadyTime start);
   // Runs the load on the executor, with the flight's load deadline. On
   // refusal the flight is completed with the returned kOverloaded.
   Result<void> hand_off(const std::shared_ptr<Flight>& flight, const Loader& loader);
   // Blocks until the flight is done or `deadline`; then its result or kTimeout.
   Result<std::string> wait_for(Flight& flight, std::string_view key, Deadline deadline);
-  bool should_run_inline(Deadline deadline) const;
+  bool should_run_inline(Deadline deadline, SteadyTime now) const;
   void note_load_time(Duration took);
   // Publishes `result` to the flight's waiters; only the first completion
   // counts. Returns whether this one did.
   enum class Completion { kLoaded, kLoadTimeout };
   bool complete(const std::shared_ptr<Flight>& flight, Result<std::string> result,
                 Completion how = Completion::kLoaded);
-  Shard& shard_for(std::string_view key) const;
+  Shard& shard_for(std::size_t key_hash) const;
 
   const SingleFlightOptions options_;
   std::unique_ptr<Shard[]> shards_;

@@ -1,7 +1,7 @@
 // Single-flight: coalesces concurrent loads of one key.
 //
 // Invariants:
-//  * shard.flights[key] holds the one unfinished flight for key, if any. A
+//  * shard.flights holds the one unfinished flight for key, if any. A
 //    flight is erased from its shard BEFORE its result is published, so a
 //    finished flight is never joined.
 //  * flight.done goes false -> true once, under flight.mutex; result and
@@ -23,7 +23,6 @@
 #include <mutex>
 #include <system_error>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -32,7 +31,9 @@
 
 namespace herdguard {
 namespace {
-constexpr std::size_t kShards = 16;
+// Flights in progress spread over this many shards; each shard's list is
+// scanned on a join, so enough of them keeps the lists short in a cold start.
+constexpr std::size_t kShards = 64;
 
 long long to_ms(Duration d) {
   return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
@@ -40,9 +41,11 @@ long long to_ms(Duration d) {
 }  // namespace
 
 struct SingleFlight::Flight {
-  Flight(std::string k, Deadline d) : key(std::move(k)), load_deadline(d) {}
+  Flight(std::string k, std::size_t h, Deadline d)
+      : key(std::move(k)), hash(h), load_deadline(d) {}
 
   const std::string key;
+  const std::size_t hash;  // of key: finds its shard and entry again
   const Deadline load_deadline;
   // Joins so far, including the starter. Protected by the owning shard's mutex.
   std::size_t joins = 1;
@@ -56,16 +59,32 @@ struct SingleFlight::Flight {
   std::condition_variable finished;
   // State below is protected by mutex.
   bool done = false;
-  Result<std::string> result = make_error(ErrorKind::kInternal, "flight not finished");
+  // Read only once done is set; an empty value until then, which costs no
+  // allocation (an error's message would).
+  Result<std::string> result;
   std::vector<Callback> callbacks;
 };
 
+// The unfinished flights of one shard, in a flat vector rather than a hash
+// map: a shard only holds the loads in progress at this moment (a handful),
+// and a node-based map would cost a heap allocation per flight on every miss.
+// With it a flight costs one allocation, as in Go's singleflight. Entries
+// carry the key's hash, so a scan compares strings only on a hash match.
 struct SingleFlight::Shard {
   std::mutex mutex;
-  // Protected by mutex.
-  std::unordered_map<std::string, std::shared_ptr<Flight>, internal::StringHash,
-                     internal::StringEqual>
-      flights;
+  // Protected by mutex. Unordered: erase swaps the last entry in.
+  std::vector<std::shared_ptr<Flight>> flights;
+
+  std::shared_ptr<Flight>* find(std::size_t hash, std::string_view key) {
+    for (auto& f : flights) {
+      if (f->hash == hash && f->key == key) return &f;
+    }
+    return nullptr;
+  }
+  void erase(std::shared_ptr<Flight>* entry) {
+    if (entry != &flights.back()) *entry = std::move(flights.back());
+    flights.pop_back();
+  }
 };
 
 // Completes flights whose load deadline passed. One thread, sleeping until
@@ -198,19 +217,20 @@ SingleFlight::~SingleFlight() {
   watchdog_.reset();
 }
 
-SingleFlight::Shard& SingleFlight::shard_for(std::string_view key) const {
-  return shards_[internal::StringHash{}(key) % kShards];
+SingleFlight::Shard& SingleFlight::shard_for(std::size_t hash) const {
+  return shards_[hash % kShards];
 }
 
 Result<std::pair<std::shared_ptr<SingleFlight::Flight>, SingleFlight::Role>> SingleFlight::join(
-    std::string_view key, JoinMode mode) {
-  Shard& shard = shard_for(key);
+    std::string_view key, JoinMode mode, SteadyTime now) {
+  const std::size_t hash = internal::StringHash{}(key);
+  Shard& shard = shard_for(hash);
   std::shared_ptr<Flight> flight;
   {
     std::lock_guard lock(shard.mutex);
-    if (auto it = shard.flights.find(key); it != shard.flights.end()) {
-      Flight& existing = *it->second;
-      if (mode == JoinMode::kStartOnly) return std::pair{it->second, Role::kJoined};
+    if (std::shared_ptr<Flight>* found = shard.find(hash, key)) {
+      Flight& existing = **found;
+      if (mode == JoinMode::kStartOnly) return std::pair{*found, Role::kJoined};
       if (existing.joins >= options_.max_waiters_per_key) {
         waiters_refused_.fetch_add(1, std::memory_order_relaxed);
         return make_error(ErrorKind::kOverloaded,
@@ -218,10 +238,12 @@ Result<std::pair<std::shared_ptr<SingleFlight::Flight>, SingleFlight::Role>> Sin
                                       existing.joins));
       }
       ++existing.joins;
-      flight = it->second;
+      flight = *found;
     } else {
-      flight = std::make_shared<Flight>(std::string(key), Deadline::after(options_.load_timeout));
-      shard.flights.emplace(flight->key, flight);
+      // No overflow: load_timeout <= 1 h.
+      flight = std::make_shared<Flight>(std::string(key), hash,
+                                        Deadline::at(now + options_.load_timeout));
+      shard.flights.push_back(flight);
       loads_started_.fetch_add(1, std::memory_order_relaxed);
       return std::pair{std::move(flight), Role::kStarted};
     }
@@ -231,11 +253,11 @@ Result<std::pair<std::shared_ptr<SingleFlight::Flight>, SingleFlight::Role>> Sin
   return std::pair{std::move(flight), Role::kJoined};
 }
 
-bool SingleFlight::should_run_inline(Deadline deadline) const {
+bool SingleFlight::should_run_inline(Deadline deadline, SteadyTime now) const {
   if (!options_.inline_loads) return false;
   const std::int64_t estimate = load_estimate_ns_.load(std::memory_order_relaxed);
   // Twice the estimate: a load near its recent maximum still fits.
-  return deadline.remaining() >= std::chrono::nanoseconds(estimate) * 2;
+  return deadline.when() - now >= std::chrono::nanoseconds(estimate) * 2;
 }
 
 void SingleFlight::note_load_time(Duration took) {
@@ -279,9 +301,9 @@ Result<void> SingleFlight::hand_off(const std::shared_ptr<Flight>& flight, const
 }
 
 Result<std::string> SingleFlight::lead_inline(const std::shared_ptr<Flight>& flight,
-                                              Deadline deadline, const Loader& loader) {
+                                              Deadline deadline, const Loader& loader,
+                                              SteadyTime start) {
   inline_loads_.fetch_add(1, std::memory_order_relaxed);
-  const auto start = std::chrono::steady_clock::now();
   Result<std::string> result =
       run_loader(loader, Deadline::earliest(deadline, flight->load_deadline));
   const auto end = std::chrono::steady_clock::now();
@@ -306,10 +328,10 @@ Result<std::string> SingleFlight::lead_inline(const std::shared_ptr<Flight>& fli
 bool SingleFlight::complete(const std::shared_ptr<Flight>& flight, Result<std::string> result,
                             Completion how) {
   {
-    Shard& shard = shard_for(flight->key);
+    Shard& shard = shard_for(flight->hash);
     std::lock_guard lock(shard.mutex);
-    auto it = shard.flights.find(flight->key);
-    if (it != shard.flights.end() && it->second == flight) shard.flights.erase(it);
+    std::shared_ptr<Flight>* found = shard.find(flight->hash, flight->key);
+    if (found && *found == flight) shard.erase(found);
   }
   std::vector<Callback> callbacks;
   {
@@ -347,16 +369,19 @@ Result<std::string> SingleFlight::wait_for(Flight& flight, std::string_view key,
 
 Result<std::string> SingleFlight::call(std::string_view key, Deadline deadline,
                                        const Loader& loader) {
-  if (deadline.expired()) {
+  // One clock read serves the checks, the flight's deadline and the load's
+  // start time: the uncontended call is the hot path of every miss.
+  const SteadyTime now = std::chrono::steady_clock::now();
+  if (now >= deadline.when()) {
     waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
     return make_error(ErrorKind::kTimeout,
                       fmt::format("deadline passed before the load of key '{}' started", key));
   }
-  auto joined = join(key, JoinMode::kJoin);
+  auto joined = join(key, JoinMode::kJoin, now);
   if (!joined) return std::unexpected(std::move(joined.error()));
   const std::shared_ptr<Flight>& flight = joined->first;
   if (joined->second == Role::kStarted) {
-    if (should_run_inline(deadline)) return lead_inline(flight, deadline, loader);
+    if (should_run_inline(deadline, now)) return lead_inline(flight, deadline, loader, now);
     if (auto handed = hand_off(flight, loader); !handed) return std::unexpected(handed.error());
   }
   return wait_for(*flight, key, deadline);
@@ -364,7 +389,7 @@ Result<std::string> SingleFlight::call(std::string_view key, Deadline deadline,
 
 Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const Loader& loader,
                                                     Callback callback) {
-  auto joined = join(key, JoinMode::kJoin);
+  auto joined = join(key, JoinMode::kJoin, std::chrono::steady_clock::now());
   if (!joined) return std::unexpected(std::move(joined.error()));
   Flight& flight = *joined->first;
   if (joined->second == Role::kStarted) {
@@ -386,13 +411,14 @@ Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const 
 }
 
 void SingleFlight::forget(std::string_view key) {
-  Shard& shard = shard_for(key);
+  const std::size_t hash = internal::StringHash{}(key);
+  Shard& shard = shard_for(hash);
   std::lock_guard lock(shard.mutex);
-  if (auto it = shard.flights.find(key); it != shard.flights.end()) shard.flights.erase(it);
+  if (std::shared_ptr<Flight>* found = shard.find(hash, key)) shard.erase(found);
 }
 
 Result<bool> SingleFlight::start_if_idle(std::string_view key, const Loader& loader) {
-  auto joined = join(key, JoinMode::kStartOnly);
+  auto joined = join(key, JoinMode::kStartOnly, std::chrono::steady_clock::now());
   if (!joined) return std::unexpected(std::move(joined.error()));
   if (joined->second != Role::kStarted) return false;
   if (auto handed = hand_off(joined->first, loader); !handed)
