@@ -231,7 +231,10 @@ class Protector {
   // The blocking read: L1, L2, then the shared load. With `serve_stale`, a
   // stale entry within stale_while_revalidate is answered at once and
   // refreshed in the background.
-  Result<std::string> read(std::string_view key, Deadline deadline, bool serve_stale);
+  // `deadline`: the caller's, or none for request_timeout from the first
+  // step past L1.
+  Result<std::string> read(std::string_view key, std::optional<Deadline> deadline,
+                           bool serve_stale);
   // The fallback chain for a failed load: a stale entry (the one the caller
   // saw, or a newer one in L1) within fail_safe_max_staleness, then
   // default_value, then the error. Never waits on Redis.

@@ -251,8 +251,10 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error,
   return std::unexpected(std::move(error));
 }
 
+// Without an explicit deadline, request_timeout's is computed only when the
+// read goes past L1: an L1 hit reads the clock once.
 Result<std::string> Protector::get(std::string_view key) {
-  return get(key, Deadline::after(parts_->options.request_timeout));
+  return read(key, std::nullopt, /*serve_stale=*/false);
 }
 
 Result<std::string> Protector::get(std::string_view key, Deadline deadline) {
@@ -260,14 +262,15 @@ Result<std::string> Protector::get(std::string_view key, Deadline deadline) {
 }
 
 Result<std::string> Protector::get_stale_while_revalidate(std::string_view key) {
-  return get_stale_while_revalidate(key, Deadline::after(parts_->options.request_timeout));
+  return read(key, std::nullopt, /*serve_stale=*/true);
 }
 
 Result<std::string> Protector::get_stale_while_revalidate(std::string_view key, Deadline deadline) {
   return read(key, deadline, /*serve_stale=*/true);
 }
 
-Result<std::string> Protector::read(std::string_view key, Deadline deadline, bool serve_stale) {
+Result<std::string> Protector::read(std::string_view key, std::optional<Deadline> given,
+                                    bool serve_stale) {
   Parts& p = *parts_;
   p.counters.total_requests.add();
   internal::RequestTrace trace;
@@ -285,6 +288,7 @@ Result<std::string> Protector::read(std::string_view key, Deadline deadline, boo
       return finish(answer_of(std::move(*stale), key), key, trace);
     }
   }
+  const Deadline deadline = given ? *given : Deadline::after(p.options.request_timeout);
   // L2: another process may have loaded it already. The ticket comes first,
   // so a set/invalidate of this process racing with the read wins.
   if (p.cache.has_l2()) {
