@@ -96,8 +96,8 @@ void cold_start(benchmark::State& state, int threads, std::chrono::milliseconds 
     const auto start = std::chrono::steady_clock::now();
     ready.arrive_and_wait();
     for (auto& t : callers) t.join();
-    wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                  .count();
+    wall_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   }
   state.counters["wall_ms"] = wall_ms;
   state.counters["errors"] = errors.load();

@@ -11,9 +11,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
-#include <string>
 #include <mutex>
 #include <new>
+#include <string>
 
 namespace {
 
@@ -31,7 +31,8 @@ std::atomic<std::uint64_t> allocations{0};
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t n) {
   allocations.fetch_add(1, std::memory_order_relaxed);
-  if (counting.load(std::memory_order_relaxed)) counted_bytes.fetch_add(n, std::memory_order_relaxed);
+  if (counting.load(std::memory_order_relaxed))
+    counted_bytes.fetch_add(n, std::memory_order_relaxed);
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
 }
@@ -45,7 +46,9 @@ using herdguard::Deadline;
 using herdguard::Result;
 
 void BM_DirectLoaderCall(benchmark::State& state) {
-  herdguard::SingleFlight::Loader loader = [](Deadline) -> Result<std::string> { return std::string("v"); };
+  herdguard::SingleFlight::Loader loader = [](Deadline) -> Result<std::string> {
+    return std::string("v");
+  };
   for (auto _ : state) {
     auto r = loader(Deadline::after(std::chrono::seconds(1)));
     benchmark::DoNotOptimize(r);
@@ -63,8 +66,7 @@ class AllocationsPerCall {
   ~AllocationsPerCall() {
     if (state_.thread_index() != 0) return;
     const double calls = static_cast<double>(state_.iterations()) * state_.threads();
-    state_.counters["allocs_per_call"] =
-        static_cast<double>(allocations.load() - start_) / calls;
+    state_.counters["allocs_per_call"] = static_cast<double>(allocations.load() - start_) / calls;
   }
 
  private:
@@ -114,7 +116,8 @@ void BM_SingleFlightMemoryPerAsyncWaiter(benchmark::State& state) {
   const auto waiters = static_cast<std::size_t>(state.range(0));
   double bytes_per_waiter = 0;
   for (auto _ : state) {
-    auto flights = std::move(*herdguard::SingleFlight::create({.max_waiters_per_key = waiters + 1}));
+    auto flights =
+        std::move(*herdguard::SingleFlight::create({.max_waiters_per_key = waiters + 1}));
     std::mutex mutex;
     std::condition_variable cv;
     bool open = false;
@@ -141,7 +144,10 @@ void BM_SingleFlightMemoryPerAsyncWaiter(benchmark::State& state) {
   }
   state.counters["bytes_per_waiter"] = bytes_per_waiter;
 }
-BENCHMARK(BM_SingleFlightMemoryPerAsyncWaiter)->Arg(10'000)->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SingleFlightMemoryPerAsyncWaiter)
+    ->Arg(10'000)
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -98,15 +98,15 @@ struct SingleFlightOptions {
 // Counters since creation. Read with relaxed ordering: each value is exact,
 // but a snapshot of several is not atomic as a whole.
 struct SingleFlightStats {
-  std::uint64_t loads_started = 0;    // flights created (one load each)
-  std::uint64_t shared = 0;           // joins of a flight another caller started
-  std::uint64_t waiters_refused = 0;  // joins refused by max_waiters_per_key
-  std::uint64_t loads_refused = 0;    // flights refused because the load queue was full
-  std::uint64_t load_timeouts = 0;    // flights that hit load_timeout
-  std::uint64_t waiter_timeouts = 0;  // blocking callers whose own deadline passed first
-  std::uint64_t inline_loads = 0;     // loads run on the leader's thread
-  std::uint64_t handed_off = 0;       // loads run on the executor
-  std::uint64_t continued = 0;        // inline loads cut by the leader's deadline, then handed off
+  std::uint64_t loads_started = 0;     // flights created (one load each)
+  std::uint64_t shared = 0;            // joins of a flight another caller started
+  std::uint64_t waiters_refused = 0;   // joins refused by max_waiters_per_key
+  std::uint64_t loads_refused = 0;     // flights refused because the load queue was full
+  std::uint64_t load_timeouts = 0;     // flights that hit load_timeout
+  std::uint64_t waiter_timeouts = 0;   // blocking callers whose own deadline passed first
+  std::uint64_t inline_loads = 0;      // loads run on the leader's thread
+  std::uint64_t handed_off = 0;        // loads run on the executor
+  std::uint64_t continued = 0;         // inline loads cut by the leader's deadline, then handed off
   std::uint64_t load_estimate_ns = 0;  // the recent load time that steers inline/hand-off
 };
 

@@ -25,9 +25,8 @@ Result<std::unique_ptr<BoundedExecutor>> BoundedExecutor::create(ExecutorOptions
   for (std::size_t i = 0; i < o.min_threads; ++i) {
     if (!executor->start_thread_locked()) {
       // The destructor stops and joins the threads that did start.
-      return make_error(ErrorKind::kInternal,
-                        fmt::format("{}: could not start thread {} of {}", o.name, i + 1,
-                                    o.min_threads));
+      return make_error(ErrorKind::kInternal, fmt::format("{}: could not start thread {} of {}",
+                                                          o.name, i + 1, o.min_threads));
     }
   }
   return executor;
@@ -37,10 +36,6 @@ Result<std::unique_ptr<BoundedExecutor>> BoundedExecutor::create(std::size_t thr
                                                                  std::size_t queue_capacity,
                                                                  std::string name,
                                                                  ThreadStarter start_thread) {
-  if (threads == 0) {
-    return make_error(ErrorKind::kInvalidArgument,
-                      fmt::format("{}: threads must be >= 1", name));
-  }
   return create(ExecutorOptions{.name = std::move(name),
                                 .min_threads = threads,
                                 .max_threads = threads,

@@ -106,7 +106,7 @@ class BoundedExecutor {
   std::size_t peak_ = 0;
   std::uint64_t rejected_ = 0;
   std::uint64_t task_exceptions_ = 0;
-  Workers workers_;                        // one handle per thread started, not yet joined
+  Workers workers_;                         // one handle per thread started, not yet joined
   std::vector<Workers::iterator> retired_;  // handles of threads that returned
 };
 

@@ -41,8 +41,7 @@ long long to_ms(Duration d) {
 }  // namespace
 
 struct SingleFlight::Flight {
-  Flight(std::string k, std::size_t h, Deadline d)
-      : key(std::move(k)), hash(h), load_deadline(d) {}
+  Flight(std::string k, std::size_t h, Deadline d) : key(std::move(k)), hash(h), load_deadline(d) {}
 
   const std::string key;
   const std::size_t hash;  // of key: finds its shard and entry again
@@ -315,9 +314,9 @@ Result<std::string> SingleFlight::lead_inline(const std::shared_ptr<Flight>& fli
     continued_.fetch_add(1, std::memory_order_relaxed);
     waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
     if (!hand_off(flight, loader)) return result;
-    return make_error(ErrorKind::kTimeout,
-                      fmt::format("deadline passed while loading key '{}'; the load goes on",
-                                  flight->key));
+    return make_error(
+        ErrorKind::kTimeout,
+        fmt::format("deadline passed while loading key '{}'; the load goes on", flight->key));
   }
   if (complete(flight, std::move(result))) return flight->result;  // done: never written again
   // The watchdog completed it first (the load ran past load_timeout).

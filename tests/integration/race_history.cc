@@ -78,12 +78,12 @@ std::string describe_op(const Op& op, std::int64_t origin_ns) {
 
 // The operations of one key, indexed for the checks below.
 struct KeyIndex {
-  std::vector<const Op*> writes_by_end;      // successful writes
-  std::vector<std::int64_t> max_v_by_end;    // prefix max of their versions
-  std::vector<const Op*> writes_by_start;    // successful writes
-  std::vector<const Op*> failed_writes;      // errored writes with a version
-  std::vector<const Op*> updates_by_start;   // update ops, any outcome
-  std::vector<std::int64_t> max_update_v;    // prefix max of their versions
+  std::vector<const Op*> writes_by_end;     // successful writes
+  std::vector<std::int64_t> max_v_by_end;   // prefix max of their versions
+  std::vector<const Op*> writes_by_start;   // successful writes
+  std::vector<const Op*> failed_writes;     // errored writes with a version
+  std::vector<const Op*> updates_by_start;  // update ops, any outcome
+  std::vector<std::int64_t> max_update_v;   // prefix max of their versions
   std::unordered_map<std::int64_t, const Op*> update_of_version;
 };
 
