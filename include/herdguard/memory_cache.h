@@ -72,6 +72,14 @@ class MemoryCache final : public Cache {
   // get() as of `now`, for callers that already read the clock (saves a
   // second clock read on the hot path).
   Result<std::optional<CacheEntry>> get(std::string_view key, TimePoint now);
+  // The hot path's read, copying only the value. kFresh when `key`'s entry
+  // is fresh at `fresh_at` (before both fresh_until and recheck_at): its
+  // value is copied into `value` and `negative` set from it. kAbsent when
+  // there is no entry; kNotFresh when there is one that is not fresh at
+  // `fresh_at` (get() gives it whole, and drops it if expired).
+  enum class Freshness { kAbsent, kFresh, kNotFresh };
+  Freshness get_fresh_value(std::string_view key, TimePoint fresh_at, std::string& value,
+                            bool& negative) const;
   // Stores `entry`, replacing any previous one, and bumps the key's
   // generation. Errors: kInvalidArgument when one entry is larger than a
   // shard's byte budget (max_bytes / shards); the cache is left unchanged

@@ -1,5 +1,7 @@
 #include "herdguard/clock.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -9,8 +11,29 @@ namespace {
 constexpr std::chrono::seconds kManualClockStart{1893456000};
 }  // namespace
 
+namespace {
+TimePoint from_timespec(const timespec& t) {
+  return TimePoint(std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec));
+}
+}  // namespace
+
+SystemClock::SystemClock() noexcept : coarse_lag_(Duration::zero()) {
+  timespec resolution{};
+  // Without a coarse clock (clock_getres fails), coarse_now() is now().
+  if (clock_getres(CLOCK_REALTIME_COARSE, &resolution) == 0)
+    coarse_lag_ = 2 * (std::chrono::seconds(resolution.tv_sec) +
+                       std::chrono::nanoseconds(resolution.tv_nsec));
+}
+
 TimePoint SystemClock::now() const noexcept {
   return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
+}
+
+TimePoint SystemClock::coarse_now() const noexcept {
+  timespec t{};
+  if (coarse_lag_ == Duration::zero() || clock_gettime(CLOCK_REALTIME_COARSE, &t) != 0)
+    return now();
+  return from_timespec(t);
 }
 
 ManualClock::ManualClock() : ManualClock(TimePoint(kManualClockStart)) {}

@@ -79,6 +79,12 @@ Result<std::string> answer_of(CacheEntry&& entry, std::string_view key) {
   return std::move(entry.value);
 }
 
+Result<std::string> fresh_answer(internal::TieredCache::L1Read&& read, std::string_view key) {
+  if (read.negative)
+    return make_error(ErrorKind::kNotFound, fmt::format("no value for key '{}'", key));
+  return std::move(read.value);
+}
+
 // Errors that the fallback chain must not paper over: the answer is definitive.
 bool is_definitive(const Error& error) {
   return error.kind == ErrorKind::kNotFound || error.kind == ErrorKind::kInvalidArgument;
@@ -274,20 +280,20 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
   Parts& p = *parts_;
   p.counters.total_requests.add();
   internal::RequestTrace trace;
-  if (auto valid = check_key(key); !valid)
-    return finish(std::unexpected(valid.error()), key, trace);
-  const TimePoint now = p.options.clock->now();
+  if (key.empty() || key.size() > p.options.max_key_bytes) [[unlikely]]
+    return finish(std::unexpected(check_key(key).error()), key, trace);
 
-  // L1: the hot path.
-  std::optional<CacheEntry> stale = p.cache.l1_get(key, now);
-  if (stale) {
+  // L1: the hot path. One coarse clock read, one shard lookup, the value copy.
+  internal::TieredCache::L1Read l1 = p.cache.l1_read(key);
+  if (l1.fresh) {
+    p.counters.l1_hits.add();
+    if (!p.prometheus && !l1.negative) return std::move(l1.value);
     trace.layer = internal::Layer::kL1;
-    if (internal::TieredCache::fresh_in_l1(*stale, now)) {
-      p.counters.l1_hits.add();
-      p.counters.cache_hits.add();
-      return finish(answer_of(std::move(*stale), key), key, trace);
-    }
+    return finish(fresh_answer(std::move(l1), key), key, trace);
   }
+  std::optional<CacheEntry>& stale = l1.entry;
+  if (stale) trace.layer = internal::Layer::kL1;
+  const TimePoint now = p.options.clock->now();
   const Deadline deadline = given ? *given : Deadline::after(p.options.request_timeout);
   // L2: another process may have loaded it already. The ticket comes first,
   // so a set/invalidate of this process racing with the read wins.
@@ -299,7 +305,7 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
       trace.layer = internal::Layer::kL2;
       p.cache.fill_l1(key, entry, ticket, now);
       if (entry.is_fresh(now)) {
-        p.counters.cache_hits.add();
+        p.counters.l2_answers.add();
         return finish(answer_of(std::move(entry), key), key, trace);
       }
       keep_newer(stale, std::move(entry));
@@ -307,7 +313,6 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
       // Redis is unreachable and L1's copy is past its recheck time but
       // still fresh: degrade to it rather than load (docs/consistency.md).
       p.counters.l1_hits.add();
-      p.counters.cache_hits.add();
       return finish(answer_of(std::move(*stale), key), key, trace);
     }
   }
@@ -346,15 +351,14 @@ void Protector::get_async(std::string_view key, Callback callback) {
   if (auto valid = check_key(key); !valid) {
     return callback(finish(std::unexpected(valid.error()), key, trace));
   }
-  const TimePoint now = p.options.clock->now();
   // L1 only: an L2 read would block this thread; the load reads L2 instead.
-  std::optional<CacheEntry> stale = p.cache.l1_get(key, now);
-  if (stale && internal::TieredCache::fresh_in_l1(*stale, now)) {
+  internal::TieredCache::L1Read l1 = p.cache.l1_read(key);
+  if (l1.fresh) {
     trace.layer = internal::Layer::kL1;
     p.counters.l1_hits.add();
-    p.counters.cache_hits.add();
-    return callback(finish(answer_of(std::move(*stale), key), key, trace));
+    return callback(finish(fresh_answer(std::move(l1), key), key, trace));
   }
+  std::optional<CacheEntry>& stale = l1.entry;
   p.counters.cache_misses.add();
   trace.layer = internal::Layer::kLoad;
   // Shared so that the callback survives a refused join, which drops the lambda.
@@ -414,7 +418,7 @@ ProtectionMetrics Protector::metrics() const {
   const RedisCacheStats l2 = p.cache.l2() ? p.cache.l2()->stats() : RedisCacheStats{};
   return ProtectionMetrics{
       .total_requests = c.total_requests.value(),
-      .cache_hits = c.cache_hits.value(),
+      .cache_hits = c.l1_hits.value() + c.l2_answers.value(),
       .l1_hits = c.l1_hits.value(),
       .cache_misses = c.cache_misses.value(),
       .single_flight_hits = flight.shared,

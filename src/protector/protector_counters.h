@@ -11,7 +11,9 @@ namespace herdguard::internal {
 
 struct ProtectorCounters {
   StripedCounter total_requests;
-  StripedCounter cache_hits;
+  // Fresh answers from L2; l1_hits + l2_answers is ProtectionMetrics::
+  // cache_hits (so an L1 hit bumps one counter, not two).
+  StripedCounter l2_answers;
   StripedCounter cache_misses;
   StripedCounter stale_returns;
   StripedCounter background_refreshes;

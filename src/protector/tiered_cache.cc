@@ -10,6 +10,7 @@ TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Durat
       l1_max_ttl_(l1_max_ttl),
       l2_(std::move(l2)),
       clock_(std::move(clock)),
+      coarse_lag_(clock_->coarse_lag()),
       counters_(counters) {}
 
 std::optional<CacheEntry> TieredCache::l1_get(std::string_view key, TimePoint now) const {
@@ -17,6 +18,31 @@ std::optional<CacheEntry> TieredCache::l1_get(std::string_view key, TimePoint no
   auto got = l1_->get(key, now);
   if (!got || !*got) return std::nullopt;
   return std::move(*got);
+}
+
+TieredCache::L1Read TieredCache::l1_read(std::string_view key) const {
+  L1Read read;
+  if (!l1_enabled_) return read;
+  // coarse <= now() <= coarse + coarse_lag_: an entry fresh at the latter is
+  // fresh whenever now() is.
+  const TimePoint latest = add_saturating(clock_->coarse_now(), coarse_lag_);
+  const MemoryCache::Freshness found = l1_->get_fresh_value(key, latest, read.value, read.negative);
+  if (found == MemoryCache::Freshness::kFresh) {
+    read.fresh = true;
+    return read;
+  }
+  if (found == MemoryCache::Freshness::kAbsent) return read;
+  // Not fresh at `latest`, which may be up to coarse_lag_ ahead: decide on
+  // the precise time (a second lookup, on a path that goes on to L2 or a load).
+  const TimePoint now = clock_->now();
+  read.entry = l1_get(key, now);
+  if (read.entry && fresh_in_l1(*read.entry, now)) {
+    read.fresh = true;
+    read.negative = read.entry->negative;
+    read.value = std::move(read.entry->value);
+    read.entry.reset();
+  }
+  return read;
 }
 
 Result<std::optional<Envelope>> TieredCache::l2_get(std::string_view key, TimePoint now,

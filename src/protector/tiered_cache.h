@@ -41,6 +41,19 @@ class TieredCache {
 
   // The L1 entry for `key` (usable, maybe stale), or nullopt. Does not count.
   std::optional<CacheEntry> l1_get(std::string_view key, TimePoint now) const;
+  // The hot path's L1 read, as of the time of the call: reads the clock's
+  // cheap coarse_now(), and the precise now() only when the entry's
+  // freshness ends within the clock's coarse_lag() (so the answer is the one
+  // a precise read would give). Does not count.
+  // A fresh entry comes as its value alone (the hit path copies nothing
+  // else); any other usable entry comes whole, for the stale and fallback paths.
+  struct L1Read {
+    bool fresh = false;               // may be answered as fresh (fresh_in_l1)
+    bool negative = false;            // fresh: the entry is a negative one
+    std::string value;                // fresh: the entry's value
+    std::optional<CacheEntry> entry;  // not fresh: the entry, if one is usable
+  };
+  L1Read l1_read(std::string_view key) const;
   // Whether an L1 copy may be answered as fresh (fresh and before recheck_at).
   static bool fresh_in_l1(const CacheEntry& e, TimePoint now) noexcept {
     return now < e.fresh_until && now < e.recheck_at;
@@ -67,6 +80,7 @@ class TieredCache {
   const Duration l1_max_ttl_;
   const std::shared_ptr<RedisCache> l2_;
   const std::shared_ptr<Clock> clock_;
+  const Duration coarse_lag_;  // clock_->coarse_lag(), read once
   ProtectorCounters& counters_;
 };
 

@@ -175,5 +175,27 @@ TEST(ScaleSaturating, NanFactorGivesZero) {
   EXPECT_EQ(scale_saturating(Duration::zero(), nan), Duration::zero());
 }
 
+// Read in this order, the two bounds hold whatever the scheduler does in
+// between: coarse_now() is never ahead of a later now(), and never more
+// than coarse_lag() behind an earlier one.
+TEST(SystemClock, CoarseNowLagsNowByAtMostCoarseLag) {
+  SystemClock clock;
+  EXPECT_GT(clock.coarse_lag(), Duration::zero());  // Linux has CLOCK_REALTIME_COARSE
+  for (int i = 0; i < 10'000; ++i) {
+    const TimePoint before = clock.now();
+    const TimePoint coarse = clock.coarse_now();
+    const TimePoint after = clock.now();
+    ASSERT_LE(coarse, after);
+    ASSERT_GE(coarse + clock.coarse_lag(), before);
+  }
+}
+
+TEST(ManualClock, CoarseNowIsExact) {
+  ManualClock clock;
+  clock.advance(std::chrono::milliseconds(3));
+  EXPECT_EQ(clock.coarse_now(), clock.now());
+  EXPECT_EQ(clock.coarse_lag(), Duration::zero());
+}
+
 }  // namespace
 }  // namespace herdguard

@@ -73,6 +73,50 @@ TEST(Protector, MissLoadsOnceThenServesFromL1) {
   EXPECT_EQ(m.db_queries, 1u);
 }
 
+// A clock whose coarse reading lags the precise one by `behind`, within a
+// declared coarse_lag(), as the kernel's coarse clock does between ticks.
+class LaggingClock final : public Clock {
+ public:
+  TimePoint now() const noexcept override { return base_.now(); }
+  TimePoint coarse_now() const noexcept override { return base_.now() - behind_.load(); }
+  Duration coarse_lag() const noexcept override { return std::chrono::milliseconds(4); }
+  void advance(Duration d) { base_.advance(d); }
+  void set_behind(Duration d) { behind_.store(d); }
+
+ private:
+  ManualClock base_;
+  std::atomic<Duration> behind_{Duration::zero()};
+};
+
+// The L1 hit path reads the coarse clock; near an expiry it must decide as
+// the precise clock would: serve until the last nanosecond, never after.
+TEST(Protector, L1FreshnessNearExpiryFollowsThePreciseClock) {
+  auto clock = std::make_shared<LaggingClock>();
+  ScriptedRepository repo;
+  ProtectorOptions options;
+  options.ttl = seconds(10);
+  options.ttl_jitter = 0;
+  options.clock = clock;
+  auto created = Protector::create(std::move(options), repo.repository());
+  ASSERT_TRUE(created.has_value()) << created.error().to_string();
+  Protector& protector = **created;
+  ASSERT_TRUE(protector.get("k").has_value());
+  ASSERT_EQ(repo.calls(), 1);
+
+  // One nanosecond before expiry, the coarse reading 3 ms behind: still fresh.
+  clock->advance(seconds(10) - Duration(1));
+  clock->set_behind(std::chrono::milliseconds(3));
+  EXPECT_EQ(protector.get("k").value_or(""), "v1");
+  EXPECT_EQ(repo.calls(), 1);
+  EXPECT_EQ(protector.metrics().l1_hits, 1u);  // the first get loaded
+
+  // At expiry the coarse reading (3 ms behind) would still call it fresh;
+  // the precise clock does not, so the key is loaded again.
+  clock->advance(Duration(1));
+  EXPECT_EQ(protector.get("k").value_or(""), "v1");
+  EXPECT_EQ(repo.calls(), 2);
+}
+
 TEST(Protector, ExpiredEntryIsReloaded) {
   Fixture f({.ttl = seconds(10)});
   ASSERT_TRUE(f.protector->get("k"));
