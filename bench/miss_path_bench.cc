@@ -67,15 +67,18 @@ BENCHMARK(BM_ProtectorMiss);
 // `threads` callers at once, each getting its own key, each load taking
 // `load_ms`; with Protector defaults (request_timeout 2 s, load_timeout 5 s)
 // unless `load_timeout` is given. Reports wall time of the whole herd and
-// the errors. Baseline (protect = false): plain cache-aside, each caller
-// calls the database itself.
+// the errors. `mode` (the benchmark's argument): 0 plain cache-aside (each
+// caller calls the database itself, the baseline), 1 Protector defaults
+// (adaptive database limit), 2 defaults with the database limit off.
 void cold_start(benchmark::State& state, int threads, std::chrono::milliseconds load_ms,
-                std::optional<herdguard::Duration> load_timeout, bool protect) {
+                std::optional<herdguard::Duration> load_timeout) {
+  const bool protect = state.range(0) != 0;
   double wall_ms = 0;
   std::atomic<int> errors{0};
   for (auto _ : state) {
     herdguard::ProtectorOptions options;
     if (load_timeout) options.single_flight.load_timeout = *load_timeout;
+    if (state.range(0) == 2) options.db_limit.mode = herdguard::LimitMode::kOff;
     auto database = [load_ms](std::string_view key, Deadline) {
       std::this_thread::sleep_for(load_ms);  // the database's latency
       return Result<std::optional<std::string>>(load_value(key));
@@ -104,23 +107,25 @@ void cold_start(benchmark::State& state, int threads, std::chrono::milliseconds 
 }
 
 void BM_ColdStart1000KeysX20ms(benchmark::State& state) {
-  cold_start(state, 1000, 20ms, std::nullopt, state.range(0) == 1);
+  cold_start(state, 1000, 20ms, std::nullopt);
 }
 BENCHMARK(BM_ColdStart1000KeysX20ms)
-    ->ArgName("protected")
+    ->ArgName("mode")
     ->Arg(0)
     ->Arg(1)
+    ->Arg(2)
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 void BM_ColdStart100KeysX300msLoadTimeout1s(benchmark::State& state) {
-  cold_start(state, 100, 300ms, std::chrono::seconds(1), state.range(0) == 1);
+  cold_start(state, 100, 300ms, std::chrono::seconds(1));
 }
 BENCHMARK(BM_ColdStart100KeysX300msLoadTimeout1s)
-    ->ArgName("protected")
+    ->ArgName("mode")
     ->Arg(0)
     ->Arg(1)
+    ->Arg(2)
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

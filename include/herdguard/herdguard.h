@@ -10,6 +10,7 @@
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
 #include "herdguard/clock.h"
+#include "herdguard/concurrency_limiter.h"
 #include "herdguard/envelope.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"

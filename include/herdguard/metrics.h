@@ -48,7 +48,9 @@ struct ProtectionMetrics {
   // value), and how many of those with a stale value.
   std::uint64_t fallbacks = 0;
   std::uint64_t fallbacks_stale = 0;
-  // Requests refused by admission control (waiter cap, full load queue).
+  // Requests refused by admission control (waiter cap, full load queue,
+  // the database concurrency limit) that had no stale value to fall back on
+  // or fell back to one (both count).
   std::uint64_t load_shed = 0;
   // Requests that returned an error other than not_found.
   std::uint64_t errors = 0;
@@ -83,6 +85,20 @@ struct ProtectionMetrics {
   std::uint64_t l1_bytes = 0;
   std::uint64_t l1_evictions = 0;
   std::uint64_t loads_in_flight = 0;
+  // The database concurrency limiter (concurrency_limiter.h): its current
+  // limit (0: off), loads holding / waiting for a slot, loads it shed. With
+  // a limiter shared by several protectors, these are the shared one's.
+  std::uint64_t db_limit = 0;
+  std::uint64_t db_in_flight = 0;
+  std::uint64_t db_waiting = 0;
+  std::uint64_t db_shed = 0;
+  // Single-flight (single_flight.h): loads the leader ran on its own
+  // thread, loads handed to the executor, inline loads cut by the leader's
+  // deadline that went on there, and the executor's threads now.
+  std::uint64_t inline_loads = 0;
+  std::uint64_t handed_off_loads = 0;
+  std::uint64_t continued_loads = 0;
+  std::uint64_t load_threads = 0;
 };
 
 }  // namespace herdguard

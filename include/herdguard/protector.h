@@ -50,6 +50,7 @@
 #include "herdguard/alert_sink.h"
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
+#include "herdguard/concurrency_limiter.h"
 #include "herdguard/clock.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
@@ -134,6 +135,14 @@ struct ProtectorOptions {
   MemoryCacheOptions l1{};
   SingleFlightOptions single_flight{};
   CircuitBreakerOptions breaker{};
+  // The limit on this protector's concurrent database loads
+  // (concurrency_limiter.h): adaptive by default. A load beyond it waits at
+  // most db_limit.max_wait (within its deadline), else is shed: the caller
+  // gets its stale value if one exists, else kOverloaded with a retry_after.
+  ConcurrencyLimitOptions db_limit{};
+  // A limiter shared with other protectors that load from the same database
+  // (one limit per server, not per protector); when set, db_limit is unused.
+  std::shared_ptr<ConcurrencyLimiter> db_limiter{};
   // Told of every breaker state change (on the thread that caused it).
   CircuitBreaker::Listener breaker_listener{};
   // Source of wall-clock time for TTLs and the breaker. REQUIRES: non-null.

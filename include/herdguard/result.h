@@ -18,6 +18,7 @@
 //   use(*r);
 #pragma once
 
+#include <chrono>
 #include <expected>
 #include <string>
 #include <string_view>
@@ -43,6 +44,8 @@ std::string_view to_string(ErrorKind kind) noexcept;
 struct Error {
   ErrorKind kind = ErrorKind::kInternal;
   std::string message;
+  // kOverloaded: about how long to wait before trying again (zero: no advice).
+  std::chrono::nanoseconds retry_after{0};
 
   // "<kind>: <message>", for logs.
   std::string to_string() const;

@@ -20,6 +20,10 @@ std::string_view to_string(ErrorKind kind) noexcept {
 }
 
 std::string Error::to_string() const {
+  if (retry_after > std::chrono::nanoseconds::zero()) {
+    return fmt::format("{}: {} (retry after {} ms)", herdguard::to_string(kind), message,
+                       std::chrono::ceil<std::chrono::milliseconds>(retry_after).count());
+  }
   return fmt::format("{}: {}", herdguard::to_string(kind), message);
 }
 

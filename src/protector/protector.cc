@@ -38,12 +38,12 @@ namespace herdguard {
 // everything above it), then the coordinator and its parts.
 struct Protector::Parts {
   Parts(ProtectorOptions o, std::shared_ptr<Repository> repository, std::unique_ptr<MemoryCache> l1,
-        std::unique_ptr<CircuitBreaker> b)
+        std::unique_ptr<CircuitBreaker> b, std::shared_ptr<ConcurrencyLimiter> limiter)
       : options(std::move(o)),
         breaker(std::move(b)),
         cache(std::move(l1), options.l1_enabled, options.l1_max_ttl, options.l2, options.clock,
               counters),
-        loader(std::move(repository), *breaker,
+        loader(std::move(repository), *breaker, std::move(limiter),
                internal::EntryPolicy{.ttl = options.ttl,
                                      .ttl_jitter = options.ttl_jitter,
                                      .stale_while_revalidate = options.stale_while_revalidate,
@@ -126,8 +126,14 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
   if (!breaker) return std::unexpected(breaker.error());
   auto flights = SingleFlight::create(options.single_flight);
   if (!flights) return std::unexpected(flights.error());
+  std::shared_ptr<ConcurrencyLimiter> limiter = options.db_limiter;
+  if (!limiter) {
+    auto created = ConcurrencyLimiter::create(options.db_limit);
+    if (!created) return std::unexpected(created.error());
+    limiter = std::move(*created);
+  }
   auto parts = std::make_unique<Parts>(std::move(options), std::move(repository), std::move(*l1),
-                                       std::move(*breaker));
+                                       std::move(*breaker), std::move(limiter));
   parts->flights = std::move(*flights);
   std::unique_ptr<Protector> protector(new Protector(std::move(parts)));
   Parts& p = *protector->parts_;
@@ -414,6 +420,7 @@ ProtectionMetrics Protector::metrics() const {
   const Parts& p = *parts_;
   const SingleFlightStats flight = p.flights->stats();
   const MemoryCacheStats l1 = p.cache.l1().stats();
+  const ConcurrencyLimiterStats limit = p.loader.limiter().stats();
   const internal::ProtectorCounters& c = p.counters;
   const RedisCacheStats l2 = p.cache.l2() ? p.cache.l2()->stats() : RedisCacheStats{};
   return ProtectionMetrics{
@@ -449,6 +456,14 @@ ProtectionMetrics Protector::metrics() const {
       .l1_bytes = l1.bytes,
       .l1_evictions = l1.evictions,
       .loads_in_flight = p.flights->in_flight(),
+      .db_limit = limit.limit,
+      .db_in_flight = limit.in_flight,
+      .db_waiting = limit.waiting,
+      .db_shed = limit.shed,
+      .inline_loads = flight.inline_loads,
+      .handed_off_loads = flight.handed_off,
+      .continued_loads = flight.continued,
+      .load_threads = p.flights->load_threads(),
   };
 }
 

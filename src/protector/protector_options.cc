@@ -60,6 +60,9 @@ Result<void> ProtectorOptions::validate() const {
   if (auto r = single_flight.validate(); !r)
     return bad(fmt::format("single_flight: {}", r.error().message));
   if (auto r = breaker.validate(); !r) return bad(fmt::format("breaker: {}", r.error().message));
+  if (!db_limiter) {
+    if (auto r = db_limit.validate(); !r) return bad(fmt::format("db_limit: {}", r.error().message));
+  }
   return ok();
 }
 

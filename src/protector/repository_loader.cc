@@ -24,10 +24,11 @@ CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl
 }
 
 RepositoryLoader::RepositoryLoader(std::shared_ptr<Repository> repository, CircuitBreaker& breaker,
-                                   EntryPolicy policy, std::shared_ptr<Clock> clock,
-                                   ProtectorCounters& counters)
+                                   std::shared_ptr<ConcurrencyLimiter> limiter, EntryPolicy policy,
+                                   std::shared_ptr<Clock> clock, ProtectorCounters& counters)
     : repository_(std::move(repository)),
       breaker_(breaker),
+      limiter_(std::move(limiter)),
       policy_(policy),
       clock_(std::move(clock)),
       counters_(counters) {}
@@ -39,6 +40,18 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
     return make_error(
         ErrorKind::kTimeout,
         fmt::format("load of key '{}': deadline passed before the database call", key));
+  }
+  // The limiter first: it may wait, and a breaker permit must not be held
+  // (a half-open breaker admits few) while waiting.
+  auto slot = limiter_->acquire(deadline);
+  if (!slot) {
+    slot.error().message = fmt::format("load of key '{}': {}", key, slot.error().message);
+    return std::unexpected(std::move(slot.error()));
+  }
+  if (deadline.expired()) {
+    return make_error(
+        ErrorKind::kTimeout,
+        fmt::format("load of key '{}': deadline passed while waiting for a database slot", key));
   }
   if (auto permit = breaker_.try_acquire(); !permit) {
     return make_error(ErrorKind::kCircuitOpen,
@@ -58,11 +71,14 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   if (observe_) observe_(elapsed);
 
   if (!loaded && loaded.error().kind != ErrorKind::kNotFound) {
+    slot->record(elapsed, loaded.error().kind == ErrorKind::kTimeout ? LoadOutcome::kTimeout
+                                                                      : LoadOutcome::kIgnore);
     counters_.db_errors.add();
     breaker_.record(CallOutcome::kFailure, elapsed);
     return std::unexpected(std::move(loaded.error()));
   }
   // "No such key" is an answer, not a failure of the database.
+  slot->record(elapsed, LoadOutcome::kSuccess);
   breaker_.record(CallOutcome::kSuccess, elapsed);
 
   const TimePoint now = clock_->now();

@@ -1,5 +1,5 @@
-// Internal: one call to the repository, as the read path needs it — behind
-// the circuit breaker, inside the exception boundary, never after the load's
+// Internal: one call to the repository, as the read path needs it — within
+// the concurrency limit, behind the circuit breaker, inside the exception boundary, never after the load's
 // deadline, and turned into the entry to cache (jittered TTL, negative entry
 // for "no such key", saturating time arithmetic).
 //
@@ -12,6 +12,7 @@
 
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
+#include "herdguard/concurrency_limiter.h"
 #include "herdguard/repository.h"
 #include "protector/protector_counters.h"
 
@@ -37,21 +38,26 @@ class RepositoryLoader {
   // Observes each repository call's duration (Prometheus); may be empty.
   using DurationObserver = std::function<void(Duration)>;
 
+  // REQUIRES: limiter non-null.
   RepositoryLoader(std::shared_ptr<Repository> repository, CircuitBreaker& breaker,
-                   EntryPolicy policy, std::shared_ptr<Clock> clock, ProtectorCounters& counters);
+                   std::shared_ptr<ConcurrencyLimiter> limiter, EntryPolicy policy,
+                   std::shared_ptr<Clock> clock, ProtectorCounters& counters);
 
   void set_observer(DurationObserver observer) { observe_ = std::move(observer); }
   const EntryPolicy& policy() const noexcept { return policy_; }
+  const ConcurrencyLimiter& limiter() const noexcept { return *limiter_; }
 
   // The entry to cache for `key` (negative for "no such key"). Errors:
   // kTimeout when `deadline` passed before the call (the repository is not
-  // called); kCircuitOpen; the repository's error (kBackend for a throw);
+  // called); kOverloaded (with retry_after) when the concurrency limiter
+  // shed it; kCircuitOpen; the repository's error (kBackend for a throw);
   // kInvalidArgument for a value over max_value_bytes.
   Result<CacheEntry> load(const std::string& key, Deadline deadline);
 
  private:
   const std::shared_ptr<Repository> repository_;
   CircuitBreaker& breaker_;
+  const std::shared_ptr<ConcurrencyLimiter> limiter_;
   const EntryPolicy policy_;
   const std::shared_ptr<Clock> clock_;
   ProtectorCounters& counters_;

@@ -171,6 +171,39 @@ TEST(Protector, FallbackServesStaleValueFirst) {
   EXPECT_EQ(m.db_errors, 1u);
 }
 
+// The database concurrency limit: a load beyond it is shed; the caller gets
+// its stale value, else kOverloaded with a retry-after.
+TEST(Protector, ALoadShedByTheConcurrencyLimitFallsBackToStaleElseOverloaded) {
+  Fixture f({.ttl = seconds(10),
+             .fail_safe_max_staleness = seconds(60),
+             .db_limit = {.mode = LimitMode::kFixed, .limit = 1, .max_wait = Duration::zero()}});
+  ASSERT_TRUE(f.protector->get("b"));
+  f.clock->advance(seconds(11));  // "b" is stale now
+
+  Gate gate;
+  f.repo.hold_loads_at(&gate);
+  std::thread holder([&] { EXPECT_EQ(f.protector->get("a").value_or(""), "v1"); });
+  wait_until([&] { return f.protector->metrics().db_in_flight == 1; });
+
+  auto stale = f.protector->get("b");
+  ASSERT_TRUE(stale.has_value()) << stale.error().to_string();
+  EXPECT_EQ(*stale, "v1");
+  auto refused = f.protector->get("c");
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kOverloaded);
+  EXPECT_GT(refused.error().retry_after, Duration::zero());
+
+  gate.open();
+  holder.join();
+  const ProtectionMetrics m = f.protector->metrics();
+  EXPECT_EQ(m.db_shed, 2u);
+  EXPECT_EQ(m.load_shed, 2u);
+  EXPECT_EQ(m.fallbacks_stale, 1u);
+  EXPECT_EQ(m.db_limit, 1u);
+  EXPECT_EQ(m.db_in_flight, 0u);
+  EXPECT_EQ(f.repo.calls(), 2);  // "b" once at first, "a"; the shed loads never ran
+}
+
 TEST(Protector, FallbackUsesDefaultWhenStaleIsTooOld) {
   Fixture f({.ttl = seconds(10),
              .fail_safe_max_staleness = seconds(60),
