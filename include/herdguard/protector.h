@@ -244,6 +244,12 @@ class Protector {
   // step past L1.
   Result<std::string> read(std::string_view key, std::optional<Deadline> deadline,
                            bool serve_stale);
+  // Whether `entry` may be answered by get_stale_while_revalidate at `now`.
+  bool within_revalidate_window(const std::optional<CacheEntry>& entry, TimePoint now) const;
+  // Answers `stale` and starts one background refresh of `key` (unless one
+  // runs; dropped and counted when the executor is full).
+  Result<std::string> serve_stale_and_refresh(std::string_view key, CacheEntry stale,
+                                              TimePoint now, internal::RequestTrace& trace);
   // The fallback chain for a failed load: a stale entry (the one the caller
   // saw, or a newer one in L1) within fail_safe_max_staleness, then
   // default_value, then the error. Never waits on Redis.

@@ -263,6 +263,33 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error,
   return std::unexpected(std::move(error));
 }
 
+bool Protector::within_revalidate_window(const std::optional<CacheEntry>& entry,
+                                         TimePoint now) const {
+  return entry && !entry->negative &&
+         now < add_saturating(entry->fresh_until, parts_->options.stale_while_revalidate);
+}
+
+Result<std::string> Protector::serve_stale_and_refresh(std::string_view key, CacheEntry stale,
+                                                       TimePoint now,
+                                                       internal::RequestTrace& trace) {
+  Parts& p = *parts_;
+  // Still fresh by its TTL (only its L1 recheck time passed): a hit whose
+  // recheck runs in the background.
+  if (stale.is_fresh(now)) {
+    p.counters.l1_hits.add();
+  } else {
+    p.counters.stale_returns.add();
+    trace.outcome = internal::Outcome::kStale;
+  }
+  auto started = p.flights->start_if_idle(key, loader_for(key));
+  if (!started) {
+    p.counters.background_refreshes_dropped.add();
+  } else if (*started) {
+    p.counters.background_refreshes.add();
+  }
+  return std::move(stale.value);
+}
+
 // Without an explicit deadline, request_timeout's is computed only when the
 // read goes past L1: an L1 hit reads the clock once.
 Result<std::string> Protector::get(std::string_view key) {
@@ -300,6 +327,11 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
   std::optional<CacheEntry>& stale = l1.entry;
   if (stale) trace.layer = internal::Layer::kL1;
   const TimePoint now = p.options.clock->now();
+  // A stale L1 copy under stale-while-revalidate is answered at once, with
+  // no I/O on this thread: whether another process refreshed the key is the
+  // background refresh's business (it reads L2 before the database).
+  if (serve_stale && within_revalidate_window(stale, now))
+    return finish(serve_stale_and_refresh(key, std::move(*stale), now, trace), key, trace);
   const Deadline deadline = given ? *given : Deadline::after(p.options.request_timeout);
   // L2: another process may have loaded it already. The ticket comes first,
   // so a set/invalidate of this process racing with the read wins.
@@ -322,18 +354,8 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
       return finish(answer_of(std::move(*stale), key), key, trace);
     }
   }
-  if (serve_stale && stale && !stale->negative &&
-      now < add_saturating(stale->fresh_until, p.options.stale_while_revalidate)) {
-    p.counters.stale_returns.add();
-    auto started = p.flights->start_if_idle(key, loader_for(key));
-    if (!started) {
-      p.counters.background_refreshes_dropped.add();
-    } else if (*started) {
-      p.counters.background_refreshes.add();
-    }
-    trace.outcome = internal::Outcome::kStale;
-    return finish(std::move(stale->value), key, trace);
-  }
+  if (serve_stale && within_revalidate_window(stale, now))
+    return finish(serve_stale_and_refresh(key, std::move(*stale), now, trace), key, trace);
 
   p.counters.cache_misses.add();
   trace.layer = internal::Layer::kLoad;

@@ -279,5 +279,54 @@ TEST(ProtectorFleet, StaleWhileRevalidateRefreshesOnceAcrossNodes) {
   EXPECT_TRUE((*fresh)->is_fresh(clock->now()));
 }
 
+// A stale L1 copy under stale-while-revalidate is answered with no Redis
+// I/O on the caller's thread. A load of the key is held in the database, so
+// no background refresh starts either: every L2 counter must stay put.
+TEST(ProtectorFleet, StaleWhileRevalidateAnswersAStaleL1CopyWithoutTouchingRedis) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  testing::Gate gate;
+  std::atomic<bool> hold{false};
+  std::atomic<int> held{0};  // loads waiting at the gate
+  auto clock = std::make_shared<ManualClock>();
+  ProtectorOptions options{.ttl = 10s, .ttl_jitter = 0, .stale_while_revalidate = 1h};
+  auto fleet = RedisFleet::connect({.redis = {.url = server->url()}, .prefix = "swr-io:"}, clock);
+  ASSERT_TRUE(fleet.has_value()) << fleet.error().to_string();
+  fleet->apply_to(options);
+  options.clock = clock;
+  auto inner = db.repository();
+  auto gated = std::make_shared<CallbackRepository>(
+      [&](std::string_view key, Deadline deadline) -> Result<std::optional<std::string>> {
+        if (hold.load()) {
+          held.fetch_add(1);
+          gate.wait();
+        }
+        return inner->load(key, deadline);
+      });
+  auto created = Protector::create(std::move(options), gated);
+  ASSERT_TRUE(created.has_value()) << created.error().to_string();
+  Protector& protector = **created;
+
+  ASSERT_EQ(*protector.get("k"), "value-of-k");
+  clock->advance(20s);  // stale in L1 and L2
+  hold = true;
+  std::thread loader([&] { EXPECT_EQ(protector.get("k").value_or(""), "value-of-k"); });
+  testing::wait_until([&] { return held.load() == 1; });  // in the database: done with Redis
+  const ProtectionMetrics before = protector.metrics();
+
+  auto stale = protector.get_stale_while_revalidate("k");
+  ASSERT_TRUE(stale.has_value()) << stale.error().to_string();
+  EXPECT_EQ(*stale, "value-of-k");
+  const ProtectionMetrics after = protector.metrics();
+  EXPECT_EQ(after.l2_hits, before.l2_hits);
+  EXPECT_EQ(after.l2_misses, before.l2_misses);
+  EXPECT_EQ(after.redis_errors, before.redis_errors);
+  EXPECT_EQ(after.stale_returns, before.stale_returns + 1);
+
+  gate.open();
+  loader.join();
+}
+
 }  // namespace
 }  // namespace herdguard

@@ -246,6 +246,47 @@ TEST_F(Simulate, MetricsPortServesEachWorkersMetricsWhileItRuns) {
       << body;
 }
 
+// A database of capacity 4 (50 ms per query up to 4 at once, slower beyond)
+// under 2 processes x 32 threads asking for distinct keys (5,000, uniform,
+// short TTL: nearly every request is a load), each with 300 ms to get an
+// answer.
+std::string saturating_load(const std::string& db) {
+  return "--db '" + db +
+         "' --protect local --processes 2 --concurrency 32 --duration 2 --keys 5000 --zipf 0"
+         " --ttl-ms 200 --db-latency-ms 50 --timeout-ms 300 --db-capacity 4";
+}
+
+TEST_F(Simulate, FixedDbLimitKeepsTheSaturatingDatabaseWithinProcessesTimesLimit) {
+  auto report = run_json(saturating_load(postgres_->url()) + " --db-limit fixed:2");
+  EXPECT_EQ(report["db_limit"], "fixed:2");
+  EXPECT_EQ(report["db_capacity"], 4);
+  // Each process's limiter admits 2 loads at once: the database never sees more than 2 x 2.
+  EXPECT_GE(report["db_peak"].get<int>(), 1) << report.dump();
+  EXPECT_LE(report["db_peak"].get<int>(), 4) << report.dump();
+  // 2 slots of 50 ms serve 40 loads/s per process; 32 threads that each need
+  // an answer within 300 ms ask for about 100: the rest must be shed.
+  EXPECT_GT(report["db_shed"].get<std::uint64_t>(), 0u) << report.dump();
+  EXPECT_GT(report["goodput"].get<double>(), 0) << report.dump();
+  EXPECT_EQ(report["wrong_values"], 0);
+}
+
+TEST_F(Simulate, DbLimitOffLetsTheHerdSaturateTheDatabase) {
+  auto report = run_json(saturating_load(postgres_->url()) + " --db-limit off");
+  EXPECT_EQ(report["db_limit"], "off");
+  // 64 threads miss at once; each process's 8 connections carry them to the database.
+  EXPECT_GT(report["db_peak"].get<int>(), 4) << report.dump();
+  EXPECT_EQ(report["db_shed"], 0) << report.dump();  // nothing limits, nothing is shed
+}
+
+TEST_F(Simulate, BadDbLimitIsRefusedNamingTheFlag) {
+  for (const char* bad : {"fast", "fixed:0", "fixed:", "fixed:2.5"}) {
+    CliRun r = run_cli(std::string("simulate --duration 1 --protect local --db-limit ") + bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.output.find("--db-limit"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(bad), std::string::npos) << r.output;
+  }
+}
+
 TEST_F(Simulate, BadFlagsAreClearErrors) {
   CliRun r = run_cli("simulate --duration 2 --fault db-down:5-1");
   EXPECT_NE(r.exit_code, 0);

@@ -16,6 +16,8 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+// Tests declare their gates before the flights: the flights' destructor joins
+// abandoned loads that may still be leaving Gate::wait().
 using testing::Gate;
 using testing::wait_until;
 
@@ -26,8 +28,8 @@ std::unique_ptr<SingleFlight> make_flights(SingleFlightOptions options = {}) {
 }
 
 TEST(SingleFlight, ConcurrentCallersShareOneLoad) {
-  auto flights = make_flights();
   Gate gate;
+  auto flights = make_flights();
   std::atomic<int> loads{0};
   auto loader = [&](Deadline) -> Result<std::string> {
     loads.fetch_add(1);
@@ -125,8 +127,8 @@ TEST(SingleFlight, LeaderTimeoutDoesNotFailFollowers) {
 // not failed for the followers: it goes on, on the executor, with the full
 // load_timeout (a second call of the loader).
 TEST(SingleFlight, InlineLoadCutByTheLeadersDeadlineGoesOnForFollowers) {
-  auto flights = make_flights();
   Gate gate;
+  auto flights = make_flights();
   std::latch started(1);
   std::vector<Deadline> deadlines;
   std::mutex deadlines_mutex;
@@ -185,8 +187,8 @@ TEST(SingleFlight, DistinctKeyMissesAreNotCappedByLoadThreads) {
 }
 
 TEST(SingleFlight, LoaderExceptionIsDeliveredToEveryWaiter) {
-  auto flights = make_flights();
   Gate gate;
+  auto flights = make_flights();
   auto loader = [&](Deadline) -> Result<std::string> {
     gate.wait();
     throw std::runtime_error("database exploded");
@@ -218,8 +220,8 @@ TEST(SingleFlight, NonStandardExceptionBecomesBackendError) {
 }
 
 TEST(SingleFlight, WaiterCapRefusesTheExcessWithOverloaded) {
-  auto flights = make_flights({.max_waiters_per_key = 3});
   Gate gate;
+  auto flights = make_flights({.max_waiters_per_key = 3});
   auto loader = [&](Deadline) -> Result<std::string> {
     gate.wait();
     return std::string("v");
@@ -243,8 +245,8 @@ TEST(SingleFlight, WaiterCapRefusesTheExcessWithOverloaded) {
 
 TEST(SingleFlight, LoadTimeoutReleasesAllWaiters) {
   // Handed off, a hung load holds nobody past load_timeout.
-  auto flights = make_flights({.load_timeout = milliseconds(50), .inline_loads = false});
   Gate gate;
+  auto flights = make_flights({.load_timeout = milliseconds(50), .inline_loads = false});
   auto loader = [&](Deadline) -> Result<std::string> {
     gate.wait();  // hangs past the load timeout
     return std::string("too late");
@@ -269,8 +271,8 @@ TEST(SingleFlight, LoadTimeoutReleasesAllWaiters) {
 TEST(SingleFlight, LoadTimeoutReleasesTheFollowersOfAHungInlineLoad) {
   // Inline, a loader that ignores its deadline holds its own leader (the
   // documented limit), but never the followers: they go at load_timeout.
-  auto flights = make_flights({.load_timeout = seconds(1)});
   Gate gate;
+  auto flights = make_flights({.load_timeout = seconds(1)});
   std::latch loading(1);
   auto loader = [&](Deadline) -> Result<std::string> {
     loading.count_down();
@@ -303,8 +305,8 @@ TEST(SingleFlight, LoadTimeoutReleasesTheFollowersOfAHungInlineLoad) {
 }
 
 TEST(SingleFlight, AsyncAndBlockingWaitersJoinTheSameFlight) {
-  auto flights = make_flights();
   Gate gate;
+  auto flights = make_flights();
   std::atomic<int> loads{0};
   auto loader = [&](Deadline) -> Result<std::string> {
     loads.fetch_add(1);
@@ -335,8 +337,8 @@ TEST(SingleFlight, AsyncAndBlockingWaitersJoinTheSameFlight) {
 }
 
 TEST(SingleFlight, AsyncCallbackGetsTimeoutExactlyOnce) {
-  auto flights = make_flights({.load_timeout = milliseconds(30)});
   Gate gate;
+  auto flights = make_flights({.load_timeout = milliseconds(30)});
   std::atomic<int> calls{0};
   std::latch called(1);
   auto role = flights->call_async(
@@ -372,8 +374,8 @@ TEST(SingleFlight, FinishedFlightIsNeverJoined) {
 }
 
 TEST(SingleFlight, FullLoadQueueRefusesNewFlights) {
-  auto flights = make_flights({.inline_loads = false, .load_threads = 1, .load_queue = 1});
   Gate gate;
+  auto flights = make_flights({.inline_loads = false, .load_threads = 1, .load_queue = 1});
   std::latch running(1);
   auto blocking_loader = [&](Deadline) -> Result<std::string> {
     running.count_down();
@@ -406,8 +408,8 @@ TEST(SingleFlight, FullLoadQueueRefusesNewFlights) {
 }
 
 TEST(SingleFlight, StartIfIdleStartsOneLoadPerKey) {
-  auto flights = make_flights();
   Gate gate;
+  auto flights = make_flights();
   std::atomic<int> loads{0};
   auto loader = [&](Deadline) -> Result<std::string> {
     loads.fetch_add(1);
@@ -444,9 +446,9 @@ TEST(SingleFlight, SlowTimeoutCallbacksOfOneFlightDoNotDelayAnothersTimeout) {
   // Regression: timed-out flights used to run all their async callbacks on
   // the one watchdog thread, so a flight with slow (or many) callbacks held
   // back every other flight's timeout.
-  auto flights = make_flights({.load_timeout = milliseconds(50), .load_threads = 4});
   Gate loads_hang;
   Gate first_callback_hangs;
+  auto flights = make_flights({.load_timeout = milliseconds(50), .load_threads = 4});
   auto hanging = [&](Deadline) -> Result<std::string> {
     loads_hang.wait();
     return std::string("late");
@@ -473,8 +475,8 @@ TEST(SingleFlight, SlowTimeoutCallbacksOfOneFlightDoNotDelayAnothersTimeout) {
 }
 
 TEST(SingleFlight, ForgetDetachesTheFlightFromItsKey) {
-  auto flights = make_flights();
   Gate first_gate;
+  auto flights = make_flights();
   std::atomic<int> loads{0};
   auto loader = [&](Deadline) -> Result<std::string> {
     const int n = loads.fetch_add(1);
