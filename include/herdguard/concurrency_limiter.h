@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "herdguard/clock.h"
 #include "herdguard/result.h"
@@ -119,6 +120,11 @@ class ConcurrencyLimiter {
   // Error::retry_after) when no slot came in time or max_waiting loads
   // already wait. REQUIRES: the limiter outlives the permit.
   Result<Permit> acquire(Deadline deadline);
+
+  // A slot if one is free now, else nullopt (not counted as shed): for
+  // callers that would rather go elsewhere than wait (a repository routing
+  // among servers).
+  std::optional<Permit> try_acquire();
 
   ConcurrencyLimiterStats stats() const;
   const ConcurrencyLimitOptions& options() const noexcept { return options_; }

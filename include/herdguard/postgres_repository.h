@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "herdguard/circuit_breaker.h"
+#include "herdguard/concurrency_limiter.h"
 #include "herdguard/repository.h"
 
 namespace herdguard {
@@ -75,6 +76,15 @@ struct PostgresRepositoryOptions {
   // half-open probe succeeds. REQUIRES: valid (CircuitBreakerOptions::validate).
   CircuitBreakerOptions replica_breaker{.consecutive_failures = 3,
                                         .open_timeout = std::chrono::seconds(2)};
+  // Each server's own concurrency limit (concurrency_limiter.h). Off by
+  // default: each server's pool already bounds it, and the Protector's
+  // db_limit bounds the repository. With several servers of different
+  // capacity, set it (e.g. kAdaptive) so each server's limit is learnt from
+  // its own latency: a load goes to the next server in turn with a free
+  // slot, and waits for the first admitting server's slot only when every
+  // server is at its limit (kOverloaded with retry_after when it gets none).
+  // REQUIRES: valid (ConcurrencyLimitOptions::validate).
+  ConcurrencyLimitOptions server_limit{.mode = LimitMode::kOff};
 
   // Returns kInvalidArgument naming the first bad field.
   Result<void> validate() const;
@@ -89,6 +99,7 @@ struct PostgresServerStats {
   std::uint64_t connects = 0;   // connections opened so far (restarts reconnect)
   std::size_t connections = 0;  // connections open now (<= pool_size)
   BreakerState breaker = BreakerState::kClosed;
+  ConcurrencyLimiterStats limit{};  // the server's limiter (limit 0: off)
 };
 
 class PostgresRepository final : public Repository {
@@ -126,6 +137,12 @@ class PostgresRepository final : public Repository {
   struct Server;
   struct Impl;
   explicit PostgresRepository(std::unique_ptr<Impl> impl);
+  // One load at `server`, holding `slot` of its limiter, behind its breaker.
+  // Sets *try_next when another server should be tried (breaker open, or a
+  // refused or dropped connection with time left).
+  Result<std::optional<std::string>> load_at(Server& server, ConcurrencyLimiter::Permit slot,
+                                             std::string_view key, Deadline deadline,
+                                             bool* try_next);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -98,6 +98,15 @@ Result<ConcurrencyLimiter::Permit> ConcurrencyLimiter::acquire(Deadline deadline
   return Permit(this);
 }
 
+std::optional<ConcurrencyLimiter::Permit> ConcurrencyLimiter::try_acquire() {
+  std::lock_guard lock(mutex_);
+  if (options_.mode != LimitMode::kOff && static_cast<double>(in_flight_) + 1 > limit_)
+    return std::nullopt;
+  ++in_flight_;
+  ++admitted_;
+  return Permit(this);
+}
+
 void ConcurrencyLimiter::release(Duration latency, LoadOutcome outcome) noexcept {
   std::lock_guard lock(mutex_);
   const double before = limit_;

@@ -137,6 +137,9 @@ Result<void> PostgresRepositoryOptions::validate() const {
   }
   if (pool_size < 1 || pool_size > 256) return bad("pool_size must be in 1..256");
   if (connect_timeout <= Duration::zero()) return bad("connect_timeout must be > 0");
+  if (auto r = server_limit.validate(); !r) {
+    return bad(fmt::format("server_limit: {}", r.error().message));
+  }
   if (auto r = replica_breaker.validate(); !r) {
     return bad(fmt::format("replica_breaker: {}", r.error().message));
   }
@@ -144,16 +147,18 @@ Result<void> PostgresRepositoryOptions::validate() const {
 }
 
 struct PostgresRepository::Server {
-  Server(Conninfo info, std::unique_ptr<CircuitBreaker> b)
+  Server(Conninfo info, std::unique_ptr<CircuitBreaker> b, std::shared_ptr<ConcurrencyLimiter> l)
       : conninfo(std::move(info.conninfo)),
         redacted(std::move(info.redacted)),
         has_connect_timeout(info.has_connect_timeout),
-        breaker(std::move(b)) {}
+        breaker(std::move(b)),
+        limiter(std::move(l)) {}
 
   const std::string conninfo;
   const std::string redacted;
   const bool has_connect_timeout;
   const std::unique_ptr<CircuitBreaker> breaker;
+  const std::shared_ptr<ConcurrencyLimiter> limiter;
 
   std::mutex mutex;
   std::condition_variable freed;
@@ -323,7 +328,10 @@ Result<std::unique_ptr<PostgresRepository>> PostgresRepository::open(
     if (!info) return std::unexpected(info.error());
     auto breaker = CircuitBreaker::create(options.replica_breaker, system_clock());
     if (!breaker) return std::unexpected(breaker.error());
-    impl->servers.push_back(std::make_unique<Server>(std::move(*info), std::move(*breaker)));
+    auto limiter = ConcurrencyLimiter::create(options.server_limit);
+    if (!limiter) return std::unexpected(limiter.error());
+    impl->servers.push_back(
+        std::make_unique<Server>(std::move(*info), std::move(*breaker), std::move(*limiter)));
   }
   impl->options = std::move(options);
   // One connection to the primary now: a wrong URL, password or table is an
@@ -346,22 +354,57 @@ Result<std::optional<std::string>> PostgresRepository::load(std::string_view key
   Result<std::optional<std::string>> last =
       make_error(ErrorKind::kCircuitOpen,
                  fmt::format("postgres: all {} servers are failing (breakers open)", n));
+  // The first server (in turn) at its limit whose breaker was not open: the
+  // one to wait for when every server is at its limit.
+  Server* full = nullptr;
   for (std::size_t i = 0; i < n; ++i) {
     Server& server = *impl_->servers[(first + i) % n];
-    if (auto permit = server.breaker->try_acquire(); !permit) continue;  // skip a failing server
-    const auto start = std::chrono::steady_clock::now();
-    auto result = impl_->load_from(server, key, deadline);
-    const bool failed = !result;
-    server.breaker->record(failed ? CallOutcome::kFailure : CallOutcome::kSuccess,
-                           std::chrono::steady_clock::now() - start);
-    if (!failed) return result;
-    server.failures.fetch_add(1, kRelaxed);
-    // A server that refused or dropped us: fail over to the next one while
-    // time remains. A timeout has used the time: report it.
-    if (result.error().kind != ErrorKind::kBackend || deadline.expired()) return result;
-    last = std::move(result);
+    auto slot = server.limiter->try_acquire();
+    if (!slot) {
+      if (full == nullptr && server.breaker->state() != BreakerState::kOpen) full = &server;
+      continue;  // at its limit: try the next server
+    }
+    bool failed_over = false;
+    auto result = load_at(server, std::move(*slot), key, deadline, &failed_over);
+    if (!failed_over) return result;
+    // An open breaker keeps the "all servers failing" error unless another failed.
+    if (result.error().kind != ErrorKind::kCircuitOpen) last = std::move(result);
   }
-  return last;
+  if (full == nullptr) return last;
+  auto slot = full->limiter->acquire(deadline);
+  if (!slot) {
+    slot.error().message = fmt::format("postgres {}: {}", full->redacted, slot.error().message);
+    return std::unexpected(std::move(slot.error()));
+  }
+  bool failed_over = false;
+  return load_at(*full, std::move(*slot), key, deadline, &failed_over);
+}
+
+Result<std::optional<std::string>> PostgresRepository::load_at(Server& server,
+                                                               ConcurrencyLimiter::Permit slot,
+                                                               std::string_view key,
+                                                               Deadline deadline,
+                                                               bool* try_next) {
+  *try_next = false;
+  if (auto permit = server.breaker->try_acquire(); !permit) {
+    *try_next = true;  // skip a failing server
+    return make_error(ErrorKind::kCircuitOpen,
+                      fmt::format("postgres {}: breaker open", server.redacted));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto result = impl_->load_from(server, key, deadline);
+  const Duration elapsed = std::chrono::steady_clock::now() - start;
+  const bool failed = !result;
+  server.breaker->record(failed ? CallOutcome::kFailure : CallOutcome::kSuccess, elapsed);
+  slot.record(elapsed, !failed ? LoadOutcome::kSuccess
+                       : result.error().kind == ErrorKind::kTimeout ? LoadOutcome::kTimeout
+                                                                    : LoadOutcome::kIgnore);
+  if (!failed) return result;
+  server.failures.fetch_add(1, kRelaxed);
+  // A server that refused or dropped us: fail over to the next one while
+  // time remains. A timeout has used the time: report it.
+  *try_next = result.error().kind == ErrorKind::kBackend && !deadline.expired();
+  return result;
 }
 
 std::uint64_t PostgresRepository::queries() const noexcept { return impl_->queries.load(kRelaxed); }
@@ -379,7 +422,8 @@ std::vector<PostgresServerStats> PostgresRepository::servers() const {
                    .failures = s->failures.load(kRelaxed),
                    .connects = s->connects.load(kRelaxed),
                    .connections = open,
-                   .breaker = s->breaker->state()});
+                   .breaker = s->breaker->state(),
+                   .limit = s->limiter->stats()});
   }
   return out;
 }

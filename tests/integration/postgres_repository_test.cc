@@ -171,6 +171,49 @@ TEST(PostgresRepository, LoadsSpreadOverReplicasAndSurviveOneDying) {
   EXPECT_EQ(repo->servers()[1].failures, before[1].failures);
 }
 
+// Per-server limits: a load goes to the next server with a free slot; when
+// every server is at its limit it waits (here: not at all) and is shed. Two
+// URLs of one cluster stand for a primary and a replica. Loads of "held"
+// block on an advisory lock the test holds, so the servers stay full.
+TEST(PostgresRepository, ServerLimitsRouteToAFreeServerAndShedWhenAllAreFull) {
+  auto pg = seeded_server();
+  pqxx::connection gate(pg->url());
+  pqxx::nontransaction(gate).exec("SELECT pg_advisory_lock(42)");
+  auto repo = open_repo(
+      {.urls = {pg->url(), pg->socket_url()},
+       .query = "SELECT CASE WHEN $1 = 'held' THEN (SELECT 'held' FROM "
+                "pg_advisory_xact_lock_shared(42)) ELSE 'fast:' || $1 END",
+       .server_limit = {.mode = LimitMode::kFixed, .limit = 1, .max_wait = Duration::zero()}});
+  std::vector<std::thread> held;
+  std::atomic<int> held_ok{0};
+  for (int i = 0; i < 2; ++i) {
+    held.emplace_back([&] {
+      auto r = repo->load("held", Deadline::after(60s));
+      if (r && *r && **r == "held") held_ok.fetch_add(1);
+    });
+  }
+  // Both servers hold one load each (the second went to the free server).
+  const auto in_flight = [&](std::size_t i) { return repo->servers()[i].limit.in_flight; };
+  while (in_flight(0) != 1 || in_flight(1) != 1) std::this_thread::yield();
+
+  auto shed = repo->load("k", Deadline::after(10s));
+  ASSERT_FALSE(shed);
+  EXPECT_EQ(shed.error().kind, ErrorKind::kOverloaded) << shed.error().to_string();
+  EXPECT_GT(shed.error().retry_after, Duration::zero());
+
+  pqxx::nontransaction(gate).exec("SELECT pg_advisory_unlock(42)");
+  for (auto& t : held) t.join();
+  EXPECT_EQ(held_ok.load(), 2);
+  const auto servers = repo->servers();
+  EXPECT_EQ(servers[0].loads, 1u);
+  EXPECT_EQ(servers[1].loads, 1u);
+  EXPECT_EQ(servers[0].limit.limit, 1u);
+  EXPECT_EQ(servers[0].limit.shed + servers[1].limit.shed, 1u);
+  auto fast = repo->load("k", Deadline::after(10s));  // slots free again
+  ASSERT_TRUE(fast) << fast.error().to_string();
+  EXPECT_EQ(**fast, "fast:k");
+}
+
 TEST(PostgresRepository, ManyThreadsShareABoundedPool) {
   auto pg = seeded_server();
   auto repo = open_repo({.urls = {pg->url()}, .pool_size = 2});
@@ -207,6 +250,7 @@ TEST(PostgresRepository, BadUrlsAndOptionsAreNamed) {
   check({.urls = {"postgresql://host/db"}, .pool_size = 0}, "pool_size");
   check({.urls = {"postgresql://host/db"}, .pool_size = 257}, "pool_size");
   check({.urls = {"postgresql://host/db"}, .connect_timeout = 0s}, "connect_timeout");
+  check({.urls = {"postgresql://host/db"}, .server_limit = {.limit = 0}}, "server_limit");
   check({.urls = {"postgresql://host/db"}, .replica_breaker = {.consecutive_failures = 0}},
         "replica_breaker");
 }
