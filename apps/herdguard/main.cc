@@ -121,6 +121,18 @@ int main(int argc, char** argv) {
        &S::db_connections)
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
+  flag(sim_cmd->add_option("--db-capacity", sim.db_capacity,
+                           "Model the database as a server that runs N queries at full speed: "
+                           "with k > N in flight across all processes, each takes "
+                           "db-latency-ms x k / N (0: no limit, each takes db-latency-ms)"),
+       &S::db_capacity)
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  flag(sim_cmd->add_option("--db-limit", sim.db_limit,
+                           "The protection's database concurrency limit per process: adaptive "
+                           "(the library default), off, or fixed:N"),
+       &S::db_limit)
+      ->capture_default_str();
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
        &S::timeout_ms)
       ->check(CLI::Range(1, 600000))

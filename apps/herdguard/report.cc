@@ -72,6 +72,10 @@ nlohmann::json to_json(const RunReport& run) {
           {"stale_served", run.stale_served},
           {"breaker_trips", run.breaker_trips},
           {"redis_errors", run.redis_errors},
+          {"goodput", run.goodput},
+          {"db_shed", run.db_shed},
+          {"db_capacity", run.db_capacity},
+          {"db_peak", run.db_peak},
           {"failed_workers", run.failed_workers},
           {"first_error", run.first_error},
           {"latency_ms",
@@ -86,11 +90,13 @@ nlohmann::json report_json(const Scenario& s, const std::vector<RunReport>& runs
     nlohmann::json j = to_json(runs[0]);
     j["duration_s"] = s.duration_s;
     j["faults"] = faults;
+    j["db_limit"] = s.db_limit;
     return j;
   }
   nlohmann::json list = nlohmann::json::array();
   for (const RunReport& r : runs) list.push_back(to_json(r));
-  return {{"duration_s", s.duration_s}, {"faults", faults}, {"runs", list}};
+  return {
+      {"duration_s", s.duration_s}, {"faults", faults}, {"db_limit", s.db_limit}, {"runs", list}};
 }
 
 std::string verdict(const std::vector<RunReport>& runs) {
@@ -99,19 +105,31 @@ std::string verdict(const std::vector<RunReport>& runs) {
     const RunReport& guarded = runs.back();
     const double cut =
         guarded.db_queries > 0 ? static_cast<double>(bare.db_queries) / guarded.db_queries : 0;
-    return fmt::format(
+    std::string line = fmt::format(
         "herdguard ({}) cut database queries from {} to {}{} and errors from {} to {}; p99 {:.1f} "
         "ms → "
         "{:.1f} ms.",
         guarded.protect, thousands(bare.db_queries), thousands(guarded.db_queries),
         cut > 0 ? fmt::format(" ({:.0f}x fewer)", cut) : "", thousands(bare.errors),
         thousands(guarded.errors), bare.latency.p99_ms, guarded.latency.p99_ms);
+    if (guarded.db_capacity > 0) {
+      line += fmt::format(" The database ran at most {} → {} queries at once (capacity {}).",
+                          bare.db_peak, guarded.db_peak, guarded.db_capacity);
+    }
+    return line;
   }
   const RunReport& r = runs.front();
-  return fmt::format(
-      "{}: {} database queries for {} requests, {} errors, {} stale answers, p99 {:.1f} ms.",
+  std::string line = fmt::format(
+      "{}: {} database queries for {} requests, {} errors, {} stale answers, {} loads shed, "
+      "goodput {}/s, p99 {:.1f} ms.",
       r.protect, thousands(r.db_queries), thousands(r.requests), thousands(r.errors),
-      thousands(r.stale_served), r.latency.p99_ms);
+      thousands(r.stale_served), thousands(r.db_shed),
+      thousands(static_cast<std::uint64_t>(r.goodput)), r.latency.p99_ms);
+  if (r.db_capacity > 0) {
+    line += fmt::format(" The database ran at most {} queries at once (capacity {}).", r.db_peak,
+                        r.db_capacity);
+  }
+  return line;
 }
 
 std::string report_table(const Scenario& s, const std::vector<RunReport>& runs) {
@@ -120,18 +138,27 @@ std::string report_table(const Scenario& s, const std::vector<RunReport>& runs) 
       s.rate > 0 ? fmt::format("{:g} requests/s", s.rate)
                  : fmt::format("{} threads each", s.concurrency),
       s.duration_s, s.keys, s.zipf, s.ttl_ms);
+  out += fmt::format("database: {}; concurrency limit: {}\n",
+                     s.db_capacity > 0 ? fmt::format("capacity {} queries at {} ms each",
+                                                     s.db_capacity, s.db_latency_ms)
+                                       : fmt::format("{} ms per query", s.db_latency_ms),
+                     s.db_limit);
   if (!s.faults.empty()) {
     out += "faults:";
     for (const Fault& f : s.faults) out += " " + f.to_string();
     out += "\n";
   }
-  out += fmt::format("\n{:<8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}\n", "protect",
-                     "requests", "db queries", "errors", "stale", "trips", "p50 ms", "p99 ms",
+  const bool peak = s.db_capacity > 0;
+  out += fmt::format("\n{:<8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {}{:>9} {:>9} {:>9}\n",
+                     "protect", "requests", "goodput/s", "db queries", "errors", "stale", "shed",
+                     "trips", peak ? fmt::format("{:>8} ", "db peak") : "", "p50 ms", "p99 ms",
                      "max ms");
   for (const RunReport& r : runs) {
-    out += fmt::format("{:<8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9.1f} {:>9.1f} {:>9.1f}\n",
-                       r.protect, r.requests, r.db_queries, r.errors, r.stale_served,
-                       r.breaker_trips, r.latency.p50_ms, r.latency.p99_ms, r.latency.max_ms);
+    out += fmt::format(
+        "{:<8} {:>10} {:>10.0f} {:>10} {:>8} {:>8} {:>8} {:>8} {}{:>9.1f} {:>9.1f} {:>9.1f}\n",
+        r.protect, r.requests, r.goodput, r.db_queries, r.errors, r.stale_served, r.db_shed,
+        r.breaker_trips, peak ? fmt::format("{:>8} ", r.db_peak) : "", r.latency.p50_ms,
+        r.latency.p99_ms, r.latency.max_ms);
   }
   out += "\n" + verdict(runs) + "\n";
   return out;

@@ -15,8 +15,9 @@ namespace herdguard::cli {
 std::string thousands(std::uint64_t v);
 
 // One run as JSON: processes, requests, db_queries, errors, stale_served,
-// breaker_trips, latency_ms {p50, p99, max}, timeline [{t, requests,
-// db_queries, errors, stale_served, p99_ms}], ...
+// breaker_trips, goodput, db_shed, db_capacity, db_peak, latency_ms {p50,
+// p99, max}, timeline [{t, requests, db_queries, errors, stale_served,
+// p99_ms}], ...
 nlohmann::json to_json(const RunReport& run);
 
 // The report of a scenario: one run, or with --compare {"runs": [...]}.

@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <cmath>
 
 namespace herdguard::cli {
 namespace {
@@ -75,6 +76,25 @@ Result<Fault> parse_fault(std::string_view text) {
   return f;
 }
 
+Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text) {
+  ConcurrencyLimitOptions options;  // the library default: adaptive
+  if (text == "adaptive") return options;
+  if (text == "off") {
+    options.mode = LimitMode::kOff;
+    return options;
+  }
+  if (text.starts_with("fixed:")) {
+    const auto n = to_number(text.substr(6));
+    if (n && *n >= 1 && *n <= 100000 && *n == std::floor(*n)) {
+      options.mode = LimitMode::kFixed;
+      options.limit = static_cast<std::size_t>(*n);
+      return options;
+    }
+  }
+  return invalid(fmt::format(
+      "--db-limit: expected adaptive, off or fixed:N with N in 1..100000, got '{}'", text));
+}
+
 Result<void> Scenario::validate() const {
   if (processes < 1 || processes > 256) return invalid("processes must be in 1..256");
   if (concurrency < 1 || concurrency > 10000) return invalid("concurrency must be in 1..10000");
@@ -85,6 +105,8 @@ Result<void> Scenario::validate() const {
   if (ttl_ms < 1) return invalid("ttl_ms must be >= 1");
   if (jitter < 0 || jitter >= 1) return invalid("jitter must be in [0, 1)");
   if (timeout_ms < 1) return invalid("timeout_ms must be >= 1");
+  if (db_capacity < 0 || db_capacity > 100000) return invalid("db_capacity must be in 0..100000");
+  if (auto limit = parse_db_limit(db_limit); !limit) return std::unexpected(limit.error());
   if (protect != "none" && protect != "local" && protect != "fleet" && protect != "full") {
     return invalid(fmt::format("protect must be none, local, fleet or full, got '{}'", protect));
   }
@@ -187,6 +209,10 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_int(node, key, s.db_latency_ms);
     else if (key == "db_connections")
       ok_value = read_int(node, key, s.db_connections);
+    else if (key == "db_capacity")
+      ok_value = read_int(node, key, s.db_capacity);
+    else if (key == "db_limit")
+      ok_value = read_string(node, key, s.db_limit);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "herdguard/concurrency_limiter.h"
 #include "herdguard/result.h"
 
 namespace herdguard::cli {
@@ -25,6 +26,11 @@ struct Fault {
 // Parses `db-slow:START-END:MS`, `db-down:START-END`, `redis-down:START-END`
 // (seconds from the start). Errors: kInvalidArgument naming what is wrong.
 Result<Fault> parse_fault(std::string_view text);
+
+// Parses --db-limit: `adaptive` (the library default), `off`, or `fixed:N`
+// (N in 1..100000) into the workers' ProtectorOptions::db_limit.
+// Errors: kInvalidArgument naming --db-limit and what is wrong.
+Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text);
 
 struct Scenario {
   // Workload. duration_s == 0 is "herd mode": one burst of `concurrency`
@@ -52,6 +58,11 @@ struct Scenario {
   int db_connections = 8;
   int lease_ms = 5000;
   bool notify = true;
+  // > 0: the database is a saturating server of this capacity, shared by
+  // all processes (saturating_database.h); 0: each query takes db_latency_ms.
+  int db_capacity = 0;
+  // The protectors' database concurrency limit: adaptive | off | fixed:N.
+  std::string db_limit = "adaptive";
 
   std::vector<Fault> faults;
 

@@ -25,6 +25,7 @@
 #include "faulty_repository.h"
 #include "fd_io.h"
 #include "report.h"
+#include "saturating_database.h"
 #include "temp_dir.h"
 #include "worker_protection.h"
 #include "zipf.h"
@@ -46,8 +47,10 @@ struct Second {
 // final line on `out_fd`. Never returns.
 [[noreturn]] void run_worker(const Scenario& s, int index, const std::string& db,
                              const std::string& redis_url, const std::string& refusing_socket,
-                             const std::string& prefix, int ready_fd, int go_fd, int out_fd) {
-  auto setup = build_worker_protection(s, index, db, redis_url, refusing_socket, prefix);
+                             const std::string& prefix,
+                             const std::shared_ptr<SharedDbLoad>& db_load, int ready_fd, int go_fd,
+                             int out_fd) {
+  auto setup = build_worker_protection(s, index, db, redis_url, refusing_socket, prefix, db_load);
   if (!setup) {
     (void)write_all(ready_fd, "x");
     (void)write_all(
@@ -172,7 +175,8 @@ struct Second {
                                {"db_queries", p.db->calls()},
                                {"stale_served", m.stale_returns},
                                {"breaker_trips", m.circuit_breaker_trips},
-                               {"redis_errors", m.redis_errors}};
+                               {"redis_errors", m.redis_errors},
+                               {"db_shed", m.db_shed}};
   const bool written = write_all(out_fd, final_line.dump() + "\n");
   ::_exit(written ? 0 : 3);
 }
@@ -236,6 +240,14 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     }
     ::close(fd);  // the file stays; nobody listens
   }
+  // The saturating server's counters, mapped before the fork: every worker
+  // inherits the mapping. One per run, so each run's peak is its own.
+  std::shared_ptr<SharedDbLoad> db_load;
+  if (s.db_capacity > 0) {
+    auto created = SharedDbLoad::create((dir.path() / "db-load").string());
+    if (!created) return std::unexpected(created.error());
+    db_load = std::move(*created);
+  }
   const std::string prefix = fmt::format("herdguard-simulate:{}-{}:", ::getpid(),
                                          SteadyClock::now().time_since_epoch().count());
   int ready_pipe[2];
@@ -270,7 +282,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
       ::close(go_pipe[1]);
       ::close(out[0]);
       for (int fd : out_fds) ::close(fd);
-      run_worker(s, i, db, redis_url, refusing, prefix, ready_pipe[1], go_pipe[0], out[1]);
+      run_worker(s, i, db, redis_url, refusing, prefix, db_load, ready_pipe[1], go_pipe[0], out[1]);
     }
     ::close(out[1]);
     if (pid < 0) {
@@ -357,6 +369,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.stale_served += f["stale_served"].get<std::uint64_t>();
     report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
+    report.db_shed += f["db_shed"].get<std::uint64_t>();
     const auto& timeline = f["timeline"];
     if (report.timeline.size() < timeline.size()) {
       report.timeline.resize(timeline.size());
@@ -388,6 +401,12 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     r.p99_ms = summarize(std::move(samples)).p99_ms;
   }
   report.latency = summarize(std::move(all_latencies));
+  report.goodput = static_cast<double>(report.requests - std::min(report.errors, report.requests)) /
+                   s.duration_s;
+  if (db_load) {
+    report.db_capacity = s.db_capacity;
+    report.db_peak = db_load->peak();  // every worker has exited
+  }
   return report;
 }
 

@@ -32,6 +32,16 @@ struct RunReport {
   std::uint64_t stale_served = 0;
   std::uint64_t breaker_trips = 0;
   std::uint64_t redis_errors = 0;
+  // Successful answers (values, stale ones included; not errors) per second
+  // of the run.
+  double goodput = 0;
+  // Loads the protectors' database concurrency limiters shed (the sum of
+  // ProtectionMetrics::db_shed over the workers).
+  std::uint64_t db_shed = 0;
+  // With --db-capacity: the saturating server's capacity and the most
+  // queries it ran at once (0 and 0 without).
+  int db_capacity = 0;
+  std::int64_t db_peak = 0;
   int failed_workers = 0;
   std::string first_error;
   LatencySummary latency;

@@ -20,6 +20,7 @@
 #include "fd_io.h"
 #include "latency_stats.h"
 #include "report.h"
+#include "saturating_database.h"
 #include "scenario_run.h"
 #include "temp_dir.h"
 #include "worker_protection.h"
@@ -43,10 +44,12 @@ struct WorkerReport {
 
 // The body of a worker process. Never returns.
 [[noreturn]] void run_worker(const Scenario& o, int index, const std::string& db_path,
-                             const std::string& prefix, int ready_fd, int go_fd, int result_fd) {
+                             const std::string& prefix,
+                             const std::shared_ptr<SharedDbLoad>& db_load, int ready_fd, int go_fd,
+                             int result_fd) {
   WorkerReport report;
   // Herd mode has no faults: nothing connects to the refusing socket.
-  auto setup = build_worker_protection(o, index, db_path, o.redis, std::string(), prefix);
+  auto setup = build_worker_protection(o, index, db_path, o.redis, std::string(), prefix, db_load);
   if (!setup) {
     nlohmann::json j = {{"setup_error", setup.error().to_string()}};
     (void)write_all(ready_fd, "x");
@@ -103,7 +106,8 @@ struct WorkerReport {
                   {"fleet_lock_acquisitions", m.fleet_lock_acquisitions},
                   {"fleet_lock_contentions", m.fleet_lock_contentions},
                   {"fleet_waited_loads", m.fleet_waited_loads},
-                  {"fleet_degraded_loads", m.fleet_degraded_loads}};
+                  {"fleet_degraded_loads", m.fleet_degraded_loads},
+                  {"db_shed", m.db_shed}};
   }
   nlohmann::json j = {{"db_queries", report.db_queries},     {"errors", report.errors},
                       {"wrong_values", report.wrong_values}, {"first_error", report.first_error},
@@ -128,7 +132,8 @@ struct RoundResult {
 };
 
 // One herd: forks the workers, releases them at once, collects their reports.
-RoundResult run_round(const Scenario& o, const std::string& db_path) {
+RoundResult run_round(const Scenario& o, const std::string& db_path,
+                      const std::shared_ptr<SharedDbLoad>& db_load) {
   RoundResult result;
   // A fresh prefix per run: the hot key is absent from Redis (as after its
   // expiry), and runs never see each other's values or locks.
@@ -152,7 +157,7 @@ RoundResult run_round(const Scenario& o, const std::string& db_path) {
       ::close(go_pipe[1]);
       ::close(result_pipe[0]);
       for (const Child& c : children) ::close(c.result_fd);
-      run_worker(o, i, db_path, prefix, ready_pipe[1], go_pipe[0], result_pipe[1]);
+      run_worker(o, i, db_path, prefix, db_load, ready_pipe[1], go_pipe[0], result_pipe[1]);
     }
     ::close(result_pipe[1]);
     if (pid < 0) {
@@ -222,6 +227,20 @@ int run_herd(const Scenario& o) {
     fmt::print(stderr, "herdguard simulate: --db: {}\n", seeded.error().to_string());
     return 1;
   }
+  // The saturating server's counters, mapped before the workers fork.
+  std::shared_ptr<SharedDbLoad> db_load;
+  if (o.db_capacity > 0) {
+    if (dir.path().empty()) {
+      fmt::print(stderr, "herdguard simulate: cannot create a temporary folder\n");
+      return 1;
+    }
+    auto created = SharedDbLoad::create((dir.path() / "db-load").string());
+    if (!created) {
+      fmt::print(stderr, "herdguard simulate: {}\n", created.error().to_string());
+      return 1;
+    }
+    db_load = std::move(*created);
+  }
   std::uint64_t db_queries = 0;
   int errors = 0;
   int wrong = 0;
@@ -230,7 +249,7 @@ int run_herd(const Scenario& o) {
   std::vector<std::chrono::nanoseconds> latencies;
   nlohmann::json workers = nlohmann::json::array();
   for (int round = 0; round < o.rounds; ++round) {
-    RoundResult r = run_round(o, db_path);
+    RoundResult r = run_round(o, db_path, db_load);
     db_queries += r.db_queries;
     errors += r.errors;
     wrong += r.wrong;
@@ -243,6 +262,9 @@ int run_herd(const Scenario& o) {
   // Requests of workers that failed count as errors: nobody answered them.
   errors += failed_workers * o.concurrency;
   const LatencySummary latency = summarize(std::move(latencies));
+  std::uint64_t db_shed = 0;
+  for (const auto& w : workers) db_shed += w.value("db_shed", std::uint64_t{0});
+  const std::int64_t db_peak = db_load ? db_load->peak() : 0;
 
   if (o.json) {
     nlohmann::json report = {
@@ -258,6 +280,10 @@ int run_herd(const Scenario& o) {
         {"wrong_values", wrong},
         {"failed_workers", failed_workers},
         {"first_error", first_error},
+        {"db_limit", o.db_limit},
+        {"db_shed", db_shed},
+        {"db_capacity", o.db_capacity},
+        {"db_peak", db_peak},
         {"latency_ms", {{"p50", latency.p50_ms}, {"p99", latency.p99_ms}, {"max", latency.max_ms}}},
         {"workers", workers}};
     fmt::print("{}\n", report.dump());
@@ -273,6 +299,13 @@ int run_herd(const Scenario& o) {
     fmt::print("The database saw {} quer{} for {} requests from {} processes{}.\n", db_queries,
                db_queries == 1 ? "y" : "ies", requests, o.processes,
                errors ? fmt::format("; {} requests failed (first: {})", errors, first_error) : "");
+    if (o.db_capacity > 0 || db_shed > 0) {
+      fmt::print("The concurrency limit ({}) shed {} loads{}.\n", o.db_limit, db_shed,
+                 o.db_capacity > 0 ? fmt::format("; the database ran at most {} queries at once "
+                                                 "(capacity {})",
+                                                 db_peak, o.db_capacity)
+                                   : "");
+    }
   }
   return failed_workers == o.rounds * o.processes ? 1 : 0;
 }

@@ -12,11 +12,21 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
                                                  const std::string& db,
                                                  const std::string& redis_url,
                                                  const std::string& refusing_socket,
-                                                 const std::string& prefix) {
+                                                 const std::string& prefix,
+                                                 std::shared_ptr<SharedDbLoad> db_load) {
   WorkerProtection p;
-  auto repository = open_database(db, s.db_latency_ms, s.db_connections);
+  // With a capacity, the saturating server spends the latency (and holds
+  // this worker's connections); the database under it answers at once.
+  const bool saturating = s.db_capacity > 0;
+  auto repository = open_database(db, saturating ? 0 : s.db_latency_ms, s.db_connections);
   if (!repository) return std::unexpected(repository.error());
-  p.db = std::make_shared<FaultyRepository>(std::move(*repository), s.faults, refusing_socket);
+  std::shared_ptr<Repository> server = std::move(*repository);
+  if (saturating) {
+    server = std::make_shared<SaturatingDatabase>(
+        std::move(server), std::move(db_load), s.db_capacity,
+        std::chrono::milliseconds(s.db_latency_ms), s.db_connections);
+  }
+  p.db = std::make_shared<FaultyRepository>(std::move(server), s.faults, refusing_socket);
   const auto ttl = std::chrono::milliseconds(s.ttl_ms);
   const auto timeout = std::chrono::milliseconds(s.timeout_ms);
   const bool fleet_mode = s.protect == "fleet" || s.protect == "full";
@@ -56,6 +66,10 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
   }
   ProtectorOptions options{.ttl = ttl, .ttl_jitter = s.jitter, .request_timeout = timeout};
   options.single_flight.load_timeout = timeout;
+  auto db_limit = parse_db_limit(s.db_limit);
+  if (!db_limit) return std::unexpected(db_limit.error());
+  options.db_limit.mode = db_limit->mode;
+  options.db_limit.limit = db_limit->limit;
   if (s.protect == "full") {
     options.stale_while_revalidate = std::chrono::hours(1);
     options.fail_safe_max_staleness = std::chrono::hours(1);
