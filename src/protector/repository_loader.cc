@@ -41,8 +41,14 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
         ErrorKind::kTimeout,
         fmt::format("load of key '{}': deadline passed before the database call", key));
   }
-  // The limiter first: it may wait, and a breaker permit must not be held
-  // (a half-open breaker admits few) while waiting.
+  // An open breaker refuses before the limiter is asked: a load it refuses
+  // must neither wait for a slot nor count as shed.
+  if (breaker_.state() == BreakerState::kOpen) {
+    return make_error(ErrorKind::kCircuitOpen,
+                      fmt::format("load of key '{}' refused: circuit breaker is open", key));
+  }
+  // Then the limiter: it may wait, and a breaker permit must not be held (a
+  // half-open breaker admits few) while waiting.
   auto slot = limiter_->acquire(deadline);
   if (!slot) {
     slot.error().message = fmt::format("load of key '{}': {}", key, slot.error().message);

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "protector/repository_loader.h"
 #include "test_support.h"
 
 namespace herdguard {
@@ -202,6 +203,34 @@ TEST(Protector, ALoadShedByTheConcurrencyLimitFallsBackToStaleElseOverloaded) {
   EXPECT_EQ(m.db_limit, 1u);
   EXPECT_EQ(m.db_in_flight, 0u);
   EXPECT_EQ(f.repo.calls(), 2);  // "b" once at first, "a"; the shed loads never ran
+}
+
+// An open breaker refuses a load before the concurrency limiter is asked:
+// with every slot taken, the load is circuit_open, not shed.
+TEST(RepositoryLoader, AnOpenBreakerRefusesBeforeTheLimiterIsAsked) {
+  auto clock = std::make_shared<ManualClock>();
+  auto breaker = CircuitBreaker::create({.consecutive_failures = 1}, clock);
+  ASSERT_TRUE(breaker.has_value());
+  ASSERT_TRUE((*breaker)->try_acquire().has_value());
+  (*breaker)->record(CallOutcome::kFailure, milliseconds(1));
+  ASSERT_EQ((*breaker)->state(), BreakerState::kOpen);
+  auto limiter =
+      ConcurrencyLimiter::create({.mode = LimitMode::kFixed, .limit = 1, .max_wait = Duration::zero()});
+  ASSERT_TRUE(limiter.has_value());
+  auto held = (*limiter)->acquire(Deadline::after(seconds(1)));  // the only slot
+  ASSERT_TRUE(held.has_value());
+  ScriptedRepository repo;
+  internal::ProtectorCounters counters;
+  internal::RepositoryLoader loader(repo.repository(), **breaker, *limiter,
+                                    internal::EntryPolicy{.ttl = seconds(10),
+                                                          .negative_ttl = seconds(1),
+                                                          .max_value_bytes = 1024},
+                                    clock, counters);
+  auto refused = loader.load("k", Deadline::after(seconds(1)));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kCircuitOpen);
+  EXPECT_EQ((*limiter)->stats().shed, 0u);
+  EXPECT_EQ(repo.calls(), 0);
 }
 
 TEST(Protector, FallbackUsesDefaultWhenStaleIsTooOld) {
