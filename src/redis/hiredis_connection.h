@@ -14,6 +14,8 @@
 // Thread safety: a RedisConnection is used by one thread at a time.
 #pragma once
 
+#include <chrono>
+
 #include <hiredis/hiredis.h>
 
 #include <memory>
@@ -69,6 +71,10 @@ class RedisConnection {
   // True when an idle connection shows no sign of having been closed by
   // Redis (nothing readable, no hang-up). One poll(2) with zero timeout.
   bool looks_alive() const;
+  // When the connection last went back to its pool (for looks_alive's
+  // amortisation there).
+  std::chrono::steady_clock::time_point idle_since() const noexcept { return idle_since_; }
+  void mark_idle(std::chrono::steady_clock::time_point now) noexcept { idle_since_ = now; }
 
   // The context, for the subscriber's own read loop.
   redisContext* raw() const noexcept { return context_.get(); }
@@ -81,6 +87,7 @@ class RedisConnection {
   RedisContextPtr context_;
   std::string where_;
   Duration timeout_;  // the socket timeout currently set
+  std::chrono::steady_clock::time_point idle_since_{};
 };
 
 }  // namespace herdguard::internal
