@@ -28,10 +28,9 @@
 // owned by one thread at a time.
 //
 // Example:
-//   auto limiter = herdguard::ConcurrencyLimiter::create({.mode = herdguard::LimitMode::kAdaptive});
-//   auto permit = (*limiter)->acquire(deadline);
-//   if (!permit) return permit.error();              // kOverloaded, retry_after set
-//   auto row = db.query(key);
+//   auto limiter = herdguard::ConcurrencyLimiter::create({.mode =
+//   herdguard::LimitMode::kAdaptive}); auto permit = (*limiter)->acquire(deadline); if (!permit)
+//   return permit.error();              // kOverloaded, retry_after set auto row = db.query(key);
 //   permit->record(elapsed, herdguard::LoadOutcome::kSuccess);
 #pragma once
 
@@ -66,9 +65,12 @@ struct ConcurrencyLimitOptions {
   std::size_t long_window = 600;
   // How long a load beyond the limit waits for a slot before it is shed
   // (never past its caller's deadline). A load whose expected wait (see
-  // ConcurrencyLimiter) is longer than that is shed at once. Zero sheds
-  // every load beyond the limit at once. REQUIRES: >= 0.
-  Duration max_wait = std::chrono::seconds(1);
+  // ConcurrencyLimiter) is longer than that is shed at once. The default
+  // waits as long as the caller's deadline allows, so the limiter fails no
+  // load that would have had its answer in time; a shorter max_wait trades
+  // such loads for quicker fallbacks. Zero sheds every load beyond the limit
+  // at once. Duration::max() saturates. REQUIRES: >= 0.
+  Duration max_wait = Duration::max();
   // Loads that may wait at once; more are shed at once. REQUIRES: >= 1.
   std::size_t max_waiting = 10'000;
 
@@ -88,7 +90,7 @@ struct ConcurrencyLimiterStats {
   std::size_t in_flight = 0;  // loads holding a permit
   std::size_t waiting = 0;    // loads waiting for a slot
   std::uint64_t admitted = 0;
-  std::uint64_t shed = 0;  // loads refused with kOverloaded
+  std::uint64_t shed = 0;      // loads refused with kOverloaded
   Duration average_latency{};  // the long-term average (zero before any sample)
 };
 

@@ -50,8 +50,8 @@
 #include "herdguard/alert_sink.h"
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
-#include "herdguard/concurrency_limiter.h"
 #include "herdguard/clock.h"
+#include "herdguard/concurrency_limiter.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/prometheus.h"
@@ -66,6 +66,7 @@ namespace herdguard {
 
 namespace internal {
 struct RequestTrace;
+enum class LoadPriority;  // repository_loader.h; its zero value is kForeground
 }  // namespace internal
 
 struct ProtectorOptions {
@@ -248,8 +249,8 @@ class Protector {
   bool within_revalidate_window(const std::optional<CacheEntry>& entry, TimePoint now) const;
   // Answers `stale` and starts one background refresh of `key` (unless one
   // runs; dropped and counted when the executor is full).
-  Result<std::string> serve_stale_and_refresh(std::string_view key, CacheEntry stale,
-                                              TimePoint now, internal::RequestTrace& trace);
+  Result<std::string> serve_stale_and_refresh(std::string_view key, CacheEntry stale, TimePoint now,
+                                              internal::RequestTrace& trace);
   // The fallback chain for a failed load: a stale entry (the one the caller
   // saw, or a newer one in L1) within fail_safe_max_staleness, then
   // default_value, then the error. Never waits on Redis.
@@ -258,7 +259,8 @@ class Protector {
   // Counts the request's outcome (and records it in Prometheus).
   Result<std::string> finish(Result<std::string> result, std::string_view key,
                              internal::RequestTrace& trace);
-  SingleFlight::Loader loader_for(std::string_view key);
+  SingleFlight::Loader loader_for(std::string_view key,
+                                  internal::LoadPriority priority = internal::LoadPriority{});
 
   const std::unique_ptr<Parts> parts_;
   // When the last fallback / failure alert went out (ns since the clock's

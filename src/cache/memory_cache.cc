@@ -251,7 +251,8 @@ Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key, TimePoi
   // Expired: drop it now rather than wait for the hand. Another thread may
   // have dropped or replaced it between the two locks, hence the re-check.
   std::unique_lock lock(shard.mutex);
-  if (auto it = shard.map.find(hashed); it != shard.map.end() && !it->second->entry.is_usable(now)) {
+  if (auto it = shard.map.find(hashed);
+      it != shard.map.end() && !it->second->entry.is_usable(now)) {
     shard.remove(it);
     ++shard.expirations;
   }

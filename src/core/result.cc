@@ -6,15 +6,24 @@ namespace herdguard {
 
 std::string_view to_string(ErrorKind kind) noexcept {
   switch (kind) {
-    case ErrorKind::kNotFound: return "not_found";
-    case ErrorKind::kTimeout: return "timeout";
-    case ErrorKind::kCircuitOpen: return "circuit_open";
-    case ErrorKind::kOverloaded: return "overloaded";
-    case ErrorKind::kLockNotAcquired: return "lock_not_acquired";
-    case ErrorKind::kBackend: return "backend";
-    case ErrorKind::kInvalidArgument: return "invalid_argument";
-    case ErrorKind::kCorrupt: return "corrupt";
-    case ErrorKind::kInternal: return "internal";
+    case ErrorKind::kNotFound:
+      return "not_found";
+    case ErrorKind::kTimeout:
+      return "timeout";
+    case ErrorKind::kCircuitOpen:
+      return "circuit_open";
+    case ErrorKind::kOverloaded:
+      return "overloaded";
+    case ErrorKind::kLockNotAcquired:
+      return "lock_not_acquired";
+    case ErrorKind::kBackend:
+      return "backend";
+    case ErrorKind::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorKind::kCorrupt:
+      return "corrupt";
+    case ErrorKind::kInternal:
+      return "internal";
   }
   return "unknown";
 }

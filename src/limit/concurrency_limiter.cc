@@ -37,12 +37,14 @@ Result<void> ConcurrencyLimitOptions::validate() const {
     return bad_option(fmt::format("limit must be in 1..{}, got {}", kMaxLimit, limit));
   if (mode == LimitMode::kAdaptive) {
     if (min_limit < 1 || min_limit > limit)
-      return bad_option(fmt::format("min_limit must be in 1..limit ({}), got {}", limit, min_limit));
+      return bad_option(
+          fmt::format("min_limit must be in 1..limit ({}), got {}", limit, min_limit));
     if (max_limit < limit || max_limit > kMaxLimit)
-      return bad_option(fmt::format("max_limit must be in limit ({})..{}, got {}", limit,
-                                    kMaxLimit, max_limit));
+      return bad_option(
+          fmt::format("max_limit must be in limit ({})..{}, got {}", limit, kMaxLimit, max_limit));
   }
-  if (!(tolerance >= 1.0)) return bad_option(fmt::format("tolerance must be >= 1, got {}", tolerance));
+  if (!(tolerance >= 1.0))
+    return bad_option(fmt::format("tolerance must be >= 1, got {}", tolerance));
   if (!(smoothing > 0.0 && smoothing <= 1.0))
     return bad_option(fmt::format("smoothing must be in (0, 1], got {}", smoothing));
   if (long_window < 1) return bad_option("long_window must be >= 1, got 0");
@@ -87,8 +89,8 @@ Result<ConcurrencyLimiter::Permit> ConcurrencyLimiter::acquire(Deadline deadline
     if (why != nullptr) {
       ++shed_;
       Error error{ErrorKind::kOverloaded,
-                  fmt::format("database load shed: {} ({} loads in flight at the limit of {})",
-                              why, in_flight_, static_cast<std::size_t>(limit_))};
+                  fmt::format("database load shed: {} ({} loads in flight at the limit of {})", why,
+                              in_flight_, static_cast<std::size_t>(limit_))};
       error.retry_after = std::max(expected_wait(), Duration(std::chrono::milliseconds(1)));
       return std::unexpected(std::move(error));
     }

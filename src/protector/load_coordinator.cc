@@ -32,23 +32,24 @@ Result<CacheEntry> LoadCoordinator::timed_out(const std::string& key) {
                     fmt::format("load of key '{}': the load deadline passed", key));
 }
 
-Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_deadline) {
+Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_deadline,
+                                         LoadPriority priority) {
   // A load whose value was superseded while it ran (a set or invalidate
   // came in) goes round once more, so that callers who joined this flight
   // after the change — and may already have seen a newer value — do not get
   // the outdated one. Once: two changes during two loads is a hot-written
   // key, whose callers get the second load's value (docs/consistency.md).
   bool superseded = false;
-  Result<CacheEntry> entry = load_once(key, load_deadline, &superseded);
+  Result<CacheEntry> entry = load_once(key, load_deadline, priority, &superseded);
   if (!superseded) return entry;
   // The first value is outdated: never hand it out, even when no time is left.
   if (load_deadline.expired()) return timed_out(key);
   bool again = false;
-  return load_once(key, load_deadline, &again);
+  return load_once(key, load_deadline, priority, &again);
 }
 
 Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
-                                              bool* superseded) {
+                                              LoadPriority priority, bool* superseded) {
   // Each read below takes its L1 ticket just before it reads (L2 or the
   // database), so an invalidate of this process that lands during the read
   // keeps its result out of L1.
@@ -58,14 +59,14 @@ Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline l
   if (auto got = cache_.l1_get(key, now); got && TieredCache::fresh_in_l1(*got, now)) return *got;
   if (!cache_.has_l2()) {
     const MemoryCache::Ticket ticket = cache_.ticket(key);
-    Result<CacheEntry> entry = loader_.load(key, load_deadline);
+    Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
     if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
     return entry;
   }
-  if (locks_) return load_with_fleet_lock(key, load_deadline, superseded);
+  if (locks_) return load_with_fleet_lock(key, load_deadline, priority, superseded);
   // Async callers skip L2 on their own thread: look here.
   if (auto fresh = fresh_in_l2(key, load_deadline)) return std::move(*fresh);
-  return load_with_snapshot(key, load_deadline, superseded);
+  return load_with_snapshot(key, load_deadline, priority, superseded);
 }
 
 std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline) {
@@ -112,30 +113,33 @@ Result<CacheEntry> LoadCoordinator::after_store(const std::string& key, Result<C
 }
 
 Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
-                                                       Deadline load_deadline, bool* superseded) {
+                                                       Deadline load_deadline,
+                                                       LoadPriority priority, bool* superseded) {
   const MemoryCache::Ticket ticket = cache_.ticket(key);
   auto snapshot = cache_.l2()->snapshot(key, load_deadline);
   if (!snapshot) {
     if (load_deadline.expired()) return timed_out(key);
     counters_.redis_errors.add();
-    return load_degraded(key, load_deadline);
+    return load_degraded(key, load_deadline, priority);
   }
-  Result<CacheEntry> entry = loader_.load(key, load_deadline);
+  Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
   if (!entry) return entry;
   auto refused = store(key, *entry, *snapshot, load_deadline, ticket);
   return after_store(key, std::move(entry), refused, superseded);
 }
 
-Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadline load_deadline) {
+Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadline load_deadline,
+                                                  LoadPriority priority) {
   counters_.fleet_degraded_loads.add();
   const MemoryCache::Ticket ticket = cache_.ticket(key);
-  Result<CacheEntry> entry = loader_.load(key, load_deadline);
+  Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
   if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
   return entry;
 }
 
 Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
-                                                         Deadline load_deadline, bool* superseded) {
+                                                         Deadline load_deadline,
+                                                         LoadPriority priority, bool* superseded) {
   Duration poll = options_.poll_min;
   bool waited = false;
   for (;;) {
@@ -149,14 +153,14 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     auto hold = locks_->try_acquire(key, load_deadline);
     if (hold) {
       counters_.fleet_lock_acquisitions.add();
-      return load_as_holder(key, **hold, load_deadline, superseded);
+      return load_as_holder(key, **hold, load_deadline, priority, superseded);
     }
     if (hold.error().kind != ErrorKind::kLockNotAcquired) {
       // Our own deadline running out is not a Redis failure, and the
       // database is not called for a load nobody can wait for any more.
       if (load_deadline.expired()) return timed_out(key);
       counters_.redis_errors.add();
-      return load_degraded(key, load_deadline);
+      return load_degraded(key, load_deadline, priority);
     }
     counters_.fleet_lock_contentions.add();
     waited = true;
@@ -180,7 +184,8 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
 }
 
 Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,
-                                                   Deadline load_deadline, bool* superseded) {
+                                                   Deadline load_deadline, LoadPriority priority,
+                                                   bool* superseded) {
   // Re-check under the lock: the previous holder may have written just
   // before releasing, after our last look.
   Result<CacheEntry> entry = make_error(ErrorKind::kInternal, "not loaded");
@@ -188,7 +193,7 @@ Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockH
     entry = std::move(*fresh);
   } else {
     const MemoryCache::Ticket ticket = cache_.ticket(key);
-    entry = loader_.load(key, load_deadline);
+    entry = loader_.load(key, load_deadline, priority);
     if (entry) {
       auto refused = store(key, *entry, hold.snapshot(), load_deadline, ticket);
       entry = after_store(key, std::move(entry), refused, superseded);

@@ -67,21 +67,24 @@ class LoadCoordinator {
   // write was superseded), loads once more within the deadline, so that the
   // flight's callers get the value as of after the change. Errors: the
   // repository loader's; kTimeout when `load_deadline` passed first.
-  Result<CacheEntry> load(const std::string& key, Deadline load_deadline);
+  Result<CacheEntry> load(const std::string& key, Deadline load_deadline,
+                          LoadPriority priority = LoadPriority::kForeground);
 
  private:
   // One round of load(); `*superseded` tells whether its value lost to a
   // set/invalidate (or a later holder) that came in while it ran.
-  Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline, bool* superseded);
+  Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline,
+                               LoadPriority priority, bool* superseded);
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
-                                          bool* superseded);
+                                          LoadPriority priority, bool* superseded);
   Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold, Deadline load_deadline,
-                                    bool* superseded);
+                                    LoadPriority priority, bool* superseded);
   // L2 without the fleet lock: snapshot, load, versioned write.
   Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
-                                        bool* superseded);
+                                        LoadPriority priority, bool* superseded);
   // Redis failed: load, fill L1 only.
-  Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline);
+  Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline,
+                                   LoadPriority priority);
   // The fresh L2 entry (filled into L1), or nullopt; Redis errors read as nullopt.
   std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline);
   // Writes a loaded entry under `snapshot` and fills L1 when that is safe.

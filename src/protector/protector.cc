@@ -216,10 +216,10 @@ Result<std::string> Protector::finish(Result<std::string> result, std::string_vi
   return result;
 }
 
-SingleFlight::Loader Protector::loader_for(std::string_view key) {
+SingleFlight::Loader Protector::loader_for(std::string_view key, internal::LoadPriority priority) {
   // The key is copied: the load may outlive the caller that started it.
-  return [parts = parts_.get(), k = std::string(key)](Deadline load_deadline) {
-    Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline);
+  return [parts = parts_.get(), k = std::string(key), priority](Deadline load_deadline) {
+    Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline, priority);
     if (!entry) return Result<std::string>(std::unexpected(std::move(entry.error())));
     return answer_of(std::move(*entry), k);
   };
@@ -281,7 +281,8 @@ Result<std::string> Protector::serve_stale_and_refresh(std::string_view key, Cac
     p.counters.stale_returns.add();
     trace.outcome = internal::Outcome::kStale;
   }
-  auto started = p.flights->start_if_idle(key, loader_for(key));
+  auto started =
+      p.flights->start_if_idle(key, loader_for(key, internal::LoadPriority::kBackground));
   if (!started) {
     p.counters.background_refreshes_dropped.add();
   } else if (*started) {

@@ -33,7 +33,8 @@ RepositoryLoader::RepositoryLoader(std::shared_ptr<Repository> repository, Circu
       clock_(std::move(clock)),
       counters_(counters) {}
 
-Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadline) {
+Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadline,
+                                          LoadPriority priority) {
   if (deadline.expired()) {
     // Whoever waited for this load has given up, or will by the time the
     // database answers: calling it now only adds load to a slow database.
@@ -49,7 +50,9 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   }
   // Then the limiter: it may wait, and a breaker permit must not be held (a
   // half-open breaker admits few) while waiting.
-  auto slot = limiter_->acquire(deadline);
+  auto slot = priority == LoadPriority::kForeground
+                  ? limiter_->acquire(deadline)
+                  : limiter_->acquire(Deadline::after(Duration::zero()));
   if (!slot) {
     slot.error().message = fmt::format("load of key '{}': {}", key, slot.error().message);
     return std::unexpected(std::move(slot.error()));
@@ -78,7 +81,7 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
 
   if (!loaded && loaded.error().kind != ErrorKind::kNotFound) {
     slot->record(elapsed, loaded.error().kind == ErrorKind::kTimeout ? LoadOutcome::kTimeout
-                                                                      : LoadOutcome::kIgnore);
+                                                                     : LoadOutcome::kIgnore);
     counters_.db_errors.add();
     breaker_.record(CallOutcome::kFailure, elapsed);
     return std::unexpected(std::move(loaded.error()));

@@ -1,7 +1,7 @@
 // Internal: one call to the repository, as the read path needs it — within
-// the concurrency limit, behind the circuit breaker, inside the exception boundary, never after the load's
-// deadline, and turned into the entry to cache (jittered TTL, negative entry
-// for "no such key", saturating time arithmetic).
+// the concurrency limit, behind the circuit breaker, inside the exception boundary, never after the
+// load's deadline, and turned into the entry to cache (jittered TTL, negative entry for "no such
+// key", saturating time arithmetic).
 //
 // Thread safety: safe from any number of threads (the repository must be).
 #pragma once
@@ -33,6 +33,11 @@ struct EntryPolicy {
 CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
                       Duration load_duration);
 
+// Whose load it is: a caller waits for a foreground load; a background
+// refresh (stale-while-revalidate) is optional and never waits for a
+// database slot, so it cannot delay a caller's load behind it.
+enum class LoadPriority { kForeground, kBackground };
+
 class RepositoryLoader {
  public:
   // Observes each repository call's duration (Prometheus); may be empty.
@@ -52,7 +57,10 @@ class RepositoryLoader {
   // called); kOverloaded (with retry_after) when the concurrency limiter
   // shed it; kCircuitOpen; the repository's error (kBackend for a throw);
   // kInvalidArgument for a value over max_value_bytes.
-  Result<CacheEntry> load(const std::string& key, Deadline deadline);
+  // A background load gets a database slot only if one is free now (else
+  // kOverloaded at once).
+  Result<CacheEntry> load(const std::string& key, Deadline deadline,
+                          LoadPriority priority = LoadPriority::kForeground);
 
  private:
   const std::shared_ptr<Repository> repository_;

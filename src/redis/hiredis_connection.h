@@ -14,10 +14,9 @@
 // Thread safety: a RedisConnection is used by one thread at a time.
 #pragma once
 
-#include <chrono>
-
 #include <hiredis/hiredis.h>
 
+#include <chrono>
 #include <memory>
 #include <span>
 #include <string>

@@ -383,8 +383,7 @@ Result<std::optional<std::string>> PostgresRepository::load(std::string_view key
 Result<std::optional<std::string>> PostgresRepository::load_at(Server& server,
                                                                ConcurrencyLimiter::Permit slot,
                                                                std::string_view key,
-                                                               Deadline deadline,
-                                                               bool* try_next) {
+                                                               Deadline deadline, bool* try_next) {
   *try_next = false;
   if (auto permit = server.breaker->try_acquire(); !permit) {
     *try_next = true;  // skip a failing server
@@ -396,7 +395,7 @@ Result<std::optional<std::string>> PostgresRepository::load_at(Server& server,
   const Duration elapsed = std::chrono::steady_clock::now() - start;
   const bool failed = !result;
   server.breaker->record(failed ? CallOutcome::kFailure : CallOutcome::kSuccess, elapsed);
-  slot.record(elapsed, !failed ? LoadOutcome::kSuccess
+  slot.record(elapsed, !failed                                      ? LoadOutcome::kSuccess
                        : result.error().kind == ErrorKind::kTimeout ? LoadOutcome::kTimeout
                                                                     : LoadOutcome::kIgnore);
   if (!failed) return result;

@@ -153,7 +153,8 @@ void run_full_rounds(ConcurrencyLimiter& limiter, int rounds, Duration latency) 
 }
 
 TEST(ConcurrencyLimiter, AdaptiveLimitGrowsWhileLatencyHolds) {
-  auto limiter = make({.limit = 10, .min_limit = 4, .max_limit = 200, .max_wait = Duration::zero()});
+  auto limiter =
+      make({.limit = 10, .min_limit = 4, .max_limit = 200, .max_wait = Duration::zero()});
   run_full_rounds(*limiter, 20, milliseconds(10));
   const std::size_t grown = limiter->stats().limit;
   EXPECT_GT(grown, 10u);
@@ -164,7 +165,8 @@ TEST(ConcurrencyLimiter, AdaptiveLimitGrowsWhileLatencyHolds) {
 }
 
 TEST(ConcurrencyLimiter, AdaptiveLimitShrinksWhenLatencyRisesButNotBelowMin) {
-  auto limiter = make({.limit = 50, .min_limit = 4, .max_limit = 200, .max_wait = Duration::zero()});
+  auto limiter =
+      make({.limit = 50, .min_limit = 4, .max_limit = 200, .max_wait = Duration::zero()});
   run_full_rounds(*limiter, 3, milliseconds(10));
   const std::size_t before = limiter->stats().limit;
   run_full_rounds(*limiter, 3, milliseconds(100));  // 10× the average: queueing

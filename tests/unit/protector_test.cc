@@ -157,9 +157,10 @@ TEST(Protector, NotFoundDoesNotCountAsBreakerFailure) {
 }
 
 TEST(Protector, FallbackServesStaleValueFirst) {
-  Fixture f({.ttl = seconds(10),
-             .fail_safe_max_staleness = seconds(60),
-             .default_value = [](std::string_view) { return std::optional<std::string>("default"); }});
+  Fixture f(
+      {.ttl = seconds(10),
+       .fail_safe_max_staleness = seconds(60),
+       .default_value = [](std::string_view) { return std::optional<std::string>("default"); }});
   ASSERT_TRUE(f.protector->get("k"));
   f.clock->advance(seconds(11));
   f.repo.answer(make_error(ErrorKind::kBackend, "database down"));
@@ -214,23 +215,47 @@ TEST(RepositoryLoader, AnOpenBreakerRefusesBeforeTheLimiterIsAsked) {
   ASSERT_TRUE((*breaker)->try_acquire().has_value());
   (*breaker)->record(CallOutcome::kFailure, milliseconds(1));
   ASSERT_EQ((*breaker)->state(), BreakerState::kOpen);
-  auto limiter =
-      ConcurrencyLimiter::create({.mode = LimitMode::kFixed, .limit = 1, .max_wait = Duration::zero()});
+  auto limiter = ConcurrencyLimiter::create(
+      {.mode = LimitMode::kFixed, .limit = 1, .max_wait = Duration::zero()});
   ASSERT_TRUE(limiter.has_value());
   auto held = (*limiter)->acquire(Deadline::after(seconds(1)));  // the only slot
   ASSERT_TRUE(held.has_value());
   ScriptedRepository repo;
   internal::ProtectorCounters counters;
-  internal::RepositoryLoader loader(repo.repository(), **breaker, *limiter,
-                                    internal::EntryPolicy{.ttl = seconds(10),
-                                                          .negative_ttl = seconds(1),
-                                                          .max_value_bytes = 1024},
-                                    clock, counters);
+  internal::RepositoryLoader loader(
+      repo.repository(), **breaker, *limiter,
+      internal::EntryPolicy{
+          .ttl = seconds(10), .negative_ttl = seconds(1), .max_value_bytes = 1024},
+      clock, counters);
   auto refused = loader.load("k", Deadline::after(seconds(1)));
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().kind, ErrorKind::kCircuitOpen);
   EXPECT_EQ((*limiter)->stats().shed, 0u);
   EXPECT_EQ(repo.calls(), 0);
+}
+
+// A background refresh never waits for a database slot: with every slot
+// taken by a caller's load, the refresh is shed at once (the caller already
+// has its stale answer) instead of queueing ahead of later callers' loads.
+TEST(Protector, ABackgroundRefreshDoesNotWaitForADatabaseSlot) {
+  Fixture f({.ttl = seconds(10),
+             .stale_while_revalidate = seconds(60),
+             .db_limit = {.mode = LimitMode::kFixed, .limit = 1}});
+  ASSERT_TRUE(f.protector->get("b"));
+  f.clock->advance(seconds(11));  // "b" is stale now
+  Gate gate;
+  f.repo.hold_loads_at(&gate);
+  std::thread holder([&] { EXPECT_EQ(f.protector->get("a").value_or(""), "v1"); });
+  wait_until([&] { return f.protector->metrics().db_in_flight == 1; });
+
+  EXPECT_EQ(f.protector->get_stale_while_revalidate("b").value_or(""), "v1");
+  // The refresh of "b" ends without a slot: only the load of "a" is left.
+  wait_until([&] { return f.protector->metrics().loads_in_flight == 1; });
+  EXPECT_EQ(f.protector->metrics().db_shed, 1u);
+  EXPECT_EQ(f.protector->metrics().db_waiting, 0u);
+  gate.open();
+  holder.join();
+  EXPECT_EQ(f.repo.calls(), 2);  // "b" at first, then "a"
 }
 
 TEST(Protector, FallbackUsesDefaultWhenStaleIsTooOld) {
