@@ -69,7 +69,7 @@ BENCHMARK(BM_ProtectorMiss);
 // unless `load_timeout` is given. Reports wall time of the whole herd and
 // the errors. `mode` (the benchmark's argument): 0 plain cache-aside (each
 // caller calls the database itself, the baseline), 1 Protector defaults
-// (adaptive database limit), 2 defaults with the database limit off.
+// (database limit off), 2 defaults with the adaptive database limit.
 void cold_start(benchmark::State& state, int threads, std::chrono::milliseconds load_ms,
                 std::optional<herdguard::Duration> load_timeout) {
   const bool protect = state.range(0) != 0;
@@ -78,7 +78,7 @@ void cold_start(benchmark::State& state, int threads, std::chrono::milliseconds 
   for (auto _ : state) {
     herdguard::ProtectorOptions options;
     if (load_timeout) options.single_flight.load_timeout = *load_timeout;
-    if (state.range(0) == 2) options.db_limit.mode = herdguard::LimitMode::kOff;
+    if (state.range(0) == 2) options.db_limit.mode = herdguard::LimitMode::kAdaptive;
     auto database = [load_ms](std::string_view key, Deadline) {
       std::this_thread::sleep_for(load_ms);  // the database's latency
       return Result<std::optional<std::string>>(load_value(key));

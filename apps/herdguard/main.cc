@@ -129,8 +129,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   flag(sim_cmd->add_option("--db-limit", sim.db_limit,
-                           "The protection's database concurrency limit per process: adaptive "
-                           "(the library default), off, or fixed:N"),
+                           "The protection's database concurrency limit per process: adaptive, "
+                           "off (the library default), or fixed:N"),
        &S::db_limit)
       ->capture_default_str();
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),

@@ -77,9 +77,12 @@ Result<Fault> parse_fault(std::string_view text) {
 }
 
 Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text) {
-  ConcurrencyLimitOptions options;  // the library default: adaptive
-  if (text == "adaptive") return options;
-  if (text == "off") {
+  ConcurrencyLimitOptions options;
+  if (text == "adaptive") {
+    options.mode = LimitMode::kAdaptive;
+    return options;
+  }
+  if (text == "off") {  // the library default
     options.mode = LimitMode::kOff;
     return options;
   }

@@ -27,7 +27,7 @@ struct Fault {
 // (seconds from the start). Errors: kInvalidArgument naming what is wrong.
 Result<Fault> parse_fault(std::string_view text);
 
-// Parses --db-limit: `adaptive` (the library default), `off`, or `fixed:N`
+// Parses --db-limit: `adaptive`, `off` (the library default), or `fixed:N`
 // (N in 1..100000) into the workers' ProtectorOptions::db_limit.
 // Errors: kInvalidArgument naming --db-limit and what is wrong.
 Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text);
@@ -62,7 +62,7 @@ struct Scenario {
   // all processes (saturating_database.h); 0: each query takes db_latency_ms.
   int db_capacity = 0;
   // The protectors' database concurrency limit: adaptive | off | fixed:N.
-  std::string db_limit = "adaptive";
+  std::string db_limit = "off";
 
   std::vector<Fault> faults;
 

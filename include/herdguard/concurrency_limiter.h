@@ -12,7 +12,7 @@
 // so under saturation callers get their fallback quickly.
 //
 // Modes:
-//  * kAdaptive (the default) moves the limit as Netflix concurrency-limits'
+//  * kAdaptive moves the limit as Netflix concurrency-limits'
 //    Gradient2 does: it keeps a long-term average of load latency and, on
 //    each load, compares the load's latency with it. While latency stays
 //    within `tolerance` times the average the limit grows (by about
@@ -49,7 +49,8 @@ namespace herdguard {
 enum class LimitMode { kOff, kFixed, kAdaptive };
 
 struct ConcurrencyLimitOptions {
-  LimitMode mode = LimitMode::kAdaptive;
+  // Off by default (see ProtectorOptions::db_limit for why).
+  LimitMode mode = LimitMode::kOff;
   // kFixed: the limit. kAdaptive: the starting limit. REQUIRES: 1..100000.
   std::size_t limit = 20;
   // kAdaptive's bounds. REQUIRES: 1 <= min_limit <= limit <= max_limit <= 100000.

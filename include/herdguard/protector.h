@@ -137,7 +137,11 @@ struct ProtectorOptions {
   SingleFlightOptions single_flight{};
   CircuitBreakerOptions breaker{};
   // The limit on this protector's concurrent database loads
-  // (concurrency_limiter.h): adaptive by default. A load beyond it waits at
+  // (concurrency_limiter.h). Off by default: measured, kAdaptive fails a few
+  // requests in 100,000 that would have been answered when the machine is
+  // CPU-starved, and it learns no limit when the database is saturated
+  // from the start (docs/guide.md); set kFixed to the database's known
+  // capacity, or kAdaptive where latency is a good signal. A load beyond it waits at
   // most db_limit.max_wait (within its deadline), else is shed: the caller
   // gets its stale value if one exists, else kOverloaded with a retry_after.
   ConcurrencyLimitOptions db_limit{};

@@ -68,7 +68,10 @@ Result<ConcurrencyLimiter::Permit> ConcurrencyLimiter::acquire(Deadline deadline
   const auto has_slot = [this] {
     return options_.mode == LimitMode::kOff || static_cast<double>(in_flight_) + 1 <= limit_;
   };
-  if (!has_slot()) {
+  // A newcomer never takes a slot ahead of loads already waiting for one
+  // (else a stream of non-waiting acquirers, like background refreshes,
+  // could starve them).
+  if (!has_slot() || waiting_ > 0) {
     const Deadline until = Deadline::earliest(deadline, Deadline::after(options_.max_wait));
     // Shed at once what would not get a slot in time anyway: the expected
     // wait is a load's time per limit's worth of loads queued ahead.
@@ -102,7 +105,8 @@ Result<ConcurrencyLimiter::Permit> ConcurrencyLimiter::acquire(Deadline deadline
 
 std::optional<ConcurrencyLimiter::Permit> ConcurrencyLimiter::try_acquire() {
   std::lock_guard lock(mutex_);
-  if (options_.mode != LimitMode::kOff && static_cast<double>(in_flight_) + 1 > limit_)
+  if (options_.mode != LimitMode::kOff &&
+      (static_cast<double>(in_flight_) + 1 > limit_ || waiting_ > 0))
     return std::nullopt;
   ++in_flight_;
   ++admitted_;

@@ -107,6 +107,23 @@ TEST(ConcurrencyLimiter, ALoadThatCouldNotGetASlotInTimeIsShedAtOnce) {
   EXPECT_TRUE(patient->has_value());
 }
 
+// A freed slot goes to a load that waited for it, not to a newcomer that
+// asks without waiting (a background refresh): whether the waiter has woken
+// yet or not, the newcomer gets nothing.
+TEST(ConcurrencyLimiter, NewcomersDoNotTakeASlotAheadOfWaiters) {
+  auto limiter = make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60)});
+  auto held = limiter->acquire(far());
+  ASSERT_TRUE(held.has_value());
+  std::optional<Result<ConcurrencyLimiter::Permit>> waited;
+  std::thread waiter([&] { waited.emplace(limiter->acquire(far())); });
+  wait_until([&] { return limiter->stats().waiting == 1; });
+  held->record(milliseconds(1), LoadOutcome::kSuccess);
+  EXPECT_FALSE(limiter->try_acquire().has_value());
+  EXPECT_FALSE(limiter->acquire(Deadline::after(Duration::zero())).has_value());
+  waiter.join();
+  EXPECT_TRUE(waited->has_value());
+}
+
 TEST(ConcurrencyLimiter, WaitersBeyondMaxWaitingAreShedAtOnce) {
   auto limiter =
       make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60), .max_waiting = 1});
@@ -153,8 +170,11 @@ void run_full_rounds(ConcurrencyLimiter& limiter, int rounds, Duration latency) 
 }
 
 TEST(ConcurrencyLimiter, AdaptiveLimitGrowsWhileLatencyHolds) {
-  auto limiter =
-      make({.limit = 10, .min_limit = 4, .max_limit = 200, .max_wait = Duration::zero()});
+  auto limiter = make({.mode = LimitMode::kAdaptive,
+                       .limit = 10,
+                       .min_limit = 4,
+                       .max_limit = 200,
+                       .max_wait = Duration::zero()});
   run_full_rounds(*limiter, 20, milliseconds(10));
   const std::size_t grown = limiter->stats().limit;
   EXPECT_GT(grown, 10u);
@@ -165,8 +185,11 @@ TEST(ConcurrencyLimiter, AdaptiveLimitGrowsWhileLatencyHolds) {
 }
 
 TEST(ConcurrencyLimiter, AdaptiveLimitShrinksWhenLatencyRisesButNotBelowMin) {
-  auto limiter =
-      make({.limit = 50, .min_limit = 4, .max_limit = 200, .max_wait = Duration::zero()});
+  auto limiter = make({.mode = LimitMode::kAdaptive,
+                       .limit = 50,
+                       .min_limit = 4,
+                       .max_limit = 200,
+                       .max_wait = Duration::zero()});
   run_full_rounds(*limiter, 3, milliseconds(10));
   const std::size_t before = limiter->stats().limit;
   run_full_rounds(*limiter, 3, milliseconds(100));  // 10× the average: queueing
@@ -177,7 +200,7 @@ TEST(ConcurrencyLimiter, AdaptiveLimitShrinksWhenLatencyRisesButNotBelowMin) {
 }
 
 TEST(ConcurrencyLimiter, AdaptiveLimitDoesNotGrowWhileMostlyUnused) {
-  auto limiter = make({.limit = 20, .max_wait = Duration::zero()});
+  auto limiter = make({.mode = LimitMode::kAdaptive, .limit = 20, .max_wait = Duration::zero()});
   for (int i = 0; i < 500; ++i) {
     auto p = limiter->acquire(far());  // one at a time: 1 of 20 in use
     ASSERT_TRUE(p.has_value());
@@ -187,7 +210,7 @@ TEST(ConcurrencyLimiter, AdaptiveLimitDoesNotGrowWhileMostlyUnused) {
 }
 
 TEST(ConcurrencyLimiter, IgnoredOutcomesTeachNothing) {
-  auto limiter = make({.limit = 10, .max_wait = Duration::zero()});
+  auto limiter = make({.mode = LimitMode::kAdaptive, .limit = 10, .max_wait = Duration::zero()});
   std::vector<ConcurrencyLimiter::Permit> permits;
   for (int i = 0; i < 10; ++i) permits.push_back(std::move(*limiter->acquire(far())));
   for (auto& p : permits) p.record(seconds(5), LoadOutcome::kIgnore);
@@ -201,8 +224,11 @@ TEST(ConcurrencyLimiter, BadOptionsAreRefusedByName) {
     return r ? std::string() : r.error().to_string();
   };
   EXPECT_NE(error_of({.limit = 0}).find("limit"), std::string::npos);
-  EXPECT_NE(error_of({.limit = 10, .min_limit = 11}).find("min_limit"), std::string::npos);
-  EXPECT_NE(error_of({.limit = 10, .max_limit = 9}).find("max_limit"), std::string::npos);
+  EXPECT_NE(
+      error_of({.mode = LimitMode::kAdaptive, .limit = 10, .min_limit = 11}).find("min_limit"),
+      std::string::npos);
+  EXPECT_NE(error_of({.mode = LimitMode::kAdaptive, .limit = 10, .max_limit = 9}).find("max_limit"),
+            std::string::npos);
   EXPECT_NE(error_of({.tolerance = 0.5}).find("tolerance"), std::string::npos);
   EXPECT_NE(error_of({.smoothing = 0}).find("smoothing"), std::string::npos);
   EXPECT_NE(error_of({.max_wait = -milliseconds(1)}).find("max_wait"), std::string::npos);
