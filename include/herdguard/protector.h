@@ -263,8 +263,11 @@ class Protector {
   // Counts the request's outcome (and records it in Prometheus).
   Result<std::string> finish(Result<std::string> result, std::string_view key,
                              internal::RequestTrace& trace);
+  // `l2_just_read`: the caller has just found no fresh entry in L2
+  // (load_coordinator.h: the load skips its first L2 look).
   SingleFlight::Loader loader_for(std::string_view key,
-                                  internal::LoadPriority priority = internal::LoadPriority{});
+                                  internal::LoadPriority priority = internal::LoadPriority{},
+                                  bool l2_just_read = false);
 
   const std::unique_ptr<Parts> parts_;
   // When the last fallback / failure alert went out (ns since the clock's

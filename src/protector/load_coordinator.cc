@@ -33,23 +33,24 @@ Result<CacheEntry> LoadCoordinator::timed_out(const std::string& key) {
 }
 
 Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_deadline,
-                                         LoadPriority priority) {
+                                         LoadPriority priority, bool l2_just_read) {
   // A load whose value was superseded while it ran (a set or invalidate
   // came in) goes round once more, so that callers who joined this flight
   // after the change — and may already have seen a newer value — do not get
   // the outdated one. Once: two changes during two loads is a hot-written
   // key, whose callers get the second load's value (docs/consistency.md).
   bool superseded = false;
-  Result<CacheEntry> entry = load_once(key, load_deadline, priority, &superseded);
+  Result<CacheEntry> entry = load_once(key, load_deadline, priority, l2_just_read, &superseded);
   if (!superseded) return entry;
   // The first value is outdated: never hand it out, even when no time is left.
   if (load_deadline.expired()) return timed_out(key);
   bool again = false;
-  return load_once(key, load_deadline, priority, &again);
+  return load_once(key, load_deadline, priority, /*l2_just_read=*/false, &again);
 }
 
 Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
-                                              LoadPriority priority, bool* superseded) {
+                                              LoadPriority priority, bool l2_just_read,
+                                              bool* superseded) {
   // Each read below takes its L1 ticket just before it reads (L2 or the
   // database), so an invalidate of this process that lands during the read
   // keeps its result out of L1.
@@ -63,9 +64,11 @@ Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline l
     if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
     return entry;
   }
-  if (locks_) return load_with_fleet_lock(key, load_deadline, priority, superseded);
-  // Async callers skip L2 on their own thread: look here.
-  if (auto fresh = fresh_in_l2(key, load_deadline)) return std::move(*fresh);
+  if (locks_) return load_with_fleet_lock(key, load_deadline, priority, l2_just_read, superseded);
+  // Async callers and refreshes skip L2 on their own thread: look here.
+  if (!l2_just_read) {
+    if (auto fresh = fresh_in_l2(key, load_deadline)) return std::move(*fresh);
+  }
   return load_with_snapshot(key, load_deadline, priority, superseded);
 }
 
@@ -139,16 +142,24 @@ Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadli
 
 Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
                                                          Deadline load_deadline,
-                                                         LoadPriority priority, bool* superseded) {
+                                                         LoadPriority priority, bool l2_just_read,
+                                                         bool* superseded) {
   Duration poll = options_.poll_min;
   bool waited = false;
+  // The first look is skipped when the caller has just read L2: a value
+  // announced since is found by the holder's re-check under the lock (if
+  // the lock is free) or wakes the waiter registered below (if it is not).
+  bool look = !l2_just_read;
   for (;;) {
     // Interest first, then the check: an announcement after this point wakes us.
     std::unique_ptr<Waiter> waiter = notifier_ ? notifier_->watch(key) : nullptr;
-    if (auto fresh = fresh_in_l2(key, load_deadline)) {
-      if (waited) counters_.fleet_waited_loads.add();
-      return std::move(*fresh);
+    if (look) {
+      if (auto fresh = fresh_in_l2(key, load_deadline)) {
+        if (waited) counters_.fleet_waited_loads.add();
+        return std::move(*fresh);
+      }
     }
+    look = true;
     if (load_deadline.expired()) return timed_out(key);
     auto hold = locks_->try_acquire(key, load_deadline);
     if (hold) {

@@ -67,16 +67,21 @@ class LoadCoordinator {
   // write was superseded), loads once more within the deadline, so that the
   // flight's callers get the value as of after the change. Errors: the
   // repository loader's; kTimeout when `load_deadline` passed first.
+  // `l2_just_read`: the caller found no fresh entry in L2 a moment ago, so
+  // the first round skips its own L2 look (the lock holder's re-check under
+  // the lock still reads it): one GET per process per load, not two.
   Result<CacheEntry> load(const std::string& key, Deadline load_deadline,
-                          LoadPriority priority = LoadPriority::kForeground);
+                          LoadPriority priority = LoadPriority::kForeground,
+                          bool l2_just_read = false);
 
  private:
   // One round of load(); `*superseded` tells whether its value lost to a
   // set/invalidate (or a later holder) that came in while it ran.
   Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline,
-                               LoadPriority priority, bool* superseded);
+                               LoadPriority priority, bool l2_just_read, bool* superseded);
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
-                                          LoadPriority priority, bool* superseded);
+                                          LoadPriority priority, bool l2_just_read,
+                                          bool* superseded);
   Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold, Deadline load_deadline,
                                     LoadPriority priority, bool* superseded);
   // L2 without the fleet lock: snapshot, load, versioned write.

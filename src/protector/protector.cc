@@ -216,10 +216,12 @@ Result<std::string> Protector::finish(Result<std::string> result, std::string_vi
   return result;
 }
 
-SingleFlight::Loader Protector::loader_for(std::string_view key, internal::LoadPriority priority) {
+SingleFlight::Loader Protector::loader_for(std::string_view key, internal::LoadPriority priority,
+                                           bool l2_just_read) {
   // The key is copied: the load may outlive the caller that started it.
-  return [parts = parts_.get(), k = std::string(key), priority](Deadline load_deadline) {
-    Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline, priority);
+  return [parts = parts_.get(), k = std::string(key), priority,
+          l2_just_read](Deadline load_deadline) {
+    Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline, priority, l2_just_read);
     if (!entry) return Result<std::string>(std::unexpected(std::move(entry.error())));
     return answer_of(std::move(*entry), k);
   };
@@ -361,11 +363,15 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
   p.counters.cache_misses.add();
   trace.layer = internal::Layer::kLoad;
   Result<std::string> result = make_error(ErrorKind::kInternal, "not loaded");
+  // L2 was read just above (when there is one): the load need not look again.
+  const bool l2_just_read = p.cache.has_l2();
   if (!p.prometheus) {
-    result = p.flights->call(key, deadline, loader_for(key));
+    result = p.flights->call(key, deadline,
+                             loader_for(key, internal::LoadPriority::kForeground, l2_just_read));
   } else {
     const auto start = std::chrono::steady_clock::now();
-    result = p.flights->call(key, deadline, loader_for(key));
+    result = p.flights->call(key, deadline,
+                             loader_for(key, internal::LoadPriority::kForeground, l2_just_read));
     p.prometheus->single_flight_wait().observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }

@@ -328,5 +328,50 @@ TEST(ProtectorFleet, StaleWhileRevalidateAnswersAStaleL1CopyWithoutTouchingRedis
   loader.join();
 }
 
+// Redis round trips per load: the leading process reads L2 once on its
+// read path and once under the lock; a waiting process once on its read
+// path and once when woken. Two GETs per process, not three.
+TEST(ProtectorFleet, ALoadCostsEachProcessTwoL2Reads) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  testing::Gate gate;
+  std::atomic<int> held{0};
+  auto gated = std::make_shared<CallbackRepository>(
+      [&, inner = db.repository()](std::string_view key,
+                                   Deadline deadline) -> Result<std::optional<std::string>> {
+        held.fetch_add(1);
+        gate.wait();
+        return inner->load(key, deadline);
+      });
+  const auto node = [&](std::shared_ptr<Repository> repository) {
+    // Woken by the announcement only: no retry wake-up adds a read.
+    ProtectorOptions options{.fleet_retry_interval = 60s};
+    auto fleet = RedisFleet::connect({.redis = {.url = server->url()}, .prefix = "gets:"});
+    EXPECT_TRUE(fleet.has_value()) << fleet.error().to_string();
+    fleet->apply_to(options);
+    EXPECT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
+    auto protector = Protector::create(std::move(options), std::move(repository));
+    EXPECT_TRUE(protector.has_value()) << protector.error().to_string();
+    return Node{std::move(*fleet), std::move(*protector)};
+  };
+  Node a = node(gated);
+  Node b = node(gated);
+  std::thread leader([&] { EXPECT_EQ(a.protector->get("k").value_or(""), "value-of-k"); });
+  testing::wait_until([&] { return held.load() == 1; });  // a holds the lock, in the database
+  std::thread waiter([&] { EXPECT_EQ(b.protector->get("k").value_or(""), "value-of-k"); });
+  testing::wait_until([&] { return b.protector->metrics().fleet_lock_contentions >= 1; });
+  gate.open();
+  leader.join();
+  waiter.join();
+  EXPECT_EQ(held.load(), 1);  // one database load for both
+  const auto gets = [](const Node& n) {
+    const RedisCacheStats s = n.fleet.l2->stats();
+    return s.hits + s.misses;
+  };
+  EXPECT_EQ(gets(a), 2u);
+  EXPECT_EQ(gets(b), 2u);
+}
+
 }  // namespace
 }  // namespace herdguard
