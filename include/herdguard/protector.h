@@ -79,6 +79,12 @@ struct ProtectorOptions {
   // get_stale_while_revalidate() serves a value this long past its fresh TTL
   // while one background refresh runs. REQUIRES: >= 0.
   Duration stale_while_revalidate = std::chrono::seconds(30);
+  // Background refreshes running at once in this protector; a refresh
+  // beyond it is dropped (the caller has its stale answer; a later one
+  // starts it). Bounds what refreshes take from the database and its
+  // connection pool, so that callers' loads never queue behind hundreds of
+  // them. REQUIRES: >= 1.
+  std::size_t max_background_refreshes = 16;
   // When loads fail, a value this long past its fresh TTL is still served
   // (fail-safe). Entries are kept until fresh TTL + max(this,
   // stale_while_revalidate). REQUIRES: >= 0.
@@ -275,6 +281,10 @@ class Protector {
   // interval sends.
   std::atomic<std::int64_t> last_fallback_alert_{INT64_MIN};
   std::atomic<std::int64_t> last_failure_alert_{INT64_MIN};
+  // Background refreshes started and not yet finished (each refresh's
+  // loader holds one unit until it is destroyed).
+  std::shared_ptr<std::atomic<std::size_t>> refreshes_running_ =
+      std::make_shared<std::atomic<std::size_t>>(0);
 };
 
 // The name used in the design documents.

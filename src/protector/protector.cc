@@ -283,8 +283,20 @@ Result<std::string> Protector::serve_stale_and_refresh(std::string_view key, Cac
     p.counters.stale_returns.add();
     trace.outcome = internal::Outcome::kStale;
   }
-  auto started =
-      p.flights->start_if_idle(key, loader_for(key, internal::LoadPriority::kBackground));
+  // A unit of refreshes_running_, given back when the last copy of the
+  // refresh's loader is destroyed (it ran, or was never started).
+  const std::size_t running = refreshes_running_->fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<void> unit(refreshes_running_.get(), [count = refreshes_running_](void*) {
+    count->fetch_sub(1, std::memory_order_relaxed);
+  });
+  if (running >= p.options.max_background_refreshes) {
+    p.counters.background_refreshes_dropped.add();
+    return std::move(stale.value);
+  }
+  auto started = p.flights->start_if_idle(
+      key, [unit, load = loader_for(key, internal::LoadPriority::kBackground)](Deadline d) {
+        return load(d);
+      });
   if (!started) {
     p.counters.background_refreshes_dropped.add();
   } else if (*started) {

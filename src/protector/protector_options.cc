@@ -33,6 +33,7 @@ Result<void> ProtectorOptions::validate() const {
   if (max_value_bytes < 1) return bad("max_value_bytes must be >= 1");
   if (!clock) return bad("clock must not be null");
   if (alert_interval < Duration::zero()) return bad("alert_interval must be >= 0");
+  if (max_background_refreshes < 1) return bad("max_background_refreshes must be >= 1, got 0");
   for (const auto& sink : alert_sinks) {
     if (!sink) return bad("alert_sinks must not hold null");
   }
@@ -61,7 +62,8 @@ Result<void> ProtectorOptions::validate() const {
     return bad(fmt::format("single_flight: {}", r.error().message));
   if (auto r = breaker.validate(); !r) return bad(fmt::format("breaker: {}", r.error().message));
   if (!db_limiter) {
-    if (auto r = db_limit.validate(); !r) return bad(fmt::format("db_limit: {}", r.error().message));
+    if (auto r = db_limit.validate(); !r)
+      return bad(fmt::format("db_limit: {}", r.error().message));
   }
   return ok();
 }

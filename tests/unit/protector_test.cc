@@ -258,6 +258,32 @@ TEST(Protector, ABackgroundRefreshDoesNotWaitForADatabaseSlot) {
   EXPECT_EQ(f.repo.calls(), 2);  // "b" at first, then "a"
 }
 
+// At most max_background_refreshes run at once; beyond it a refresh is
+// dropped (the caller still gets its stale value), and a finished refresh
+// frees its place.
+TEST(Protector, BackgroundRefreshesAreCappedAndFreeTheirPlaceWhenDone) {
+  Fixture f(
+      {.ttl = seconds(10), .stale_while_revalidate = seconds(60), .max_background_refreshes = 1});
+  ASSERT_TRUE(f.protector->get("b"));
+  ASSERT_TRUE(f.protector->get("c"));
+  f.clock->advance(seconds(11));  // both stale
+  Gate gate;
+  f.repo.hold_loads_at(&gate);
+  EXPECT_EQ(f.protector->get_stale_while_revalidate("b").value_or(""), "v1");
+  wait_until([&] { return f.repo.calls() == 3; });  // b's refresh is in the database
+  EXPECT_EQ(f.protector->get_stale_while_revalidate("c").value_or(""), "v1");
+  EXPECT_EQ(f.protector->metrics().background_refreshes, 1u);
+  EXPECT_EQ(f.protector->metrics().background_refreshes_dropped, 1u);
+  gate.open();
+  // Once b's refresh is done, c's may start.
+  wait_until([&] {
+    (void)f.protector->get_stale_while_revalidate("c");
+    return f.protector->metrics().background_refreshes == 2;
+  });
+  wait_until([&] { return f.protector->metrics().loads_in_flight == 0; });
+  EXPECT_EQ(f.repo.calls(), 4);
+}
+
 TEST(Protector, FallbackUsesDefaultWhenStaleIsTooOld) {
   Fixture f({.ttl = seconds(10),
              .fail_safe_max_staleness = seconds(60),
