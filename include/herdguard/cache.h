@@ -52,6 +52,9 @@ struct CacheEntry {
   std::uint64_t version = 0;
 
   bool is_fresh(TimePoint now) const noexcept { return now < fresh_until; }
+  // Fresh and not due for its L1 recheck: an in-process copy that may be
+  // answered as fresh without asking L2.
+  bool is_fresh_in_l1(TimePoint now) const noexcept { return is_fresh(now) && now < recheck_at; }
   bool is_usable(TimePoint now) const noexcept { return now < stale_until; }
 };
 

@@ -268,7 +268,7 @@ MemoryCache::Freshness MemoryCache::get_fresh_value(std::string_view key, TimePo
   if (it == shard.map.end()) return Freshness::kAbsent;
   Shard::Node& node = *it->second;
   const CacheEntry& entry = node.entry;
-  if (!(fresh_at < entry.fresh_until && fresh_at < entry.recheck_at)) return Freshness::kNotFresh;
+  if (!entry.is_fresh_in_l1(fresh_at)) return Freshness::kNotFresh;
   if (!node.accessed.load(std::memory_order_relaxed)) {
     node.accessed.store(true, std::memory_order_relaxed);
   }

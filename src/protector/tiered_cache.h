@@ -56,7 +56,7 @@ class TieredCache {
   L1Read l1_read(std::string_view key) const;
   // Whether an L1 copy may be answered as fresh (fresh and before recheck_at).
   static bool fresh_in_l1(const CacheEntry& e, TimePoint now) noexcept {
-    return now < e.fresh_until && now < e.recheck_at;
+    return e.is_fresh_in_l1(now);
   }
   MemoryCache::Ticket ticket(std::string_view key) const noexcept { return l1_->ticket(key); }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "postgres_server.h"
+#include "test_support.h"
 
 namespace herdguard {
 namespace {
@@ -194,7 +195,7 @@ TEST(PostgresRepository, ServerLimitsRouteToAFreeServerAndShedWhenAllAreFull) {
   }
   // Both servers hold one load each (the second went to the free server).
   const auto in_flight = [&](std::size_t i) { return repo->servers()[i].limit.in_flight; };
-  while (in_flight(0) != 1 || in_flight(1) != 1) std::this_thread::yield();
+  testing::wait_until([&] { return in_flight(0) == 1 && in_flight(1) == 1; });
 
   auto shed = repo->load("k", Deadline::after(10s));
   ASSERT_FALSE(shed);

@@ -23,6 +23,29 @@ std::shared_ptr<ConcurrencyLimiter> make(ConcurrencyLimitOptions options) {
 
 Deadline far() { return Deadline::after(seconds(60)); }
 
+// An acquire() on its own thread, constructed once it waits for a slot
+// (the limiter counts one more waiter); result() joins it.
+class QueuedAcquire {
+ public:
+  QueuedAcquire(ConcurrencyLimiter& limiter, Deadline deadline) {
+    const std::size_t before = limiter.stats().waiting;
+    thread_ =
+        std::thread([&limiter, deadline, this] { result_.emplace(limiter.acquire(deadline)); });
+    wait_until([&] { return limiter.stats().waiting == before + 1; });
+  }
+  ~QueuedAcquire() {
+    if (thread_.joinable()) thread_.join();
+  }
+  Result<ConcurrencyLimiter::Permit>& result() {
+    if (thread_.joinable()) thread_.join();
+    return *result_;
+  }
+
+ private:
+  std::optional<Result<ConcurrencyLimiter::Permit>> result_;
+  std::thread thread_;
+};
+
 TEST(ConcurrencyLimiter, FixedLimitShedsTheExcessWithARetryAfter) {
   auto limiter = make({.mode = LimitMode::kFixed, .limit = 2, .max_wait = Duration::zero()});
   auto a = limiter->acquire(far());
@@ -60,12 +83,9 @@ TEST(ConcurrencyLimiter, ALoadBeyondTheLimitWaitsForAFreedSlot) {
   auto limiter = make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60)});
   auto held = limiter->acquire(far());
   ASSERT_TRUE(held.has_value());
-  std::optional<Result<ConcurrencyLimiter::Permit>> waited;
-  std::thread waiter([&] { waited.emplace(limiter->acquire(far())); });
-  wait_until([&] { return limiter->stats().waiting == 1; });
+  QueuedAcquire waited(*limiter, far());
   held->record(milliseconds(5), LoadOutcome::kSuccess);
-  waiter.join();
-  ASSERT_TRUE(waited->has_value());
+  ASSERT_TRUE(waited.result().has_value());
   EXPECT_EQ(limiter->stats().in_flight, 1u);
   EXPECT_EQ(limiter->stats().shed, 0u);
 }
@@ -99,12 +119,9 @@ TEST(ConcurrencyLimiter, ALoadThatCouldNotGetASlotInTimeIsShedAtOnce) {
   EXPECT_EQ(hopeless.error().retry_after, seconds(10));
   EXPECT_NE(hopeless.error().message.find("expected wait"), std::string::npos);
 
-  std::optional<Result<ConcurrencyLimiter::Permit>> patient;
-  std::thread waiter([&] { patient.emplace(limiter->acquire(Deadline::after(seconds(60)))); });
-  wait_until([&] { return limiter->stats().waiting == 1; });
+  QueuedAcquire patient(*limiter, Deadline::after(seconds(60)));
   held->record(seconds(10), LoadOutcome::kSuccess);
-  waiter.join();
-  EXPECT_TRUE(patient->has_value());
+  EXPECT_TRUE(patient.result().has_value());
 }
 
 // A freed slot goes to a load that waited for it, not to a newcomer that
@@ -114,14 +131,11 @@ TEST(ConcurrencyLimiter, NewcomersDoNotTakeASlotAheadOfWaiters) {
   auto limiter = make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60)});
   auto held = limiter->acquire(far());
   ASSERT_TRUE(held.has_value());
-  std::optional<Result<ConcurrencyLimiter::Permit>> waited;
-  std::thread waiter([&] { waited.emplace(limiter->acquire(far())); });
-  wait_until([&] { return limiter->stats().waiting == 1; });
+  QueuedAcquire waited(*limiter, far());
   held->record(milliseconds(1), LoadOutcome::kSuccess);
   EXPECT_FALSE(limiter->try_acquire().has_value());
   EXPECT_FALSE(limiter->acquire(Deadline::after(Duration::zero())).has_value());
-  waiter.join();
-  EXPECT_TRUE(waited->has_value());
+  EXPECT_TRUE(waited.result().has_value());
 }
 
 TEST(ConcurrencyLimiter, WaitersBeyondMaxWaitingAreShedAtOnce) {
@@ -129,15 +143,12 @@ TEST(ConcurrencyLimiter, WaitersBeyondMaxWaitingAreShedAtOnce) {
       make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60), .max_waiting = 1});
   auto held = limiter->acquire(far());
   ASSERT_TRUE(held.has_value());
-  std::optional<Result<ConcurrencyLimiter::Permit>> waited;
-  std::thread waiter([&] { waited.emplace(limiter->acquire(far())); });
-  wait_until([&] { return limiter->stats().waiting == 1; });
+  QueuedAcquire waited(*limiter, far());
   auto refused = limiter->acquire(far());  // would wait 60 s if it were queued
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().kind, ErrorKind::kOverloaded);
   held->record(milliseconds(1), LoadOutcome::kSuccess);
-  waiter.join();
-  EXPECT_TRUE(waited->has_value());
+  EXPECT_TRUE(waited.result().has_value());
 }
 
 TEST(ConcurrencyLimiter, OffAdmitsEverythingAndCountsIt) {

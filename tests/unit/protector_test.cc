@@ -173,6 +173,16 @@ TEST(Protector, FallbackServesStaleValueFirst) {
   EXPECT_EQ(m.db_errors, 1u);
 }
 
+// Starts a caller's load of "a" that waits at `gate` inside the database,
+// holding a slot of the database limit until the gate opens (join the
+// thread after opening it).
+std::thread hold_a_load_in_the_database(Fixture& f, Gate& gate) {
+  f.repo.hold_loads_at(&gate);
+  std::thread holder([&f] { EXPECT_EQ(f.protector->get("a").value_or(""), "v1"); });
+  wait_until([&] { return f.protector->metrics().db_in_flight == 1; });
+  return holder;
+}
+
 // The database concurrency limit: a load beyond it is shed; the caller gets
 // its stale value, else kOverloaded with a retry-after.
 TEST(Protector, ALoadShedByTheConcurrencyLimitFallsBackToStaleElseOverloaded) {
@@ -183,9 +193,7 @@ TEST(Protector, ALoadShedByTheConcurrencyLimitFallsBackToStaleElseOverloaded) {
   f.clock->advance(seconds(11));  // "b" is stale now
 
   Gate gate;
-  f.repo.hold_loads_at(&gate);
-  std::thread holder([&] { EXPECT_EQ(f.protector->get("a").value_or(""), "v1"); });
-  wait_until([&] { return f.protector->metrics().db_in_flight == 1; });
+  std::thread holder = hold_a_load_in_the_database(f, gate);
 
   auto stale = f.protector->get("b");
   ASSERT_TRUE(stale.has_value()) << stale.error().to_string();
@@ -244,9 +252,7 @@ TEST(Protector, ABackgroundRefreshDoesNotWaitForADatabaseSlot) {
   ASSERT_TRUE(f.protector->get("b"));
   f.clock->advance(seconds(11));  // "b" is stale now
   Gate gate;
-  f.repo.hold_loads_at(&gate);
-  std::thread holder([&] { EXPECT_EQ(f.protector->get("a").value_or(""), "v1"); });
-  wait_until([&] { return f.protector->metrics().db_in_flight == 1; });
+  std::thread holder = hold_a_load_in_the_database(f, gate);
 
   EXPECT_EQ(f.protector->get_stale_while_revalidate("b").value_or(""), "v1");
   // The refresh of "b" ends without a slot: only the load of "a" is left.
