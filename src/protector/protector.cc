@@ -16,7 +16,9 @@
 //    in meanwhile, which wins).
 //  * set() and invalidate() detach the key's running flight after updating
 //    the caches: a get that starts after they returned never joins a load
-//    that began before them.
+//    that began before them. A fresh L2 answer does the same: a get that
+//    starts after it never gets an older value from a load of this process
+//    (monotonic reads, docs/consistency.md).
 //  * No lock of the Protector's own is held across Redis or the repository,
 //    and the fallback chain never waits on Redis.
 #include "herdguard/protector.h"
@@ -356,8 +358,16 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
     if (shared && *shared) {
       CacheEntry& entry = (*shared)->entry;
       trace.layer = internal::Layer::kL2;
+      const bool fresh = entry.is_fresh(now);
+      // Monotonic reads: a load of this key in this process that began
+      // before this read may still be running and return an older value
+      // (another process wrote this one meanwhile, and its writes fenced
+      // that load off, which only goes round once). Detached here, before
+      // the answer reaches anyone (also through L1), so a get that starts
+      // after this one returned never joins that load.
+      if (fresh) p.flights->forget(key);
       p.cache.fill_l1(key, entry, ticket, now);
-      if (entry.is_fresh(now)) {
+      if (fresh) {
         p.counters.l2_answers.add();
         return finish(answer_of(std::move(entry), key), key, trace);
       }

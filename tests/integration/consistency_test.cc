@@ -55,16 +55,21 @@ struct Node {
   std::unique_ptr<Protector> protector;
 };
 
-Node make_node(const RedisServer& server, VersionedDatabase& db, ProtectorOptions options = {},
-               Duration lease = 2s) {
+Node make_node(const RedisServer& server, std::shared_ptr<Repository> repository,
+               ProtectorOptions options, Duration lease = 2s) {
   auto fleet =
       RedisFleet::connect({.redis = {.url = server.url()}, .prefix = "c:", .lease = lease});
   EXPECT_TRUE(fleet.has_value()) << fleet.error().to_string();
   fleet->apply_to(options);
   EXPECT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
-  auto protector = Protector::create(std::move(options), db.repository());
+  auto protector = Protector::create(std::move(options), std::move(repository));
   EXPECT_TRUE(protector.has_value()) << protector.error().to_string();
   return Node{std::move(*fleet), std::move(*protector)};
+}
+
+Node make_node(const RedisServer& server, VersionedDatabase& db, ProtectorOptions options = {},
+               Duration lease = 2s) {
+  return make_node(server, db.repository(), std::move(options), lease);
 }
 
 ProtectorOptions long_ttl() {
@@ -175,6 +180,72 @@ TEST(Consistency, InProcessInvalidateDetachesTheRunningLoad) {
   opener.join();
   slow.join();
   EXPECT_EQ(*a.protector->get("k"), "v1");
+}
+
+// Row 4, monotonic reads within a process, with a load that outlives two
+// changes by another process: A's load is fenced off by an invalidate and
+// goes round once more; while that second round (which read v1) is still
+// running, B sets v2, A answers v2 from L2, and B invalidates. A get of A that
+// starts after that answer must not join the second round and go back to v1.
+// (Found by the race test: RaceTest.FleetWithoutL1KeepsLeaseSemantics.)
+TEST(Consistency, AGetNeverJoinsALoadOlderThanAnAnswerBeforeIt) {
+  auto server = RedisServer::start();
+  struct TwoHeldLoads {
+    std::atomic<int> version{0};
+    std::atomic<int> loads{0};
+    std::latch first_read{1}, second_read{1};
+    Gate first_gate, second_gate;
+  } db;
+  auto repository = std::make_shared<CallbackRepository>(
+      [&db](std::string_view, Deadline) -> Result<std::optional<std::string>> {
+        const int n = db.loads.fetch_add(1);
+        std::string value = "v" + std::to_string(db.version.load());
+        if (n == 0) {
+          db.first_read.count_down();
+          db.first_gate.wait();
+        } else if (n == 1) {
+          db.second_read.count_down();
+          db.second_gate.wait();
+        }
+        return std::optional<std::string>(std::move(value));
+      });
+  ProtectorOptions no_l1 = long_ttl();
+  no_l1.l1_enabled = false;
+  Node a = make_node(*server, repository, no_l1);
+  Node b = make_node(*server, repository, long_ttl());
+
+  std::thread early([&] {
+    // Its load is superseded twice but goes round only once: it was asked
+    // before both changes, and gets the second round's value.
+    auto r = a.protector->get("k", Deadline::after(30s));
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(*r, "v1");
+  });
+  db.first_read.wait();
+  db.version = 1;
+  ASSERT_TRUE(b.protector->invalidate("k"));
+  db.first_gate.open();
+  db.second_read.wait();  // the second round read v1 and is still running
+  db.version = 2;
+  ASSERT_TRUE(b.protector->set("k", "v2"));
+  ASSERT_EQ(*a.protector->get("k", Deadline::after(5s)), "v2");  // from L2
+  db.version = 3;
+  ASSERT_TRUE(b.protector->invalidate("k"));
+
+  Result<std::string> later = make_error(ErrorKind::kInternal, "not run");
+  std::thread late([&] { later = a.protector->get("k", Deadline::after(30s)); });
+  // The late get is waiting: on the old load (joined it) or on the fleet
+  // lock that load still holds (started its own).
+  testing::wait_until([&] {
+    const ProtectionMetrics m = a.protector->metrics();
+    return m.single_flight_hits + m.fleet_lock_contentions >= 1;
+  });
+  db.second_gate.open();
+  early.join();
+  late.join();
+  ASSERT_TRUE(later) << later.error().to_string();
+  EXPECT_EQ(*later, "v3") << "went back from v2: joined a load that read the row before";
+  EXPECT_EQ(db.loads.load(), 3);
 }
 
 // Another process's L1 sees an invalidate within l1_max_ttl.
