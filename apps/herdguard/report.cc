@@ -77,6 +77,7 @@ nlohmann::json to_json(const RunReport& run) {
           {"db_capacity", run.db_capacity},
           {"db_peak", run.db_peak},
           {"failed_workers", run.failed_workers},
+          {"errors_by_kind", run.errors_by_kind},
           {"first_error", run.first_error},
           {"latency_ms",
            {{"p50", run.latency.p50_ms}, {"p99", run.latency.p99_ms}, {"max", run.latency.max_ms}}},
@@ -159,6 +160,13 @@ std::string report_table(const Scenario& s, const std::vector<RunReport>& runs) 
         r.protect, r.requests, r.goodput, r.db_queries, r.errors, r.stale_served, r.db_shed,
         r.breaker_trips, peak ? fmt::format("{:>8} ", r.db_peak) : "", r.latency.p50_ms,
         r.latency.p99_ms, r.latency.max_ms);
+  }
+  for (const RunReport& r : runs) {
+    if (r.errors_by_kind.empty()) continue;
+    std::string kinds;
+    for (const auto& [kind, count] : r.errors_by_kind)
+      kinds += fmt::format("{}{} {}", kinds.empty() ? "" : ", ", kind, thousands(count));
+    out += fmt::format("{} errors: {}; first: {}\n", r.protect, kinds, r.first_error);
   }
   out += "\n" + verdict(runs) + "\n";
   return out;

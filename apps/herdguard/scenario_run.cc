@@ -15,6 +15,8 @@
 #include <cmath>
 #include <cstring>
 #include <latch>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -66,6 +68,11 @@ struct Second {
   std::vector<std::vector<Second>> per_thread(threads_n, std::vector<Second>(seconds + 1));
   std::atomic<std::uint64_t> requests{0}, errors{0};
   std::atomic<std::uint64_t> next_ticket{0};
+  // Errors by kind, with the first message of each: why requests failed.
+  // A mutex is enough: it is taken on the error path only.
+  std::mutex errors_mutex;
+  std::map<std::string, std::uint64_t> errors_by_kind;     // guarded by errors_mutex
+  std::map<std::string, std::string> first_error_of_kind;  // guarded by errors_mutex
   SteadyClock::time_point t0;
   SteadyClock::time_point end;
   std::latch armed(threads_n + 1);
@@ -86,6 +93,9 @@ struct Second {
     if (!r) {
       ++bucket.errors;
       errors.fetch_add(1, std::memory_order_relaxed);
+      const std::string kind(to_string(r.error().kind));
+      std::lock_guard lock(errors_mutex);
+      if (errors_by_kind[kind]++ == 0) first_error_of_kind[kind] = r.error().to_string();
     } else if (*r != "value-of-" + key) {
       ++bucket.wrong;
     }
@@ -176,7 +186,9 @@ struct Second {
                                {"stale_served", m.stale_returns},
                                {"breaker_trips", m.circuit_breaker_trips},
                                {"redis_errors", m.redis_errors},
-                               {"db_shed", m.db_shed}};
+                               {"db_shed", m.db_shed},
+                               {"errors_by_kind", errors_by_kind},
+                               {"first_error_of_kind", first_error_of_kind}};
   const bool written = write_all(out_fd, final_line.dump() + "\n");
   ::_exit(written ? 0 : 3);
 }
@@ -370,6 +382,11 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
     report.db_shed += f["db_shed"].get<std::uint64_t>();
+    for (const auto& [kind, count] : f["errors_by_kind"].items()) {
+      if (report.errors_by_kind[kind] == 0 && report.first_error.empty())
+        report.first_error = f["first_error_of_kind"].value(kind, std::string());
+      report.errors_by_kind[kind] += count.get<std::uint64_t>();
+    }
     const auto& timeline = f["timeline"];
     if (report.timeline.size() < timeline.size()) {
       report.timeline.resize(timeline.size());

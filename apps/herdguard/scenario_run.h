@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ struct RunReport {
   int db_capacity = 0;
   std::int64_t db_peak = 0;
   int failed_workers = 0;
+  // Failed requests by error kind ("timeout", "overloaded", ...), and the
+  // first error message seen (a set-up failure, else a request's).
+  std::map<std::string, std::uint64_t> errors_by_kind;
   std::string first_error;
   LatencySummary latency;
   std::vector<SecondReport> timeline;

@@ -131,6 +131,27 @@ TEST_F(Simulate, DatabaseDownUnderFullProtectionServesStaleValuesWithoutErrors) 
   EXPECT_EQ(report["faults"][0], "db-down:1.5-3.5");
 }
 
+// Errors are reported by kind, with the first message: a run's errors say why.
+TEST_F(Simulate, ErrorsAreReportedByKindWithTheFirstMessage) {
+  const std::string args = servers() +
+                           " --protect none --processes 2 --concurrency 2 --duration 2"
+                           " --keys 20 --ttl-ms 200 --db-latency-ms 1 --fault db-down:0.5-1.5";
+  auto report = run_json(args);
+  ASSERT_GT(report["errors"].get<std::uint64_t>(), 0u) << report.dump();
+  ASSERT_TRUE(report["errors_by_kind"].is_object()) << report.dump();
+  std::uint64_t sum = 0;
+  for (const auto& [kind, count] : report["errors_by_kind"].items())
+    sum += count.get<std::uint64_t>();
+  EXPECT_EQ(sum, report["errors"].get<std::uint64_t>()) << report.dump();
+  EXPECT_GT(report["errors_by_kind"].value("backend", 0u), 0u) << report.dump();
+  EXPECT_NE(report["first_error"].get<std::string>().find("database"), std::string::npos)
+      << report.dump();
+  // The table names them too.
+  CliRun table = run_cli("simulate --no-progress " + args);
+  EXPECT_EQ(table.exit_code, 0) << table.output;
+  EXPECT_NE(table.output.find("none errors: backend "), std::string::npos) << table.output;
+}
+
 TEST_F(Simulate, RedisDownWindowCausesNoErrorsUnderFleetProtection) {
   auto report = run_json(servers() +
                          " --protect fleet --processes 4 --concurrency 2 --duration 3"
