@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Waiters in other processes: how long past the 50 ms load they get the value,
-# with pub/sub notification and with the polling fallback.
+# with pub/sub notification and with the polling fallback, beside the floor
+# of this machine (raw hiredis pub/sub + GET, bench_fanout_anchor).
 #
 # Starts its own redis-server on a unix socket in a temporary folder, runs
 # `herdguard simulate` (8 processes x 1 caller, 30 rounds, fleet protection)
-# in both modes and prints p50/p99 of (latency - load time).
-# Usage: bench/fleet_waiters.sh [path/to/herdguard]   (default: build/release)
+# in both modes and the anchor in the same shape, and prints p50/p99 of
+# (latency - load time) for each.
+# Usage: bench/fleet_waiters.sh [path/to/herdguard] [path/to/bench_fanout_anchor]
+#        (defaults: build/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cli=${1:-build/release/apps/herdguard/herdguard}
+anchor=${2:-build/release/bench/bench_fanout_anchor}
 load_ms=50
 dir=$(mktemp -d)
 redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
@@ -26,5 +30,6 @@ run() {
   awk -v a="$p50" -v b="$p99" -v l="$load_ms" \
     'BEGIN { printf "p50 %.2f ms, p99 %.2f ms beyond the load\n", a - l, b - l }'
 }
+echo -n "raw pub/sub:  "; "$anchor" "$dir/redis.sock" 8 30 "$load_ms"
 echo -n "notification: "; run --notify
 echo -n "polling:      "; run --no-notify
