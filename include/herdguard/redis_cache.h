@@ -87,6 +87,10 @@ class RedisCache final : public Cache {
   // Like get, bounded by `deadline` too, with the version the entry was
   // written under.
   Result<std::optional<Envelope>> get_envelope(std::string_view key, Deadline deadline);
+  // Decodes bytes this cache stored (read by other means: the fleet lock's
+  // acquire, an announcement), as get_envelope would: nullopt for bytes that
+  // do not decode (counted as corrupt) or an entry past stale_until.
+  std::optional<Envelope> decode_value(std::string_view bytes);
 
   // A set: bumps the key's version (when one exists) and stores `entry`, in
   // one script, so no load that began before can overwrite it. An entry

@@ -21,6 +21,16 @@
 // over. An extension that fails (the lock expired and someone else took it,
 // Redis restarted and lost it) marks the hold lost and is counted.
 //
+// Finishing in one round trip: LockHold::finish() stores the loaded value
+// under the hold's snapshot (as RedisCache::write_loaded would), releases
+// the lock and — when `announce_channel` is set and a process of the fleet
+// found the lock held meanwhile — announces on that channel, with the value
+// itself when it was stored and is at most `announce_value_max_bytes`, so
+// the waiters need no GET. A try_acquire that finds the lock held leaves
+// that "somebody waits" mark (a key that expires after a lease), so loads
+// nobody waited for publish nothing. The acquire also returns the value L2
+// holds at that moment: the holder's re-check costs no round trip.
+//
 // A lost reply: when the connection fails after the acquire script was sent,
 // it may have run and taken the lock. The script is idempotent per token
 // (acquiring a lock we already hold succeeds again), so try_acquire sends it
@@ -37,14 +47,14 @@
 //   if (!hold && hold.error().kind == herdguard::ErrorKind::kLockNotAcquired) wait_for_ready();
 //   else if (hold) {
 //     auto entry = load_from_database("sku-1");
-//     auto outcome = l2.write_loaded("sku-1", entry, (*hold)->snapshot(), load_deadline);
-//     (void)(*hold)->release();
+//     auto done = (*hold)->finish(&entry);   // write, release, announce: one round trip
 //   }
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -64,6 +74,13 @@ struct RedisLockOptions {
   Duration lease = std::chrono::seconds(5);
   // Extend held leases automatically (every lease/3, up to the hard deadline).
   bool auto_extend = true;
+  // The pub/sub channel LockHold::finish announces on (the RedisNotifier's);
+  // empty: holders announce nothing and try_acquire marks no waiter.
+  std::string announce_channel{};
+  // The largest envelope an announcement carries; a larger value is
+  // announced without it (its waiters read L2). Every process of the fleet
+  // receives every announcement, so this bounds the fan-out's bytes.
+  std::size_t announce_value_max_bytes = 16 * 1024;
 
   Result<void> validate() const;
 };
@@ -76,6 +93,17 @@ struct RedisLockStats {
   std::uint64_t releases = 0;            // releases that deleted our lock
   std::uint64_t resent_acquires = 0;     // acquires sent again after a lost reply
   std::uint64_t errors = 0;              // Redis errors in any lock operation
+  std::uint64_t announcements = 0;       // finishes that announced (a process waited)
+  std::uint64_t announced_values = 0;    // of those, with the value in the message
+};
+
+// What LockHold::finish did, all in one script.
+struct FinishOutcome {
+  // The value's write, as RedisCache::write_loaded reports it; nullopt when
+  // no value was given.
+  std::optional<WriteOutcome> write{};
+  bool released = false;   // the lock was still ours and is deleted
+  bool announced = false;  // a waiter had marked the key: announced
 };
 
 class RedisLockManager;
@@ -105,16 +133,32 @@ class LockHold {
   // Idempotent (later calls return true without a round trip). Returns false
   // when it was not ours any more. Errors: kBackend/kTimeout.
   Result<bool> release();
+  // The load is over: in one script, stores `entry` (when non-null; it is
+  // encoded with the snapshot's version, REQUIRES: usable, i.e. not past
+  // stale_until) under the snapshot, releases the lock and announces (see
+  // the file comment). Also for a failed load (entry null), so that waiters
+  // try at once. Bounded by the hard deadline while it has not passed, else
+  // by the client's command_timeout (the write is then refused as too late,
+  // but the lock is released). After it, release() is a no-op.
+  // Errors: kBackend/kTimeout (then nothing is known about what it did);
+  // kInvalidArgument when finish or release already ran.
+  Result<FinishOutcome> finish(const CacheEntry* entry);
+  // The value key's bytes when this hold was acquired (nullopt: none), so
+  // the holder can re-check L2 without a round trip.
+  const std::optional<std::string>& value_at_acquire() const noexcept { return value_at_acquire_; }
 
  private:
   friend class RedisLockManager;
   LockHold(RedisLockManager& manager, std::string key, std::string token, VersionSnapshot snapshot,
-           Deadline hard_deadline);
+           Deadline hard_deadline, std::optional<std::string> value_at_acquire);
+  // Marks the hold released and stops its extension; false if it already was.
+  bool stop();
   RedisLockManager& manager_;
   const std::string key_;
   const std::string token_;
   const VersionSnapshot snapshot_;
   const Deadline hard_deadline_;
+  const std::optional<std::string> value_at_acquire_;
   std::atomic<bool> lost_{false};
   std::atomic<bool> released_{false};
 };
@@ -132,14 +176,20 @@ class RedisLockManager {
   // reply was lost). With auto_extend, the lease is extended while the hold
   // lives, but not past `hard_deadline`. Every Redis wait ends by
   // `hard_deadline`.
-  // Errors: kLockNotAcquired when another holder has it; kTimeout when
-  // `hard_deadline` passed (before or during the call); kBackend/kTimeout
-  // from Redis; kInternal if the OS CSPRNG fails.
-  Result<std::unique_ptr<LockHold>> try_acquire(std::string_view key, Deadline hard_deadline);
+  // Errors: kLockNotAcquired when another holder has it — then, with an
+  // announce_channel, the key is marked as waited for, and `*seen_version`
+  // (when non-null) is set to the key's version at that moment: an
+  // announcement of a version below it was published before this call;
+  // kTimeout when `hard_deadline` passed (before or during the call);
+  // kBackend/kTimeout from Redis; kInternal if the OS CSPRNG fails.
+  Result<std::unique_ptr<LockHold>> try_acquire(std::string_view key, Deadline hard_deadline,
+                                                std::uint64_t* seen_version = nullptr);
 
-  // The Redis keys of `key`'s lock and version.
+  // The Redis keys of `key`'s lock, version, value and waiter mark.
   std::string lock_key(std::string_view key) const;
   std::string version_key(std::string_view key) const;
+  std::string value_key(std::string_view key) const;
+  std::string waiters_key(std::string_view key) const;
   const RedisLockOptions& options() const noexcept;
   RedisLockStats stats() const;
 

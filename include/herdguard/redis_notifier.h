@@ -6,6 +6,12 @@
 // connection (its own thread), shared by all keys: a PUBLISH carries the key,
 // and the notifier wakes the local waiters of that key.
 //
+// An announcement may carry the value itself (LockHold::finish, redis_lock.h,
+// sends it when the value is small enough): the waiter then takes it from
+// Waiter::announcement() and needs no GET. The message layout (format 2) is
+// in src/lock/announcement.h; a message of format 1 (the key alone, what
+// publish() and earlier releases send) wakes the waiters without a value.
+//
 // No lost wake-ups: the subscription is permanent, so a caller that calls
 // watch(K) and *then* re-checks the cache either finds the value or is woken
 // by the publish that follows its write.
@@ -33,6 +39,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -47,9 +54,20 @@ struct RedisNotifierOptions {
   std::string channel = "herdguard:ready";
 };
 
+// A holder's announcement that a key's load is over.
+struct Announcement {
+  // The version the holder loaded under (its lock snapshot); 0 when the
+  // message did not say (format 1).
+  std::uint64_t version = 0;
+  // The value's envelope as stored in L2 (envelope.h); nullopt when the
+  // value was not stored (failed, superseded) or too large to announce.
+  std::optional<std::string> envelope{};
+};
+
 struct RedisNotifierStats {
   std::uint64_t published = 0;     // publish() calls that reached Redis
   std::uint64_t received = 0;      // messages received on the channel
+  std::uint64_t with_value = 0;    // of those, carrying the value
   std::uint64_t wakeups = 0;       // waiters woken by a message
   std::uint64_t resubscribes = 0;  // subscriptions (re)established
   std::uint64_t errors = 0;        // publish failures and lost subscriptions
@@ -68,16 +86,20 @@ class Waiter {
   // true) or until `deadline`. Returns true when notified. Consumes the
   // notification.
   bool wait(Deadline deadline);
+  // The latest announcement of the key that carried a version (format 2)
+  // since watch(), or null. Not consumed by wait().
+  std::shared_ptr<const Announcement> announcement() const;
 
  private:
   friend class RedisNotifier;
   Waiter(RedisNotifier& owner, std::string key);
-  void notify();
+  void notify(const std::shared_ptr<const Announcement>& announcement);
   RedisNotifier& owner_;
   const std::string key_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable cv_;
-  bool notified_ = false;  // guarded by mutex_
+  bool notified_ = false;                             // guarded by mutex_
+  std::shared_ptr<const Announcement> announcement_;  // guarded by mutex_
 };
 
 class RedisNotifier {

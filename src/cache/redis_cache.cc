@@ -103,19 +103,23 @@ Result<std::optional<Envelope>> RedisCache::decode_reply(Result<RedisReply> repl
     misses_.fetch_add(1, kRelaxed);
     return std::optional<Envelope>();
   }
-  auto decoded = reply->type == RedisReply::Type::kString
-                     ? decode_envelope(reply->str)
-                     : Result<Envelope>(make_error(ErrorKind::kCorrupt, "not a string"));
-  if (!decoded) {
+  if (reply->type != RedisReply::Type::kString) {
     corrupt_.fetch_add(1, kRelaxed);
     misses_.fetch_add(1, kRelaxed);
     return std::optional<Envelope>();
   }
-  if (!decoded->entry.is_usable(clock_->now())) {
-    misses_.fetch_add(1, kRelaxed);
-    return std::optional<Envelope>();
+  std::optional<Envelope> decoded = decode_value(reply->str);
+  (decoded ? hits_ : misses_).fetch_add(1, kRelaxed);
+  return decoded;
+}
+
+std::optional<Envelope> RedisCache::decode_value(std::string_view bytes) {
+  auto decoded = decode_envelope(bytes);
+  if (!decoded) {
+    corrupt_.fetch_add(1, kRelaxed);
+    return std::nullopt;
   }
-  hits_.fetch_add(1, kRelaxed);
+  if (!decoded->entry.is_usable(clock_->now())) return std::nullopt;
   decoded->entry.version = decoded->version;
   return std::optional<Envelope>(std::move(*decoded));
 }

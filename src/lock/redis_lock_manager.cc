@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "herdguard/redis_lock.h"
+#include "lock/announcement.h"
 #include "redis/key_layout.h"
 
 namespace herdguard {
@@ -23,17 +24,62 @@ namespace {
 constexpr auto kRelaxed = std::memory_order_relaxed;
 using SteadyClock = std::chrono::steady_clock;
 
-// KEYS[1] lock, KEYS[2] version; ARGV[1] token, ARGV[2] lease ms, ARGV[3]
-// horizon ms (until the hard deadline). Returns {0} when another owner holds
-// the lock, else {1, version, now ms}. Idempotent per token: a lock already
+// KEYS[1] lock, KEYS[2] version, KEYS[3] value, KEYS[4] waiter mark;
+// ARGV[1] token, ARGV[2] lease ms, ARGV[3] horizon ms (until the hard
+// deadline), ARGV[4] '1' to mark the key as waited for. Returns {0, version
+// or '0'} when another owner holds the lock (and marks it), else {1, version,
+// now ms, the value's bytes or nil}. Idempotent per token: a lock already
 // ours is taken again (see "A lost reply" in redis_lock.h).
 const RedisScript kAcquire{std::string(internal::kVersionLua) + R"lua(
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return {0} end
+if holder and holder ~= ARGV[1] then
+  if ARGV[4] == '1' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[2]) end
+  local seen = hg_get(KEYS[2])
+  if not seen or not tonumber(seen) then seen = '0' end
+  return {0, seen}
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local v = hg_bump(KEYS[2])
 hg_keep_for(KEYS[2], tonumber(ARGV[3]))
-return {1, string.format('%.0f', v), hg_now_ms()}
+return {1, string.format('%.0f', v), hg_now_ms(), hg_get(KEYS[3])}
+)lua"};
+
+// KEYS[1] lock, KEYS[2] version, KEYS[3] value, KEYS[4] waiter mark;
+// ARGV[1] token, ARGV[2] snapshot version, ARGV[3] write-until ms, ARGV[4]
+// envelope ('' = nothing to write), ARGV[5] expire-at ms, ARGV[6] channel
+// ('' = no announcement), ARGV[7] announcement head, ARGV[8] most value
+// bytes announced. Returns {write, released, announced, with value}: write
+// is 1 written, 0 superseded, -1 too late, 2 nothing to write. The write is
+// RedisCache's kWriteLoaded (redis_cache.cc); the announcement's layout is in
+// lock/announcement.h.
+const RedisScript kFinish{std::string(internal::kVersionLua) + R"lua(
+local write = 2
+if ARGV[4] ~= '' then
+  if hg_now_ms() >= tonumber(ARGV[3]) then
+    write = -1
+  elseif hg_get(KEYS[2]) ~= ARGV[2] then
+    write = 0
+  else
+    redis.call('SET', KEYS[3], ARGV[4], 'PXAT', ARGV[5])
+    write = 1
+  end
+end
+local released = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  released = 1
+end
+local announced, with_value = 0, 0
+if ARGV[6] ~= '' and redis.call('DEL', KEYS[4]) == 1 then
+  announced = 1
+  if write == 1 and #ARGV[4] <= tonumber(ARGV[8]) then
+    with_value = 1
+    redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\1' .. ARGV[4])
+  else
+    redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\0')
+  end
+end
+return {write, released, announced, with_value}
 )lua"};
 
 // KEYS[1] lock; ARGV[1] token, ARGV[2] lease ms.
@@ -95,7 +141,7 @@ struct RedisLockManager::Impl {
   const std::shared_ptr<RedisClient> client;
 
   std::atomic<std::uint64_t> acquisitions{0}, contentions{0}, extensions{0}, extension_failures{0},
-      releases{0}, resent_acquires{0}, errors{0};
+      releases{0}, resent_acquires{0}, errors{0}, announcements{0}, announced_values{0};
 
   // --- the lease keeper ---------------------------------------------------
   std::mutex mutex;
@@ -165,12 +211,14 @@ struct RedisLockManager::Impl {
 };
 
 LockHold::LockHold(RedisLockManager& manager, std::string key, std::string token,
-                   VersionSnapshot snapshot, Deadline hard_deadline)
+                   VersionSnapshot snapshot, Deadline hard_deadline,
+                   std::optional<std::string> value_at_acquire)
     : manager_(manager),
       key_(std::move(key)),
       token_(std::move(token)),
       snapshot_(snapshot),
-      hard_deadline_(hard_deadline) {}
+      hard_deadline_(hard_deadline),
+      value_at_acquire_(std::move(value_at_acquire)) {}
 
 LockHold::~LockHold() { (void)release(); }
 
@@ -195,10 +243,15 @@ Result<bool> LockHold::extend(Duration lease) {
   return false;
 }
 
+bool LockHold::stop() {
+  if (released_.exchange(true, std::memory_order_acq_rel)) return false;
+  if (manager_.impl_->options.auto_extend) manager_.impl_->unenroll(this);
+  return true;
+}
+
 Result<bool> LockHold::release() {
-  if (released_.exchange(true, std::memory_order_acq_rel)) return true;
+  if (!stop()) return true;
   auto& impl = *manager_.impl_;
-  if (impl.options.auto_extend) impl.unenroll(this);
   const std::string lock_key = manager_.lock_key(key_);
   auto reply = impl.client->eval(kRelease, {lock_key}, {token_});
   if (!reply) {
@@ -210,6 +263,68 @@ Result<bool> LockHold::release() {
     return true;
   }
   return false;
+}
+
+Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
+  if (!stop()) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("lock of key '{}': already finished or released", key_));
+  }
+  auto& impl = *manager_.impl_;
+  const RedisLockOptions& o = impl.options;
+  const std::string lock = manager_.lock_key(key_);
+  const std::string version = manager_.version_key(key_);
+  const std::string value = manager_.value_key(key_);
+  const std::string waiters = manager_.waiters_key(key_);
+  const std::string expected = std::to_string(snapshot_.version);
+  const std::string until = std::to_string(snapshot_.write_until_ms);
+  const std::string bytes =
+      entry ? encode_envelope({.entry = *entry, .version = snapshot_.version}) : std::string();
+  const std::string at = entry ? internal::redis_unix_ms(entry->stale_until) : std::string("0");
+  const std::string head = o.announce_channel.empty()
+                               ? std::string()
+                               : internal::announcement_head(key_, snapshot_.version);
+  const std::string most = std::to_string(o.announce_value_max_bytes);
+  // Past the hard deadline the write is refused by the script anyway, but
+  // the lock is still released and the waiters told at once.
+  const Deadline bound = hard_deadline_.expired()
+                             ? Deadline::after(impl.client->options().command_timeout)
+                             : hard_deadline_;
+  auto reply = impl.client->eval(
+      kFinish, {lock, version, value, waiters},
+      {token_, expected, until, bytes, at, o.announce_channel, head, most}, bound);
+  if (!reply) {
+    impl.errors.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  const bool well_formed =
+      reply->type == RedisReply::Type::kArray && reply->elements.size() == 4 &&
+      std::all_of(reply->elements.begin(), reply->elements.end(),
+                  [](const RedisReply& e) { return e.type == RedisReply::Type::kInteger; });
+  if (!well_formed) {
+    impl.errors.fetch_add(1, kRelaxed);
+    return make_error(ErrorKind::kBackend, "redis lock: unexpected reply to the finish script");
+  }
+  FinishOutcome out;
+  switch (reply->elements[0].integer) {
+    case 1:
+      out.write = WriteOutcome::kWritten;
+      break;
+    case 0:
+      out.write = WriteOutcome::kSuperseded;
+      break;
+    case -1:
+      out.write = WriteOutcome::kTooLate;
+      break;
+    default:
+      break;
+  }
+  out.released = reply->elements[1].integer == 1;
+  out.announced = reply->elements[2].integer == 1;
+  if (out.released) impl.releases.fetch_add(1, kRelaxed);
+  if (out.announced) impl.announcements.fetch_add(1, kRelaxed);
+  if (reply->elements[3].integer == 1) impl.announced_values.fetch_add(1, kRelaxed);
+  return out;
 }
 
 Result<std::unique_ptr<RedisLockManager>> RedisLockManager::create(
@@ -241,7 +356,8 @@ RedisLockManager::~RedisLockManager() {
 }
 
 Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view key,
-                                                                Deadline hard_deadline) {
+                                                                Deadline hard_deadline,
+                                                                std::uint64_t* seen_version) {
   auto deadline_passed = [&] {
     return make_error(ErrorKind::kTimeout,
                       fmt::format("lock of key '{}': the load's deadline passed", key));
@@ -251,12 +367,15 @@ Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view
   if (!token) return std::unexpected(token.error());
   const std::string lock = lock_key(key);
   const std::string version = version_key(key);
+  const std::string value = value_key(key);
+  const std::string waiters = waiters_key(key);
+  const std::string_view mark = impl_->options.announce_channel.empty() ? "0" : "1";
   auto send = [&] {
     const Duration remaining = hard_deadline.remaining();
     return impl_->client->eval(
-        kAcquire, {lock, version},
+        kAcquire, {lock, version, value, waiters},
         {*token, internal::redis_ms(std::min(impl_->options.lease, remaining)),
-         internal::redis_ms(remaining)},
+         internal::redis_ms(remaining), mark},
         hard_deadline);
   };
   auto reply = send();
@@ -273,17 +392,23 @@ Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view
     impl_->errors.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
   }
-  const bool well_formed =
-      reply->type == RedisReply::Type::kArray && !reply->elements.empty() &&
-      reply->elements[0].type == RedisReply::Type::kInteger &&
-      (reply->elements[0].integer == 0 ||
-       (reply->elements.size() == 3 && reply->elements[2].type == RedisReply::Type::kInteger));
+  using Type = RedisReply::Type;
+  const auto& e = reply->elements;
+  const bool well_formed = reply->type == Type::kArray && !e.empty() &&
+                           e[0].type == Type::kInteger &&
+                           ((e[0].integer == 0 && e.size() == 2) ||
+                            (e[0].integer == 1 && e.size() == 4 && e[2].type == Type::kInteger &&
+                             (e[3].is_nil() || e[3].type == Type::kString)));
   if (!well_formed) {
     impl_->errors.fetch_add(1, kRelaxed);
     return make_error(ErrorKind::kBackend, "redis lock: unexpected reply to the acquire script");
   }
-  if (reply->elements[0].integer == 0) {
+  if (e[0].integer == 0) {
     impl_->contentions.fetch_add(1, kRelaxed);
+    if (seen_version) {
+      auto seen = internal::parse_version_reply(e[1]);
+      *seen_version = seen ? *seen : 0;  // '0': no version key (yet)
+    }
     return make_error(ErrorKind::kLockNotAcquired,
                       fmt::format("lock of key '{}' is held by another owner", key));
   }
@@ -296,8 +421,10 @@ Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view
       .version = *v,
       .write_until_ms = internal::write_until_ms(reply->elements[2].integer, hard_deadline)};
   impl_->acquisitions.fetch_add(1, kRelaxed);
-  std::unique_ptr<LockHold> hold(
-      new LockHold(*this, std::string(key), std::move(*token), snapshot, hard_deadline));
+  std::optional<std::string> current;
+  if (!e[3].is_nil()) current = std::move(reply->elements[3].str);
+  std::unique_ptr<LockHold> hold(new LockHold(*this, std::string(key), std::move(*token), snapshot,
+                                              hard_deadline, std::move(current)));
   if (impl_->options.auto_extend) impl_->enroll(hold.get());
   return hold;
 }
@@ -310,6 +437,14 @@ std::string RedisLockManager::version_key(std::string_view key) const {
   return internal::version_key(impl_->options.prefix, key);
 }
 
+std::string RedisLockManager::value_key(std::string_view key) const {
+  return internal::value_key(impl_->options.prefix, key);
+}
+
+std::string RedisLockManager::waiters_key(std::string_view key) const {
+  return internal::waiters_key(impl_->options.prefix, key);
+}
+
 const RedisLockOptions& RedisLockManager::options() const noexcept { return impl_->options; }
 
 RedisLockStats RedisLockManager::stats() const {
@@ -319,7 +454,9 @@ RedisLockStats RedisLockManager::stats() const {
                         .extension_failures = impl_->extension_failures.load(kRelaxed),
                         .releases = impl_->releases.load(kRelaxed),
                         .resent_acquires = impl_->resent_acquires.load(kRelaxed),
-                        .errors = impl_->errors.load(kRelaxed)};
+                        .errors = impl_->errors.load(kRelaxed),
+                        .announcements = impl_->announcements.load(kRelaxed),
+                        .announced_values = impl_->announced_values.load(kRelaxed)};
 }
 
 }  // namespace herdguard

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/random.h"
+#include "lock/announcement.h"
 #include "redis/hiredis_connection.h"
 
 namespace herdguard {
@@ -52,14 +53,15 @@ struct RedisNotifier::Impl {
   int wake_pipe[2] = {-1, -1};  // the destructor writes to [1] to stop the thread
   std::thread subscriber;
 
-  std::atomic<std::uint64_t> published{0}, received{0}, wakeups{0}, resubscribes{0}, errors{0};
+  std::atomic<std::uint64_t> published{0}, received{0}, with_value{0}, wakeups{0}, resubscribes{0},
+      errors{0};
 
-  void wake(const std::string& key) {
+  void wake(const std::string& key, const std::shared_ptr<const Announcement>& announcement) {
     std::lock_guard lock(waiters_mutex);
     auto it = waiters.find(key);
     if (it == waiters.end()) return;
     for (Waiter* w : it->second) {
-      w->notify();
+      w->notify(announcement);
       wakeups.fetch_add(1, kRelaxed);
     }
   }
@@ -67,7 +69,7 @@ struct RedisNotifier::Impl {
   void wake_all() {
     std::lock_guard lock(waiters_mutex);
     for (auto& [key, list] : waiters) {
-      for (Waiter* w : list) w->notify();
+      for (Waiter* w : list) w->notify(nullptr);
     }
   }
 
@@ -104,7 +106,7 @@ struct RedisNotifier::Impl {
     return std::move(*c);
   }
 
-  // Handles one pushed reply: ["message", channel, key].
+  // Handles one pushed reply: ["message", channel, announcement].
   void dispatch(const redisReply* r) {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) return;
     const redisReply* kind = r->element[0];
@@ -112,7 +114,20 @@ struct RedisNotifier::Impl {
     if (kind->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING) return;
     if (std::string_view(kind->str, kind->len) != "message") return;
     received.fetch_add(1, kRelaxed);
-    wake(std::string(payload->str, payload->len));
+    const internal::DecodedAnnouncement decoded =
+        internal::decode_announcement(std::string_view(payload->str, payload->len));
+    std::shared_ptr<const Announcement> announcement;
+    if (decoded.version != 0) {
+      // One copy of the value, shared by every waiter of the key.
+      auto a = std::make_shared<Announcement>();
+      a->version = decoded.version;
+      if (decoded.value) {
+        a->envelope.emplace(*decoded.value);
+        with_value.fetch_add(1, kRelaxed);
+      }
+      announcement = std::move(a);
+    }
+    wake(std::string(decoded.key), announcement);
   }
 
   // Reads pushed messages until the connection breaks or we are stopped.
@@ -172,12 +187,18 @@ Waiter::Waiter(RedisNotifier& owner, std::string key) : owner_(owner), key_(std:
 
 Waiter::~Waiter() { owner_.remove(this); }
 
-void Waiter::notify() {
+void Waiter::notify(const std::shared_ptr<const Announcement>& announcement) {
   {
     std::lock_guard lock(mutex_);
     notified_ = true;
+    if (announcement) announcement_ = announcement;
   }
   cv_.notify_one();
+}
+
+std::shared_ptr<const Announcement> Waiter::announcement() const {
+  std::lock_guard lock(mutex_);
+  return announcement_;
 }
 
 bool Waiter::wait(Deadline deadline) {
@@ -257,6 +278,7 @@ bool RedisNotifier::wait_subscribed(Deadline deadline) const {
 RedisNotifierStats RedisNotifier::stats() const {
   return RedisNotifierStats{.published = impl_->published.load(kRelaxed),
                             .received = impl_->received.load(kRelaxed),
+                            .with_value = impl_->with_value.load(kRelaxed),
                             .wakeups = impl_->wakeups.load(kRelaxed),
                             .resubscribes = impl_->resubscribes.load(kRelaxed),
                             .errors = impl_->errors.load(kRelaxed)};

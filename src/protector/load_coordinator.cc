@@ -153,6 +153,10 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
   for (;;) {
     // Interest first, then the check: an announcement after this point wakes us.
     std::unique_ptr<Waiter> waiter = notifier_ ? notifier_->watch(key) : nullptr;
+    // Before the acquire, which reads L2 for a holder, and before the wait,
+    // whose announcement may bring the value: an in-process set/invalidate
+    // after this point keeps either out of L1.
+    const MemoryCache::Ticket ticket = cache_.ticket(key);
     if (look) {
       if (auto fresh = fresh_in_l2(key, load_deadline)) {
         if (waited) counters_.fleet_waited_loads.add();
@@ -161,10 +165,11 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     }
     look = true;
     if (load_deadline.expired()) return timed_out(key);
-    auto hold = locks_->try_acquire(key, load_deadline);
+    std::uint64_t seen_version = 0;
+    auto hold = locks_->try_acquire(key, load_deadline, &seen_version);
     if (hold) {
       counters_.fleet_lock_acquisitions.add();
-      return load_as_holder(key, **hold, load_deadline, priority, superseded);
+      return load_as_holder(key, **hold, ticket, load_deadline, priority, superseded);
     }
     if (hold.error().kind != ErrorKind::kLockNotAcquired) {
       // Our own deadline running out is not a Redis failure, and the
@@ -178,8 +183,14 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     // Woken by the holder's announcement; otherwise come back after
     // retry_interval to take over the lock of a holder that died.
     if (waiter && notifier_->subscribed()) {
-      (void)waiter->wait(
-          Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
+      const bool woken =
+          waiter->wait(Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
+      if (woken) {
+        if (auto announced = from_announcement(key, *waiter, seen_version, ticket)) {
+          counters_.fleet_waited_loads.add();
+          return std::move(*announced);
+        }
+      }
       continue;
     }
     // Pub/sub is down: poll, with jittered backoff so a fleet of waiters
@@ -194,29 +205,75 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
   }
 }
 
+std::optional<CacheEntry> LoadCoordinator::from_announcement(const std::string& key,
+                                                             const Waiter& waiter,
+                                                             std::uint64_t seen_version,
+                                                             MemoryCache::Ticket ticket) {
+  const std::shared_ptr<const Announcement> announced = waiter.announcement();
+  // Below the version our failed acquire saw, it was published before that
+  // acquire — before a set/invalidate our caller may already know of. An
+  // unknown version (0) proves nothing either.
+  if (!announced || !announced->envelope || seen_version == 0 ||
+      announced->version < seen_version) {
+    return std::nullopt;
+  }
+  std::optional<Envelope> decoded = cache_.l2()->decode_value(*announced->envelope);
+  const TimePoint now = clock_->now();
+  if (!decoded || !decoded->entry.is_fresh(now)) return std::nullopt;
+  cache_.fill_l1(key, decoded->entry, ticket, now);
+  return std::move(decoded->entry);
+}
+
+std::optional<WriteOutcome> LoadCoordinator::finish(const std::string& key, LockHold& hold,
+                                                    const CacheEntry* entry,
+                                                    MemoryCache::Ticket ticket) {
+  // An entry already past stale_until has nothing to keep in L2.
+  const bool keep = entry && entry->is_usable(clock_->now());
+  auto done = hold.finish(keep ? entry : nullptr);
+  // A notifier that is not the lock's announce channel (wired by hand) is
+  // told the old way, after the release.
+  if (notifier_ && locks_->options().announce_channel.empty()) {
+    if (auto published = notifier_->publish(key); !published) counters_.redis_errors.add();
+  }
+  if (!done) {
+    // Unknown whether it landed; the value itself was read under the
+    // snapshot, and this process's own invalidations are guarded by the ticket.
+    counters_.redis_errors.add();
+  } else if (done->write && *done->write != WriteOutcome::kWritten) {
+    // Superseded (a set/invalidate or a later holder came in) or too late:
+    // the value may be outdated, so it is kept out of L1 as well.
+    counters_.refused_writes.add();
+    return *done->write;
+  }
+  if (entry) {
+    CacheEntry filled = *entry;
+    filled.version = hold.snapshot().version;
+    cache_.fill_l1(key, std::move(filled), ticket, clock_->now());
+  }
+  return std::nullopt;
+}
+
 Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,
+                                                   MemoryCache::Ticket ticket,
                                                    Deadline load_deadline, LoadPriority priority,
                                                    bool* superseded) {
   // Re-check under the lock: the previous holder may have written just
-  // before releasing, after our last look.
-  Result<CacheEntry> entry = make_error(ErrorKind::kInternal, "not loaded");
-  if (auto fresh = fresh_in_l2(key, load_deadline)) {
-    entry = std::move(*fresh);
-  } else {
-    const MemoryCache::Ticket ticket = cache_.ticket(key);
-    entry = loader_.load(key, load_deadline, priority);
-    if (entry) {
-      auto refused = store(key, *entry, hold.snapshot(), load_deadline, ticket);
-      entry = after_store(key, std::move(entry), refused, superseded);
+  // before releasing, after our last look. The acquire brought what L2 held.
+  if (const auto& bytes = hold.value_at_acquire()) {
+    std::optional<Envelope> current = cache_.l2()->decode_value(*bytes);
+    const TimePoint now = clock_->now();
+    if (current && current->entry.is_fresh(now)) {
+      cache_.fill_l1(key, current->entry, ticket, now);
+      (void)finish(key, hold, nullptr, ticket);
+      return std::move(current->entry);
     }
   }
-  // Release first, then announce — also a failure — so that a woken waiter
-  // finds the lock free and retries (or falls back) at once.
-  if (auto released = hold.release(); !released) counters_.redis_errors.add();
-  if (notifier_) {
-    if (auto published = notifier_->publish(key); !published) counters_.redis_errors.add();
-  }
-  return entry;
+  const MemoryCache::Ticket load_ticket = cache_.ticket(key);
+  Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
+  // Finish also when the load failed, so that waiters try at once.
+  auto refused = finish(key, hold, entry ? &*entry : nullptr, load_ticket);
+  if (!entry) return entry;
+  return after_store(key, std::move(entry), refused, superseded);
 }
 
 }  // namespace herdguard::internal

@@ -13,15 +13,22 @@
 //   loop until the load deadline:
 //     watch(key)            interest first, so no wake-up is lost
 //     L2 fresh?             another process finished: done
-//     try_acquire(lock)     won: its version is our snapshot → re-check L2,
-//                           load, versioned write, release, then announce
+//     try_acquire(lock)     won: its version is our snapshot, and it brings
+//                           what L2 held (the re-check) → load, then finish:
+//                           versioned write, release and announce in one
+//                           script (redis_lock.h)
+//                           lost: the key is marked as waited for, and we
+//                           learn its version
 //     wait                  for the announcement (pub/sub), or a jittered
 //                           poll interval when pub/sub is down; at most
 //                           retry_interval, so that a dead holder's expired
 //                           lease is noticed and taken over
+//     announced value?      at or above the version we saw: done, no GET
 //
-// The holder announces after it released the lock, and also when its load
-// failed, so a woken waiter finds the lock free and tries at once.
+// The holder announces as it releases the lock, also when its load failed,
+// so a woken waiter without a value finds the lock free and tries at once.
+// Round trips per load: the holder 2 (acquire, finish), each waiting
+// process 1 (its failed acquire) plus its look when it had not just read L2.
 //
 // Deadlines: every wait ends by the load deadline; when it has passed the
 // result is kTimeout — never a database call, never counted as a Redis error.
@@ -82,8 +89,20 @@ class LoadCoordinator {
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
                                           LoadPriority priority, bool l2_just_read,
                                           bool* superseded);
-  Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold, Deadline load_deadline,
+  // `ticket` was taken before the acquire (guards the value it brought).
+  Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold,
+                                    MemoryCache::Ticket ticket, Deadline load_deadline,
                                     LoadPriority priority, bool* superseded);
+  // Finishes a hold (write, release, announce) and fills L1 when that is
+  // safe; `entry` null for a failed load. Returns why the write was refused.
+  std::optional<WriteOutcome> finish(const std::string& key, LockHold& hold,
+                                     const CacheEntry* entry, MemoryCache::Ticket ticket);
+  // The value a holder announced to `waiter`, filled into L1, when it may
+  // be answered: announced at or above `seen_version` (so published after
+  // our failed acquire) and fresh. Else nullopt: read L2.
+  std::optional<CacheEntry> from_announcement(const std::string& key, const Waiter& waiter,
+                                              std::uint64_t seen_version,
+                                              MemoryCache::Ticket ticket);
   // L2 without the fleet lock: snapshot, load, versioned write.
   Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
                                         LoadPriority priority, bool* superseded);

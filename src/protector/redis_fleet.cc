@@ -8,12 +8,16 @@ Result<RedisFleet> RedisFleet::connect(RedisFleetOptions options, std::shared_pt
   std::shared_ptr<RedisClient> shared_client = std::move(*client);
   auto l2 = RedisCache::create({.prefix = options.prefix}, shared_client, clock);
   if (!l2) return std::unexpected(l2.error());
-  auto locks =
-      RedisLockManager::create({.prefix = options.prefix, .lease = options.lease}, shared_client);
+  const std::string channel = options.prefix + "ready";
+  auto locks = RedisLockManager::create(
+      {.prefix = options.prefix,
+       .lease = options.lease,
+       .announce_channel = options.notifications ? channel : std::string()},
+      shared_client);
   if (!locks) return std::unexpected(locks.error());
   std::shared_ptr<RedisNotifier> notifier;
   if (options.notifications) {
-    auto created = RedisNotifier::create({.channel = options.prefix + "ready"}, shared_client);
+    auto created = RedisNotifier::create({.channel = channel}, shared_client);
     if (!created) return std::unexpected(created.error());
     notifier = std::move(*created);
   }

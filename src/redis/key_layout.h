@@ -6,9 +6,13 @@
 //   <prefix>{<key>}:l   the fleet lock (a random token); expires after its lease
 //   <prefix>{<key>}:n   the key's version; exists only while a load may still
 //                       write under a snapshot of it, and expires after that
+//   <prefix>{<key>}:w   "a process of the fleet waits for this key's load":
+//                       set by a try_acquire that found the lock held, taken
+//                       by the holder's finish (which then announces);
+//                       expires after a lease
 // Why this shape:
 //   * Separate namespaces: the part after the key is fixed ("}:v", "}:l",
-//     "}:n"), so every Redis key maps back to exactly one (cache key,
+//     "}:n", "}:w"), so every Redis key maps back to exactly one (cache key,
 //     purpose) pair, and no user key can name another key's lock or version
 //     (with "lock:" + key in the value namespace, the user key "lock:k" was
 //     k's lock).
@@ -47,6 +51,9 @@ inline std::string lock_key(std::string_view prefix, std::string_view key) {
 }
 inline std::string version_key(std::string_view prefix, std::string_view key) {
   return redis_key_for(prefix, key, 'n');
+}
+inline std::string waiters_key(std::string_view prefix, std::string_view key) {
+  return redis_key_for(prefix, key, 'w');
 }
 
 // A duration as PX / PEXPIRE milliseconds: at least 1 (Redis refuses 0).

@@ -6,10 +6,12 @@
 
 #include <atomic>
 #include <latch>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "herdguard/herdguard.h"
+#include "lock/announcement.h"
 #include "redis_server.h"
 #include "test_support.h"
 
@@ -328,49 +330,101 @@ TEST(ProtectorFleet, StaleWhileRevalidateAnswersAStaleL1CopyWithoutTouchingRedis
   loader.join();
 }
 
-// Redis round trips per load: the leading process reads L2 once on its
-// read path and once under the lock; a waiting process once on its read
-// path and once when woken. Two GETs per process, not three.
-TEST(ProtectorFleet, ALoadCostsEachProcessTwoL2Reads) {
-  auto server = RedisServer::start();
+// Two processes whose loads wait at a gate (in the database) until the test
+// opens it; woken by announcements only, as no retry wake-up (60 s) comes.
+struct GatedFleet {
   CountingDatabase db;
-  db.latency = 0ms;
   testing::Gate gate;
-  std::atomic<int> held{0};
-  auto gated = std::make_shared<CallbackRepository>(
-      [&, inner = db.repository()](std::string_view key,
-                                   Deadline deadline) -> Result<std::optional<std::string>> {
-        held.fetch_add(1);
-        gate.wait();
-        return inner->load(key, deadline);
-      });
-  const auto node = [&](std::shared_ptr<Repository> repository) {
-    // Woken by the announcement only: no retry wake-up adds a read.
+  std::atomic<int> held{0};  // loads that reached the database
+  std::optional<Node> a, b;  // destroyed first: their loads use the members above
+
+  GatedFleet(const RedisServer& server, const std::string& prefix) {
+    db.latency = 0ms;
+    auto gated = std::make_shared<CallbackRepository>(
+        [this, inner = db.repository()](std::string_view key,
+                                        Deadline deadline) -> Result<std::optional<std::string>> {
+          held.fetch_add(1);
+          gate.wait();
+          return inner->load(key, deadline);
+        });
+    a.emplace(node(server, prefix, gated));
+    b.emplace(node(server, prefix, gated));
+  }
+
+  static Node node(const RedisServer& server, const std::string& prefix,
+                   std::shared_ptr<Repository> repository) {
     ProtectorOptions options{.fleet_retry_interval = 60s};
-    auto fleet = RedisFleet::connect({.redis = {.url = server->url()}, .prefix = "gets:"});
+    auto fleet = RedisFleet::connect({.redis = {.url = server.url()}, .prefix = prefix});
     EXPECT_TRUE(fleet.has_value()) << fleet.error().to_string();
     fleet->apply_to(options);
     EXPECT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
     auto protector = Protector::create(std::move(options), std::move(repository));
     EXPECT_TRUE(protector.has_value()) << protector.error().to_string();
     return Node{std::move(*fleet), std::move(*protector)};
-  };
-  Node a = node(gated);
-  Node b = node(gated);
+  }
+};
+
+// Redis round trips per load: the caller's look is each process's only GET
+// — the holder's re-check comes with its acquire, and the waiter takes the
+// value from the announcement.
+TEST(ProtectorFleet, ALoadCostsEachProcessOneL2Read) {
+  auto server = RedisServer::start();
+  GatedFleet f(*server, "gets:");
+  Node& a = *f.a;
+  Node& b = *f.b;
   std::thread leader([&] { EXPECT_EQ(a.protector->get("k").value_or(""), "value-of-k"); });
-  testing::wait_until([&] { return held.load() == 1; });  // a holds the lock, in the database
+  testing::wait_until([&] { return f.held.load() == 1; });  // a holds the lock, in the database
   std::thread waiter([&] { EXPECT_EQ(b.protector->get("k").value_or(""), "value-of-k"); });
   testing::wait_until([&] { return b.protector->metrics().fleet_lock_contentions >= 1; });
-  gate.open();
+  f.gate.open();
   leader.join();
   waiter.join();
-  EXPECT_EQ(held.load(), 1);  // one database load for both
+  EXPECT_EQ(f.held.load(), 1);  // one database load for both
   const auto gets = [](const Node& n) {
     const RedisCacheStats s = n.fleet.l2->stats();
     return s.hits + s.misses;
   };
-  EXPECT_EQ(gets(a), 2u);
-  EXPECT_EQ(gets(b), 2u);
+  EXPECT_EQ(gets(a), 1u);
+  EXPECT_EQ(gets(b), 1u);
+  EXPECT_EQ(a.fleet.locks->stats().announced_values, 1u);
+  EXPECT_EQ(b.fleet.notifier->stats().with_value, 1u);
+}
+
+// A waiter answers an announced value only when it was published after its
+// own failed acquire (its version at least the one that acquire saw): an
+// older message may predate an invalidate its caller already knows of.
+TEST(ProtectorFleet, AnAnnouncementOlderThanTheWaitersAcquireIsNotAnswered) {
+  auto server = RedisServer::start();
+  GatedFleet f(*server, "old:");
+  Node& a = *f.a;
+  Node& b = *f.b;
+  std::thread leader([&] { EXPECT_EQ(a.protector->get("k").value_or(""), "value-of-k"); });
+  testing::wait_until([&] { return f.held.load() == 1; });
+  std::string got;
+  std::atomic<bool> answered{false};
+  std::thread waiter([&] {
+    got = b.protector->get("k").value_or("");
+    answered.store(true);
+  });
+  testing::wait_until([&] { return b.protector->metrics().fleet_lock_contentions >= 1; });
+  // A message as a holder of an earlier version would have sent it.
+  const TimePoint now = system_clock()->now();
+  const std::string forged =
+      internal::announcement_head("k", 1) + '\1' +
+      encode_envelope(
+          {.entry = {.value = "forged", .fresh_until = now + 60s, .stale_until = now + 60s},
+           .version = 1});
+  EXPECT_TRUE(b.fleet.client->command({"PUBLISH", "old:ready", forged}));
+  // Woken, it looked again and went back to waiting.
+  EXPECT_TRUE(testing::eventually(
+      [&] { return answered.load() || b.protector->metrics().fleet_lock_contentions >= 2; }));
+  EXPECT_FALSE(answered.load()) << got;
+  EXPECT_EQ(b.fleet.notifier->stats().with_value, 1u);
+  f.gate.open();
+  leader.join();
+  waiter.join();
+  EXPECT_EQ(got, "value-of-k");
+  EXPECT_EQ(f.held.load(), 1);
 }
 
 }  // namespace
