@@ -328,19 +328,22 @@ Result<std::string> Protector::get_stale_while_revalidate(std::string_view key, 
 Result<std::string> Protector::read(std::string_view key, std::optional<Deadline> given,
                                     bool serve_stale) {
   Parts& p = *parts_;
-  p.counters.total_requests.add();
   internal::RequestTrace trace;
-  if (key.empty() || key.size() > p.options.max_key_bytes) [[unlikely]]
+  if (key.empty() || key.size() > p.options.max_key_bytes) [[unlikely]] {
+    p.counters.requests_past_l1.add();
     return finish(std::unexpected(check_key(key).error()), key, trace);
+  }
 
-  // L1: the hot path. One coarse clock read, one shard lookup, the value copy.
+  // L1: the hot path. One coarse clock read, one shard lookup, the value
+  // copy, one counter.
   internal::TieredCache::L1Read l1 = p.cache.l1_read(key);
   if (l1.fresh) {
-    p.counters.l1_hits.add();
+    p.counters.l1_fast_hits.add();
     if (!p.prometheus && !l1.negative) return std::move(l1.value);
     trace.layer = internal::Layer::kL1;
     return finish(fresh_answer(std::move(l1), key), key, trace);
   }
+  p.counters.requests_past_l1.add();
   std::optional<CacheEntry>& stale = l1.entry;
   if (stale) trace.layer = internal::Layer::kL1;
   const TimePoint now = p.options.clock->now();
@@ -403,7 +406,7 @@ Result<std::string> Protector::read(std::string_view key, std::optional<Deadline
 
 void Protector::get_async(std::string_view key, Callback callback) {
   Parts& p = *parts_;
-  p.counters.total_requests.add();
+  p.counters.requests_past_l1.add();
   internal::RequestTrace trace;
   if (auto valid = check_key(key); !valid) {
     return callback(finish(std::unexpected(valid.error()), key, trace));
@@ -474,10 +477,16 @@ ProtectionMetrics Protector::metrics() const {
   const ConcurrencyLimiterStats limit = p.loader.limiter().stats();
   const internal::ProtectorCounters& c = p.counters;
   const RedisCacheStats l2 = p.cache.l2() ? p.cache.l2()->stats() : RedisCacheStats{};
+  // Read while requests run, these are values the counters had during the
+  // call (exact once they are quiet). The L1 hits are read before the total's
+  // part, which every request bumps before it can count an L1 hit later on
+  // its path: total_requests is never below l1_hits.
+  const std::uint64_t l1_fast = c.l1_fast_hits.value();
+  const std::uint64_t l1_hits = l1_fast + c.l1_hits.value();
   return ProtectionMetrics{
-      .total_requests = c.total_requests.value(),
-      .cache_hits = c.l1_hits.value() + c.l2_answers.value(),
-      .l1_hits = c.l1_hits.value(),
+      .total_requests = c.requests_past_l1.value() + l1_fast,
+      .cache_hits = l1_hits + c.l2_answers.value(),
+      .l1_hits = l1_hits,
       .cache_misses = c.cache_misses.value(),
       .single_flight_hits = flight.shared,
       .lock_acquisitions = flight.loads_started,

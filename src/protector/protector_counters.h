@@ -10,9 +10,14 @@
 namespace herdguard::internal {
 
 struct ProtectorCounters {
-  StripedCounter total_requests;
-  // Fresh answers from L2; l1_hits + l2_answers is ProtectionMetrics::
-  // cache_hits (so an L1 hit bumps one counter, not two).
+  // A fresh L1 answer bumps one counter, l1_fast_hits, and nothing else: an
+  // atomic increment is a good part of the hit path's cost. Every other
+  // request bumps requests_past_l1; ProtectionMetrics::total_requests is
+  // the sum, and l1_hits there is l1_fast_hits + l1_hits (L1 answers found
+  // later on the path, e.g. while Redis is unreachable).
+  StripedCounter l1_fast_hits;
+  StripedCounter requests_past_l1;
+  // Fresh answers from L2; with the L1 hits, ProtectionMetrics::cache_hits.
   StripedCounter l2_answers;
   StripedCounter cache_misses;
   StripedCounter stale_returns;

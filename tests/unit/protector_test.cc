@@ -71,7 +71,12 @@ TEST(Protector, MissLoadsOnceThenServesFromL1) {
   EXPECT_EQ(m.total_requests, 5u);
   EXPECT_EQ(m.cache_misses, 1u);
   EXPECT_EQ(m.cache_hits, 4u);
+  EXPECT_EQ(m.l1_hits, 4u);
   EXPECT_EQ(m.db_queries, 1u);
+  // A refused key is a request too (counted off the hit path).
+  EXPECT_FALSE(f.protector->get(""));
+  EXPECT_EQ(f.protector->metrics().total_requests, 6u);
+  EXPECT_EQ(f.protector->metrics().l1_hits, 4u);
 }
 
 // A clock whose coarse reading lags the precise one by `behind`, within a
