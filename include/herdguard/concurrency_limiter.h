@@ -37,6 +37,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -119,7 +120,9 @@ class ConcurrencyLimiter {
   static Result<std::shared_ptr<ConcurrencyLimiter>> create(ConcurrencyLimitOptions options);
 
   // A slot for one load, waiting for one while the limit is reached (until
-  // max_wait or `deadline`, whichever is first). Errors: kOverloaded (with
+  // max_wait or `deadline`, whichever is first). Waiting loads get slots in
+  // the order they came: a freed slot is handed to the oldest, never taken
+  // by a load that arrives meanwhile. Errors: kOverloaded (with
   // Error::retry_after) when no slot came in time or max_waiting loads
   // already wait. REQUIRES: the limiter outlives the permit.
   Result<Permit> acquire(Deadline deadline);
@@ -144,15 +147,26 @@ class ConcurrencyLimiter {
   // the retry-after of a shed. REQUIRES: mutex_ held.
   Duration expected_wait() const;
 
+  // A load waiting for a slot, on its own stack; queued in `waiting_`.
+  struct Waiting {
+    std::condition_variable granted_cv;
+    bool granted = false;  // protected by mutex_: the slot is already counted in in_flight_
+  };
+  // Hands free slots to the oldest waiting loads. REQUIRES: mutex_ held.
+  void grant_free_slots();
+  bool has_free_slot() const;  // REQUIRES: mutex_ held.
+
   const ConcurrencyLimitOptions options_;
   mutable std::mutex mutex_;
-  std::condition_variable slot_freed_;
   // Protected by mutex_. Invariant: in_flight_ <= floor(limit_) except just
   // after the limit shrank (no slot is taken back; new loads wait until
-  // enough have finished). Waiters wait on slot_freed_ for in_flight_ < limit_.
+  // enough have finished). Slots go first come, first served: while
+  // `waiting_` is not empty no newcomer takes a slot, and a freed slot is
+  // counted for the front waiter before it is woken (handed over, so a
+  // load arriving between the release and that wake-up cannot take it).
   double limit_;
   std::size_t in_flight_ = 0;
-  std::size_t waiting_ = 0;
+  std::list<Waiting*> waiting_;
   std::uint64_t admitted_ = 0;
   std::uint64_t shed_ = 0;
   double average_ns_ = 0;  // long-term latency average (0: no sample yet)

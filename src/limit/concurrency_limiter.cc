@@ -63,51 +63,65 @@ Result<std::shared_ptr<ConcurrencyLimiter>> ConcurrencyLimiter::create(
 ConcurrencyLimiter::ConcurrencyLimiter(ConcurrencyLimitOptions options)
     : options_(options), limit_(static_cast<double>(options.limit)) {}
 
+bool ConcurrencyLimiter::has_free_slot() const {
+  return options_.mode == LimitMode::kOff || static_cast<double>(in_flight_) + 1 <= limit_;
+}
+
+void ConcurrencyLimiter::grant_free_slots() {
+  while (!waiting_.empty() && has_free_slot()) {
+    Waiting* oldest = waiting_.front();
+    waiting_.pop_front();
+    oldest->granted = true;
+    ++in_flight_;
+    oldest->granted_cv.notify_one();
+  }
+}
+
 Result<ConcurrencyLimiter::Permit> ConcurrencyLimiter::acquire(Deadline deadline) {
   std::unique_lock lock(mutex_);
-  const auto has_slot = [this] {
-    return options_.mode == LimitMode::kOff || static_cast<double>(in_flight_) + 1 <= limit_;
-  };
   // A newcomer never takes a slot ahead of loads already waiting for one
-  // (else a stream of non-waiting acquirers, like background refreshes,
-  // could starve them).
-  if (!has_slot() || waiting_ > 0) {
-    const Deadline until = Deadline::earliest(deadline, Deadline::after(options_.max_wait));
-    // Shed at once what would not get a slot in time anyway: the expected
-    // wait is a load's time per limit's worth of loads queued ahead.
-    const Duration expected = expected_wait();
-    const char* why = nullptr;
-    if (waiting_ >= options_.max_waiting) {
-      why = "too many loads waiting";
-    } else if (until.remaining() == Duration::zero()) {
-      why = "no time to wait";
-    } else if (expected > until.remaining()) {
-      why = "the expected wait is longer than the time left";
-    } else {
-      ++waiting_;
-      const bool got = slot_freed_.wait_until(lock, until.when(), has_slot);
-      --waiting_;
-      if (!got) why = "no slot freed before max_wait or the caller's deadline";
-    }
-    if (why != nullptr) {
-      ++shed_;
-      Error error{ErrorKind::kOverloaded,
-                  fmt::format("database load shed: {} ({} loads in flight at the limit of {})", why,
-                              in_flight_, static_cast<std::size_t>(limit_))};
-      error.retry_after = std::max(expected_wait(), Duration(std::chrono::milliseconds(1)));
-      return std::unexpected(std::move(error));
+  // (else a stream of non-waiting acquirers, like background refreshes, or
+  // a load that just released its slot and came back, could starve them).
+  if (has_free_slot() && waiting_.empty()) {
+    ++in_flight_;
+    ++admitted_;
+    return Permit(this);
+  }
+  const Deadline until = Deadline::earliest(deadline, Deadline::after(options_.max_wait));
+  // Shed at once what would not get a slot in time anyway: the expected
+  // wait is a load's time per limit's worth of loads queued ahead.
+  const Duration expected = expected_wait();
+  const char* why = nullptr;
+  if (waiting_.size() >= options_.max_waiting) {
+    why = "too many loads waiting";
+  } else if (until.remaining() == Duration::zero()) {
+    why = "no time to wait";
+  } else if (expected > until.remaining()) {
+    why = "the expected wait is longer than the time left";
+  } else {
+    Waiting me;
+    const auto place = waiting_.insert(waiting_.end(), &me);
+    // Granted means the slot is already ours (counted by the releaser).
+    if (!me.granted_cv.wait_until(lock, until.when(), [&] { return me.granted; })) {
+      waiting_.erase(place);
+      why = "no slot freed before max_wait or the caller's deadline";
     }
   }
-  ++in_flight_;
+  if (why != nullptr) {
+    ++shed_;
+    Error error{ErrorKind::kOverloaded,
+                fmt::format("database load shed: {} ({} loads in flight at the limit of {})", why,
+                            in_flight_, static_cast<std::size_t>(limit_))};
+    error.retry_after = std::max(expected_wait(), Duration(std::chrono::milliseconds(1)));
+    return std::unexpected(std::move(error));
+  }
   ++admitted_;
   return Permit(this);
 }
 
 std::optional<ConcurrencyLimiter::Permit> ConcurrencyLimiter::try_acquire() {
   std::lock_guard lock(mutex_);
-  if (options_.mode != LimitMode::kOff &&
-      (static_cast<double>(in_flight_) + 1 > limit_ || waiting_ > 0))
-    return std::nullopt;
+  if (!has_free_slot() || !waiting_.empty()) return std::nullopt;
   ++in_flight_;
   ++admitted_;
   return Permit(this);
@@ -115,20 +129,14 @@ std::optional<ConcurrencyLimiter::Permit> ConcurrencyLimiter::try_acquire() {
 
 void ConcurrencyLimiter::release(Duration latency, LoadOutcome outcome) noexcept {
   std::lock_guard lock(mutex_);
-  const double before = limit_;
   if (outcome != LoadOutcome::kIgnore) {
     const double latency_ns = static_cast<double>(std::max(latency, Duration(1)).count());
     learn_latency(latency_ns);
     if (options_.mode == LimitMode::kAdaptive) adapt(latency_ns);
   }
   --in_flight_;
-  if (waiting_ == 0) return;
   // A grown limit may free several slots at once.
-  if (std::floor(limit_) > std::floor(before)) {
-    slot_freed_.notify_all();
-  } else {
-    slot_freed_.notify_one();
-  }
+  grant_free_slots();
 }
 
 void ConcurrencyLimiter::learn_latency(double latency_ns) {
@@ -153,7 +161,7 @@ void ConcurrencyLimiter::adapt(double latency_ns) {
 }
 
 Duration ConcurrencyLimiter::expected_wait() const {
-  const double rounds = std::ceil(static_cast<double>(waiting_ + 1) / std::max(limit_, 1.0));
+  const double rounds = std::ceil(static_cast<double>(waiting_.size() + 1) / std::max(limit_, 1.0));
   return Duration(static_cast<Duration::rep>(std::min(average_ns_ * rounds, 3600e9)));
 }
 
@@ -162,7 +170,7 @@ ConcurrencyLimiterStats ConcurrencyLimiter::stats() const {
   return ConcurrencyLimiterStats{
       .limit = options_.mode == LimitMode::kOff ? 0 : static_cast<std::size_t>(limit_),
       .in_flight = in_flight_,
-      .waiting = waiting_,
+      .waiting = waiting_.size(),
       .admitted = admitted_,
       .shed = shed_,
       .average_latency = Duration(static_cast<Duration::rep>(average_ns_))};

@@ -138,6 +138,46 @@ TEST(ConcurrencyLimiter, NewcomersDoNotTakeASlotAheadOfWaiters) {
   EXPECT_TRUE(waited.result().has_value());
 }
 
+// A load that releases its slot and asks again at once (a closed-loop
+// caller) must queue behind the loads already waiting, or a few such
+// callers keep the slots while the rest wait until their deadlines.
+TEST(ConcurrencyLimiter, AFreedSlotIsHandedToTheOldestWaiterNotTakenByTheNextAcquire) {
+  auto limiter = make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60)});
+  auto held = limiter->acquire(far());
+  ASSERT_TRUE(held.has_value());
+  QueuedAcquire first(*limiter, far());
+  QueuedAcquire second(*limiter, far());
+  held->record(milliseconds(1), LoadOutcome::kSuccess);
+  // Already counted for the first waiter, which may not have woken yet.
+  EXPECT_EQ(limiter->stats().in_flight, 1u);
+  EXPECT_EQ(limiter->stats().waiting, 1u);
+  // The releaser comes back: it queues behind `second`.
+  std::optional<Result<ConcurrencyLimiter::Permit>> again;
+  std::thread comeback([&] { again.emplace(limiter->acquire(far())); });
+  wait_until([&] { return limiter->stats().waiting == 2; });
+  ASSERT_TRUE(first.result().has_value());
+  first.result()->record(milliseconds(1), LoadOutcome::kSuccess);
+  ASSERT_TRUE(second.result().has_value());
+  EXPECT_EQ(limiter->stats().waiting, 1u);  // the comeback still waits
+  second.result()->record(milliseconds(1), LoadOutcome::kSuccess);
+  comeback.join();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_TRUE(again->has_value());
+}
+
+// A waiter whose deadline passes leaves the queue; the next one is served.
+TEST(ConcurrencyLimiter, AWaiterThatGaveUpIsSkipped) {
+  auto limiter = make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60)});
+  auto held = limiter->acquire(far());
+  ASSERT_TRUE(held.has_value());
+  QueuedAcquire impatient(*limiter, Deadline::after(milliseconds(20)));
+  QueuedAcquire patient(*limiter, far());
+  EXPECT_EQ(impatient.result().error().kind, ErrorKind::kOverloaded);
+  EXPECT_EQ(limiter->stats().waiting, 1u);
+  held->record(milliseconds(1), LoadOutcome::kSuccess);
+  EXPECT_TRUE(patient.result().has_value());
+}
+
 TEST(ConcurrencyLimiter, WaitersBeyondMaxWaitingAreShedAtOnce) {
   auto limiter =
       make({.mode = LimitMode::kFixed, .limit = 1, .max_wait = seconds(60), .max_waiting = 1});
