@@ -185,7 +185,13 @@ class SingleFlight {
   // refusal the flight is completed with the returned kOverloaded.
   Result<void> hand_off(const std::shared_ptr<Flight>& flight, const Loader& loader);
   // Blocks until the flight is done or `deadline`; then its result or kTimeout.
-  Result<std::string> wait_for(Flight& flight, std::string_view key, Deadline deadline);
+  // Waits for `flight` until `deadline`; at the flight's load deadline
+  // (when earlier) completes it with the load timeout itself, as the
+  // watchdog would: synchronous waiters need no watchdog.
+  Result<std::string> wait_for(const std::shared_ptr<Flight>& flight, std::string_view key,
+                               Deadline deadline);
+  // The error a flight is completed with at its load deadline.
+  Result<std::string> load_timed_out(const Flight& flight) const;
   bool should_run_inline(Deadline deadline, SteadyTime now) const;
   void note_load_time(Duration took);
   // Publishes `result` to the flight's waiters; only the first completion

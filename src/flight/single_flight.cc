@@ -7,12 +7,15 @@
 //  * flight.done goes false -> true once, under flight.mutex; result and
 //    callbacks are only read/written under flight.mutex. The first completion
 //    (the loader's, or the watchdog's timeout) wins; later ones are dropped.
-//  * A flight is registered with the watchdog (once: flight.watched) as soon
-//    as anyone but its leader can wait for it — a second caller joined, or
-//    the load was handed off. The watchdog completes it with kTimeout at its
-//    load deadline unless it finished before; so every waiter is released by
-//    the load deadline at the latest. A leader running the load inline is
-//    not a waiter: it returns when its loader does.
+//  * Every waiter is released by the flight's load deadline at the latest:
+//    a synchronous waiter waits until the earlier of its own deadline and
+//    the load deadline, and at the latter completes the flight with kTimeout
+//    itself; a flight that async callbacks wait for, or whose load was
+//    handed off, is registered with the watchdog (once: flight.watched),
+//    which completes it at its load deadline unless it finished before. (So
+//    joining a running flight on the synchronous path touches no global
+//    lock and no other thread.) A leader running the load inline is not a
+//    waiter: it returns when its loader does.
 //  * No lock is held while a loader or a callback runs.
 #include "herdguard/single_flight.h"
 
@@ -151,11 +154,7 @@ class SingleFlight::Watchdog {
       if (!flight) continue;
       lock.unlock();
       auto deliver = [owner = &owner_, flight] {
-        owner->complete(flight,
-                        make_error(ErrorKind::kTimeout,
-                                   fmt::format("load of key '{}' exceeded load_timeout {} ms",
-                                               flight->key, to_ms(owner->options_.load_timeout))),
-                        Completion::kLoadTimeout);
+        owner->complete(flight, owner->load_timed_out(*flight), Completion::kLoadTimeout);
       };
       if (!deliveries_->try_submit(deliver)) deliver();
       lock.lock();
@@ -248,7 +247,6 @@ Result<std::pair<std::shared_ptr<SingleFlight::Flight>, SingleFlight::Role>> Sin
     }
   }
   shared_.fetch_add(1, std::memory_order_relaxed);
-  watchdog_->watch(flight);  // a waiter besides the leader: release it by the load deadline
   return std::pair{std::move(flight), Role::kJoined};
 }
 
@@ -355,15 +353,29 @@ bool SingleFlight::complete(const std::shared_ptr<Flight>& flight, Result<std::s
   return true;
 }
 
-Result<std::string> SingleFlight::wait_for(Flight& flight, std::string_view key,
-                                           Deadline deadline) {
-  std::unique_lock lock(flight.mutex);
-  if (!flight.finished.wait_until(lock, deadline.when(), [&] { return flight.done; })) {
-    waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
-    return make_error(ErrorKind::kTimeout,
-                      fmt::format("deadline passed while waiting for the load of key '{}'", key));
+Result<std::string> SingleFlight::load_timed_out(const Flight& flight) const {
+  return make_error(ErrorKind::kTimeout, fmt::format("load of key '{}' exceeded load_timeout {} ms",
+                                                     flight.key, to_ms(options_.load_timeout)));
+}
+
+Result<std::string> SingleFlight::wait_for(const std::shared_ptr<Flight>& flight,
+                                           std::string_view key, Deadline deadline) {
+  {
+    std::unique_lock lock(flight->mutex);
+    const Deadline until = Deadline::earliest(deadline, flight->load_deadline);
+    if (flight->finished.wait_until(lock, until.when(), [&] { return flight->done; }))
+      return flight->result;
   }
-  return flight.result;
+  if (flight->load_deadline.expired()) {
+    // The load ran past load_timeout: end the flight for everyone, as the
+    // watchdog does (whoever completes it first wins; the others no-op).
+    complete(flight, load_timed_out(*flight), Completion::kLoadTimeout);
+    std::lock_guard lock(flight->mutex);
+    return flight->result;
+  }
+  waiter_timeouts_.fetch_add(1, std::memory_order_relaxed);
+  return make_error(ErrorKind::kTimeout,
+                    fmt::format("deadline passed while waiting for the load of key '{}'", key));
 }
 
 Result<std::string> SingleFlight::call(std::string_view key, Deadline deadline,
@@ -383,7 +395,7 @@ Result<std::string> SingleFlight::call(std::string_view key, Deadline deadline,
     if (should_run_inline(deadline, now)) return lead_inline(flight, deadline, loader, now);
     if (auto handed = hand_off(flight, loader); !handed) return std::unexpected(handed.error());
   }
-  return wait_for(*flight, key, deadline);
+  return wait_for(flight, key, deadline);
 }
 
 Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const Loader& loader,
@@ -397,12 +409,19 @@ Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const 
     if (auto handed = hand_off(joined->first, loader); !handed)
       return std::unexpected(handed.error());
   }
+  bool registered = false;
   {
     std::lock_guard lock(flight.mutex);
     if (!flight.done) {
       flight.callbacks.push_back(std::move(callback));
-      return joined->second;
+      registered = true;
     }
+  }
+  if (registered) {
+    // Registered: the watchdog releases it by the load deadline (a no-op
+    // for a handed-off flight, already watched).
+    watchdog_->watch(joined->first);
+    return joined->second;
   }
   // Finished between join and here (a fast load): deliver inline.
   callback(flight.result);
