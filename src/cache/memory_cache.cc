@@ -1,5 +1,7 @@
 // The bounded L1: a fixed number of shards, each a boost::unordered_flat_map
-// behind a std::shared_mutex, with a CLOCK (second-chance) ring through its
+// behind a reader-writer lock whose readers do not share a cache line
+// (core/read_mostly_mutex.h: one hot key read on many cores does not bounce
+// the lock between them), with a CLOCK (second-chance) ring through its
 // entries. The flat map (open addressing, SIMD-probed groups, power-of-two
 // capacity) finds a key in about half the time of std::unordered_map, whose
 // prime-modulo bucket and chained nodes cost a division and two cache lines
@@ -45,6 +47,8 @@
 #include <shared_mutex>
 #include <string>
 #include <utility>
+
+#include "core/read_mostly_mutex.h"
 
 namespace herdguard {
 namespace {
@@ -106,8 +110,9 @@ struct MemoryCache::Shard {
   };
   using Map = boost::unordered_flat_map<std::string_view, std::unique_ptr<Node>, KeyHash, KeyEqual>;
 
-  // Aligned so that two shards' locks never share a cache line.
-  alignas(64) std::shared_mutex mutex;
+  // Its stripes are cache-line aligned: two shards' locks, and two reader
+  // stripes, never share a line.
+  internal::ReadMostlyMutex mutex;
   // State below is protected by mutex (see the invariants at the top).
   Map map;
   Node* hand = nullptr;
