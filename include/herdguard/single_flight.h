@@ -150,6 +150,9 @@ class SingleFlight {
   // is called, one load per key runs at a time. Returns true when this call
   // started a flight. Errors: kOverloaded when the load queue is full.
   Result<bool> start_if_idle(std::string_view key, const Loader& loader);
+  // Whether a flight of `key` is running now (it may end right after: a
+  // hint, for callers that would build a loader only to find one running).
+  bool in_flight(std::string_view key) const;
 
   // Detaches the flight of `key`, if any, from the key: it runs on and
   // delivers its result to the callers that joined it, but later calls start

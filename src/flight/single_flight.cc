@@ -428,6 +428,13 @@ Result<SingleFlight::Role> SingleFlight::call_async(std::string_view key, const 
   return joined->second;
 }
 
+bool SingleFlight::in_flight(std::string_view key) const {
+  const std::size_t hash = internal::StringHash{}(key);
+  Shard& shard = shard_for(hash);
+  std::lock_guard lock(shard.mutex);
+  return shard.find(hash, key) != nullptr;
+}
+
 void SingleFlight::forget(std::string_view key) {
   const std::size_t hash = internal::StringHash{}(key);
   Shard& shard = shard_for(hash);

@@ -285,6 +285,9 @@ Result<std::string> Protector::serve_stale_and_refresh(std::string_view key, Cac
     p.counters.stale_returns.add();
     trace.outcome = internal::Outcome::kStale;
   }
+  // The common case under a hot stale key: its refresh already runs. Known
+  // before anything is allocated for another one.
+  if (p.flights->in_flight(key)) return std::move(stale.value);
   // A unit of refreshes_running_, given back when the last copy of the
   // refresh's loader is destroyed (it ran, or was never started).
   const std::size_t running = refreshes_running_->fetch_add(1, std::memory_order_relaxed);

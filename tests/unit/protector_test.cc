@@ -295,6 +295,28 @@ TEST(Protector, BackgroundRefreshesAreCappedAndFreeTheirPlaceWhenDone) {
   EXPECT_EQ(f.repo.calls(), 4);
 }
 
+// Stale hits on a key whose refresh already runs start nothing and drop
+// nothing: one refresh per key, whatever the number of stale readers.
+TEST(Protector, StaleHitsDuringARefreshShareIt) {
+  Fixture f({.ttl = seconds(10), .stale_while_revalidate = seconds(60)});
+  ASSERT_TRUE(f.protector->get("b"));
+  f.clock->advance(seconds(11));
+  Gate gate;
+  f.repo.hold_loads_at(&gate);
+  EXPECT_EQ(f.protector->get_stale_while_revalidate("b").value_or(""), "v1");
+  wait_until([&] { return f.repo.calls() == 2; });  // the refresh is in the database
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(f.protector->get_stale_while_revalidate("b").value_or(""), "v1");
+  }
+  const ProtectionMetrics m = f.protector->metrics();
+  EXPECT_EQ(m.background_refreshes, 1u);
+  EXPECT_EQ(m.background_refreshes_dropped, 0u);
+  EXPECT_EQ(m.stale_returns, 101u);
+  gate.open();
+  wait_until([&] { return f.protector->metrics().loads_in_flight == 0; });
+  EXPECT_EQ(f.repo.calls(), 2);
+}
+
 TEST(Protector, FallbackUsesDefaultWhenStaleIsTooOld) {
   Fixture f({.ttl = seconds(10),
              .fail_safe_max_staleness = seconds(60),
