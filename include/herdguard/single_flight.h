@@ -32,11 +32,12 @@
 //    value; herdguard's Protector also re-checks the cache inside the load.
 //  * An exception thrown by the loader becomes a kBackend error delivered to
 //    every waiter.
-//  * Waiters are released at load_timeout at the latest (a watchdog thread
-//    completes the flight with kTimeout; it only tracks flights that someone
-//    else joined or that were handed off). Timeouts are delivered off the
-//    watchdog thread (two delivery threads), so one flight's many async
-//    callbacks do not delay other flights'.
+//  * Waiters are released at load_timeout at the latest: a blocking waiter
+//    waits until the earlier of its deadline and the load's, and at the
+//    latter completes the flight with kTimeout itself; a watchdog thread
+//    does the same for flights with async callbacks or handed-off loads.
+//    Timeouts are delivered off the watchdog thread (two delivery threads),
+//    so one flight's many async callbacks do not delay other flights'.
 //  * A flight has at most `max_waiters_per_key` joins; the excess is refused
 //    with kOverloaded instead of queueing without bound. When a load must be
 //    handed off and the executor's queue is full, the flight fails with
@@ -176,8 +177,7 @@ class SingleFlight {
   enum class JoinMode { kJoin, kStartOnly };
   // Finds or creates the flight for `key` (a created one runs nothing yet).
   // With kStartOnly an existing flight is returned as kJoined without
-  // counting a waiter. A joined flight is put under the watchdog. Errors:
-  // kOverloaded.
+  // counting a waiter. Errors: kOverloaded.
   using SteadyTime = Deadline::SteadyTime;
   Result<std::pair<std::shared_ptr<Flight>, Role>> join(std::string_view key, JoinMode mode,
                                                         SteadyTime now);
