@@ -55,11 +55,9 @@ return {v, hg_now_ms()}
 // KEYS[1] value, KEYS[2] version; ARGV[1] version, ARGV[2] write-until ms,
 // ARGV[3] bytes, ARGV[4] expire-at ms. Returns 1 written, 0 superseded,
 // -1 too late.
-const RedisScript kWriteLoaded{std::string(internal::kVersionLua) + R"lua(
-if hg_now_ms() >= tonumber(ARGV[2]) then return -1 end
-if hg_get(KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
-return 1
+const RedisScript kWriteLoaded{std::string(internal::kVersionLua) +
+                               std::string(internal::kWriteLoadedLua) + R"lua(
+return hg_write_loaded(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 )lua"};
 
 }  // namespace
@@ -218,17 +216,16 @@ Result<WriteOutcome> RedisCache::write_loaded(std::string_view key, const CacheE
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
   }
-  if (reply->type != RedisReply::Type::kInteger) {
+  const std::optional<WriteOutcome> outcome = reply->type == RedisReply::Type::kInteger
+                                                  ? internal::loaded_write_outcome(reply->integer)
+                                                  : std::nullopt;
+  if (!outcome) {
     errors_.fetch_add(1, kRelaxed);
     return make_error(ErrorKind::kBackend, "redis cache: unexpected reply to the write script");
   }
-  if (reply->integer == 1) return WriteOutcome::kWritten;
-  if (reply->integer == 0) {
-    superseded_.fetch_add(1, kRelaxed);
-    return WriteOutcome::kSuperseded;
-  }
-  too_late_.fetch_add(1, kRelaxed);
-  return WriteOutcome::kTooLate;
+  if (*outcome == WriteOutcome::kSuperseded) superseded_.fetch_add(1, kRelaxed);
+  if (*outcome == WriteOutcome::kTooLate) too_late_.fetch_add(1, kRelaxed);
+  return *outcome;
 }
 
 RedisCacheStats RedisCache::stats() const {

@@ -49,20 +49,13 @@ return {1, string.format('%.0f', v), hg_now_ms(), hg_get(KEYS[3])}
 // envelope ('' = nothing to write), ARGV[5] expire-at ms, ARGV[6] channel
 // ('' = no announcement), ARGV[7] announcement head, ARGV[8] most value
 // bytes announced. Returns {write, released, announced, with value}: write
-// is 1 written, 0 superseded, -1 too late, 2 nothing to write. The write is
-// RedisCache's kWriteLoaded (redis_cache.cc); the announcement's layout is in
-// lock/announcement.h.
-const RedisScript kFinish{std::string(internal::kVersionLua) + R"lua(
+// is hg_write_loaded's result (redis/key_layout.h), 2 when there was nothing
+// to write. The announcement's layout is in lock/announcement.h.
+const RedisScript kFinish{std::string(internal::kVersionLua) +
+                          std::string(internal::kWriteLoadedLua) + R"lua(
 local write = 2
 if ARGV[4] ~= '' then
-  if hg_now_ms() >= tonumber(ARGV[3]) then
-    write = -1
-  elseif hg_get(KEYS[2]) ~= ARGV[2] then
-    write = 0
-  else
-    redis.call('SET', KEYS[3], ARGV[4], 'PXAT', ARGV[5])
-    write = 1
-  end
+  write = hg_write_loaded(KEYS[3], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 end
 local released = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -306,19 +299,7 @@ Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
     return make_error(ErrorKind::kBackend, "redis lock: unexpected reply to the finish script");
   }
   FinishOutcome out;
-  switch (reply->elements[0].integer) {
-    case 1:
-      out.write = WriteOutcome::kWritten;
-      break;
-    case 0:
-      out.write = WriteOutcome::kSuperseded;
-      break;
-    case -1:
-      out.write = WriteOutcome::kTooLate;
-      break;
-    default:
-      break;
-  }
+  out.write = internal::loaded_write_outcome(reply->elements[0].integer);  // 2: nothing written
   out.released = reply->elements[1].integer == 1;
   out.announced = reply->elements[2].integer == 1;
   if (out.released) impl.releases.fetch_add(1, kRelaxed);

@@ -1,5 +1,7 @@
 #include "metrics/striped_counter.h"
 
+#include "core/thread_ordinal.h"
+
 namespace herdguard::internal {
 
 std::uint64_t StripedCounter::value() const noexcept {
@@ -9,11 +11,8 @@ std::uint64_t StripedCounter::value() const noexcept {
 }
 
 std::size_t StripedCounter::stripe_index() noexcept {
-  // Threads get consecutive stripes in the order they first count, so up to
-  // kStripes threads never share a cell.
-  static std::atomic<std::size_t> next{0};
-  thread_local const std::size_t index = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
-  return index;
+  // Up to kStripes threads never share a cell.
+  return thread_ordinal() % kStripes;
 }
 
 }  // namespace herdguard::internal

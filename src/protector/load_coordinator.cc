@@ -87,7 +87,14 @@ std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, D
 std::optional<WriteOutcome> LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
                                                    const VersionSnapshot& snapshot,
                                                    Deadline deadline, MemoryCache::Ticket ticket) {
-  auto written = cache_.l2()->write_loaded(key, entry, snapshot, deadline);
+  return settle(key, &entry, cache_.l2()->write_loaded(key, entry, snapshot, deadline),
+                snapshot.version, ticket);
+}
+
+std::optional<WriteOutcome> LoadCoordinator::settle(const std::string& key, const CacheEntry* entry,
+                                                    const Result<WriteOutcome>& written,
+                                                    std::uint64_t version,
+                                                    MemoryCache::Ticket ticket) {
   if (!written) {
     // Unknown whether it landed; the value itself was read under a snapshot,
     // and this process's own invalidations are guarded by the ticket.
@@ -98,9 +105,11 @@ std::optional<WriteOutcome> LoadCoordinator::store(const std::string& key, const
     counters_.refused_writes.add();
     return *written;
   }
-  CacheEntry filled = entry;
-  filled.version = snapshot.version;
-  cache_.fill_l1(key, std::move(filled), ticket, clock_->now());
+  if (entry) {
+    CacheEntry filled = *entry;
+    filled.version = version;
+    cache_.fill_l1(key, std::move(filled), ticket, clock_->now());
+  }
   return std::nullopt;
 }
 
@@ -235,22 +244,12 @@ std::optional<WriteOutcome> LoadCoordinator::finish(const std::string& key, Lock
   if (notifier_ && locks_->options().announce_channel.empty()) {
     if (auto published = notifier_->publish(key); !published) counters_.redis_errors.add();
   }
-  if (!done) {
-    // Unknown whether it landed; the value itself was read under the
-    // snapshot, and this process's own invalidations are guarded by the ticket.
-    counters_.redis_errors.add();
-  } else if (done->write && *done->write != WriteOutcome::kWritten) {
-    // Superseded (a set/invalidate or a later holder came in) or too late:
-    // the value may be outdated, so it is kept out of L1 as well.
-    counters_.refused_writes.add();
-    return *done->write;
-  }
-  if (entry) {
-    CacheEntry filled = *entry;
-    filled.version = hold.snapshot().version;
-    cache_.fill_l1(key, std::move(filled), ticket, clock_->now());
-  }
-  return std::nullopt;
+  // Nothing to write (a failed load, an entry past stale_until) counts as
+  // written, as RedisCache::write_loaded reports it.
+  const Result<WriteOutcome> written =
+      done ? Result<WriteOutcome>(done->write.value_or(WriteOutcome::kWritten))
+           : Result<WriteOutcome>(std::unexpected(done.error()));
+  return settle(key, entry, written, hold.snapshot().version, ticket);
 }
 
 Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,

@@ -116,6 +116,12 @@ class LoadCoordinator {
   std::optional<WriteOutcome> store(const std::string& key, const CacheEntry& entry,
                                     const VersionSnapshot& snapshot, Deadline deadline,
                                     MemoryCache::Ticket ticket);
+  // What a write of a loaded entry (null: none) under `version` means for
+  // L1: filled unless the write was refused; returns the refusal. A Redis
+  // error (nothing known) is counted and fills L1.
+  std::optional<WriteOutcome> settle(const std::string& key, const CacheEntry* entry,
+                                     const Result<WriteOutcome>& written, std::uint64_t version,
+                                     MemoryCache::Ticket ticket);
   // The load's result after store(): a timeout when it was too late, and
   // `*superseded` set when the version moved.
   Result<CacheEntry> after_store(const std::string& key, Result<CacheEntry> entry,

@@ -45,4 +45,17 @@ Result<void> validate_prefix(std::string_view prefix, std::string_view component
   return ok();
 }
 
+std::optional<WriteOutcome> loaded_write_outcome(long long result) {
+  switch (result) {
+    case 1:
+      return WriteOutcome::kWritten;
+    case 0:
+      return WriteOutcome::kSuperseded;
+    case -1:
+      return WriteOutcome::kTooLate;
+    default:
+      return std::nullopt;
+  }
+}
+
 }  // namespace herdguard::internal

@@ -23,10 +23,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "herdguard/clock.h"
+#include "herdguard/redis_cache.h"
 #include "herdguard/redis_client.h"
 #include "herdguard/result.h"
 
@@ -112,5 +114,23 @@ local function hg_keep_for(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 )lua";
+
+// hg_write_loaded(value, version, expected, write_until, bytes, at): a loaded
+//   value's versioned write, shared by RedisCache::write_loaded and the lock
+//   holder's finish. Stores `bytes` under `value` (PXAT `at`) only if the
+//   version key still holds `expected` and Redis's clock is before
+//   `write_until` (Unix ms). Returns 1 written, 0 superseded, -1 too late.
+// REQUIRES: appended after kVersionLua (it uses hg_now_ms and hg_get).
+inline constexpr std::string_view kWriteLoadedLua = R"lua(
+local function hg_write_loaded(value, version, expected, write_until, bytes, at)
+  if hg_now_ms() >= tonumber(write_until) then return -1 end
+  if hg_get(version) ~= expected then return 0 end
+  redis.call('SET', value, bytes, 'PXAT', at)
+  return 1
+end
+)lua";
+
+// What a hg_write_loaded result stands for; nullopt for any other integer.
+std::optional<WriteOutcome> loaded_write_outcome(long long result);
 
 }  // namespace herdguard::internal
