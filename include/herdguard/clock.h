@@ -21,6 +21,8 @@
 //   if (deadline.expired()) ...
 #pragma once
 
+#include <time.h>
+
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -53,7 +55,14 @@ class SystemClock final : public Clock {
  public:
   SystemClock() noexcept;
   TimePoint now() const noexcept override;
-  TimePoint coarse_now() const noexcept override;
+  // Inline so that a caller holding a SystemClock (the L1 hit path) reads
+  // the coarse clock without a virtual call.
+  TimePoint coarse_now() const noexcept override {
+    timespec t{};
+    if (coarse_lag_ == Duration::zero() || clock_gettime(CLOCK_REALTIME_COARSE, &t) != 0)
+      return now();
+    return TimePoint(std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec));
+  }
   Duration coarse_lag() const noexcept override { return coarse_lag_; }
 
  private:
@@ -88,10 +97,17 @@ std::shared_ptr<Clock> system_clock();
 //   TimePoint fresh_until = herdguard::add_saturating(now, options.ttl);   // never wraps
 //   Duration lease = herdguard::scale_saturating(ttl, 1.2);                // clamps at max()
 
+// a + b, clamped to [Duration::min(), Duration::max()]. (Inline: the L1 hit
+// path adds one.)
+inline Duration add_saturating(Duration a, Duration b) noexcept {
+  Duration::rep sum;
+  if (!__builtin_add_overflow(a.count(), b.count(), &sum)) return Duration(sum);
+  return b.count() > 0 ? Duration::max() : Duration::min();
+}
 // t + d, clamped to [TimePoint::min(), TimePoint::max()].
-TimePoint add_saturating(TimePoint t, Duration d) noexcept;
-// a + b, clamped to [Duration::min(), Duration::max()].
-Duration add_saturating(Duration a, Duration b) noexcept;
+inline TimePoint add_saturating(TimePoint t, Duration d) noexcept {
+  return TimePoint(add_saturating(t.time_since_epoch(), d));
+}
 // d * factor rounded to the nearest tick, clamped to [Duration::min(),
 // Duration::max()]; a NaN factor gives zero. Computed in double: exact up to
 // 2^53 ns (104 days), within a few ns beyond (jitter does not need more).

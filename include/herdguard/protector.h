@@ -255,6 +255,12 @@ class Protector {
   // step past L1.
   Result<std::string> read(std::string_view key, std::optional<Deadline> deadline,
                            bool serve_stale);
+  // read() past its fast path (a fresh, positive L1 hit without Prometheus):
+  // `peeked` is what the coarse L1 look found (a fresh entry's value in
+  // `value`), kAbsent for an invalid key.
+  Result<std::string> read_past_l1(std::string_view key, std::optional<Deadline> deadline,
+                                   bool serve_stale, MemoryCache::Freshness peeked,
+                                   std::string&& value, bool negative);
   // Whether `entry` may be answered by get_stale_while_revalidate at `now`.
   bool within_revalidate_window(const std::optional<CacheEntry>& entry, TimePoint now) const;
   // Answers `stale` and starts one background refresh of `key` (unless one

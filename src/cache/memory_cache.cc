@@ -227,9 +227,11 @@ MemoryCache::MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> cloc
 
 MemoryCache::~MemoryCache() = default;
 
-MemoryCache::Shard& MemoryCache::shard_for(std::size_t key_hash) const {
-  // The low bits pick the shard; the maps bucket by the hash modulo a prime,
-  // so keys of one shard sharing their low bits still spread over buckets.
+// Inline (this file is its only user): it is on the L1 hit path.
+inline MemoryCache::Shard& MemoryCache::shard_for(std::size_t key_hash) const {
+  // The low bits pick the shard. The flat maps mix the hash before they use
+  // it (std::hash is not marked avalanching), so keys of one shard, which
+  // share their low bits, still spread over a map's groups.
   return shards_[key_hash & shard_mask_];
 }
 
@@ -241,7 +243,7 @@ Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key, TimePoi
   const HashedKey hashed(key);
   Shard& shard = shard_for(hashed.hash);
   {
-    std::shared_lock lock(shard.mutex);
+    internal::ReadMostlyMutex::Reader lock(shard.mutex);
     auto it = shard.map.find(hashed);
     if (it == shard.map.end()) return std::optional<CacheEntry>();
     Shard::Node& node = *it->second;
@@ -268,7 +270,7 @@ MemoryCache::Freshness MemoryCache::get_fresh_value(std::string_view key, TimePo
                                                     std::string& value, bool& negative) const {
   const HashedKey hashed(key);
   Shard& shard = shard_for(hashed.hash);
-  std::shared_lock lock(shard.mutex);
+  internal::ReadMostlyMutex::Reader lock(shard.mutex);
   auto it = shard.map.find(hashed);
   if (it == shard.map.end()) return Freshness::kAbsent;
   Shard::Node& node = *it->second;
@@ -390,7 +392,7 @@ MemoryCacheStats MemoryCache::stats() const {
   MemoryCacheStats stats;
   for (std::size_t i = 0; i < options_.shards; ++i) {
     Shard& shard = shards_[i];
-    std::shared_lock lock(shard.mutex);
+    internal::ReadMostlyMutex::Reader lock(shard.mutex);
     stats.entries += shard.map.size();
     stats.bytes += shard.bytes;
     stats.evictions += shard.evictions;

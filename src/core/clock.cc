@@ -11,12 +11,6 @@ namespace {
 constexpr std::chrono::seconds kManualClockStart{1893456000};
 }  // namespace
 
-namespace {
-TimePoint from_timespec(const timespec& t) {
-  return TimePoint(std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec));
-}
-}  // namespace
-
 SystemClock::SystemClock() noexcept : coarse_lag_(Duration::zero()) {
   timespec resolution{};
   // Without a coarse clock (clock_getres fails), coarse_now() is now().
@@ -27,13 +21,6 @@ SystemClock::SystemClock() noexcept : coarse_lag_(Duration::zero()) {
 
 TimePoint SystemClock::now() const noexcept {
   return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
-}
-
-TimePoint SystemClock::coarse_now() const noexcept {
-  timespec t{};
-  if (coarse_lag_ == Duration::zero() || clock_gettime(CLOCK_REALTIME_COARSE, &t) != 0)
-    return now();
-  return from_timespec(t);
 }
 
 ManualClock::ManualClock() : ManualClock(TimePoint(kManualClockStart)) {}
@@ -55,16 +42,6 @@ void ManualClock::set(TimePoint t) noexcept {
 std::shared_ptr<Clock> system_clock() {
   static const std::shared_ptr<Clock> clock = std::make_shared<SystemClock>();
   return clock;
-}
-
-TimePoint add_saturating(TimePoint t, Duration d) noexcept {
-  return TimePoint(add_saturating(t.time_since_epoch(), d));
-}
-
-Duration add_saturating(Duration a, Duration b) noexcept {
-  Duration::rep sum;
-  if (!__builtin_add_overflow(a.count(), b.count(), &sum)) return Duration(sum);
-  return b.count() > 0 ? Duration::max() : Duration::min();
 }
 
 Duration scale_saturating(Duration d, double factor) noexcept {

@@ -1,7 +1,10 @@
 // Internal: a counter that many threads can bump without fighting over one
-// cache line. Each thread adds to one of kStripes padded cells (picked once
-// per thread); readers sum the cells. Hand-written because no Debian library
-// offers a sharded counter as a small standalone type.
+// cache line, and mostly without an atomic read-modify-write. The first
+// kOwnedCells live threads (by thread_ordinal(), core/thread_ordinal.h) each
+// own a padded cell and add to it with a plain load and store; further
+// threads share kSharedCells cells with fetch_add. Readers sum the cells.
+// Hand-written because no Debian library offers a sharded counter as a small
+// standalone type.
 #pragma once
 
 #include <array>
@@ -9,14 +12,25 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/thread_ordinal.h"
+
 namespace herdguard::internal {
 
 class StripedCounter {
  public:
-  static constexpr std::size_t kStripes = 16;
+  static constexpr std::size_t kOwnedCells = 16;
+  static constexpr std::size_t kSharedCells = 4;
 
   void add(std::uint64_t n = 1) noexcept {
-    cells_[stripe_index()].value.fetch_add(n, std::memory_order_relaxed);
+    const std::size_t ordinal = thread_ordinal();
+    if (ordinal < kOwnedCells) [[likely]] {
+      // Only this thread writes its cell: no lock prefix needed, and a
+      // concurrent value() reads the old or the new count.
+      std::atomic<std::uint64_t>& cell = cells_[ordinal].value;
+      cell.store(cell.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    } else {
+      cells_[kOwnedCells + ordinal % kSharedCells].value.fetch_add(n, std::memory_order_relaxed);
+    }
   }
   // The sum of all cells. Exact once writers are quiet; otherwise a value
   // the counter had at some point during the call.
@@ -26,9 +40,8 @@ class StripedCounter {
   struct alignas(64) Cell {
     std::atomic<std::uint64_t> value{0};
   };
-  static std::size_t stripe_index() noexcept;
-
-  std::array<Cell, kStripes> cells_;
+  // Cells [0, kOwnedCells): one per owning thread; the rest shared.
+  std::array<Cell, kOwnedCells + kSharedCells> cells_;
 };
 
 }  // namespace herdguard::internal

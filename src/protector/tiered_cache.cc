@@ -11,6 +11,7 @@ TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Durat
       l2_(std::move(l2)),
       clock_(std::move(clock)),
       coarse_lag_(clock_->coarse_lag()),
+      system_clock_(dynamic_cast<const SystemClock*>(clock_.get())),
       counters_(counters) {}
 
 std::optional<CacheEntry> TieredCache::l1_get(std::string_view key, TimePoint now) const {
@@ -20,20 +21,30 @@ std::optional<CacheEntry> TieredCache::l1_get(std::string_view key, TimePoint no
   return std::move(*got);
 }
 
-TieredCache::L1Read TieredCache::l1_read(std::string_view key) const {
-  L1Read read;
-  if (!l1_enabled_) return read;
+MemoryCache::Freshness TieredCache::l1_peek(std::string_view key, std::string& value,
+                                            bool& negative) const {
+  if (!l1_enabled_) return MemoryCache::Freshness::kAbsent;
   // coarse <= now() <= coarse + coarse_lag_: an entry fresh at the latter is
   // fresh whenever now() is.
-  const TimePoint latest = add_saturating(clock_->coarse_now(), coarse_lag_);
-  const MemoryCache::Freshness found = l1_->get_fresh_value(key, latest, read.value, read.negative);
-  if (found == MemoryCache::Freshness::kFresh) {
+  const TimePoint coarse =
+      system_clock_ ? system_clock_->SystemClock::coarse_now() : clock_->coarse_now();
+  const TimePoint latest = add_saturating(coarse, coarse_lag_);
+  return l1_->get_fresh_value(key, latest, value, negative);
+}
+
+TieredCache::L1Read TieredCache::l1_settle(std::string_view key, MemoryCache::Freshness peeked,
+                                           std::string&& value, bool negative) const {
+  L1Read read;
+  if (peeked == MemoryCache::Freshness::kFresh) {
     read.fresh = true;
+    read.negative = negative;
+    read.value = std::move(value);
     return read;
   }
-  if (found == MemoryCache::Freshness::kAbsent) return read;
-  // Not fresh at `latest`, which may be up to coarse_lag_ ahead: decide on
-  // the precise time (a second lookup, on a path that goes on to L2 or a load).
+  if (peeked == MemoryCache::Freshness::kAbsent) return read;
+  // Not fresh at the coarse clock's latest time, which may be up to
+  // coarse_lag_ ahead: decide on the precise time (a second lookup, on a
+  // path that goes on to L2 or a load).
   const TimePoint now = clock_->now();
   read.entry = l1_get(key, now);
   if (read.entry && fresh_in_l1(*read.entry, now)) {
@@ -43,6 +54,13 @@ TieredCache::L1Read TieredCache::l1_read(std::string_view key) const {
     read.entry.reset();
   }
   return read;
+}
+
+TieredCache::L1Read TieredCache::l1_read(std::string_view key) const {
+  std::string value;
+  bool negative = false;
+  const MemoryCache::Freshness peeked = l1_peek(key, value, negative);
+  return l1_settle(key, peeked, std::move(value), negative);
 }
 
 Result<std::optional<Envelope>> TieredCache::l2_get(std::string_view key, TimePoint now,

@@ -54,6 +54,13 @@ class TieredCache {
     std::optional<CacheEntry> entry;  // not fresh: the entry, if one is usable
   };
   L1Read l1_read(std::string_view key) const;
+  // l1_read in two steps, so the hit path keeps its value in the caller's
+  // own string: l1_peek looks at the coarse clock's latest possible time
+  // only (kFresh: `value` and `negative` are set; kNotFresh: the precise
+  // time must decide), and l1_settle turns its answer into what l1_read returns.
+  MemoryCache::Freshness l1_peek(std::string_view key, std::string& value, bool& negative) const;
+  L1Read l1_settle(std::string_view key, MemoryCache::Freshness peeked, std::string&& value,
+                   bool negative) const;
   // Whether an L1 copy may be answered as fresh (fresh and before recheck_at).
   static bool fresh_in_l1(const CacheEntry& e, TimePoint now) noexcept {
     return e.is_fresh_in_l1(now);
@@ -81,6 +88,9 @@ class TieredCache {
   const std::shared_ptr<RedisCache> l2_;
   const std::shared_ptr<Clock> clock_;
   const Duration coarse_lag_;  // clock_->coarse_lag(), read once
+  // clock_ when it is the SystemClock (almost always): the hit path then
+  // reads it without a virtual call. Null for any other clock.
+  const SystemClock* const system_clock_;
   ProtectorCounters& counters_;
 };
 
