@@ -4,7 +4,8 @@
 // released at once; process 0 "loads" (sleeps load_ms), SETs the value and
 // PUBLISHes; the others have SUBSCRIBEd beforehand, and on the message GET
 // the value. Prints p50/p99 of each process's (latency - load_ms) over all
-// rounds, like fleet_waiters.sh, so the two lines compare in one run.
+// rounds, like fleet_waiters.sh, so the two lines compare in one run. As
+// there, processes exit only after the whole round has measured.
 //
 // Usage: bench_fanout_anchor <redis unix socket> [processes=8] [rounds=30] [load_ms=50]
 //
@@ -45,7 +46,7 @@ bool command_ok(redisContext* c, const char* format, const char* arg) {
 // One process of one round. Writes its (latency - load_ms) in ms, or NaN on
 // a Redis failure, to `result_fd`. Never returns.
 [[noreturn]] void run_process(const char* socket, int index, int round, int load_ms, int ready_fd,
-                              int go_fd, int result_fd) {
+                              int go_fd, int result_fd, int done_fd) {
   double beyond = std::nan("");
   redisContext* c = redisConnectUnix(socket);
   redisContext* sub = redisConnectUnix(socket);
@@ -77,6 +78,11 @@ bool command_ok(redisContext* c, const char* format, const char* arg) {
     beyond = std::chrono::duration<double, std::milli>(Clock::now() - start).count() - load_ms;
   }
   (void)write_exact(result_fd, &beyond, sizeof beyond);
+  // As `herdguard simulate` does: exit only once every process of the round
+  // has measured, so no process's teardown competes with a waiter still
+  // being woken (in a fleet the processes go on running).
+  char done;
+  (void)::read(done_fd, &done, 1);  // EOF: all measured
   ::_exit(ok ? 0 : 1);
 }
 
@@ -98,8 +104,8 @@ int main(int argc, char** argv) {
   std::vector<double> beyond;
   int failures = 0;
   for (int round = 0; round < rounds; ++round) {
-    int ready[2], go[2];
-    if (::pipe(ready) != 0 || ::pipe(go) != 0) return 1;
+    int ready[2], go[2], done[2];
+    if (::pipe(ready) != 0 || ::pipe(go) != 0 || ::pipe(done) != 0) return 1;
     std::vector<std::pair<pid_t, int>> children;
     for (int i = 0; i < processes; ++i) {
       int result[2];
@@ -110,13 +116,16 @@ int main(int argc, char** argv) {
         ::close(ready[0]);
         ::close(go[1]);
         ::close(result[0]);
-        run_process(socket, i, round, load_ms, ready[1], go[0], result[1]);
+        ::close(done[1]);
+        for (auto& [earlier, fd] : children) ::close(fd);
+        run_process(socket, i, round, load_ms, ready[1], go[0], result[1], done[0]);
       }
       ::close(result[1]);
       children.emplace_back(pid, result[0]);
     }
     ::close(ready[1]);
     ::close(go[0]);
+    ::close(done[0]);
     for (int i = 0; i < processes; ++i) {
       char c;
       if (!read_exact(ready[0], &c, 1)) break;
@@ -131,8 +140,9 @@ int main(int argc, char** argv) {
         ++failures;
       }
       ::close(fd);
-      ::waitpid(pid, nullptr, 0);
     }
+    ::close(done[1]);  // every process has measured: let them exit
+    for (auto& [pid, fd] : children) ::waitpid(pid, nullptr, 0);
   }
   if (beyond.empty()) {
     std::fprintf(stderr, "no process reached Redis at %s\n", socket);

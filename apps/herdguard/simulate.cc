@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <herdguard/herdguard.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -58,11 +59,27 @@ void warm_redis_connections(RedisClient& client, int callers) {
   for (auto& t : pings) t.join();
 }
 
+// A round's pipes, as a worker process sees them (write ends it writes, read
+// ends it reads).
+struct WorkerPipes {
+  int ready = -1;     // "r" once armed, "x" when set-up failed
+  int go = -1;        // EOF releases every worker at once
+  int measured = -1;  // "m" once every caller of this worker has its latency
+  int done = -1;      // EOF once every worker has measured (or the wait gave up)
+  int result = -1;    // the JSON report
+};
+
+// How long the parent waits for every worker to measure before it lets them
+// report anyway (a worker that crashed never says "m").
+constexpr int kMeasureWaitMs = 60'000;
+
 // The body of a worker process. Never returns.
 [[noreturn]] void run_worker(const Scenario& o, int index, const std::string& db_path,
                              const std::string& prefix,
-                             const std::shared_ptr<SharedDbLoad>& db_load, int ready_fd, int go_fd,
-                             int result_fd) {
+                             const std::shared_ptr<SharedDbLoad>& db_load, WorkerPipes pipes) {
+  const int ready_fd = pipes.ready;
+  const int go_fd = pipes.go;
+  const int result_fd = pipes.result;
   WorkerReport report;
   // Herd mode has no faults: nothing connects to the refusing socket.
   auto setup = build_worker_protection(o, index, db_path, o.redis, std::string(), prefix, db_load);
@@ -108,6 +125,15 @@ void warm_redis_connections(RedisClient& client, int callers) {
   }  // EOF: the parent released every worker at once
   release.count_down();
   for (auto& t : threads) t.join();
+  // Stay quiet until every worker of the round has measured: in a fleet the
+  // processes go on running after a herd, and a worker that built its
+  // report and exited here (process teardown costs a few hundred us of CPU)
+  // would delay the wake-up of the waiters still measuring, on a small
+  // machine, which no real fleet's waiter pays.
+  (void)write_all(pipes.measured, "m");
+  char done;
+  while (::read(pipes.done, &done, 1) < 0 && errno == EINTR) {
+  }
 
   report.db_queries = w.db->calls();
   for (int i = 0; i < n; ++i) {
@@ -151,6 +177,22 @@ struct RoundResult {
   nlohmann::json workers = nlohmann::json::array();
 };
 
+// Reads one "m" from each of `armed` workers, or gives up after
+// kMeasureWaitMs without one (a crashed worker) or at EOF.
+void wait_until_measured(int measured_fd, std::size_t armed) {
+  for (std::size_t seen = 0; seen < armed;) {
+    pollfd fd{measured_fd, POLLIN, 0};
+    const int ready = ::poll(&fd, 1, kMeasureWaitMs);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return;
+    char c;
+    const ssize_t n = ::read(measured_fd, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    ++seen;
+  }
+}
+
 // One herd: forks the workers, releases them at once, collects their reports.
 RoundResult run_round(const Scenario& o, const std::string& db_path,
                       const std::shared_ptr<SharedDbLoad>& db_load) {
@@ -162,7 +204,10 @@ RoundResult run_round(const Scenario& o, const std::string& db_path,
 
   int ready_pipe[2];
   int go_pipe[2];
-  if (::pipe(ready_pipe) != 0 || ::pipe(go_pipe) != 0) {
+  int measured_pipe[2];
+  int done_pipe[2];
+  if (::pipe(ready_pipe) != 0 || ::pipe(go_pipe) != 0 || ::pipe(measured_pipe) != 0 ||
+      ::pipe(done_pipe) != 0) {
     result.failed_workers = o.processes;
     result.first_error = "pipe() failed";
     return result;
@@ -175,9 +220,16 @@ RoundResult run_round(const Scenario& o, const std::string& db_path,
     if (pid == 0) {
       ::close(ready_pipe[0]);
       ::close(go_pipe[1]);
+      ::close(measured_pipe[0]);
+      ::close(done_pipe[1]);
       ::close(result_pipe[0]);
       for (const Child& c : children) ::close(c.result_fd);
-      run_worker(o, i, db_path, prefix, db_load, ready_pipe[1], go_pipe[0], result_pipe[1]);
+      run_worker(o, i, db_path, prefix, db_load,
+                 {.ready = ready_pipe[1],
+                  .go = go_pipe[0],
+                  .measured = measured_pipe[1],
+                  .done = done_pipe[0],
+                  .result = result_pipe[1]});
     }
     ::close(result_pipe[1]);
     if (pid < 0) {
@@ -188,21 +240,28 @@ RoundResult run_round(const Scenario& o, const std::string& db_path,
   }
   ::close(ready_pipe[1]);
   ::close(go_pipe[0]);
+  ::close(measured_pipe[1]);
+  ::close(done_pipe[0]);
   if (static_cast<int>(children.size()) != o.processes) {
     fmt::print(stderr, "herdguard simulate: fork() failed after {} workers\n", children.size());
     result.failed_workers += o.processes - static_cast<int>(children.size());
     if (result.first_error.empty()) result.first_error = "fork() failed";
   }
   // Every worker has armed its threads (or failed) before any is released.
+  std::size_t armed = 0;
   for (std::size_t i = 0; i < children.size(); ++i) {
     char c;
     ssize_t n;
     while ((n = ::read(ready_pipe[0], &c, 1)) < 0 && errno == EINTR) {
     }
     if (n <= 0) break;
+    if (c == 'r') ++armed;
   }
   ::close(go_pipe[1]);  // EOF wakes all workers at once
   ::close(ready_pipe[0]);
+  wait_until_measured(measured_pipe[0], armed);
+  ::close(measured_pipe[0]);
+  ::close(done_pipe[1]);  // EOF: the workers report and exit
 
   for (const Child& c : children) {
     const std::string out = read_all(c.result_fd);
