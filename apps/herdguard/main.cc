@@ -133,6 +133,11 @@ int main(int argc, char** argv) {
                            "off (the library default), or fixed:N"),
        &S::db_limit)
       ->capture_default_str();
+  flag(sim_cmd->add_option("--early-refresh", sim.early_refresh,
+                           "Refresh hot entries before they expire: none (the library "
+                           "default), xfetch, xfetch:BETA, or eager:FRACTION (of the TTL)"),
+       &S::early_refresh)
+      ->capture_default_str();
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
        &S::timeout_ms)
       ->check(CLI::Range(1, 600000))

@@ -61,6 +61,8 @@ nlohmann::json to_json(const RunReport& run) {
                         {"db_queries", s.db_queries},
                         {"errors", s.errors},
                         {"stale_served", s.stale_served},
+                        {"load_waits", s.load_waits},
+                        {"early_refreshes", s.early_refreshes},
                         {"p99", s.p99_ms}});
   }
   return {{"protect", run.protect},
@@ -70,6 +72,9 @@ nlohmann::json to_json(const RunReport& run) {
           {"errors", run.errors},
           {"wrong_values", run.wrong_values},
           {"stale_served", run.stale_served},
+          {"load_waits", run.load_waits},
+          {"early_refreshes", run.early_refreshes},
+          {"refreshes_dropped", run.refreshes_dropped},
           {"breaker_trips", run.breaker_trips},
           {"redis_errors", run.redis_errors},
           {"goodput", run.goodput},
@@ -92,12 +97,16 @@ nlohmann::json report_json(const Scenario& s, const std::vector<RunReport>& runs
     j["duration_s"] = s.duration_s;
     j["faults"] = faults;
     j["db_limit"] = s.db_limit;
+    j["early_refresh"] = s.early_refresh;
     return j;
   }
   nlohmann::json list = nlohmann::json::array();
   for (const RunReport& r : runs) list.push_back(to_json(r));
-  return {
-      {"duration_s", s.duration_s}, {"faults", faults}, {"db_limit", s.db_limit}, {"runs", list}};
+  return {{"duration_s", s.duration_s},
+          {"faults", faults},
+          {"db_limit", s.db_limit},
+          {"early_refresh", s.early_refresh},
+          {"runs", list}};
 }
 
 std::string verdict(const std::vector<RunReport>& runs) {

@@ -98,6 +98,36 @@ Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text) {
       "--db-limit: expected adaptive, off or fixed:N with N in 1..100000, got '{}'", text));
 }
 
+Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text) {
+  EarlyRefreshOptions options;
+  auto refuse = [&] {
+    return invalid(fmt::format(
+        "--early-refresh: expected none, xfetch, xfetch:BETA (BETA > 0) or eager:FRACTION "
+        "(FRACTION in (0, 1)), got '{}'",
+        text));
+  };
+  if (text == "none") return options;
+  if (text == "xfetch") {
+    options.mode = EarlyRefreshMode::kXFetch;
+    return options;
+  }
+  if (text.starts_with("xfetch:")) {
+    const auto beta = to_number(text.substr(7));
+    if (!beta) return refuse();
+    options.mode = EarlyRefreshMode::kXFetch;
+    options.beta = *beta;
+  } else if (text.starts_with("eager:")) {
+    const auto fraction = to_number(text.substr(6));
+    if (!fraction) return refuse();
+    options.mode = EarlyRefreshMode::kEager;
+    options.eager_fraction = *fraction;
+  } else {
+    return refuse();
+  }
+  if (!options.validate()) return refuse();
+  return options;
+}
+
 Result<void> Scenario::validate() const {
   if (processes < 1 || processes > 256) return invalid("processes must be in 1..256");
   if (concurrency < 1 || concurrency > 10000) return invalid("concurrency must be in 1..10000");
@@ -110,6 +140,8 @@ Result<void> Scenario::validate() const {
   if (timeout_ms < 1) return invalid("timeout_ms must be >= 1");
   if (db_capacity < 0 || db_capacity > 100000) return invalid("db_capacity must be in 0..100000");
   if (auto limit = parse_db_limit(db_limit); !limit) return std::unexpected(limit.error());
+  if (auto early = parse_early_refresh(early_refresh); !early)
+    return std::unexpected(early.error());
   if (protect != "none" && protect != "local" && protect != "fleet" && protect != "full") {
     return invalid(fmt::format("protect must be none, local, fleet or full, got '{}'", protect));
   }
@@ -216,6 +248,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_int(node, key, s.db_capacity);
     else if (key == "db_limit")
       ok_value = read_string(node, key, s.db_limit);
+    else if (key == "early_refresh")
+      ok_value = read_string(node, key, s.early_refresh);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

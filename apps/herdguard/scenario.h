@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "herdguard/concurrency_limiter.h"
+#include "herdguard/early_refresh.h"
 #include "herdguard/result.h"
 
 namespace herdguard::cli {
@@ -31,6 +32,11 @@ Result<Fault> parse_fault(std::string_view text);
 // (N in 1..100000) into the workers' ProtectorOptions::db_limit.
 // Errors: kInvalidArgument naming --db-limit and what is wrong.
 Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text);
+
+// Parses --early-refresh: `none` (the library default), `xfetch` (β = 1),
+// `xfetch:BETA` (β > 0) or `eager:FRACTION` (a fraction of the TTL in
+// (0, 1)). Errors: kInvalidArgument naming --early-refresh and what is wrong.
+Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text);
 
 struct Scenario {
   // Workload. duration_s == 0 is "herd mode": one burst of `concurrency`
@@ -63,6 +69,8 @@ struct Scenario {
   int db_capacity = 0;
   // The protectors' database concurrency limit: adaptive | off | fixed:N.
   std::string db_limit = "off";
+  // The protectors' early refresh: none | xfetch[:BETA] | eager:FRACTION.
+  std::string early_refresh = "none";
 
   std::vector<Fault> faults;
 

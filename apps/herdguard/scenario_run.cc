@@ -138,11 +138,14 @@ struct Second {
 
   // Each second: cumulative counters, for the progress line and the
   // per-second database queries and stale answers.
-  std::vector<std::uint64_t> db_at, stale_at;
+  std::vector<std::uint64_t> db_at, stale_at, waits_at, early_at;
   auto sample = [&](int t) {
     const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
     db_at.push_back(p.db->calls());
     stale_at.push_back(m.stale_returns);
+    // Without a protector every miss loads for itself: a database query each.
+    waits_at.push_back(p.protector ? m.cache_misses : p.db->calls());
+    early_at.push_back(m.early_refreshes);
     (void)write_all(out_fd, nlohmann::json{{"type", "progress"},
                                            {"t", t},
                                            {"requests", requests.load()},
@@ -171,12 +174,16 @@ struct Second {
     }
     const std::uint64_t db_before = sec == 0 ? 0 : db_at[sec - 1];
     const std::uint64_t stale_before = sec == 0 ? 0 : stale_at[sec - 1];
+    const std::uint64_t waits_before = sec == 0 ? 0 : waits_at[sec - 1];
+    const std::uint64_t early_before = sec == 0 ? 0 : early_at[sec - 1];
     const std::size_t at = std::min<std::size_t>(sec, db_at.size() - 1);
     timeline.push_back({{"requests", merged.requests},
                         {"errors", merged.errors},
                         {"wrong", merged.wrong},
                         {"db_queries", db_at[at] - std::min(db_before, db_at[at])},
                         {"stale", stale_at[at] - std::min(stale_before, stale_at[at])},
+                        {"load_waits", waits_at[at] - std::min(waits_before, waits_at[at])},
+                        {"early_refreshes", early_at[at] - std::min(early_before, early_at[at])},
                         {"latencies_us", merged.latencies_us}});
   }
   const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
@@ -184,6 +191,9 @@ struct Second {
                                {"timeline", timeline},
                                {"db_queries", p.db->calls()},
                                {"stale_served", m.stale_returns},
+                               {"load_waits", p.protector ? m.cache_misses : p.db->calls()},
+                               {"early_refreshes", m.early_refreshes},
+                               {"refreshes_dropped", m.background_refreshes_dropped},
                                {"breaker_trips", m.circuit_breaker_trips},
                                {"redis_errors", m.redis_errors},
                                {"db_shed", m.db_shed},
@@ -379,6 +389,9 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     }
     report.db_queries += f["db_queries"].get<std::uint64_t>();
     report.stale_served += f["stale_served"].get<std::uint64_t>();
+    report.load_waits += f["load_waits"].get<std::uint64_t>();
+    report.early_refreshes += f["early_refreshes"].get<std::uint64_t>();
+    report.refreshes_dropped += f["refreshes_dropped"].get<std::uint64_t>();
     report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
     report.db_shed += f["db_shed"].get<std::uint64_t>();
@@ -400,6 +413,8 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
       r.errors += b["errors"].get<std::uint64_t>();
       r.db_queries += b["db_queries"].get<std::uint64_t>();
       r.stale_served += b["stale"].get<std::uint64_t>();
+      r.load_waits += b["load_waits"].get<std::uint64_t>();
+      r.early_refreshes += b["early_refreshes"].get<std::uint64_t>();
       report.wrong_values += b["wrong"].get<std::uint64_t>();
       for (auto us : b["latencies_us"]) {
         const auto v = us.get<std::uint32_t>();

@@ -20,6 +20,8 @@ struct SecondReport {
   std::uint64_t db_queries = 0;
   std::uint64_t errors = 0;
   std::uint64_t stale_served = 0;
+  std::uint64_t load_waits = 0;
+  std::uint64_t early_refreshes = 0;
   double p99_ms = 0;
 };
 
@@ -31,6 +33,13 @@ struct RunReport {
   std::uint64_t errors = 0;
   std::uint64_t wrong_values = 0;
   std::uint64_t stale_served = 0;
+  // Requests that waited for a load (the protectors' cache_misses; without
+  // protection, every database query), and early refreshes started.
+  std::uint64_t load_waits = 0;
+  std::uint64_t early_refreshes = 0;
+  // Background refreshes (stale-while-revalidate, early) dropped because
+  // max_background_refreshes were running.
+  std::uint64_t refreshes_dropped = 0;
   std::uint64_t breaker_trips = 0;
   std::uint64_t redis_errors = 0;
   // Successful answers (values, stale ones included; not errors) per second

@@ -70,6 +70,9 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
   if (!db_limit) return std::unexpected(db_limit.error());
   options.db_limit.mode = db_limit->mode;
   options.db_limit.limit = db_limit->limit;
+  auto early = parse_early_refresh(s.early_refresh);
+  if (!early) return std::unexpected(early.error());
+  options.early_refresh = *early;
   if (s.protect == "full") {
     options.stale_while_revalidate = std::chrono::hours(1);
     options.fail_safe_max_staleness = std::chrono::hours(1);

@@ -46,6 +46,9 @@ struct CacheEntry {
   // again, which bounds how long another process's invalidate can go unseen
   // (ProtectorOptions::l1_max_ttl, docs/consistency.md).
   TimePoint recheck_at = TimePoint::max();
+  // In-process copies only: from this instant on, a read of the fresh entry
+  // decides whether to refresh it early (early_refresh.h); max(): never.
+  TimePoint refresh_from = TimePoint::max();
   // The key's version in L2 when this value was written there (redis_cache.h;
   // 0 when unknown: no L2, or a degraded load). Versions only grow, so an L1
   // fill never replaces an entry of a higher version (memory_cache.h).

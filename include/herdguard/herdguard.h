@@ -11,6 +11,7 @@
 #include "herdguard/circuit_breaker.h"
 #include "herdguard/clock.h"
 #include "herdguard/concurrency_limiter.h"
+#include "herdguard/early_refresh.h"
 #include "herdguard/envelope.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"

@@ -41,6 +41,8 @@ struct ProtectionMetrics {
   std::uint64_t background_refreshes = 0;
   // Background refreshes dropped because the load queue was full.
   std::uint64_t background_refreshes_dropped = 0;
+  // Refreshes of fresh entries started before their expiry (early_refresh.h).
+  std::uint64_t early_refreshes = 0;
   // Calls made to the repository, and how many of them failed.
   std::uint64_t db_queries = 0;
   std::uint64_t db_errors = 0;

@@ -52,6 +52,7 @@
 #include "herdguard/circuit_breaker.h"
 #include "herdguard/clock.h"
 #include "herdguard/concurrency_limiter.h"
+#include "herdguard/early_refresh.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/prometheus.h"
@@ -85,6 +86,10 @@ struct ProtectorOptions {
   // connection pool, so that callers' loads never queue behind hundreds of
   // them. REQUIRES: >= 1.
   std::size_t max_background_refreshes = 16;
+  // Refreshing fresh entries before they expire, on reads near their end
+  // (early_refresh.h): XFetch, eager, or none (the default). Counts against
+  // max_background_refreshes.
+  EarlyRefreshOptions early_refresh{};
   // When loads fail, a value this long past its fresh TTL is still served
   // (fail-safe). Entries are kept until fresh TTL + max(this,
   // stale_while_revalidate). REQUIRES: >= 0.
@@ -277,9 +282,19 @@ class Protector {
                              internal::RequestTrace& trace);
   // `l2_just_read`: the caller has just found no fresh entry in L2
   // (load_coordinator.h: the load skips its first L2 look).
+  // `fresh_at_least_until`: an entry found on the way answers only if fresh
+  // then (an early refresh: only a newer entry than the one it replaces).
   SingleFlight::Loader loader_for(std::string_view key,
                                   internal::LoadPriority priority = internal::LoadPriority{},
-                                  bool l2_just_read = false);
+                                  bool l2_just_read = false,
+                                  TimePoint fresh_at_least_until = TimePoint::min());
+  // Starts one background load of `key` unless one runs or
+  // max_background_refreshes run already (then counted as dropped).
+  // `fresh_at_least_until` as for loader_for. Returns whether it started.
+  bool start_background_refresh(std::string_view key, TimePoint fresh_at_least_until);
+  // A read found `key` fresh in the last stretch of its life (`timing`):
+  // starts an early refresh when the policy says so (early_refresh.h).
+  void consider_early_refresh(std::string_view key, const MemoryCache::RefreshTiming& timing);
 
   const std::unique_ptr<Parts> parts_;
   // When the last fallback / failure alert went out (ns since the clock's

@@ -33,53 +33,60 @@ Result<CacheEntry> LoadCoordinator::timed_out(const std::string& key) {
 }
 
 Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_deadline,
-                                         LoadPriority priority, bool l2_just_read) {
+                                         const LoadRequest& request) {
   // A load whose value was superseded while it ran (a set or invalidate
   // came in) goes round once more, so that callers who joined this flight
   // after the change — and may already have seen a newer value — do not get
   // the outdated one. Once: two changes during two loads is a hot-written
   // key, whose callers get the second load's value (docs/consistency.md).
   bool superseded = false;
-  Result<CacheEntry> entry = load_once(key, load_deadline, priority, l2_just_read, &superseded);
+  Result<CacheEntry> entry = load_once(key, load_deadline, request, &superseded);
   if (!superseded) return entry;
   // The first value is outdated: never hand it out, even when no time is left.
   if (load_deadline.expired()) return timed_out(key);
   bool again = false;
-  return load_once(key, load_deadline, priority, /*l2_just_read=*/false, &again);
+  LoadRequest again_request = request;
+  again_request.l2_just_read = false;
+  return load_once(key, load_deadline, again_request, &again);
 }
 
 Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
-                                              LoadPriority priority, bool l2_just_read,
-                                              bool* superseded) {
+                                              const LoadRequest& request, bool* superseded) {
+  const LoadPriority priority = request.priority;
+  const TimePoint bar = request.fresh_at_least_until;
   // Each read below takes its L1 ticket just before it reads (L2 or the
   // database), so an invalidate of this process that lands during the read
   // keeps its result out of L1.
   // A flight that finished just before this one started may have filled L1
   // after our caller looked.
   const TimePoint now = clock_->now();
-  if (auto got = cache_.l1_get(key, now); got && TieredCache::fresh_in_l1(*got, now)) return *got;
+  if (auto got = cache_.l1_get(key, now);
+      got && TieredCache::fresh_in_l1(*got, std::max(now, bar))) {
+    return *got;
+  }
   if (!cache_.has_l2()) {
     const MemoryCache::Ticket ticket = cache_.ticket(key);
     Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
     if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
     return entry;
   }
-  if (locks_) return load_with_fleet_lock(key, load_deadline, priority, l2_just_read, superseded);
+  if (locks_) return load_with_fleet_lock(key, load_deadline, request, superseded);
   // Async callers and refreshes skip L2 on their own thread: look here.
-  if (!l2_just_read) {
-    if (auto fresh = fresh_in_l2(key, load_deadline)) return std::move(*fresh);
+  if (!request.l2_just_read) {
+    if (auto fresh = fresh_in_l2(key, load_deadline, bar)) return std::move(*fresh);
   }
   return load_with_snapshot(key, load_deadline, priority, superseded);
 }
 
-std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline) {
+std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline,
+                                                       TimePoint fresh_at_least_until) {
   // The ticket right before the read it guards: a set/invalidate of this
   // process after it keeps this (possibly older) value out of L1, and one
   // before it is already reflected in what L2 returns.
   const MemoryCache::Ticket ticket = cache_.ticket(key);
   const TimePoint now = clock_->now();
   auto got = cache_.l2_get(key, now, deadline);
-  if (!got || !*got || !(*got)->entry.is_fresh(now)) return std::nullopt;
+  if (!got || !*got || !answers((*got)->entry, now, fresh_at_least_until)) return std::nullopt;
   cache_.fill_l1(key, (*got)->entry, ticket, now);
   return std::move((*got)->entry);
 }
@@ -151,14 +158,16 @@ Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadli
 
 Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
                                                          Deadline load_deadline,
-                                                         LoadPriority priority, bool l2_just_read,
+                                                         const LoadRequest& request,
                                                          bool* superseded) {
+  const LoadPriority priority = request.priority;
+  const TimePoint bar = request.fresh_at_least_until;
   Duration poll = options_.poll_min;
   bool waited = false;
   // The first look is skipped when the caller has just read L2: a value
   // announced since is found by the holder's re-check under the lock (if
   // the lock is free) or wakes the waiter registered below (if it is not).
-  bool look = !l2_just_read;
+  bool look = !request.l2_just_read;
   for (;;) {
     // Interest first, then the check: an announcement after this point wakes us.
     std::unique_ptr<Waiter> waiter = notifier_ ? notifier_->watch(key) : nullptr;
@@ -167,7 +176,7 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     // after this point keeps either out of L1.
     const MemoryCache::Ticket ticket = cache_.ticket(key);
     if (look) {
-      if (auto fresh = fresh_in_l2(key, load_deadline)) {
+      if (auto fresh = fresh_in_l2(key, load_deadline, bar)) {
         if (waited) counters_.fleet_waited_loads.add();
         return std::move(*fresh);
       }
@@ -178,7 +187,7 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     auto hold = locks_->try_acquire(key, load_deadline, &seen_version);
     if (hold) {
       counters_.fleet_lock_acquisitions.add();
-      return load_as_holder(key, **hold, ticket, load_deadline, priority, superseded);
+      return load_as_holder(key, **hold, ticket, load_deadline, request, superseded);
     }
     if (hold.error().kind != ErrorKind::kLockNotAcquired) {
       // Our own deadline running out is not a Redis failure, and the
@@ -195,7 +204,7 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
       const bool woken =
           waiter->wait(Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
       if (woken) {
-        if (auto announced = from_announcement(key, *waiter, seen_version, ticket)) {
+        if (auto announced = from_announcement(key, *waiter, seen_version, ticket, bar)) {
           counters_.fleet_waited_loads.add();
           return std::move(*announced);
         }
@@ -217,7 +226,8 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
 std::optional<CacheEntry> LoadCoordinator::from_announcement(const std::string& key,
                                                              const Waiter& waiter,
                                                              std::uint64_t seen_version,
-                                                             MemoryCache::Ticket ticket) {
+                                                             MemoryCache::Ticket ticket,
+                                                             TimePoint fresh_at_least_until) {
   const std::shared_ptr<const Announcement> announced = waiter.announcement();
   // Below the version our failed acquire saw, it was published before that
   // acquire — before a set/invalidate our caller may already know of. An
@@ -228,7 +238,7 @@ std::optional<CacheEntry> LoadCoordinator::from_announcement(const std::string& 
   }
   std::optional<Envelope> decoded = cache_.l2()->decode_value(*announced->envelope);
   const TimePoint now = clock_->now();
-  if (!decoded || !decoded->entry.is_fresh(now)) return std::nullopt;
+  if (!decoded || !answers(decoded->entry, now, fresh_at_least_until)) return std::nullopt;
   cache_.fill_l1(key, decoded->entry, ticket, now);
   return std::move(decoded->entry);
 }
@@ -254,14 +264,15 @@ std::optional<WriteOutcome> LoadCoordinator::finish(const std::string& key, Lock
 
 Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,
                                                    MemoryCache::Ticket ticket,
-                                                   Deadline load_deadline, LoadPriority priority,
-                                                   bool* superseded) {
+                                                   Deadline load_deadline,
+                                                   const LoadRequest& request, bool* superseded) {
+  const LoadPriority priority = request.priority;
   // Re-check under the lock: the previous holder may have written just
   // before releasing, after our last look. The acquire brought what L2 held.
   if (const auto& bytes = hold.value_at_acquire()) {
     std::optional<Envelope> current = cache_.l2()->decode_value(*bytes);
     const TimePoint now = clock_->now();
-    if (current && current->entry.is_fresh(now)) {
+    if (current && answers(current->entry, now, request.fresh_at_least_until)) {
       cache_.fill_l1(key, current->entry, ticket, now);
       (void)finish(key, hold, nullptr, ticket);
       return std::move(current->entry);

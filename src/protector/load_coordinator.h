@@ -61,6 +61,21 @@ struct FleetWaitOptions {
   Duration poll_max = std::chrono::milliseconds(100);
 };
 
+// What a load is for.
+struct LoadRequest {
+  LoadPriority priority = LoadPriority::kForeground;
+  // The caller found no fresh entry in L2 a moment ago, so the first round
+  // skips its own L2 look (the lock holder's re-check under the lock still
+  // reads it): one GET per process per load, not two.
+  bool l2_just_read = false;
+  // An entry found on the way (L1, L2, under the lock, announced) answers
+  // the load only if it is fresh at this instant, when it is later than now.
+  // An early refresh (early_refresh.h) passes the fresh_until of the entry
+  // it replaces: only a newer entry (another process refreshed) saves the
+  // database load.
+  TimePoint fresh_at_least_until = TimePoint::min();
+};
+
 class LoadCoordinator {
  public:
   // REQUIRES: locks only with cache.has_l2(); notifier only with locks.
@@ -74,43 +89,42 @@ class LoadCoordinator {
   // write was superseded), loads once more within the deadline, so that the
   // flight's callers get the value as of after the change. Errors: the
   // repository loader's; kTimeout when `load_deadline` passed first.
-  // `l2_just_read`: the caller found no fresh entry in L2 a moment ago, so
-  // the first round skips its own L2 look (the lock holder's re-check under
-  // the lock still reads it): one GET per process per load, not two.
   Result<CacheEntry> load(const std::string& key, Deadline load_deadline,
-                          LoadPriority priority = LoadPriority::kForeground,
-                          bool l2_just_read = false);
+                          const LoadRequest& request = {});
 
  private:
   // One round of load(); `*superseded` tells whether its value lost to a
   // set/invalidate (or a later holder) that came in while it ran.
   Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline,
-                               LoadPriority priority, bool l2_just_read, bool* superseded);
+                               const LoadRequest& request, bool* superseded);
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
-                                          LoadPriority priority, bool l2_just_read,
-                                          bool* superseded);
+                                          const LoadRequest& request, bool* superseded);
   // `ticket` was taken before the acquire (guards the value it brought).
   Result<CacheEntry> load_as_holder(const std::string& key, LockHold& hold,
                                     MemoryCache::Ticket ticket, Deadline load_deadline,
-                                    LoadPriority priority, bool* superseded);
+                                    const LoadRequest& request, bool* superseded);
   // Finishes a hold (write, release, announce) and fills L1 when that is
   // safe; `entry` null for a failed load. Returns why the write was refused.
   std::optional<WriteOutcome> finish(const std::string& key, LockHold& hold,
                                      const CacheEntry* entry, MemoryCache::Ticket ticket);
   // The value a holder announced to `waiter`, filled into L1, when it may
   // be answered: announced at or above `seen_version` (so published after
-  // our failed acquire) and fresh. Else nullopt: read L2.
+  // our failed acquire) and fresh at `fresh_at_least_until` (or now). Else
+  // nullopt: read L2.
   std::optional<CacheEntry> from_announcement(const std::string& key, const Waiter& waiter,
                                               std::uint64_t seen_version,
-                                              MemoryCache::Ticket ticket);
+                                              MemoryCache::Ticket ticket,
+                                              TimePoint fresh_at_least_until);
   // L2 without the fleet lock: snapshot, load, versioned write.
   Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
                                         LoadPriority priority, bool* superseded);
   // Redis failed: load, fill L1 only.
   Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline,
                                    LoadPriority priority);
-  // The fresh L2 entry (filled into L1), or nullopt; Redis errors read as nullopt.
-  std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline);
+  // L2's entry when it is fresh at `fresh_at_least_until` (or now) (filled
+  // into L1), or nullopt; Redis errors read as nullopt.
+  std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline,
+                                        TimePoint fresh_at_least_until);
   // Writes a loaded entry under `snapshot` and fills L1 when that is safe.
   // Returns why the write was refused, or nullopt (stored, or Redis failed).
   std::optional<WriteOutcome> store(const std::string& key, const CacheEntry& entry,
@@ -127,6 +141,11 @@ class LoadCoordinator {
   Result<CacheEntry> after_store(const std::string& key, Result<CacheEntry> entry,
                                  std::optional<WriteOutcome> refused, bool* superseded);
   static Result<CacheEntry> timed_out(const std::string& key);
+  // Whether `entry` answers a load: fresh at the later of `now` and the
+  // request's bar.
+  static bool answers(const CacheEntry& entry, TimePoint now, TimePoint fresh_at_least_until) {
+    return entry.is_fresh(std::max(now, fresh_at_least_until));
+  }
 
   TieredCache& cache_;
   RepositoryLoader& loader_;

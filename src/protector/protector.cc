@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "core/random.h"
 #include "protector/load_coordinator.h"
 #include "protector/protector_counters.h"
 #include "protector/protector_metrics.h"
@@ -44,7 +45,7 @@ struct Protector::Parts {
       : options(std::move(o)),
         breaker(std::move(b)),
         cache(std::move(l1), options.l1_enabled, options.l1_max_ttl, options.l2, options.clock,
-              counters),
+              options.early_refresh, options.ttl, counters),
         loader(std::move(repository), *breaker, std::move(limiter),
                internal::EntryPolicy{.ttl = options.ttl,
                                      .ttl_jitter = options.ttl_jitter,
@@ -219,11 +220,14 @@ Result<std::string> Protector::finish(Result<std::string> result, std::string_vi
 }
 
 SingleFlight::Loader Protector::loader_for(std::string_view key, internal::LoadPriority priority,
-                                           bool l2_just_read) {
+                                           bool l2_just_read, TimePoint fresh_at_least_until) {
   // The key is copied: the load may outlive the caller that started it.
-  return [parts = parts_.get(), k = std::string(key), priority,
-          l2_just_read](Deadline load_deadline) {
-    Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline, priority, l2_just_read);
+  return [parts = parts_.get(), k = std::string(key),
+          request = internal::LoadRequest{.priority = priority,
+                                          .l2_just_read = l2_just_read,
+                                          .fresh_at_least_until = fresh_at_least_until}](
+             Deadline load_deadline) {
+    Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline, request);
     if (!entry) return Result<std::string>(std::unexpected(std::move(entry.error())));
     return answer_of(std::move(*entry), k);
   };
@@ -285,9 +289,15 @@ Result<std::string> Protector::serve_stale_and_refresh(std::string_view key, Cac
     p.counters.stale_returns.add();
     trace.outcome = internal::Outcome::kStale;
   }
-  // The common case under a hot stale key: its refresh already runs. Known
+  if (start_background_refresh(key, TimePoint::min())) p.counters.background_refreshes.add();
+  return std::move(stale.value);
+}
+
+bool Protector::start_background_refresh(std::string_view key, TimePoint fresh_at_least_until) {
+  Parts& p = *parts_;
+  // The common case under a hot key: its refresh already runs. Known
   // before anything is allocated for another one.
-  if (p.flights->in_flight(key)) return std::move(stale.value);
+  if (p.flights->in_flight(key)) return false;
   // A unit of refreshes_running_, given back when the last copy of the
   // refresh's loader is destroyed (it ran, or was never started).
   const std::size_t running = refreshes_running_->fetch_add(1, std::memory_order_relaxed);
@@ -296,18 +306,36 @@ Result<std::string> Protector::serve_stale_and_refresh(std::string_view key, Cac
   });
   if (running >= p.options.max_background_refreshes) {
     p.counters.background_refreshes_dropped.add();
-    return std::move(stale.value);
+    return false;
   }
   auto started = p.flights->start_if_idle(
-      key, [unit, load = loader_for(key, internal::LoadPriority::kBackground)](Deadline d) {
-        return load(d);
-      });
+      key, [unit, load = loader_for(key, internal::LoadPriority::kBackground, false,
+                                    fresh_at_least_until)](Deadline d) { return load(d); });
   if (!started) {
     p.counters.background_refreshes_dropped.add();
-  } else if (*started) {
-    p.counters.background_refreshes.add();
+    return false;
   }
-  return std::move(stale.value);
+  return *started;
+}
+
+void Protector::consider_early_refresh(std::string_view key,
+                                       const MemoryCache::RefreshTiming& timing) {
+  Parts& p = *parts_;
+  const EarlyRefreshOptions& policy = p.options.early_refresh;
+  const TimePoint now = p.options.clock->now();
+  bool due = false;
+  if (policy.mode == EarlyRefreshMode::kXFetch) {
+    // 1 - [0, 1) is XFetch's (0, 1].
+    due = xfetch_due(now, timing.fresh_until, timing.load_duration, policy.beta,
+                     1.0 - internal::uniform_real(0.0, 1.0));
+  } else if (policy.mode == EarlyRefreshMode::kEager) {
+    // The coarse clock may have run ahead of the threshold: the precise one decides.
+    due = now >= refresh_window_start(policy, timing.fresh_until, timing.load_duration,
+                                      p.options.ttl, /*negative=*/false);
+  }
+  // Only an entry newer than this one (fresh past its fresh_until) saves
+  // the refresh its database load.
+  if (due && start_background_refresh(key, timing.fresh_until)) p.counters.early_refreshes.add();
 }
 
 // The L1 hit path, kept small (everything else is in read_past_l1): a key
@@ -363,6 +391,7 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   if (l1.fresh) {
     // Counted in l1_fast_hits already when the peek found it fresh.
     if (peeked != MemoryCache::Freshness::kFresh) p.counters.l1_fast_hits.add();
+    if (l1.refresh_due) consider_early_refresh(key, l1.timing);
     trace.layer = internal::Layer::kL1;
     return finish(fresh_answer(std::move(l1), key), key, trace);
   }
@@ -395,6 +424,13 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
       p.cache.fill_l1(key, entry, ticket, now);
       if (fresh) {
         p.counters.l2_answers.add();
+        // An L2 answer near its expiry may refresh early too (an L1 copy
+        // rechecked against L2 every l1_max_ttl meets its window here).
+        if (now >= refresh_window_start(p.options.early_refresh, entry.fresh_until,
+                                        entry.load_duration, p.options.ttl, entry.negative)) {
+          consider_early_refresh(
+              key, {.fresh_until = entry.fresh_until, .load_duration = entry.load_duration});
+        }
         return finish(answer_of(std::move(entry), key), key, trace);
       }
       keep_newer(stale, std::move(entry));
@@ -439,6 +475,7 @@ void Protector::get_async(std::string_view key, Callback callback) {
   if (l1.fresh) {
     trace.layer = internal::Layer::kL1;
     p.counters.l1_hits.add();
+    if (l1.refresh_due) consider_early_refresh(key, l1.timing);
     return callback(finish(fresh_answer(std::move(l1), key), key, trace));
   }
   std::optional<CacheEntry>& stale = l1.entry;
@@ -517,6 +554,7 @@ ProtectionMetrics Protector::metrics() const {
       .stale_returns = c.stale_returns.value(),
       .background_refreshes = c.background_refreshes.value(),
       .background_refreshes_dropped = c.background_refreshes_dropped.value(),
+      .early_refreshes = c.early_refreshes.value(),
       .db_queries = c.db_queries.value(),
       .db_errors = c.db_errors.value(),
       .fallbacks = c.fallbacks.value(),

@@ -23,6 +23,7 @@ struct ProtectorCounters {
   StripedCounter stale_returns;
   StripedCounter background_refreshes;
   StripedCounter background_refreshes_dropped;
+  StripedCounter early_refreshes;
   StripedCounter db_queries;
   StripedCounter db_errors;
   StripedCounter fallbacks;

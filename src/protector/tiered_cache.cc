@@ -4,6 +4,7 @@ namespace herdguard::internal {
 
 TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Duration l1_max_ttl,
                          std::shared_ptr<RedisCache> l2, std::shared_ptr<Clock> clock,
+                         EarlyRefreshOptions early_refresh, Duration ttl,
                          ProtectorCounters& counters)
     : l1_(std::move(l1)),
       l1_enabled_(l1_enabled),
@@ -12,6 +13,8 @@ TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Durat
       clock_(std::move(clock)),
       coarse_lag_(clock_->coarse_lag()),
       system_clock_(dynamic_cast<const SystemClock*>(clock_.get())),
+      early_refresh_(early_refresh),
+      ttl_(ttl),
       counters_(counters) {}
 
 std::optional<CacheEntry> TieredCache::l1_get(std::string_view key, TimePoint now) const {
@@ -43,13 +46,17 @@ TieredCache::L1Read TieredCache::l1_settle(std::string_view key, MemoryCache::Fr
   }
   if (peeked == MemoryCache::Freshness::kAbsent) return read;
   // Not fresh at the coarse clock's latest time, which may be up to
-  // coarse_lag_ ahead: decide on the precise time (a second lookup, on a
-  // path that goes on to L2 or a load).
+  // coarse_lag_ ahead, or in its early-refresh window: decide on the
+  // precise time (a second lookup, on a path that goes on to L2 or a load,
+  // or that decides about a refresh; the hit path carries nothing for it).
   const TimePoint now = clock_->now();
   read.entry = l1_get(key, now);
   if (read.entry && fresh_in_l1(*read.entry, now)) {
     read.fresh = true;
     read.negative = read.entry->negative;
+    read.refresh_due = now >= read.entry->refresh_from;
+    read.timing = {.fresh_until = read.entry->fresh_until,
+                   .load_duration = read.entry->load_duration};
     read.value = std::move(read.entry->value);
     read.entry.reset();
   }
@@ -85,10 +92,16 @@ void TieredCache::fill_l1(std::string_view key, CacheEntry entry, MemoryCache::T
                           TimePoint now) {
   if (!l1_enabled_) return;
   if (l2_) entry.recheck_at = add_saturating(now, l1_max_ttl_);
+  mark_refresh_window(entry);
   // An entry larger than a shard's budget is an error here, and only means
   // this value is not kept in L1; the caller has it regardless.
   auto stored = l1_->put_if_unchanged(key, std::move(entry), ticket);
   if (stored && !*stored) counters_.refused_l1_fills.add();
+}
+
+void TieredCache::mark_refresh_window(CacheEntry& entry) const noexcept {
+  entry.refresh_from = refresh_window_start(early_refresh_, entry.fresh_until, entry.load_duration,
+                                            ttl_, entry.negative);
 }
 
 Result<void> TieredCache::set(std::string_view key, CacheEntry entry) {
@@ -109,6 +122,7 @@ Result<void> TieredCache::set(std::string_view key, CacheEntry entry) {
   // key's generation, so no fill that began before this set lands.
   if (l1_enabled_ && shared) {
     if (l2_) entry.recheck_at = add_saturating(clock_->now(), l1_max_ttl_);
+    mark_refresh_window(entry);
     (void)l1_->put(key, std::move(entry));  // too large for L1: L2 has it
   } else {
     (void)l1_->erase(key);

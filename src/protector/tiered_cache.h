@@ -22,6 +22,7 @@
 #include <optional>
 #include <string_view>
 
+#include "herdguard/early_refresh.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/redis_cache.h"
 #include "protector/protector_counters.h"
@@ -31,9 +32,10 @@ namespace herdguard::internal {
 class TieredCache {
  public:
   // REQUIRES: l1 and clock non-null; l2 may be null (no shared tier).
+  // `early_refresh` and `ttl` set each L1 copy's refresh_from (early_refresh.h).
   TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Duration l1_max_ttl,
               std::shared_ptr<RedisCache> l2, std::shared_ptr<Clock> clock,
-              ProtectorCounters& counters);
+              EarlyRefreshOptions early_refresh, Duration ttl, ProtectorCounters& counters);
 
   bool has_l2() const noexcept { return l2_ != nullptr; }
   RedisCache* l2() const noexcept { return l2_.get(); }
@@ -52,12 +54,17 @@ class TieredCache {
     bool negative = false;            // fresh: the entry is a negative one
     std::string value;                // fresh: the entry's value
     std::optional<CacheEntry> entry;  // not fresh: the entry, if one is usable
+    // fresh, and past the entry's refresh_from: an early refresh may be due;
+    // `timing` has what deciding takes.
+    bool refresh_due = false;
+    MemoryCache::RefreshTiming timing;
   };
   L1Read l1_read(std::string_view key) const;
   // l1_read in two steps, so the hit path keeps its value in the caller's
   // own string: l1_peek looks at the coarse clock's latest possible time
-  // only (kFresh: `value` and `negative` are set; kNotFresh: the precise
-  // time must decide), and l1_settle turns its answer into what l1_read returns.
+  // only (kFresh: `value` and `negative` are set; kNotFresh, kRefreshDue:
+  // the precise time must decide, and the entry's timing with it), and
+  // l1_settle turns its answer into what l1_read returns.
   MemoryCache::Freshness l1_peek(std::string_view key, std::string& value, bool& negative) const;
   L1Read l1_settle(std::string_view key, MemoryCache::Freshness peeked, std::string&& value,
                    bool negative) const;
@@ -82,6 +89,9 @@ class TieredCache {
   Result<void> invalidate(std::string_view key);
 
  private:
+  // Sets entry.refresh_from for an L1 copy.
+  void mark_refresh_window(CacheEntry& entry) const noexcept;
+
   const std::unique_ptr<MemoryCache> l1_;
   const bool l1_enabled_;
   const Duration l1_max_ttl_;
@@ -91,6 +101,8 @@ class TieredCache {
   // clock_ when it is the SystemClock (almost always): the hit path then
   // reads it without a virtual call. Null for any other clock.
   const SystemClock* const system_clock_;
+  const EarlyRefreshOptions early_refresh_;
+  const Duration ttl_;
   ProtectorCounters& counters_;
 };
 

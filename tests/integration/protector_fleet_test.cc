@@ -281,6 +281,48 @@ TEST(ProtectorFleet, StaleWhileRevalidateRefreshesOnceAcrossNodes) {
   EXPECT_TRUE((*fresh)->is_fresh(clock->now()));
 }
 
+// Early refresh across the fleet: every node reads the hot key past its
+// eager threshold and starts a background refresh; the fleet lock lets one
+// reach the database, the others take its value (announced, or found newer
+// in L2), and after the old entry's expiry every node answers from L1.
+TEST(ProtectorFleet, EarlyRefreshLoadsOncePerExpiryAcrossNodes) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  auto clock = std::make_shared<ManualClock>();
+  ProtectorOptions options{.ttl = 10s, .ttl_jitter = 0};
+  options.early_refresh = {.mode = EarlyRefreshMode::kEager, .eager_fraction = 0.8};
+  std::vector<Node> nodes;
+  for (int i = 0; i < 4; ++i)
+    nodes.push_back(make_node(*server, db, "early:", options, true, clock));
+  for (auto& n : nodes) ASSERT_EQ(*n.protector->get("k"), "value-of-k");
+  ASSERT_EQ(db.loads.load(), 1);
+  for (int round = 1; round <= 3; ++round) {
+    // 8.5 s after the current entry was loaded: past 80% of its TTL (the
+    // previous round ended 1.6 s after its refresh).
+    clock->advance(round == 1 ? 8500ms : 6900ms);
+    db.latency = 100ms;  // the refreshes overlap
+    for (auto& n : nodes) EXPECT_EQ(*n.protector->get("k"), "value-of-k");
+    testing::wait_until([&] {
+      for (auto& n : nodes) {
+        if (n.protector->metrics().loads_in_flight != 0) return false;
+      }
+      return true;
+    });
+    EXPECT_EQ(db.loads.load(), 1 + round) << "round " << round;
+    clock->advance(1600ms);  // past the old entry's expiry
+    for (auto& n : nodes) EXPECT_EQ(*n.protector->get("k"), "value-of-k");
+  }
+  std::uint64_t waits = 0, early = 0;
+  for (auto& n : nodes) {
+    waits += n.protector->metrics().cache_misses;
+    early += n.protector->metrics().early_refreshes;
+  }
+  EXPECT_EQ(waits, 1u);  // the first load only: no caller waited after it
+  EXPECT_GE(early, 3u);  // at least one node per round started one
+  EXPECT_EQ(db.loads.load(), 4);
+}
+
 // A stale L1 copy under stale-while-revalidate is answered with no Redis
 // I/O on the caller's thread. A load of the key is held in the database, so
 // no background refresh starts either: every L2 counter must stay put.

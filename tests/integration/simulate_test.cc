@@ -308,6 +308,43 @@ TEST_F(Simulate, BadDbLimitIsRefusedNamingTheFlag) {
   }
 }
 
+// Eager refresh at half the TTL: every key is refreshed ~0.5 s after each
+// load, long before it expires (a 20 ms load), so after the first herd of
+// the first second no request waits for a load; and the fleet still loads
+// each key once per refresh: at most duration / (TTL / 2) + 1 per key.
+TEST_F(Simulate, EagerRefreshLeavesNoLoadWaitsAfterTheFirstSecond) {
+  auto report = run_json(servers() +
+                         " --protect fleet --processes 4 --concurrency 4 --duration 3 --keys 5"
+                         " --zipf 0 --ttl-ms 1000 --jitter 0 --db-latency-ms 20"
+                         " --early-refresh eager:0.5");
+  EXPECT_EQ(report["early_refresh"], "eager:0.5");
+  EXPECT_EQ(report["errors"], 0) << report.dump();
+  EXPECT_GT(report["early_refreshes"].get<std::uint64_t>(), 0u) << report.dump();
+  const auto& timeline = report["timeline"];
+  ASSERT_GE(timeline.size(), 3u);
+  std::uint64_t waits = 0, early = 0;
+  for (const auto& second : timeline) {
+    waits += second["load_waits"].get<std::uint64_t>();
+    early += second["early_refreshes"].get<std::uint64_t>();
+    if (second["t"].get<int>() >= 1) {
+      EXPECT_EQ(second["load_waits"], 0) << second.dump();
+    }
+  }
+  EXPECT_EQ(waits, report["load_waits"].get<std::uint64_t>());
+  EXPECT_EQ(early, report["early_refreshes"].get<std::uint64_t>());
+  EXPECT_GT(waits, 0u);  // the first herd on each key waited
+  EXPECT_LE(report["db_queries"].get<std::uint64_t>(), 5u * (3 * 2 + 1)) << report.dump();
+}
+
+TEST_F(Simulate, BadEarlyRefreshIsRefusedNamingTheFlag) {
+  for (const char* bad : {"soon", "xfetch:0", "xfetch:", "eager:1", "eager:-0.5", "eager"}) {
+    CliRun r = run_cli(std::string("simulate --duration 1 --protect local --early-refresh ") + bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.output.find("--early-refresh"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(bad), std::string::npos) << r.output;
+  }
+}
+
 TEST_F(Simulate, BadFlagsAreClearErrors) {
   CliRun r = run_cli("simulate --duration 2 --fault db-down:5-1");
   EXPECT_NE(r.exit_code, 0);
