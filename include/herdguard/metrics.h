@@ -43,6 +43,9 @@ struct ProtectionMetrics {
   std::uint64_t background_refreshes_dropped = 0;
   // Refreshes of fresh entries started before their expiry (early_refresh.h).
   std::uint64_t early_refreshes = 0;
+  // Requests answered with their stale value at the soft load timeout
+  // (ProtectorOptions::soft_load_timeout; also counted in stale_returns).
+  std::uint64_t soft_timeouts = 0;
   // Calls made to the repository, and how many of them failed.
   std::uint64_t db_queries = 0;
   std::uint64_t db_errors = 0;

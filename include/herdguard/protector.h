@@ -94,6 +94,16 @@ struct ProtectorOptions {
   // (fail-safe). Entries are kept until fresh TTL + max(this,
   // stale_while_revalidate). REQUIRES: >= 0.
   Duration fail_safe_max_staleness = std::chrono::hours(1);
+  // The soft load timeout (FusionCache's factory soft timeout): a caller
+  // that holds a stale value it may fall back on (within
+  // fail_safe_max_staleness) waits at most this long for the load, then gets
+  // that value; the load goes on in the background, bounded by the hard
+  // timeout — single_flight.load_timeout — and fills the cache. Such a
+  // caller never runs the load on its own thread (it would have to wait for
+  // it). A caller without a stale value waits until its deadline, as
+  // without a soft timeout. Duration::max() (the default): none.
+  // REQUIRES: > 0.
+  Duration soft_load_timeout = Duration::max();
   // How long "the repository has no such key" is remembered. REQUIRES: > 0.
   Duration negative_ttl = std::chrono::seconds(5);
   // The deadline of get(key) without an explicit deadline. REQUIRES: > 0.
@@ -266,8 +276,17 @@ class Protector {
   Result<std::string> read_past_l1(std::string_view key, std::optional<Deadline> deadline,
                                    bool serve_stale, MemoryCache::Freshness peeked,
                                    std::string&& value, bool negative);
+  // Whether `entry` is a stale value the fallback chain may answer at `now`
+  // (within fail_safe_max_staleness past its TTL).
+  bool holds_fallback(const std::optional<CacheEntry>& entry, TimePoint now) const;
   // Whether `entry` may be answered by get_stale_while_revalidate at `now`.
   bool within_revalidate_window(const std::optional<CacheEntry>& entry, TimePoint now) const;
+  // The load of `key` for a caller holding `stale` under a soft timeout:
+  // joins (or hands off) the flight and waits until the soft timeout or
+  // `deadline`; nullopt when the soft timeout came first (the caller then
+  // answers `stale`), else the flight's result.
+  std::optional<Result<std::string>> load_within_soft_timeout(std::string_view key,
+                                                              Deadline deadline, bool l2_just_read);
   // Answers `stale` and starts one background refresh of `key` (unless one
   // runs; dropped and counted when the executor is full).
   Result<std::string> serve_stale_and_refresh(std::string_view key, CacheEntry stale, TimePoint now,

@@ -26,6 +26,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <utility>
 
 #include "core/random.h"
@@ -271,6 +273,40 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error,
   return std::unexpected(std::move(error));
 }
 
+bool Protector::holds_fallback(const std::optional<CacheEntry>& entry, TimePoint now) const {
+  return entry && !entry->negative && entry->is_usable(now) &&
+         now < add_saturating(entry->fresh_until, parts_->options.fail_safe_max_staleness);
+}
+
+std::optional<Result<std::string>> Protector::load_within_soft_timeout(std::string_view key,
+                                                                       Deadline deadline,
+                                                                       bool l2_just_read) {
+  // Shared with the callback, which may run after this caller has gone.
+  struct Outcome {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::optional<Result<std::string>> result;  // guarded by mutex
+  };
+  auto outcome = std::make_shared<Outcome>();
+  auto joined = parts_->flights->call_async(
+      key, loader_for(key, internal::LoadPriority::kForeground, l2_just_read),
+      [outcome](const Result<std::string>& r) {
+        {
+          std::lock_guard lock(outcome->mutex);
+          outcome->result = r;
+        }
+        outcome->done.notify_all();
+      });
+  if (!joined) return Result<std::string>(std::unexpected(std::move(joined.error())));
+  const Deadline soft =
+      Deadline::earliest(deadline, Deadline::after(parts_->options.soft_load_timeout));
+  std::unique_lock lock(outcome->mutex);
+  if (outcome->done.wait_until(lock, soft.when(), [&] { return outcome->result.has_value(); })) {
+    return std::move(outcome->result);
+  }
+  return std::nullopt;
+}
+
 bool Protector::within_revalidate_window(const std::optional<CacheEntry>& entry,
                                          TimePoint now) const {
   return entry && !entry->negative &&
@@ -449,7 +485,17 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   Result<std::string> result = make_error(ErrorKind::kInternal, "not loaded");
   // L2 was read just above (when there is one): the load need not look again.
   const bool l2_just_read = p.cache.has_l2();
-  if (!p.prometheus) {
+  if (holds_fallback(stale, now) && p.options.soft_load_timeout < deadline.remaining()) {
+    std::optional<Result<std::string>> loaded =
+        load_within_soft_timeout(key, deadline, l2_just_read);
+    if (!loaded) {
+      p.counters.soft_timeouts.add();
+      p.counters.stale_returns.add();
+      trace.outcome = internal::Outcome::kStale;
+      return finish(std::move(stale->value), key, trace);
+    }
+    result = std::move(*loaded);
+  } else if (!p.prometheus) {
     result = p.flights->call(key, deadline,
                              loader_for(key, internal::LoadPriority::kForeground, l2_just_read));
   } else {
@@ -555,6 +601,7 @@ ProtectionMetrics Protector::metrics() const {
       .background_refreshes = c.background_refreshes.value(),
       .background_refreshes_dropped = c.background_refreshes_dropped.value(),
       .early_refreshes = c.early_refreshes.value(),
+      .soft_timeouts = c.soft_timeouts.value(),
       .db_queries = c.db_queries.value(),
       .db_errors = c.db_errors.value(),
       .fallbacks = c.fallbacks.value(),

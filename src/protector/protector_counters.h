@@ -24,6 +24,7 @@ struct ProtectorCounters {
   StripedCounter background_refreshes;
   StripedCounter background_refreshes_dropped;
   StripedCounter early_refreshes;
+  StripedCounter soft_timeouts;
   StripedCounter db_queries;
   StripedCounter db_errors;
   StripedCounter fallbacks;

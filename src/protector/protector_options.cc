@@ -34,6 +34,8 @@ Result<void> ProtectorOptions::validate() const {
   if (!clock) return bad("clock must not be null");
   if (alert_interval < Duration::zero()) return bad("alert_interval must be >= 0");
   if (max_background_refreshes < 1) return bad("max_background_refreshes must be >= 1, got 0");
+  if (soft_load_timeout <= Duration::zero())
+    return bad(fmt::format("soft_load_timeout must be > 0, got {} ms", ms(soft_load_timeout)));
   if (auto valid = early_refresh.validate(); !valid) return bad(valid.error().message);
   for (const auto& sink : alert_sinks) {
     if (!sink) return bad("alert_sinks must not hold null");
