@@ -80,16 +80,17 @@ class MemoryCache final : public Cache {
   // value is copied into `value` and `negative` set from it. kAbsent when
   // there is no entry; kNotFresh when there is one that is not fresh at
   // `fresh_at` (get() gives it whole, and drops it if expired). kRefreshDue:
-  // as kFresh, and `fresh_at` is at or past the entry's refresh_from (an
-  // early refresh may be due, early_refresh.h); `timing`, when given, then
-  // receives the entry's fresh_until and load_duration.
+  // fresh, but `fresh_at` is at or past the entry's refresh_from (an early
+  // refresh may be due, early_refresh.h); like kNotFresh, nothing is copied
+  // (the caller reads the entry whole to decide).
   enum class Freshness { kAbsent, kFresh, kNotFresh, kRefreshDue };
+  Freshness get_fresh_value(std::string_view key, TimePoint fresh_at, std::string& value,
+                            bool& negative) const;
+  // What deciding about an early refresh takes of an entry.
   struct RefreshTiming {
     TimePoint fresh_until{};
     Duration load_duration{};
   };
-  Freshness get_fresh_value(std::string_view key, TimePoint fresh_at, std::string& value,
-                            bool& negative, RefreshTiming* timing = nullptr) const;
   // Stores `entry`, replacing any previous one, and bumps the key's
   // generation. Errors: kInvalidArgument when one entry is larger than a
   // shard's byte budget (max_bytes / shards); the cache is left unchanged

@@ -281,8 +281,7 @@ Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key, TimePoi
 }
 
 MemoryCache::Freshness MemoryCache::get_fresh_value(std::string_view key, TimePoint fresh_at,
-                                                    std::string& value, bool& negative,
-                                                    RefreshTiming* timing) const {
+                                                    std::string& value, bool& negative) const {
   const HashedKey hashed(key);
   Shard& shard = shard_for(hashed.hash);
   internal::ReadMostlyMutex::Reader lock(shard.mutex);
@@ -290,17 +289,15 @@ MemoryCache::Freshness MemoryCache::get_fresh_value(std::string_view key, TimePo
   if (it == shard.map.end()) return Freshness::kAbsent;
   Shard::Node& node = *it->second;
   const CacheEntry& entry = node.entry;
-  const bool plain_hit = fresh_at < node.plain_hit_until;
-  if (!plain_hit && !entry.is_fresh_in_l1(fresh_at)) return Freshness::kNotFresh;
+  if (fresh_at >= node.plain_hit_until) [[unlikely]] {
+    return entry.is_fresh_in_l1(fresh_at) ? Freshness::kRefreshDue : Freshness::kNotFresh;
+  }
   if (!node.accessed.load(std::memory_order_relaxed)) {
     node.accessed.store(true, std::memory_order_relaxed);
   }
   value = entry.value;
   negative = entry.negative;
-  if (plain_hit) [[likely]]
-    return Freshness::kFresh;
-  if (timing) *timing = {.fresh_until = entry.fresh_until, .load_duration = entry.load_duration};
-  return Freshness::kRefreshDue;
+  return Freshness::kFresh;
 }
 
 Result<void> MemoryCache::put(std::string_view key, CacheEntry entry) {
