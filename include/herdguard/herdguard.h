@@ -13,6 +13,7 @@
 #include "herdguard/concurrency_limiter.h"
 #include "herdguard/early_refresh.h"
 #include "herdguard/envelope.h"
+#include "herdguard/hot_keys.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/metrics_server.h"

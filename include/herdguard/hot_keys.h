@@ -1,0 +1,149 @@
+// herdguard/hot_keys.h — finding the keys that are hot now, and the ones
+// turning viral, in memory that does not grow with the number of keys.
+//
+// A heavy-hitters sketch (Space-Saving, Metwally, Agrawal, El Abbadi, ICDT
+// 2005) of `capacity` counters per time bucket; a window is
+// kHotKeyBucketsPerWindow buckets, and the detector keeps the buckets of the
+// last two windows, so it compares a key's rate over the last window with
+// its rate over the window before (a sliding window, moved one bucket at a
+// time). Memory: 2·kHotKeyBucketsPerWindow + 1 sketches of `capacity`
+// counters, whatever the number of distinct keys (bench/hot_keys_bench.cc).
+//
+// A key is hot when, over the last window, it is among the `top_k` most read
+// and either
+//   * its rate is at least `min_rate` reads per second, or
+//   * it is viral: its rate is at least `viral_min_rate` and at least
+//     `viral_growth` times its rate over the window before;
+// it stays hot while its rate is at least half the threshold it crossed
+// (no flapping at the edge). Rates are Space-Saving estimates: a key's count
+// is never under its true count, and over it by at most the window's
+// smallest counter; a key missing from the previous window's sketch is
+// given that sketch's smallest counter as its previous count (an upper
+// bound, so growth is never overstated).
+//
+// The Protector (protector.h) samples one read in `sample_one_in` into its
+// detector from the L1 hit path and the miss path, pins keys that turn hot
+// in L1, refreshes them ahead of expiry, exports them to Prometheus and
+// reports them to the alert sinks. The detector works on its own too.
+//
+// Thread safety: every method is safe from any number of threads; record()
+// and advance() serialize on one mutex (hence the sampling), hot_keys() and
+// is_hot() read the published hot set under another.
+//
+// Example:
+//   auto detector = herdguard::HotKeyDetector::create({.min_rate = 500}, clock);
+//   (*detector)->record("product:42", clock->now());
+//   for (const herdguard::HotKey& hot : (*detector)->hot_keys()) ...
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "herdguard/clock.h"
+#include "herdguard/result.h"
+
+namespace herdguard {
+
+inline constexpr std::size_t kHotKeyBucketsPerWindow = 4;
+
+struct HotKeyOptions {
+  // Off: the Protector keeps no detector and its read path samples nothing.
+  bool enabled = true;
+  // Counters per bucket sketch: the memory bound. REQUIRES: top_k..1'000'000.
+  std::size_t capacity = 128;
+  // At most this many hot keys at once (pinned, exported). REQUIRES: >= 1.
+  std::size_t top_k = 16;
+  // Rates are measured over this window, re-evaluated every
+  // window / kHotKeyBucketsPerWindow. REQUIRES: >= 4 ms.
+  Duration window = std::chrono::seconds(1);
+  // A key read at least this often (reads/s, in this process) is hot.
+  // REQUIRES: > 0.
+  double min_rate = 1000;
+  // A key read at least viral_min_rate times per second and at least
+  // viral_growth times as often as over the window before is hot (viral).
+  // REQUIRES: viral_min_rate > 0, viral_growth > 1.
+  double viral_min_rate = 100;
+  double viral_growth = 10;
+  // The Protector records one read in this many (per thread): the hit path
+  // pays one mask test for the rest. REQUIRES: a power of two, 1..65536.
+  std::uint32_t sample_one_in = 16;
+  // The Protector refreshes a hot key in the background on a read after
+  // this fraction of its TTL (whatever ProtectorOptions::early_refresh
+  // says), so a hot key never expires in front of a caller.
+  // REQUIRES: in (0, 1).
+  double refresh_fraction = 0.8;
+
+  // Returns kInvalidArgument naming the first bad field.
+  Result<void> validate() const;
+};
+
+struct HotKey {
+  std::string key{};
+  double rate = 0;           // estimated reads/s over the last window
+  double previous_rate = 0;  // over the window before (an upper bound)
+  TimePoint detected_at{};   // when it turned hot (this time)
+  bool viral = false;        // turned hot by growth rather than by rate
+  // Requests that waited for a load of the key since it turned hot (the
+  // Protector counts them; record_load_wait()).
+  std::uint64_t load_waits = 0;
+};
+
+// What one evaluation changed: keys that turned hot, keys that cooled down.
+struct HotKeyChanges {
+  std::vector<HotKey> turned_hot{};
+  std::vector<std::string> cooled{};
+  bool empty() const noexcept { return turned_hot.empty() && cooled.empty(); }
+};
+
+class HotKeyDetector {
+ public:
+  // Errors: kInvalidArgument from options.validate() or a null clock.
+  static Result<std::unique_ptr<HotKeyDetector>> create(HotKeyOptions options,
+                                                        std::shared_ptr<Clock> clock);
+  ~HotKeyDetector();
+  HotKeyDetector(const HotKeyDetector&) = delete;
+  HotKeyDetector& operator=(const HotKeyDetector&) = delete;
+
+  // Counts `weight` reads of `key` at `now` (the Protector passes
+  // sample_one_in for each sampled read). When `now` ends a bucket, the hot
+  // set is evaluated first and what changed is returned (else nothing).
+  // Instants earlier than the current bucket count into it.
+  HotKeyChanges record(std::string_view key, TimePoint now, std::uint64_t weight = 1);
+  // Ends the buckets that `now` has passed and evaluates, without a read
+  // (a quiet process's hot keys cool down).
+  HotKeyChanges advance(TimePoint now);
+
+  // The hot keys, by rate, highest first (at most top_k).
+  std::vector<HotKey> hot_keys() const;
+  bool is_hot(std::string_view key) const;
+  // Counts a request that waited for a load of `key`, if it is hot.
+  void record_load_wait(std::string_view key);
+  // Bytes held by the sketches and the hot set (keys included): bounded by
+  // the options, not by the number of distinct keys seen.
+  std::size_t memory_bytes() const;
+  const HotKeyOptions& options() const noexcept { return options_; }
+
+ private:
+  struct Sketches;  // hot_key_detector.cc
+  HotKeyDetector(HotKeyOptions options, std::shared_ptr<Clock> clock);
+  // REQUIRES: sketch_mutex_ held.
+  HotKeyChanges roll_to(TimePoint now);
+
+  const HotKeyOptions options_;
+  const std::shared_ptr<Clock> clock_;
+  const Duration bucket_;  // window / kHotKeyBucketsPerWindow
+  // The sketches and the bucket clock: taken by record()/advance() only.
+  mutable std::mutex sketch_mutex_;
+  std::unique_ptr<Sketches> sketches_;  // guarded by sketch_mutex_
+  // The published hot set: written by an evaluation (sketch_mutex_ held,
+  // then this one), read by hot_keys()/is_hot(). Lock order: sketch, hot.
+  mutable std::mutex hot_mutex_;
+  std::vector<HotKey> hot_;  // guarded by hot_mutex_; at most top_k, by rate
+};
+
+}  // namespace herdguard
