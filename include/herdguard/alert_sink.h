@@ -6,8 +6,10 @@
 // own thread, so a slow or dead receiver never slows requests.
 //
 // The Protector rate-limits fallback and failure alerts to one per kind per
-// `alert_interval`; breaker changes are always sent. Events carry the key's
-// pattern (see ProtectorOptions::key_patterns), never the raw key.
+// `alert_interval`; breaker changes are always sent, and so is each key that
+// turns hot (at most HotKeyOptions::top_k at a time). Events carry the key's
+// pattern (see ProtectorOptions::key_patterns), never the raw key — except
+// kHotKey, whose subject is the key itself (in `key`).
 //
 // Thread safety: send() may be called from any thread.
 //
@@ -33,17 +35,18 @@
 namespace herdguard {
 
 struct AlertEvent {
-  enum class Kind { kBreakerStateChange, kFallback, kFailure };
+  enum class Kind { kBreakerStateChange, kFallback, kFailure, kHotKey };
   Kind kind = Kind::kFailure;
   std::string cache{};                        // ProtectorOptions::metrics_name
   std::string pattern{};                      // the key's pattern, or "other"
   std::string message{};                      // what happened, e.g. the error that was answered
+  std::string key{};                          // kHotKey only: the key that turned hot
   BreakerState from = BreakerState::kClosed;  // kBreakerStateChange only
   BreakerState to = BreakerState::kClosed;
   TimePoint at{};
 };
 
-// "breaker_state_change", "fallback", "failure".
+// "breaker_state_change", "fallback", "failure", "hot_key".
 std::string_view to_string(AlertEvent::Kind kind) noexcept;
 // The event as one JSON object (what the webhook POSTs).
 std::string to_json(const AlertEvent& event);

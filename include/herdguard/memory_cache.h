@@ -117,7 +117,19 @@ class MemoryCache final : public Cache {
   // Errors: as put().
   Result<bool> put_if_unchanged(std::string_view key, CacheEntry entry, Ticket ticket);
 
-  // Removes everything (and bumps every generation).
+  // Pins `key` (HotKeyDetector's hot keys): while pinned, its entry —
+  // present now or stored later — is evicted only when nothing unpinned is
+  // left to evict in its shard (or once past stale_until), and its
+  // refresh_from is at most fresh_until − `refresh_lead`, so reads near its
+  // end report kRefreshDue. Pinning is remembered per key, entry or not:
+  // pin a bounded set (the Protector pins at most HotKeyOptions::top_k).
+  // REQUIRES: refresh_lead >= 0.
+  void pin(std::string_view key, Duration refresh_lead);
+  // Unpins `key`; its entry keeps its refresh_from until replaced.
+  void unpin(std::string_view key);
+  bool is_pinned(std::string_view key) const;
+
+  // Removes everything (and bumps every generation). Pins stay.
   void clear();
   // A consistent-per-shard (not global) snapshot of sizes and counters.
   MemoryCacheStats stats() const;

@@ -46,6 +46,10 @@ struct ProtectionMetrics {
   // Requests answered with their stale value at the soft load timeout
   // (ProtectorOptions::soft_load_timeout; also counted in stale_returns).
   std::uint64_t soft_timeouts = 0;
+  // Keys hot now (ProtectorOptions::hot_keys; Protector::hot_keys() names
+  // them), and how many times a key turned hot.
+  std::uint64_t hot_keys = 0;
+  std::uint64_t hot_keys_detected = 0;
   // Calls made to the repository, and how many of them failed.
   std::uint64_t db_queries = 0;
   std::uint64_t db_errors = 0;

@@ -93,6 +93,15 @@ class MetricsRegistry {
                                 const Labels& labels, std::function<double()> read);
   Result<Histogram*> histogram(const std::string& name, const std::string& help,
                                std::vector<double> bounds, const Labels& labels = {});
+  // Gauges read at render time as a set: `read` returns (value of
+  // `varying_label`, sample) pairs, each rendered with `labels` plus that
+  // label (e.g. the hot keys, one sample per key). The callback bounds how
+  // many it returns (label cardinality is the caller's promise); it is
+  // called with the registry's lock held, so it must not call the registry.
+  using LabelledSamples = std::vector<std::pair<std::string, double>>;
+  Result<void> gauge_set_callback(const std::string& name, const std::string& help,
+                                  const Labels& labels, const std::string& varying_label,
+                                  std::function<LabelledSamples()> read);
 
   // The text exposition format: # HELP, # TYPE, then one line per sample.
   std::string render() const;
@@ -107,6 +116,9 @@ class MetricsRegistry {
     std::unique_ptr<Gauge> gauge;
     std::unique_ptr<Histogram> histogram;
     std::function<double()> read;  // callback series
+    // Set series (gauge_set_callback): samples with one more label.
+    std::function<LabelledSamples()> read_set;
+    std::string varying_label;
   };
   struct Family {
     Type type;

@@ -53,6 +53,7 @@
 #include "herdguard/clock.h"
 #include "herdguard/concurrency_limiter.h"
 #include "herdguard/early_refresh.h"
+#include "herdguard/hot_keys.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/prometheus.h"
@@ -90,6 +91,14 @@ struct ProtectorOptions {
   // (early_refresh.h): XFetch, eager, or none (the default). Counts against
   // max_background_refreshes.
   EarlyRefreshOptions early_refresh{};
+  // Hot-key ("viral") detection (hot_keys.h), on by default: one read in
+  // hot_keys.sample_one_in is counted into a fixed-memory sketch. A key
+  // that turns hot is pinned in L1 (not evicted), refreshed in the
+  // background on a read after hot_keys.refresh_fraction of `ttl` (so it
+  // never expires in front of a caller; counts against
+  // max_background_refreshes), exported as thundering_herd_hot_keys, and
+  // sent to the alert sinks; it is unpinned when it cools down.
+  HotKeyOptions hot_keys{};
   // When loads fail, a value this long past its fresh TTL is still served
   // (fail-safe). Entries are kept until fresh TTL + max(this,
   // stale_while_revalidate). REQUIRES: >= 0.
@@ -251,6 +260,11 @@ class Protector {
   // inspection and tests.
   std::optional<CacheEntry> peek(std::string_view key);
 
+  // The keys hot in this process now, by rate (at most hot_keys.top_k;
+  // empty when detection is off). Also ends the detector's buckets that
+  // time has passed, so a quiet process's hot keys cool down.
+  std::vector<HotKey> hot_keys();
+
   // A snapshot of counters and gauges (see metrics.h). Cheap; lock-free
   // except for reading the breaker state and L1 sizes.
   ProtectionMetrics metrics() const;
@@ -314,6 +328,11 @@ class Protector {
   // A read found `key` fresh in the last stretch of its life (`timing`):
   // starts an early refresh when the policy says so (early_refresh.h).
   void consider_early_refresh(std::string_view key, const MemoryCache::RefreshTiming& timing);
+  // One sampled read of `key` into the hot-key detector (cold: one read in
+  // hot_keys.sample_one_in gets here), acting on what it changed.
+  [[gnu::cold, gnu::noinline]] void sample_hot_key(std::string_view key);
+  // Pins and alerts on keys that turned hot; unpins the ones that cooled.
+  void apply_hot_key_changes(const HotKeyChanges& changes);
 
   const std::unique_ptr<Parts> parts_;
   // When the last fallback / failure alert went out (ns since the clock's

@@ -43,6 +43,7 @@
 #include <bit>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -101,6 +102,8 @@ struct MemoryCache::Shard {
     // CLOCK reference bit: set by readers under the shared lock, cleared by
     // the hand under the exclusive lock.
     std::atomic<bool> accessed{false};
+    // The key is pinned (Shard::pinned has it); the eviction hand passes it by.
+    bool pinned = false;
     // min(fresh_until, recheck_at, refresh_from) of `entry`: before it, a
     // read is a plain fresh hit (one comparison on the hot path). Set with
     // every entry (set_entry).
@@ -117,8 +120,13 @@ struct MemoryCache::Shard {
     // plain_hit_until added.
     std::size_t charge() const { return charge_of(key.size(), entry.value.size()); }
 
-    void set_entry(CacheEntry e) {
+    // `refresh_lead`: a pinned key's (pin()); Duration::max() when unpinned.
+    void set_entry(CacheEntry e, Duration refresh_lead) {
       entry = std::move(e);
+      if (refresh_lead != Duration::max() && !entry.negative) {
+        entry.refresh_from =
+            std::min(entry.refresh_from, add_saturating(entry.fresh_until, -refresh_lead));
+      }
       plain_hit_until = std::min({entry.fresh_until, entry.recheck_at, entry.refresh_from});
     }
   };
@@ -137,6 +145,16 @@ struct MemoryCache::Shard {
   // clear), read without it by ticket(); put_if_unchanged compares under the
   // exclusive lock, so a bump and a conditional store never interleave.
   std::array<std::atomic<std::uint64_t>, kGenerationStripes> generations{};
+  // Pinned keys of this shard and their refresh leads (pin()); protected by
+  // mutex. Small (the hot keys), so a std::map is plenty.
+  std::map<std::string, Duration, std::less<>> pinned;
+
+  // The refresh lead of `key` if pinned, else Duration::max(). REQUIRES: a lock.
+  Duration pin_lead(std::string_view key) const {
+    if (pinned.empty()) return Duration::max();
+    auto it = pinned.find(key);
+    return it == pinned.end() ? Duration::max() : it->second;
+  }
 
   void bump(std::size_t hash) {
     generations[stripe_of(hash)].fetch_add(1, std::memory_order_release);
@@ -171,14 +189,18 @@ struct MemoryCache::Shard {
 
   // Sweeps the hand to the next entry to drop, never `keep`, and drops it.
   // REQUIRES: exclusive lock; the ring holds an entry other than `keep`.
+  // Pinned entries are passed by until the hand has gone twice round the
+  // ring without a victim (every other entry pinned or `keep`).
   void evict_one(TimePoint now, const Node* keep) {
-    for (;;) {
+    for (std::size_t steps = 0;; ++steps) {
       Node* victim = hand;
       hand = victim->next;
       if (victim == keep) continue;
       Node& node = *victim;
       if (!node.entry.is_usable(now)) {
         ++expirations;
+      } else if (node.pinned && steps < 2 * map.size()) {
+        continue;
       } else if (node.accessed.load(std::memory_order_relaxed)) {
         node.accessed.store(false, std::memory_order_relaxed);
         continue;
@@ -364,7 +386,7 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
     }
     shard.bytes -= node.charge();
     shard.make_room(charge, 0, shard_max_entries_, shard_max_bytes_, now, &node);
-    node.set_entry(std::move(entry));
+    node.set_entry(std::move(entry), node.pinned ? shard.pin_lead(key) : Duration::max());
     node.sequence = sequence;
     shard.bytes += charge;
     return true;
@@ -373,7 +395,9 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
   shard.make_room(charge, 1, shard_max_entries_, shard_max_bytes_, now, nullptr);
   auto owned = std::make_unique<Shard::Node>(key);
   Shard::Node& node = *owned;
-  node.set_entry(std::move(entry));
+  const Duration lead = shard.pin_lead(key);
+  node.pinned = lead != Duration::max();
+  node.set_entry(std::move(entry), lead);
   node.sequence = sequence;
   // The map's key views the node's own copy, which lives as long as the element.
   shard.map.emplace(std::string_view(node.key), std::move(owned));
@@ -389,6 +413,35 @@ Result<void> MemoryCache::erase(std::string_view key) {
   shard.bump(hashed.hash);
   if (auto it = shard.map.find(hashed); it != shard.map.end()) shard.remove(it);
   return ok();
+}
+
+void MemoryCache::pin(std::string_view key, Duration refresh_lead) {
+  // Duration::max() marks "unpinned" inside; a lead that long is "always due".
+  refresh_lead = std::clamp(refresh_lead, Duration::zero(), Duration::max() - Duration(1));
+  const HashedKey hashed(key);
+  Shard& shard = shard_for(hashed.hash);
+  std::unique_lock lock(shard.mutex);
+  shard.pinned.insert_or_assign(std::string(key), refresh_lead);
+  if (auto it = shard.map.find(hashed); it != shard.map.end()) {
+    Shard::Node& node = *it->second;
+    node.pinned = true;
+    node.set_entry(std::move(node.entry), refresh_lead);
+  }
+}
+
+void MemoryCache::unpin(std::string_view key) {
+  const HashedKey hashed(key);
+  Shard& shard = shard_for(hashed.hash);
+  std::unique_lock lock(shard.mutex);
+  if (auto it = shard.pinned.find(key); it != shard.pinned.end()) shard.pinned.erase(it);
+  if (auto it = shard.map.find(hashed); it != shard.map.end()) it->second->pinned = false;
+}
+
+bool MemoryCache::is_pinned(std::string_view key) const {
+  const HashedKey hashed(key);
+  Shard& shard = shard_for(hashed.hash);
+  internal::ReadMostlyMutex::Reader lock(shard.mutex);
+  return shard.pin_lead(key) != Duration::max();
 }
 
 void MemoryCache::clear() {

@@ -38,6 +38,14 @@ Result<void> HotKeyOptions::validate() const {
   if (sample_one_in < 1 || sample_one_in > 65536 || !std::has_single_bit(sample_one_in))
     return bad_option(
         fmt::format("sample_one_in must be a power of two in 1..65536, got {}", sample_one_in));
+  const double samples_per_window = std::min(min_rate, viral_min_rate) *
+                                    std::chrono::duration<double>(window).count() / sample_one_in;
+  if (samples_per_window < 4)
+    return bad_option(
+        fmt::format("min_rate and viral_min_rate must each be at least 4 sampled reads per window "
+                    "(rate * window >= 4 * sample_one_in = {}), got {} and {} per {} ms",
+                    4 * sample_one_in, min_rate, viral_min_rate,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(window).count()));
   if (!(refresh_fraction > 0 && refresh_fraction < 1))
     return bad_option(fmt::format("refresh_fraction must be in (0, 1), got {}", refresh_fraction));
   return ok();
@@ -85,6 +93,15 @@ HotKeyChanges HotKeyDetector::record(std::string_view key, TimePoint now, std::u
   return changes;
 }
 
+std::optional<HotKeyChanges> HotKeyDetector::try_record(std::string_view key, TimePoint now,
+                                                        std::uint64_t weight) {
+  std::unique_lock lock(sketch_mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return std::nullopt;
+  HotKeyChanges changes = roll_to(now);
+  sketches_->ring[sketches_->current].add(key, weight);
+  return changes;
+}
+
 HotKeyChanges HotKeyDetector::advance(TimePoint now) {
   std::lock_guard lock(sketch_mutex_);
   return roll_to(now);
@@ -107,11 +124,14 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
   s.completed = std::min(kRing, s.completed + passed);
   s.bucket_end = add_saturating(s.bucket_end, bucket_ * static_cast<Duration::rep>(passed));
 
-  // The last window's counts per key, from its buckets' counters.
+  // The last window's guaranteed counts per key (Space-Saving's lower
+  // bounds: a key that merely inherited a large counter from the keys it
+  // replaced is not hot — with many distinct keys, every counter is large).
   boost::unordered_flat_map<std::string_view, std::uint64_t> counts;
   for (std::size_t back = 1; back <= kHotKeyBucketsPerWindow; ++back) {
-    s.ended(back).for_each(
-        [&](std::string_view key, std::uint64_t count) { counts[key] += count; });
+    s.ended(back).for_each([&](std::string_view key, std::uint64_t count, std::uint64_t error) {
+      counts[key] += count - error;
+    });
   }
   const double window_s = std::chrono::duration<double>(options_.window).count();
   // Growth needs a whole window before the last one: at start, everything
@@ -165,6 +185,7 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
   std::sort(hot.begin(), hot.end(),
             [](const HotKey& a, const HotKey& b) { return a.rate > b.rate; });
   if (hot.size() > options_.top_k) hot.resize(options_.top_k);
+  hot.shrink_to_fit();  // the candidates may have been many: keep top_k's worth
 
   HotKeyChanges changes;
   for (const HotKey& h : hot)
@@ -181,6 +202,7 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
       if (live.key == h.key) h.load_waits = live.load_waits;
   }
   hot_ = std::move(hot);
+  hot_count_.store(hot_.size(), std::memory_order_relaxed);
   return changes;
 }
 
@@ -190,11 +212,13 @@ std::vector<HotKey> HotKeyDetector::hot_keys() const {
 }
 
 bool HotKeyDetector::is_hot(std::string_view key) const {
+  if (hot_count() == 0) return false;
   std::lock_guard lock(hot_mutex_);
   return std::any_of(hot_.begin(), hot_.end(), [&](const HotKey& h) { return h.key == key; });
 }
 
 void HotKeyDetector::record_load_wait(std::string_view key) {
+  if (hot_count() == 0) return;
   std::lock_guard lock(hot_mutex_);
   for (HotKey& h : hot_) {
     if (h.key == key) {

@@ -18,6 +18,8 @@ std::string_view to_string(AlertEvent::Kind kind) noexcept {
       return "fallback";
     case AlertEvent::Kind::kFailure:
       return "failure";
+    case AlertEvent::Kind::kHotKey:
+      return "hot_key";
   }
   return "unknown";
 }
@@ -34,6 +36,7 @@ std::string to_json(const AlertEvent& e) {
     j["from"] = std::string(to_string(e.from));
     j["to"] = std::string(to_string(e.to));
   }
+  if (e.kind == AlertEvent::Kind::kHotKey) j["key"] = e.key;
   // Replace invalid UTF-8 (messages may quote bytes from errors) instead of throwing.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -47,6 +50,8 @@ void LogAlertSink::send(const AlertEvent& e) noexcept {
     if (e.kind == AlertEvent::Kind::kBreakerStateChange) {
       spdlog::log(level, "herdguard[{}]: circuit breaker {} -> {}", e.cache, to_string(e.from),
                   to_string(e.to));
+    } else if (e.kind == AlertEvent::Kind::kHotKey) {
+      spdlog::log(level, "herdguard[{}]: hot key '{}': {}", e.cache, e.key, e.message);
     } else {
       spdlog::log(level, "herdguard[{}]: {} for pattern {}: {}", e.cache, to_string(e.kind),
                   e.pattern, e.message);

@@ -52,7 +52,8 @@ std::string label_text(const Labels& labels, const std::string& extra_name = "",
     first = false;
   }
   if (!extra_name.empty())
-    out += fmt::format("{}{}=\"{}\"", first ? "" : ",", extra_name, extra_value);
+    out += fmt::format("{}{}=\"{}\"", first ? "" : ",", extra_name,
+                       escape(extra_value, /*quotes=*/true));
   return out + "}";
 }
 
@@ -174,6 +175,26 @@ Result<void> MetricsRegistry::counter_callback(const std::string& name, const st
   return ok();
 }
 
+Result<void> MetricsRegistry::gauge_set_callback(const std::string& name, const std::string& help,
+                                                 const Labels& labels,
+                                                 const std::string& varying_label,
+                                                 std::function<LabelledSamples()> read) {
+  // Registered under its full label names (the varying one last) so that
+  // the family's label set is checked like any other's.
+  Labels all = labels;
+  all.emplace_back(varying_label, "");
+  bool created = false;
+  auto s = find_or_add(name, help, Type::kGauge, all, &created);
+  if (!s) return std::unexpected(s.error());
+  if (!created)
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("metrics: '{}' already exists", name));
+  (*s)->labels = labels;
+  (*s)->read_set = std::move(read);
+  (*s)->varying_label = varying_label;
+  return ok();
+}
+
 Result<Histogram*> MetricsRegistry::histogram(const std::string& name, const std::string& help,
                                               std::vector<double> bounds, const Labels& labels) {
   if (bounds.empty() || !std::is_sorted(bounds.begin(), bounds.end()) ||
@@ -210,6 +231,13 @@ std::string MetricsRegistry::render() const {
                            counts.back());
         out += fmt::format("{}_sum{} {}\n", name, label_text(s->labels), format_value(h.sum()));
         out += fmt::format("{}_count{} {}\n", name, label_text(s->labels), counts.back());
+        continue;
+      }
+      if (s->read_set) {
+        for (const auto& [label_value, value] : s->read_set()) {
+          out += fmt::format("{}{} {}\n", name, label_text(s->labels, s->varying_label, label_value),
+                             format_value(value));
+        }
         continue;
       }
       double value = 0;

@@ -21,16 +21,21 @@ class StripedCounter {
   static constexpr std::size_t kOwnedCells = 16;
   static constexpr std::size_t kSharedCells = 4;
 
-  void add(std::uint64_t n = 1) noexcept {
+  // Returns the cell's count after the add: a per-thread count for owners
+  // (the Protector samples one read in N by it, at no extra cost).
+  std::uint64_t add(std::uint64_t n = 1) noexcept {
     const std::size_t ordinal = thread_ordinal();
     if (ordinal < kOwnedCells) [[likely]] {
       // Only this thread writes its cell: no lock prefix needed, and a
       // concurrent value() reads the old or the new count.
       std::atomic<std::uint64_t>& cell = cells_[ordinal].value;
-      cell.store(cell.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    } else {
-      cells_[kOwnedCells + ordinal % kSharedCells].value.fetch_add(n, std::memory_order_relaxed);
+      const std::uint64_t now = cell.load(std::memory_order_relaxed) + n;
+      cell.store(now, std::memory_order_relaxed);
+      return now;
     }
+    return cells_[kOwnedCells + ordinal % kSharedCells].value.fetch_add(
+               n, std::memory_order_relaxed) +
+           n;
   }
   // The sum of all cells. Exact once writers are quiet; otherwise a value
   // the counter had at some point during the call.

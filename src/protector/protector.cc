@@ -72,6 +72,13 @@ struct Protector::Parts {
   // detaches it from the registry (no scrape reads a dying protector); it is
   // destroyed after flights, so loads still running may record into it.
   std::unique_ptr<internal::ProtectorMetrics> prometheus;
+  // Hot-key detection (null when off). A read is sampled when its hit or
+  // miss counter's new per-thread count has these low bits all zero
+  // (UINT64_MAX when off: never); a hot key's L1 refresh window opens
+  // hot_refresh_lead before its expiry.
+  std::unique_ptr<HotKeyDetector> hot_keys;
+  std::uint64_t hot_sample_mask = UINT64_MAX;
+  Duration hot_refresh_lead{};
   // Last: destroyed first, so no load runs against the members above after.
   std::unique_ptr<SingleFlight> flights;
 };
@@ -140,6 +147,14 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
   auto parts = std::make_unique<Parts>(std::move(options), std::move(repository), std::move(*l1),
                                        std::move(*breaker), std::move(limiter));
   parts->flights = std::move(*flights);
+  if (parts->options.hot_keys.enabled) {
+    auto detector = HotKeyDetector::create(parts->options.hot_keys, parts->options.clock);
+    if (!detector) return std::unexpected(detector.error());
+    parts->hot_keys = std::move(*detector);
+    parts->hot_sample_mask = parts->options.hot_keys.sample_one_in - 1;
+    parts->hot_refresh_lead =
+        scale_saturating(parts->options.ttl, 1.0 - parts->options.hot_keys.refresh_fraction);
+  }
   std::unique_ptr<Protector> protector(new Protector(std::move(parts)));
   Parts& p = *protector->parts_;
   if (p.options.metrics_registry) {
@@ -369,9 +384,51 @@ void Protector::consider_early_refresh(std::string_view key,
     due = now >= refresh_window_start(policy, timing.fresh_until, timing.load_duration,
                                       p.options.ttl, /*negative=*/false);
   }
+  // A hot key refreshes on any read in its last hot_refresh_lead (its L1
+  // copy is pinned with that lead, which is how this read got here).
+  if (!due && p.hot_keys && now >= add_saturating(timing.fresh_until, -p.hot_refresh_lead) &&
+      p.cache.l1().is_pinned(key)) {
+    due = true;
+  }
   // Only an entry newer than this one (fresh past its fresh_until) saves
   // the refresh its database load.
   if (due && start_background_refresh(key, timing.fresh_until)) p.counters.early_refreshes.add();
+}
+
+void Protector::sample_hot_key(std::string_view key) {
+  Parts& p = *parts_;
+  std::optional<HotKeyChanges> changes =
+      p.hot_keys->try_record(key, p.options.clock->coarse_now(), p.options.hot_keys.sample_one_in);
+  if (changes && !changes->empty()) apply_hot_key_changes(*changes);
+}
+
+void Protector::apply_hot_key_changes(const HotKeyChanges& changes) {
+  Parts& p = *parts_;
+  for (const HotKey& hot : changes.turned_hot) {
+    p.cache.l1().pin(hot.key, p.hot_refresh_lead);
+    p.counters.hot_keys_detected.add();
+    if (p.options.alert_sinks.empty()) continue;
+    const AlertEvent event{
+        .kind = AlertEvent::Kind::kHotKey,
+        .cache = p.options.metrics_name,
+        .pattern = {},
+        .message = fmt::format("{} at {:.0f} reads/s in this process (window before: {:.0f}/s)",
+                               hot.viral ? "viral" : "hot", hot.rate, hot.previous_rate),
+        .key = hot.key,
+        .from = BreakerState::kClosed,
+        .to = BreakerState::kClosed,
+        .at = hot.detected_at};
+    for (const auto& sink : p.options.alert_sinks) sink->send(event);
+  }
+  for (const std::string& key : changes.cooled) p.cache.l1().unpin(key);
+}
+
+std::vector<HotKey> Protector::hot_keys() {
+  Parts& p = *parts_;
+  if (!p.hot_keys) return {};
+  HotKeyChanges changes = p.hot_keys->advance(p.options.clock->now());
+  if (!changes.empty()) apply_hot_key_changes(changes);
+  return p.hot_keys->hot_keys();
 }
 
 // The L1 hit path, kept small (everything else is in read_past_l1): a key
@@ -388,7 +445,8 @@ void Protector::consider_early_refresh(std::string_view key,
   if (!key.empty() && key.size() <= p.options.max_key_bytes) [[likely]] {
     peeked = p.cache.l1_peek(key, *result, negative);
     if (peeked == MemoryCache::Freshness::kFresh) {
-      p.counters.l1_fast_hits.add();
+      if ((p.counters.l1_fast_hits.add() & p.hot_sample_mask) == 0) [[unlikely]]
+        sample_hot_key(key);
       if (!p.prometheus && !negative) [[likely]]
         return result;
     }
@@ -425,13 +483,16 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   }
   internal::TieredCache::L1Read l1 = p.cache.l1_settle(key, peeked, std::move(value), negative);
   if (l1.fresh) {
-    // Counted in l1_fast_hits already when the peek found it fresh.
-    if (peeked != MemoryCache::Freshness::kFresh) p.counters.l1_fast_hits.add();
+    // Counted (and sampled) in l1_fast_hits already when the peek found it fresh.
+    if (peeked != MemoryCache::Freshness::kFresh &&
+        (p.counters.l1_fast_hits.add() & p.hot_sample_mask) == 0) {
+      sample_hot_key(key);
+    }
     if (l1.refresh_due) consider_early_refresh(key, l1.timing);
     trace.layer = internal::Layer::kL1;
     return finish(fresh_answer(std::move(l1), key), key, trace);
   }
-  p.counters.requests_past_l1.add();
+  if ((p.counters.requests_past_l1.add() & p.hot_sample_mask) == 0) sample_hot_key(key);
   std::optional<CacheEntry>& stale = l1.entry;
   if (stale) trace.layer = internal::Layer::kL1;
   const TimePoint now = p.options.clock->now();
@@ -481,6 +542,7 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
     return finish(serve_stale_and_refresh(key, std::move(*stale), now, trace), key, trace);
 
   p.counters.cache_misses.add();
+  if (p.hot_keys) p.hot_keys->record_load_wait(key);
   trace.layer = internal::Layer::kLoad;
   Result<std::string> result = make_error(ErrorKind::kInternal, "not loaded");
   // L2 was read just above (when there is one): the load need not look again.
@@ -602,6 +664,8 @@ ProtectionMetrics Protector::metrics() const {
       .background_refreshes_dropped = c.background_refreshes_dropped.value(),
       .early_refreshes = c.early_refreshes.value(),
       .soft_timeouts = c.soft_timeouts.value(),
+      .hot_keys = p.hot_keys ? p.hot_keys->hot_count() : 0,
+      .hot_keys_detected = c.hot_keys_detected.value(),
       .db_queries = c.db_queries.value(),
       .db_errors = c.db_errors.value(),
       .fallbacks = c.fallbacks.value(),

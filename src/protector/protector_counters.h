@@ -25,6 +25,7 @@ struct ProtectorCounters {
   StripedCounter background_refreshes_dropped;
   StripedCounter early_refreshes;
   StripedCounter soft_timeouts;
+  StripedCounter hot_keys_detected;
   StripedCounter db_queries;
   StripedCounter db_errors;
   StripedCounter fallbacks;

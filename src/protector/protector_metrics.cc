@@ -12,6 +12,16 @@ namespace {
 
 constexpr const char* kLayers[] = {"l1", "l2", "load"};
 constexpr const char* kOutcomes[] = {"ok", "not_found", "stale", "fallback", "error"};
+constexpr std::size_t kMaxHotKeyLabelBytes = 128;
+
+// A key as a label value: keys are bytes, label values UTF-8 text.
+std::string printable_label(std::string_view key) {
+  std::string out(key.substr(0, kMaxHotKeyLabelBytes));
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -141,6 +151,11 @@ Result<std::unique_ptr<ProtectorMetrics>> ProtectorMetrics::create(
        {},
        [](const M& s) { return double(s.early_refreshes); }},
       {true,
+       "thundering_herd_hot_keys_detected_total",
+       "Times a key turned hot (hot-key detection).",
+       {},
+       [](const M& s) { return double(s.hot_keys_detected); }},
+      {true,
        "thundering_herd_soft_timeouts_total",
        "Requests answered with their stale value at the soft load timeout.",
        {},
@@ -236,6 +251,21 @@ Result<std::unique_ptr<ProtectorMetrics>> ProtectorMetrics::create(
        {},
        [](const M& s) { return double(s.l1_bytes); }},
   };
+  // The hot keys, one sample per key: its estimated reads/s in this
+  // process. At most hot_keys.top_k labels; keys shown printable-ASCII only
+  // (other bytes as '?') and cut at kMaxHotKeyLabelBytes.
+  auto hot = registry.gauge_set_callback(
+      "thundering_herd_hot_keys",
+      "Hot keys now (top-K of hot-key detection), by key: estimated reads per second.", cache,
+      "key", [link]() {
+        MetricsRegistry::LabelledSamples samples;
+        std::shared_lock lock(link->mutex);
+        if (link->protector == nullptr) return samples;
+        for (const HotKey& h : link->protector->hot_keys())
+          samples.emplace_back(printable_label(h.key), h.rate);
+        return samples;
+      });
+  if (!hot) return std::unexpected(hot.error());
   for (const Series& s : series) {
     Labels labels = cache;
     labels.insert(labels.end(), s.extra.begin(), s.extra.end());

@@ -124,6 +124,48 @@ TEST(Observability, ExpositionPassesPromtoolCheckMetrics) {
   EXPECT_EQ(text.find("product:1"), std::string::npos) << "a raw key leaked into a label";
 }
 
+// Hot keys are exported one sample per key, the key as a label value:
+// bounded (top_k), escaped, and what promtool accepts, even for a key of
+// quotes, backslashes, newlines and non-ASCII bytes.
+TEST(Observability, HotKeysAreExportedAsBoundedEscapedLabelsThatPromtoolAccepts) {
+  auto registry = std::make_shared<MetricsRegistry>();
+  auto clock = std::make_shared<ManualClock>();
+  ProtectorOptions options{.metrics_registry = registry, .metrics_name = "hot"};
+  options.clock = clock;
+  options.hot_keys = {.top_k = 2, .min_rate = 100, .viral_min_rate = 100, .sample_one_in = 1};
+  auto created = Protector::create(
+      std::move(options), std::make_shared<CallbackRepository>([](std::string_view, Deadline) {
+        return Result<std::optional<std::string>>(std::optional<std::string>("v"));
+      }));
+  ASSERT_TRUE(created) << created.error().to_string();
+  Protector& protector = **created;
+  const std::string odd = std::string("we\"ird\\key\n\xff\x01", 13);
+  for (int bucket = 0; bucket < 5; ++bucket) {
+    for (int i = 0; i < 60; ++i) ASSERT_TRUE(protector.get("product:7"));
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE(protector.get(odd));
+    for (int i = 0; i < 30; ++i) ASSERT_TRUE(protector.get("third"));  // hot, but not top 2
+    clock->advance(250ms);
+  }
+  ASSERT_EQ(protector.hot_keys().size(), 2u);
+  const std::string text = registry->render();
+  EXPECT_NE(text.find("thundering_herd_hot_keys{cache=\"hot\",key=\"product:7\"} 240\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("thundering_herd_hot_keys{cache=\"hot\",key=\"we\\\"ird\\\\key???\"} 160\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("key=\"third\""), std::string::npos) << text;
+  EXPECT_NE(text.find("thundering_herd_hot_keys_detected_total{cache=\"hot\"} 2\n"),
+            std::string::npos)
+      << text;
+  TempDir dir;
+  const std::string file = dir / "metrics.txt";
+  std::ofstream(file) << text;
+  CliRun check = shell("promtool check metrics < '" + file + "'");
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_EQ(check.output, "") << "promtool lint findings:\n" << check.output;
+}
+
 TEST(Observability, MetricsServerServesMetricsAndHealth) {
   Instrumented app;
   app.herd();

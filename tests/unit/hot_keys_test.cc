@@ -25,6 +25,10 @@ TEST(SpaceSaving, CountsExactlyWhileKeysFitAndNeverUndercountsAfter) {
   sketch.add("d", 1);
   EXPECT_EQ(sketch.count("c"), 0u);
   EXPECT_EQ(sketch.count("d"), 2u);
+  sketch.for_each([](std::string_view key, std::uint64_t count, std::uint64_t error) {
+    EXPECT_EQ(error, key == "d" ? 1u : 0u) << key;  // "d" surely read once of its 2
+    EXPECT_GE(count, error);
+  });
   EXPECT_EQ(sketch.count("a"), 6u);
   sketch.clear();
   EXPECT_EQ(sketch.count("a"), 0u);
@@ -46,7 +50,9 @@ class HotKeyDetectorTest : public ::testing::Test {
  protected:
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
 
+  // Every read recorded (the tests pass their weights themselves).
   std::unique_ptr<HotKeyDetector> make(HotKeyOptions options) {
+    options.sample_one_in = 1;
     auto created = HotKeyDetector::create(options, clock);
     EXPECT_TRUE(created) << created.error().to_string();
     return std::move(*created);
@@ -76,6 +82,7 @@ TEST_F(HotKeyDetectorTest, RefusesBadOptionsNamingTheField) {
   bad({.min_rate = 0}, "min_rate");
   bad({.viral_growth = 1.0}, "viral_growth");
   bad({.sample_one_in = 3}, "sample_one_in");
+  bad({.min_rate = 100, .sample_one_in = 64}, "4 sampled reads per window");
   bad({.refresh_fraction = 1.0}, "refresh_fraction");
   EXPECT_FALSE(HotKeyDetector::create({}, nullptr));
 }
@@ -149,6 +156,18 @@ TEST_F(HotKeyDetectorTest, KeepsOnlyTheTopKByRateWithMemoryBoundedByTheOptions) 
   // 4,000 distinct keys seen; 9 sketches of 16 counters held.
   for (int i = 0; i < 100'000; ++i) d->record("more:" + std::to_string(i), clock->now());
   EXPECT_LE(d->memory_bytes(), bytes + 9 * 16 * 64);
+}
+
+TEST_F(HotKeyDetectorTest, ManyKeysReadOnceNeverLookHotHoweverLargeTheirInheritedCounts) {
+  auto d = make({.capacity = 16, .top_k = 4, .min_rate = 100, .viral_min_rate = 100});
+  // 40,000 distinct keys per second, each read once: every counter ends up
+  // far above 100, all of it inherited.
+  for (int b = 0; b < 12; ++b) {
+    for (int i = 0; i < 10'000; ++i) d->record("k" + std::to_string(b * 10'000 + i), clock->now());
+    clock->advance(milliseconds(250));
+  }
+  d->advance(clock->now());
+  EXPECT_TRUE(d->hot_keys().empty());
 }
 
 TEST_F(HotKeyDetectorTest, CountsLoadWaitsOfHotKeysOnlyAndKeepsThemAcrossEvaluations) {

@@ -139,6 +139,51 @@ TEST(MemoryCache, EvictsWhenEntryBoundReached) {
   for (int i = 7; i < 10; ++i) EXPECT_EQ(h.value_of("k" + std::to_string(i)), "v");
 }
 
+TEST(MemoryCache, PinnedEntrySurvivesEvictionsThatWouldTakeIt) {
+  Harness h({.max_entries = 3, .shards = 1});
+  h.cache().pin("hot", seconds(1));  // before its entry exists: remembered
+  h.put("hot", "h");
+  for (int i = 0; i < 10; ++i) h.put("k" + std::to_string(i), "v");
+  EXPECT_EQ(h.value_of("hot"), "h");  // unread, first in: CLOCK would have taken it first
+  EXPECT_EQ(h.cache().stats().entries, 3u);
+  EXPECT_TRUE(h.cache().is_pinned("hot"));
+  h.cache().unpin("hot");
+  EXPECT_FALSE(h.cache().is_pinned("hot"));
+  for (int i = 10; i < 13; ++i) h.put("k" + std::to_string(i), "v");
+  EXPECT_EQ(h.value_of("hot"), std::nullopt);
+}
+
+TEST(MemoryCache, WhenEverythingIsPinnedEvictionStillKeepsTheBound) {
+  Harness h({.max_entries = 2, .shards = 1});
+  for (int i = 0; i < 4; ++i) h.cache().pin("p" + std::to_string(i), seconds(1));
+  for (int i = 0; i < 4; ++i) h.put("p" + std::to_string(i), "v");
+  EXPECT_EQ(h.cache().stats().entries, 2u);
+  EXPECT_EQ(h.cache().stats().evictions, 2u);
+}
+
+TEST(MemoryCache, PinnedEntryReportsRefreshDueItsLeadBeforeExpiry) {
+  Harness h({.max_entries = 16, .shards = 1});
+  const TimePoint now = h.clock().now();
+  ASSERT_TRUE(h.cache().put(
+      "k", CacheEntry{
+               .value = "v", .fresh_until = now + seconds(10), .stale_until = now + seconds(20)}));
+  std::string value;
+  bool negative = false;
+  const TimePoint late = now + seconds(9);
+  EXPECT_EQ(h.cache().get_fresh_value("k", late, value, negative), MemoryCache::Freshness::kFresh);
+  h.cache().pin("k", seconds(2));  // applies to the entry already there
+  EXPECT_EQ(h.cache().get_fresh_value("k", late, value, negative),
+            MemoryCache::Freshness::kRefreshDue);
+  EXPECT_EQ((*h.cache().get("k"))->refresh_from, now + seconds(8));
+  EXPECT_EQ(h.cache().get_fresh_value("k", now + seconds(7), value, negative),
+            MemoryCache::Freshness::kFresh);
+  // And to the entries stored later.
+  ASSERT_TRUE(h.cache().put(
+      "k", CacheEntry{
+               .value = "w", .fresh_until = now + seconds(30), .stale_until = now + seconds(40)}));
+  EXPECT_EQ((*h.cache().get("k"))->refresh_from, now + seconds(28));
+}
+
 TEST(MemoryCache, EvictsWhenByteBoundReached) {
   const std::string value(10, 'v');
   const std::size_t one = charge("k0", value);
