@@ -138,6 +138,11 @@ int main(int argc, char** argv) {
                            "default), xfetch, xfetch:BETA, or eager:FRACTION (of the TTL)"),
        &S::early_refresh)
       ->capture_default_str();
+  flag(sim_cmd->add_option("--viral", sim.viral,
+                           "KEY@SECOND: from that second on, KEY receives 5% of all requests "
+                           "(e.g. key:9999@5, the least popular of 10,000 keys); the report's "
+                           "hot_keys say when each process detected it"),
+       &S::viral);
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
        &S::timeout_ms)
       ->check(CLI::Range(1, 600000))

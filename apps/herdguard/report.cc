@@ -54,8 +54,41 @@ double nice_max(double v) {
 }  // namespace
 
 nlohmann::json to_json(const RunReport& run) {
+  nlohmann::json hot_keys = nlohmann::json::array();
+  for (const HotKeyReport& h : run.hot_keys) {
+    nlohmann::json by_process = nlohmann::json::array();
+    double last = 0, first = 1e300, rate = 0, previous = 0;
+    bool viral = false;
+    std::uint64_t waits = 0;
+    for (const HotKeyDetection& d : h.by_process) {
+      by_process.push_back({{"process", d.process},
+                            {"detected_at_s", d.detected_at_s},
+                            {"rate", d.rate},
+                            {"previous_rate", d.previous_rate},
+                            {"viral", d.viral},
+                            {"load_waits_after_detection", d.load_waits}});
+      last = std::max(last, d.detected_at_s);
+      first = std::min(first, d.detected_at_s);
+      rate += d.rate;
+      previous += d.previous_rate;
+      viral = viral || d.viral;
+      waits += d.load_waits;
+    }
+    hot_keys.push_back({{"key", h.key},
+                        {"detected_at_s", last},  // by then every process listed had it
+                        {"first_detected_at_s", first},
+                        {"processes", h.by_process.size()},
+                        {"rate", rate},
+                        {"previous_rate", previous},
+                        {"viral", viral},
+                        {"load_waits_after_detection", waits},
+                        {"by_process", by_process}});
+  }
   nlohmann::json timeline = nlohmann::json::array();
   for (const SecondReport& s : run.timeline) {
+    nlohmann::json hot_now = nlohmann::json::array();
+    for (const SecondHotKey& h : s.hot_keys)
+      hot_now.push_back({{"key", h.key}, {"rate", h.rate}, {"processes", h.processes}});
     timeline.push_back({{"t", s.t},
                         {"requests", s.requests},
                         {"db_queries", s.db_queries},
@@ -63,6 +96,7 @@ nlohmann::json to_json(const RunReport& run) {
                         {"stale_served", s.stale_served},
                         {"load_waits", s.load_waits},
                         {"early_refreshes", s.early_refreshes},
+                        {"hot_keys", hot_now},
                         {"p99", s.p99_ms}});
   }
   return {{"protect", run.protect},
@@ -75,6 +109,7 @@ nlohmann::json to_json(const RunReport& run) {
           {"load_waits", run.load_waits},
           {"early_refreshes", run.early_refreshes},
           {"refreshes_dropped", run.refreshes_dropped},
+          {"hot_keys", hot_keys},
           {"breaker_trips", run.breaker_trips},
           {"redis_errors", run.redis_errors},
           {"goodput", run.goodput},
@@ -98,15 +133,13 @@ nlohmann::json report_json(const Scenario& s, const std::vector<RunReport>& runs
     j["faults"] = faults;
     j["db_limit"] = s.db_limit;
     j["early_refresh"] = s.early_refresh;
+    j["viral"] = s.viral;
     return j;
   }
   nlohmann::json list = nlohmann::json::array();
   for (const RunReport& r : runs) list.push_back(to_json(r));
-  return {{"duration_s", s.duration_s},
-          {"faults", faults},
-          {"db_limit", s.db_limit},
-          {"early_refresh", s.early_refresh},
-          {"runs", list}};
+  return {{"duration_s", s.duration_s},       {"faults", faults}, {"db_limit", s.db_limit},
+          {"early_refresh", s.early_refresh}, {"viral", s.viral}, {"runs", list}};
 }
 
 std::string verdict(const std::vector<RunReport>& runs) {

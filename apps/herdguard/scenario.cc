@@ -128,6 +128,18 @@ Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text) {
   return options;
 }
 
+Result<Viral> parse_viral(std::string_view text) {
+  const auto refuse = [&](std::string_view why) {
+    return invalid(fmt::format("--viral: expected KEY@SECOND, {}, got '{}'", why, text));
+  };
+  const auto at = text.rfind('@');
+  if (at == std::string_view::npos) return refuse("no '@'");
+  if (at == 0) return refuse("the key is empty");
+  const auto second = to_number(text.substr(at + 1));
+  if (!second || *second < 0) return refuse("SECOND must be a number >= 0");
+  return Viral{.key = std::string(text.substr(0, at)), .start_s = *second};
+}
+
 Result<void> Scenario::validate() const {
   if (processes < 1 || processes > 256) return invalid("processes must be in 1..256");
   if (concurrency < 1 || concurrency > 10000) return invalid("concurrency must be in 1..10000");
@@ -142,6 +154,19 @@ Result<void> Scenario::validate() const {
   if (auto limit = parse_db_limit(db_limit); !limit) return std::unexpected(limit.error());
   if (auto early = parse_early_refresh(early_refresh); !early)
     return std::unexpected(early.error());
+  if (!viral.empty()) {
+    auto parsed = parse_viral(viral);
+    if (!parsed) return std::unexpected(parsed.error());
+    if (herd_mode()) return invalid("--viral needs a timed run (--duration)");
+    const std::string_view k = parsed->key;
+    const auto index = k.starts_with("key:") ? to_number(k.substr(4)) : std::nullopt;
+    if (!index || *index < 0 || *index >= keys || *index != static_cast<int>(*index))
+      return invalid(fmt::format(
+          "--viral: the key must be one of the database's, key:0..key:{}, got '{}'", keys - 1, k));
+    if (parsed->start_s >= duration_s)
+      return invalid(fmt::format("--viral: second {} is not within the run's {} s", parsed->start_s,
+                                 duration_s));
+  }
   if (protect != "none" && protect != "local" && protect != "fleet" && protect != "full") {
     return invalid(fmt::format("protect must be none, local, fleet or full, got '{}'", protect));
   }
@@ -250,6 +275,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_string(node, key, s.db_limit);
     else if (key == "early_refresh")
       ok_value = read_string(node, key, s.early_refresh);
+    else if (key == "viral")
+      ok_value = read_string(node, key, s.viral);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

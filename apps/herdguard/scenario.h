@@ -38,6 +38,18 @@ Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text);
 // (0, 1)). Errors: kInvalidArgument naming --early-refresh and what is wrong.
 Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text);
 
+// A key that goes viral: from `start_s` on, it receives kViralShare of all
+// requests (the others follow the zipf distribution as before).
+struct Viral {
+  std::string key;
+  double start_s = 0;
+};
+inline constexpr double kViralShare = 0.05;
+
+// Parses --viral `KEY@SECOND` (KEY non-empty, SECOND >= 0; the last '@'
+// splits, so keys may contain '@'). Errors: kInvalidArgument naming --viral.
+Result<Viral> parse_viral(std::string_view text);
+
 struct Scenario {
   // Workload. duration_s == 0 is "herd mode": one burst of `concurrency`
   // requests per process on one expired hot key, then the report.
@@ -71,6 +83,8 @@ struct Scenario {
   std::string db_limit = "off";
   // The protectors' early refresh: none | xfetch[:BETA] | eager:FRACTION.
   std::string early_refresh = "none";
+  // Timed runs: a key that goes viral (KEY@SECOND, empty: none).
+  std::string viral;
 
   std::vector<Fault> faults;
 

@@ -78,9 +78,15 @@ struct Second {
   std::latch armed(threads_n + 1);
   std::latch release(1);
 
+  // validate() checked it.
+  const std::optional<Viral> viral =
+      s.viral.empty() ? std::nullopt : std::optional<Viral>(*parse_viral(s.viral));
+  const auto viral_from = std::chrono::duration_cast<SteadyClock::duration>(
+      std::chrono::duration<double>(viral ? viral->start_s : 0));
   auto issue = [&](int thread, std::mt19937_64& rng, SteadyClock::time_point started) {
-    const int k = zipf.sample(rng);
-    const std::string key = fmt::format("key:{}", k);
+    const bool goes_viral = viral && started - t0 >= viral_from &&
+                            std::uniform_real_distribution<double>(0, 1)(rng) < kViralShare;
+    const std::string key = goes_viral ? viral->key : fmt::format("key:{}", zipf.sample(rng));
     Result<std::string> r = p.request(key);
     const auto now = SteadyClock::now();
     const int sec =
@@ -139,8 +145,30 @@ struct Second {
   // Each second: cumulative counters, for the progress line and the
   // per-second database queries and stale answers.
   std::vector<std::uint64_t> db_at, stale_at, waits_at, early_at;
+  // The hot keys at the end of each second, and each key's first detection
+  // in this process (detected_at_s from the start, rates then, and its load
+  // waits since, as last seen).
+  std::vector<nlohmann::json> hot_at;
+  std::map<std::string, nlohmann::json> detected;
+  const TimePoint wall_t0 = system_clock()->now();
   auto sample = [&](int t) {
     const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
+    nlohmann::json hot_now = nlohmann::json::array();
+    if (p.protector) {
+      for (const HotKey& h : p.protector->hot_keys()) {
+        hot_now.push_back({{"key", h.key}, {"rate", h.rate}});
+        auto [it, first] = detected.try_emplace(h.key);
+        if (first) {
+          it->second = {
+              {"detected_at_s", std::chrono::duration<double>(h.detected_at - wall_t0).count()},
+              {"rate", h.rate},
+              {"previous_rate", h.previous_rate},
+              {"viral", h.viral}};
+        }
+        it->second["load_waits"] = h.load_waits;
+      }
+    }
+    hot_at.push_back(std::move(hot_now));
     db_at.push_back(p.db->calls());
     stale_at.push_back(m.stale_returns);
     // Without a protector every miss loads for itself: a database query each.
@@ -184,6 +212,7 @@ struct Second {
                         {"stale", stale_at[at] - std::min(stale_before, stale_at[at])},
                         {"load_waits", waits_at[at] - std::min(waits_before, waits_at[at])},
                         {"early_refreshes", early_at[at] - std::min(early_before, early_at[at])},
+                        {"hot_keys", hot_at[at]},
                         {"latencies_us", merged.latencies_us}});
   }
   const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
@@ -194,6 +223,7 @@ struct Second {
                                {"load_waits", p.protector ? m.cache_misses : p.db->calls()},
                                {"early_refreshes", m.early_refreshes},
                                {"refreshes_dropped", m.background_refreshes_dropped},
+                               {"hot_keys", detected},
                                {"breaker_trips", m.circuit_breaker_trips},
                                {"redis_errors", m.redis_errors},
                                {"db_shed", m.db_shed},
@@ -382,10 +412,22 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
   // Merge the workers' timelines.
   std::vector<std::vector<std::uint32_t>> latencies_by_second;
   std::vector<std::chrono::nanoseconds> all_latencies;
-  for (const auto& f : finals) {
+  std::map<std::string, HotKeyReport> hot_keys;
+  for (std::size_t worker = 0; worker < finals.size(); ++worker) {
+    const auto& f = finals[worker];
     if (!f.is_object() || f["type"] != "final") {
       ++report.failed_workers;
       continue;
+    }
+    for (const auto& [key, d] : f["hot_keys"].items()) {
+      HotKeyReport& h = hot_keys[key];
+      h.key = key;
+      h.by_process.push_back({.process = static_cast<int>(worker),
+                              .detected_at_s = d["detected_at_s"].get<double>(),
+                              .rate = d["rate"].get<double>(),
+                              .previous_rate = d["previous_rate"].get<double>(),
+                              .viral = d["viral"].get<bool>(),
+                              .load_waits = d["load_waits"].get<std::uint64_t>()});
     }
     report.db_queries += f["db_queries"].get<std::uint64_t>();
     report.stale_served += f["stale_served"].get<std::uint64_t>();
@@ -415,6 +457,14 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
       r.stale_served += b["stale"].get<std::uint64_t>();
       r.load_waits += b["load_waits"].get<std::uint64_t>();
       r.early_refreshes += b["early_refreshes"].get<std::uint64_t>();
+      for (const auto& hot : b["hot_keys"]) {
+        const std::string key = hot["key"].get<std::string>();
+        auto it = std::find_if(r.hot_keys.begin(), r.hot_keys.end(),
+                               [&](const SecondHotKey& h) { return h.key == key; });
+        if (it == r.hot_keys.end()) it = r.hot_keys.insert(r.hot_keys.end(), {.key = key});
+        it->rate += hot["rate"].get<double>();
+        ++it->processes;
+      }
       report.wrong_values += b["wrong"].get<std::uint64_t>();
       for (auto us : b["latencies_us"]) {
         const auto v = us.get<std::uint32_t>();
@@ -423,6 +473,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
       }
     }
   }
+  for (auto& [key, h] : hot_keys) report.hot_keys.push_back(std::move(h));
   for (std::size_t sec = 0; sec < report.timeline.size(); ++sec) {
     SecondReport& r = report.timeline[sec];
     report.requests += r.requests;

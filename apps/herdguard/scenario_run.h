@@ -14,6 +14,30 @@
 
 namespace herdguard::cli {
 
+// A key some process found hot (HotKeyDetector), as each process saw it
+// first: when (seconds from the start), at what rate (reads/s in that
+// process; the window before's rate), and how many of its requests waited
+// for a load after that.
+struct HotKeyDetection {
+  int process = 0;
+  double detected_at_s = 0;
+  double rate = 0;
+  double previous_rate = 0;
+  bool viral = false;
+  std::uint64_t load_waits = 0;
+};
+struct HotKeyReport {
+  std::string key;
+  std::vector<HotKeyDetection> by_process;
+};
+// A key hot at the end of a second: its rate summed over the processes
+// that found it hot.
+struct SecondHotKey {
+  std::string key;
+  double rate = 0;
+  int processes = 0;
+};
+
 struct SecondReport {
   int t = 0;  // seconds since the start
   std::uint64_t requests = 0;
@@ -23,6 +47,7 @@ struct SecondReport {
   std::uint64_t load_waits = 0;
   std::uint64_t early_refreshes = 0;
   double p99_ms = 0;
+  std::vector<SecondHotKey> hot_keys;
 };
 
 struct RunReport {
@@ -59,6 +84,7 @@ struct RunReport {
   std::string first_error;
   LatencySummary latency;
   std::vector<SecondReport> timeline;
+  std::vector<HotKeyReport> hot_keys;  // by key
 };
 
 // Runs `scenario` once with its own `protect`. `db` is the database to use

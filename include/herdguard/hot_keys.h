@@ -11,9 +11,13 @@
 //
 // A key is hot when, over the last window, it is among the `top_k` most read
 // and either
-//   * its rate is at least `min_rate` reads per second, or
-//   * it is viral: its rate is at least `viral_min_rate` and at least
-//     `viral_growth` times its rate over the window before;
+//   * its rate is at least `min_rate` reads per second, or its share of all
+//     reads is at least `min_share` (so that hot means the same in a quiet
+//     process and a busy one), or
+//   * it is viral: its rate is at least `viral_min_rate` or its share at
+//     least `viral_min_share`, and its rate is at least `viral_growth` times
+//     its rate over the window before;
+// and it was recorded at least kMinHotKeySamples times in the window.
 // it stays hot while its rate is at least half the threshold it crossed
 // (no flapping at the edge). Rates are Space-Saving's guaranteed counts
 // (what a key was surely read, never what it inherited from the keys its
@@ -53,6 +57,10 @@
 namespace herdguard {
 
 inline constexpr std::size_t kHotKeyBucketsPerWindow = 4;
+inline constexpr std::uint32_t kMaxHotKeySampleInterval = 65536;
+// A key needs at least this many recorded reads in a window to be hot (so
+// that a few chance samples of a cold key never look hot).
+inline constexpr std::uint64_t kMinHotKeySamples = 4;
 
 struct HotKeyOptions {
   // Off: the Protector keeps no detector and its read path samples nothing.
@@ -72,13 +80,20 @@ struct HotKeyOptions {
   // REQUIRES: viral_min_rate > 0, viral_growth > 1.
   double viral_min_rate = 500;
   double viral_growth = 10;
-  // The Protector records one read in this many (per thread): the hit path
-  // pays one mask test for the rest (measured: at 16, the sampled reads
-  // cost ~4% of an L1 hit; at 64 under 1%). REQUIRES: a power of two,
-  // 1..65536, and both rates above at least 4 sampled reads per window
-  // (rate·window ≥ 4·sample_one_in), so that a few chance samples of a
-  // cold key never look hot.
-  std::uint32_t sample_one_in = 64;
+  // Shares of all reads in the window (0: not used). REQUIRES: in [0, 1].
+  double min_share = 0.01;
+  double viral_min_share = 0.005;
+  // The Protector records one read in this many (per thread); the hit path
+  // pays one mask test for the rest. 0 (the default): adaptive — the
+  // interval is a power of two from 1 to kMaxHotKeySampleInterval, doubled
+  // or halved at each bucket's end so that about samples_per_window reads
+  // are recorded per window: a quiet process records every read, a busy one
+  // pays for a few thousand a second (measured: a recorded read costs
+  // ~0.2 µs; one in 64 of ~60 ns L1 hits, under 1%). Else fixed.
+  // REQUIRES: 0 or a power of two in 1..kMaxHotKeySampleInterval.
+  std::uint32_t sample_one_in = 0;
+  // Adaptive sampling's target. REQUIRES: >= 64.
+  std::uint32_t samples_per_window = 4096;
   // The Protector refreshes a hot key in the background on a read after
   // this fraction of its TTL (whatever ProtectorOptions::early_refresh
   // says), so a hot key never expires in front of a caller.
@@ -116,8 +131,8 @@ class HotKeyDetector {
   HotKeyDetector(const HotKeyDetector&) = delete;
   HotKeyDetector& operator=(const HotKeyDetector&) = delete;
 
-  // Counts `weight` reads of `key` at `now` (the Protector passes
-  // sample_one_in for each sampled read). When `now` ends a bucket, the hot
+  // Counts `weight` reads of `key` at `now` (the Protector passes the
+  // sample_interval() it sampled with). When `now` ends a bucket, the hot
   // set is evaluated first and what changed is returned (else nothing).
   // Instants earlier than the current bucket count into it.
   HotKeyChanges record(std::string_view key, TimePoint now, std::uint64_t weight = 1);
@@ -135,6 +150,11 @@ class HotKeyDetector {
   bool is_hot(std::string_view key) const;
   // How many keys are hot. Lock-free.
   std::size_t hot_count() const noexcept { return hot_count_.load(std::memory_order_relaxed); }
+  // The sampling interval to use now (options' sample_one_in when fixed, else
+  // adapted at each bucket's end). Lock-free.
+  std::uint32_t sample_interval() const noexcept {
+    return sample_interval_.load(std::memory_order_relaxed);
+  }
   // Counts a request that waited for a load of `key`, if it is hot.
   void record_load_wait(std::string_view key);
   // Bytes held by the sketches and the hot set (keys included): bounded by
@@ -147,6 +167,9 @@ class HotKeyDetector {
   HotKeyDetector(HotKeyOptions options, std::shared_ptr<Clock> clock);
   // REQUIRES: sketch_mutex_ held.
   HotKeyChanges roll_to(TimePoint now);
+  // Doubles or halves an adaptive sampling interval towards
+  // samples_per_window. REQUIRES: sketch_mutex_ held.
+  void adapt_sampling(std::uint64_t recorded_last_bucket);
 
   const HotKeyOptions options_;
   const std::shared_ptr<Clock> clock_;
@@ -161,6 +184,8 @@ class HotKeyDetector {
   // hot_.size(), published with it: lets is_hot() and record_load_wait()
   // skip the lock while nothing is hot (the common case on the miss path).
   std::atomic<std::size_t> hot_count_{0};
+  // Written under sketch_mutex_ at a bucket's end; read anywhere.
+  std::atomic<std::uint32_t> sample_interval_{1};
 };
 
 }  // namespace herdguard

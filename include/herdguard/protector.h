@@ -91,8 +91,9 @@ struct ProtectorOptions {
   // (early_refresh.h): XFetch, eager, or none (the default). Counts against
   // max_background_refreshes.
   EarlyRefreshOptions early_refresh{};
-  // Hot-key ("viral") detection (hot_keys.h), on by default: one read in
-  // hot_keys.sample_one_in is counted into a fixed-memory sketch. A key
+  // Hot-key ("viral") detection (hot_keys.h), on by default: sampled reads
+  // (a few thousand a second at most, adaptive) are counted into a
+  // fixed-memory sketch. A key
   // that turns hot is pinned in L1 (not evicted), refreshed in the
   // background on a read after hot_keys.refresh_fraction of `ttl` (so it
   // never expires in front of a caller; counts against
@@ -329,8 +330,10 @@ class Protector {
   // starts an early refresh when the policy says so (early_refresh.h).
   void consider_early_refresh(std::string_view key, const MemoryCache::RefreshTiming& timing);
   // One sampled read of `key` into the hot-key detector (cold: one read in
-  // hot_keys.sample_one_in gets here), acting on what it changed.
+  // the detector's sample_interval() gets here), acting on what it changed.
   [[gnu::cold, gnu::noinline]] void sample_hot_key(std::string_view key);
+  // Sets the hit path's sampling mask to the detector's present interval.
+  void follow_sample_interval();
   // Pins and alerts on keys that turned hot; unpins the ones that cooled.
   void apply_hot_key_changes(const HotKeyChanges& changes);
 

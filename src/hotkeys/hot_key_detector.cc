@@ -33,19 +33,19 @@ Result<void> HotKeyOptions::validate() const {
     return bad_option(fmt::format("min_rate must be > 0 and finite, got {}", min_rate));
   if (!(viral_min_rate > 0) || !std::isfinite(viral_min_rate))
     return bad_option(fmt::format("viral_min_rate must be > 0 and finite, got {}", viral_min_rate));
+  if (!(min_share >= 0 && min_share <= 1))
+    return bad_option(fmt::format("min_share must be in [0, 1], got {}", min_share));
+  if (!(viral_min_share >= 0 && viral_min_share <= 1))
+    return bad_option(fmt::format("viral_min_share must be in [0, 1], got {}", viral_min_share));
   if (!(viral_growth > 1) || !std::isfinite(viral_growth))
     return bad_option(fmt::format("viral_growth must be > 1 and finite, got {}", viral_growth));
-  if (sample_one_in < 1 || sample_one_in > 65536 || !std::has_single_bit(sample_one_in))
+  if (sample_one_in > kMaxHotKeySampleInterval ||
+      (sample_one_in != 0 && !std::has_single_bit(sample_one_in)))
     return bad_option(
-        fmt::format("sample_one_in must be a power of two in 1..65536, got {}", sample_one_in));
-  const double samples_per_window = std::min(min_rate, viral_min_rate) *
-                                    std::chrono::duration<double>(window).count() / sample_one_in;
-  if (samples_per_window < 4)
-    return bad_option(
-        fmt::format("min_rate and viral_min_rate must each be at least 4 sampled reads per window "
-                    "(rate * window >= 4 * sample_one_in = {}), got {} and {} per {} ms",
-                    4 * sample_one_in, min_rate, viral_min_rate,
-                    std::chrono::duration_cast<std::chrono::milliseconds>(window).count()));
+        fmt::format("sample_one_in must be 0 (adaptive) or a power of two in 1..{}, got {}",
+                    kMaxHotKeySampleInterval, sample_one_in));
+  if (samples_per_window < 64)
+    return bad_option(fmt::format("samples_per_window must be >= 64, got {}", samples_per_window));
   if (!(refresh_fraction > 0 && refresh_fraction < 1))
     return bad_option(fmt::format("refresh_fraction must be in (0, 1), got {}", refresh_fraction));
   return ok();
@@ -60,10 +60,14 @@ struct HotKeyDetector::Sketches {
     for (std::size_t i = 0; i < kRing; ++i) ring.emplace_back(capacity);
   }
   std::vector<internal::SpaceSaving> ring;
+  std::array<std::uint64_t, kRing> totals{};  // per bucket: all reads counted
+  // Per bucket: the largest weight of one record (the sampling interval then).
+  std::array<std::uint64_t, kRing> max_weight{};
   std::size_t current = 0;
   bool started = false;
   TimePoint bucket_end{};
-  std::size_t completed = 0;  // buckets ended so far, capped at kRing
+  std::size_t completed = 0;   // buckets ended so far, capped at kRing
+  std::uint64_t recorded = 0;  // record() calls in the bucket being filled
 
   // The bucket `back` places before the one being filled (1: the last ended).
   const internal::SpaceSaving& ended(std::size_t back) const {
@@ -82,7 +86,11 @@ HotKeyDetector::HotKeyDetector(HotKeyOptions options, std::shared_ptr<Clock> clo
     : options_(options),
       clock_(std::move(clock)),
       bucket_(options.window / static_cast<Duration::rep>(kHotKeyBucketsPerWindow)),
-      sketches_(std::make_unique<Sketches>(options.capacity)) {}
+      sketches_(std::make_unique<Sketches>(options.capacity)) {
+  // Adaptive starts at 64: cheap on a busy hit path from the first read,
+  // and a quiet process comes down to 1 at the first bucket's end.
+  sample_interval_.store(options.sample_one_in != 0 ? options.sample_one_in : 64);
+}
 
 HotKeyDetector::~HotKeyDetector() = default;
 
@@ -90,6 +98,10 @@ HotKeyChanges HotKeyDetector::record(std::string_view key, TimePoint now, std::u
   std::lock_guard lock(sketch_mutex_);
   HotKeyChanges changes = roll_to(now);
   sketches_->ring[sketches_->current].add(key, weight);
+  sketches_->totals[sketches_->current] += weight;
+  sketches_->max_weight[sketches_->current] =
+      std::max(sketches_->max_weight[sketches_->current], weight);
+  ++sketches_->recorded;
   return changes;
 }
 
@@ -99,6 +111,10 @@ std::optional<HotKeyChanges> HotKeyDetector::try_record(std::string_view key, Ti
   if (!lock.owns_lock()) return std::nullopt;
   HotKeyChanges changes = roll_to(now);
   sketches_->ring[sketches_->current].add(key, weight);
+  sketches_->totals[sketches_->current] += weight;
+  sketches_->max_weight[sketches_->current] =
+      std::max(sketches_->max_weight[sketches_->current], weight);
+  ++sketches_->recorded;
   return changes;
 }
 
@@ -120,8 +136,14 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
   for (std::size_t i = 0; i < std::min(passed, kRing); ++i) {
     s.current = (s.current + 1) % kRing;
     s.ring[s.current].clear();
+    s.totals[s.current] = 0;
+    s.max_weight[s.current] = 0;
   }
   s.completed = std::min(kRing, s.completed + passed);
+  // The interval adapts after this evaluation, which judges the window
+  // by the interval its samples were taken with.
+  const std::uint64_t recorded_last_bucket = passed == 1 ? s.recorded : 0;
+  s.recorded = 0;
   s.bucket_end = add_saturating(s.bucket_end, bucket_ * static_cast<Duration::rep>(passed));
 
   // The last window's guaranteed counts per key (Space-Saving's lower
@@ -133,7 +155,19 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
       counts[key] += count - error;
     });
   }
+  std::uint64_t window_total = 0;
+  std::uint64_t window_weight = 1;  // the coarsest sampling in the window
+  for (std::size_t back = 1; back <= kHotKeyBucketsPerWindow; ++back) {
+    window_total += s.totals[(s.current + kRing - back) % kRing];
+    window_weight = std::max(window_weight, s.max_weight[(s.current + kRing - back) % kRing]);
+  }
   const double window_s = std::chrono::duration<double>(options_.window).count();
+  // A share threshold as a count (max: the criterion is off).
+  auto share_count = [&](double share) {
+    return share > 0 ? share * static_cast<double>(window_total) : HUGE_VAL;
+  };
+  const double hot_share_count = share_count(options_.min_share);
+  const double viral_share_count = share_count(options_.viral_min_share);
   // Growth needs a whole window before the last one: at start, everything
   // grows from nothing.
   const bool growth_known = s.completed >= 2 * kHotKeyBucketsPerWindow;
@@ -151,8 +185,12 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
 
   std::vector<HotKey> hot;
   for (const auto& [key, count] : counts) {
+    if (count < kMinHotKeySamples * window_weight) continue;
     const double rate = static_cast<double>(count) / window_s;
-    if (rate < std::min(options_.min_rate, options_.viral_min_rate) / 2) continue;  // cheap cut
+    const double n = static_cast<double>(count);
+    if (rate < std::min(options_.min_rate, options_.viral_min_rate) / 2 &&
+        n < std::min(hot_share_count, viral_share_count) / 2)
+      continue;  // cheap cut
     std::uint64_t before = 0;
     for (std::size_t back = kHotKeyBucketsPerWindow + 1; back <= 2 * kHotKeyBucketsPerWindow;
          ++back) {
@@ -162,12 +200,15 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
     }
     const double previous_rate = static_cast<double>(before) / window_s;
     const HotKey* was = previously(key);
-    const bool by_rate = rate >= options_.min_rate;
-    const bool by_growth = growth_known && rate >= options_.viral_min_rate &&
+    const bool by_rate = rate >= options_.min_rate || n >= hot_share_count;
+    const bool by_growth = growth_known &&
+                           (rate >= options_.viral_min_rate || n >= viral_share_count) &&
                            rate >= options_.viral_growth * previous_rate;
     // Hysteresis: a hot key stays hot down to half the threshold it crossed.
     const bool stays =
-        was != nullptr && rate >= (was->viral ? options_.viral_min_rate : options_.min_rate) / 2;
+        was != nullptr &&
+        (was->viral ? rate >= options_.viral_min_rate / 2 || n >= viral_share_count / 2
+                    : rate >= options_.min_rate / 2 || n >= hot_share_count / 2);
     if (!by_rate && !by_growth && !stays) continue;
     HotKey h{.key = std::string(key),
              .rate = rate,
@@ -203,7 +244,21 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
   }
   hot_ = std::move(hot);
   hot_count_.store(hot_.size(), std::memory_order_relaxed);
+  adapt_sampling(recorded_last_bucket);
   return changes;
+}
+
+void HotKeyDetector::adapt_sampling(std::uint64_t recorded_last_bucket) {
+  if (options_.sample_one_in != 0) return;  // fixed
+  // Straight to the power of two that would have recorded about the
+  // target in the last bucket, unless the present one is within 2x of it.
+  const std::uint64_t target = options_.samples_per_window / kHotKeyBucketsPerWindow;
+  const std::uint64_t interval = sample_interval();
+  const std::uint64_t reads = recorded_last_bucket * interval;
+  const std::uint64_t wanted = std::clamp<std::uint64_t>(
+      std::bit_ceil(std::max<std::uint64_t>(1, reads / target)), 1, kMaxHotKeySampleInterval);
+  if (wanted >= 2 * interval || 2 * wanted <= interval)
+    sample_interval_.store(static_cast<std::uint32_t>(wanted), std::memory_order_relaxed);
 }
 
 std::vector<HotKey> HotKeyDetector::hot_keys() const {

@@ -76,8 +76,10 @@ struct Protector::Parts {
   // miss counter's new per-thread count has these low bits all zero
   // (UINT64_MAX when off: never); a hot key's L1 refresh window opens
   // hot_refresh_lead before its expiry.
+  // The mask follows the detector's adaptive interval (set after each
+  // sampled read); relaxed: a stale mask only samples a little more or less.
   std::unique_ptr<HotKeyDetector> hot_keys;
-  std::uint64_t hot_sample_mask = UINT64_MAX;
+  std::atomic<std::uint64_t> hot_sample_mask{UINT64_MAX};
   Duration hot_refresh_lead{};
   // Last: destroyed first, so no load runs against the members above after.
   std::unique_ptr<SingleFlight> flights;
@@ -151,7 +153,7 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
     auto detector = HotKeyDetector::create(parts->options.hot_keys, parts->options.clock);
     if (!detector) return std::unexpected(detector.error());
     parts->hot_keys = std::move(*detector);
-    parts->hot_sample_mask = parts->options.hot_keys.sample_one_in - 1;
+    parts->hot_sample_mask.store(parts->hot_keys->sample_interval() - 1);
     parts->hot_refresh_lead =
         scale_saturating(parts->options.ttl, 1.0 - parts->options.hot_keys.refresh_fraction);
   }
@@ -397,9 +399,22 @@ void Protector::consider_early_refresh(std::string_view key,
 
 void Protector::sample_hot_key(std::string_view key) {
   Parts& p = *parts_;
+  // Weighed by the mask this read was sampled with.
+  const std::uint64_t interval = p.hot_sample_mask.load(std::memory_order_relaxed) + 1;
   std::optional<HotKeyChanges> changes =
-      p.hot_keys->try_record(key, p.options.clock->coarse_now(), p.options.hot_keys.sample_one_in);
-  if (changes && !changes->empty()) apply_hot_key_changes(*changes);
+      p.hot_keys->try_record(key, p.options.clock->coarse_now(), interval);
+  if (!changes) return;
+  follow_sample_interval();
+  if (!changes->empty()) apply_hot_key_changes(*changes);
+}
+
+void Protector::follow_sample_interval() {
+  Parts& p = *parts_;
+  // A bucket may have ended (in this record or in any other call that
+  // rolled the detector): the interval may have changed.
+  const std::uint64_t mask = p.hot_keys->sample_interval() - 1;
+  if (p.hot_sample_mask.load(std::memory_order_relaxed) != mask)
+    p.hot_sample_mask.store(mask, std::memory_order_relaxed);
 }
 
 void Protector::apply_hot_key_changes(const HotKeyChanges& changes) {
@@ -427,6 +442,7 @@ std::vector<HotKey> Protector::hot_keys() {
   Parts& p = *parts_;
   if (!p.hot_keys) return {};
   HotKeyChanges changes = p.hot_keys->advance(p.options.clock->now());
+  follow_sample_interval();
   if (!changes.empty()) apply_hot_key_changes(changes);
   return p.hot_keys->hot_keys();
 }
@@ -445,7 +461,8 @@ std::vector<HotKey> Protector::hot_keys() {
   if (!key.empty() && key.size() <= p.options.max_key_bytes) [[likely]] {
     peeked = p.cache.l1_peek(key, *result, negative);
     if (peeked == MemoryCache::Freshness::kFresh) {
-      if ((p.counters.l1_fast_hits.add() & p.hot_sample_mask) == 0) [[unlikely]]
+      if ((p.counters.l1_fast_hits.add() & p.hot_sample_mask.load(std::memory_order_relaxed)) == 0)
+          [[unlikely]]
         sample_hot_key(key);
       if (!p.prometheus && !negative) [[likely]]
         return result;
@@ -485,14 +502,15 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   if (l1.fresh) {
     // Counted (and sampled) in l1_fast_hits already when the peek found it fresh.
     if (peeked != MemoryCache::Freshness::kFresh &&
-        (p.counters.l1_fast_hits.add() & p.hot_sample_mask) == 0) {
+        (p.counters.l1_fast_hits.add() & p.hot_sample_mask.load(std::memory_order_relaxed)) == 0) {
       sample_hot_key(key);
     }
     if (l1.refresh_due) consider_early_refresh(key, l1.timing);
     trace.layer = internal::Layer::kL1;
     return finish(fresh_answer(std::move(l1), key), key, trace);
   }
-  if ((p.counters.requests_past_l1.add() & p.hot_sample_mask) == 0) sample_hot_key(key);
+  if ((p.counters.requests_past_l1.add() & p.hot_sample_mask.load(std::memory_order_relaxed)) == 0)
+    sample_hot_key(key);
   std::optional<CacheEntry>& stale = l1.entry;
   if (stale) trace.layer = internal::Layer::kL1;
   const TimePoint now = p.options.clock->now();

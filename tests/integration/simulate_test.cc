@@ -336,6 +336,52 @@ TEST_F(Simulate, EagerRefreshLeavesNoLoadWaitsAfterTheFirstSecond) {
   EXPECT_LE(report["db_queries"].get<std::uint64_t>(), 5u * (3 * 2 + 1)) << report.dump();
 }
 
+// The least popular of 1,000 keys goes viral at second 3 (5% of all
+// requests from then on): every process finds it hot within a second, at a
+// rate far above its previous window's, and no request for it waits for a
+// load after that (it is pinned and refreshed ahead of expiry).
+TEST_F(Simulate, AViralKeyIsDetectedInEveryProcessWithinASecondAndNeverWaitedOnAfter) {
+  auto report = run_json(servers() +
+                         " --protect fleet --processes 4 --concurrency 4 --duration 6 --keys 1000"
+                         " --zipf 1.1 --ttl-ms 1000 --db-latency-ms 20 --viral key:999@3");
+  EXPECT_EQ(report["viral"], "key:999@3");
+  EXPECT_EQ(report["errors"], 0) << report.dump();
+  const nlohmann::json* viral = nullptr;
+  for (const auto& hot : report["hot_keys"]) {
+    if (hot["key"] == "key:999") viral = &hot;
+  }
+  ASSERT_NE(viral, nullptr) << report["hot_keys"].dump();
+  EXPECT_EQ((*viral)["processes"], 4) << viral->dump();
+  for (const auto& seen : (*viral)["by_process"]) {
+    EXPECT_GE(seen["detected_at_s"].get<double>(), 3.0) << seen.dump();
+    EXPECT_LT(seen["detected_at_s"].get<double>(), 4.0) << seen.dump();
+    EXPECT_GT(seen["rate"].get<double>(), seen["previous_rate"].get<double>()) << seen.dump();
+    EXPECT_EQ(seen["load_waits_after_detection"], 0) << seen.dump();
+  }
+  // The timeline shows it hot from its second on, in every process.
+  const auto& timeline = report["timeline"];
+  ASSERT_GE(timeline.size(), 6u);
+  for (int t = 3; t < 6; ++t) {
+    bool listed = false;
+    for (const auto& hot : timeline[t]["hot_keys"]) {
+      if (hot["key"] == "key:999") listed = hot["processes"] == 4;
+    }
+    EXPECT_TRUE(listed) << timeline[t].dump();
+  }
+}
+
+TEST_F(Simulate, BadViralIsRefusedNamingTheFlag) {
+  for (const char* bad :
+       {"key:5", "@3", "key:5@", "key:5@-1", "key:5000@1", "other@1", "key:5@9"}) {
+    CliRun r = run_cli(std::string("simulate --duration 2 --protect local --viral ") + bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.output.find("--viral"), std::string::npos) << r.output;
+  }
+  CliRun herd = run_cli("simulate --protect local --viral key:5@0");
+  EXPECT_NE(herd.exit_code, 0);
+  EXPECT_NE(herd.output.find("--duration"), std::string::npos) << herd.output;
+}
+
 TEST_F(Simulate, BadEarlyRefreshIsRefusedNamingTheFlag) {
   for (const char* bad : {"soon", "xfetch:0", "xfetch:", "eager:1", "eager:-0.5", "eager"}) {
     CliRun r = run_cli(std::string("simulate --duration 1 --protect local --early-refresh ") + bad);

@@ -117,6 +117,33 @@ TEST(ProtectorHotKeys, ACallerWaitingForAHotKeysLoadIsCounted) {
   EXPECT_EQ(f.protector->hot_keys().at(0).load_waits, 1u);
 }
 
+// Adaptive sampling: a quiet protector comes down to every read, whichever
+// call ended the bucket (here hot_keys(), not a read), and weighs each read
+// by the interval it was sampled with.
+TEST(ProtectorHotKeys, TheReadPathFollowsTheAdaptiveSamplingIntervalAndWeighsReadsByIt) {
+  auto clock = std::make_shared<ManualClock>();
+  ProtectorOptions options{.ttl = seconds(10)};
+  options.clock = clock;
+  options.hot_keys = {.min_rate = 100};  // adaptive sampling (the default), from 1 in 64
+  auto p = Protector::create(
+      options, std::make_shared<CallbackRepository>([](std::string_view, Deadline) {
+        return Result<std::optional<std::string>>(std::optional<std::string>("v"));
+      }));
+  ASSERT_TRUE(p) << p.error().to_string();
+  Protector& protector = **p;
+  // A miss, then 64 hits: the 64th is sampled, and the detector starts.
+  for (int i = 0; i < 65; ++i) ASSERT_TRUE(protector.get("a"));
+  clock->advance(milliseconds(300));
+  EXPECT_TRUE(protector.hot_keys().empty());  // ends the quiet first bucket: 1 in 1 from now on
+  for (int b = 0; b < 5; ++b) {
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(protector.get("a"));
+    clock->advance(milliseconds(250));
+  }
+  const std::vector<HotKey> hot = protector.hot_keys();
+  ASSERT_EQ(hot.size(), 1u);
+  EXPECT_DOUBLE_EQ(hot[0].rate, 400.0);  // every read of the last window, counted once
+}
+
 TEST(ProtectorHotKeys, DetectionCanBeTurnedOffAndBadOptionsAreRefused) {
   ProtectorOptions options;
   options.hot_keys.enabled = false;

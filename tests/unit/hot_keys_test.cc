@@ -50,9 +50,11 @@ class HotKeyDetectorTest : public ::testing::Test {
  protected:
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
 
-  // Every read recorded (the tests pass their weights themselves).
-  std::unique_ptr<HotKeyDetector> make(HotKeyOptions options) {
+  // Every read recorded (the tests pass their weights themselves); rates
+  // only, unless `shares`.
+  std::unique_ptr<HotKeyDetector> make(HotKeyOptions options, bool shares = false) {
     options.sample_one_in = 1;
+    if (!shares) options.min_share = options.viral_min_share = 0;
     auto created = HotKeyDetector::create(options, clock);
     EXPECT_TRUE(created) << created.error().to_string();
     return std::move(*created);
@@ -82,7 +84,8 @@ TEST_F(HotKeyDetectorTest, RefusesBadOptionsNamingTheField) {
   bad({.min_rate = 0}, "min_rate");
   bad({.viral_growth = 1.0}, "viral_growth");
   bad({.sample_one_in = 3}, "sample_one_in");
-  bad({.min_rate = 100, .sample_one_in = 64}, "4 sampled reads per window");
+  bad({.sample_one_in = 1u << 17}, "sample_one_in");
+  bad({.samples_per_window = 10}, "samples_per_window");
   bad({.refresh_fraction = 1.0}, "refresh_fraction");
   EXPECT_FALSE(HotKeyDetector::create({}, nullptr));
 }
@@ -106,6 +109,19 @@ TEST_F(HotKeyDetectorTest, AKeyReadOverMinRateTurnsHotAndCoolsWhenReadsStop) {
   ASSERT_EQ(changes.cooled.size(), 1u);
   EXPECT_EQ(changes.cooled[0], "product:1");
   EXPECT_TRUE(d->hot_keys().empty());
+}
+
+TEST_F(HotKeyDetectorTest, AKeyTakingMinShareOfAQuietProcesssReadsIsHotToo) {
+  auto d = make({.min_rate = 1e9, .viral_min_rate = 1e9, .min_share = 0.1}, /*shares=*/true);
+  for (int b = 0; b < 4; ++b) {
+    d->record("big", clock->now(), 12);   // 12 of 100 reads: 12%
+    d->record("small", clock->now(), 8);  // 8%
+    for (int i = 0; i < 80; ++i) d->record("tail:" + std::to_string(i), clock->now());
+    clock->advance(milliseconds(250));
+  }
+  d->advance(clock->now());
+  ASSERT_EQ(d->hot_keys().size(), 1u);
+  EXPECT_EQ(d->hot_keys()[0].key, "big");
 }
 
 TEST_F(HotKeyDetectorTest, AKeyThatGrowsTenfoldIsViralWithinOneBucketOfItsStart) {
@@ -168,6 +184,32 @@ TEST_F(HotKeyDetectorTest, ManyKeysReadOnceNeverLookHotHoweverLargeTheirInherite
   }
   d->advance(clock->now());
   EXPECT_TRUE(d->hot_keys().empty());
+}
+
+TEST_F(HotKeyDetectorTest, AdaptiveSamplingAimsAtSamplesPerWindowAndNeedsFourSamplesToCallAKeyHot) {
+  auto created = HotKeyDetector::create({.min_rate = 100, .samples_per_window = 4096}, clock);
+  ASSERT_TRUE(created);
+  HotKeyDetector& d = **created;
+  EXPECT_EQ(d.sample_interval(), 64u);
+  // A quiet bucket: 10 samples of 64 reads. Every read is recorded next.
+  for (int i = 0; i < 10; ++i) d.record("k" + std::to_string(i), clock->now(), 64);
+  clock->advance(milliseconds(250));
+  d.advance(clock->now());
+  EXPECT_EQ(d.sample_interval(), 1u);
+  // A busy one: 100,000 reads, 1,024 per bucket wanted: one in 128.
+  for (int i = 0; i < 100'000; ++i) d.record("busy", clock->now(), 1);
+  clock->advance(milliseconds(250));
+  d.advance(clock->now());
+  EXPECT_EQ(d.sample_interval(), 128u);
+  // 3 samples of 128 reads (384/s) are not enough to call a key hot; 4 are.
+  for (int i = 0; i < 3; ++i) d.record("few", clock->now(), 128);
+  clock->advance(milliseconds(250));
+  d.advance(clock->now());
+  EXPECT_FALSE(d.is_hot("few"));
+  d.record("few", clock->now(), 128);
+  clock->advance(milliseconds(250));
+  d.advance(clock->now());
+  EXPECT_TRUE(d.is_hot("few"));
 }
 
 TEST_F(HotKeyDetectorTest, CountsLoadWaitsOfHotKeysOnlyAndKeepsThemAcrossEvaluations) {
