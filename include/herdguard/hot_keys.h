@@ -119,6 +119,8 @@ struct HotKey {
 struct HotKeyChanges {
   std::vector<HotKey> turned_hot{};
   std::vector<std::string> cooled{};
+  // A bucket ended and the hot set was evaluated (even if nothing changed).
+  bool evaluated = false;
   bool empty() const noexcept { return turned_hot.empty() && cooled.empty(); }
 };
 

@@ -229,6 +229,7 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
   hot.shrink_to_fit();  // the candidates may have been many: keep top_k's worth
 
   HotKeyChanges changes;
+  changes.evaluated = true;
   for (const HotKey& h : hot)
     if (previously(h.key) == nullptr) changes.turned_hot.push_back(h);
   for (const HotKey& h : previous) {

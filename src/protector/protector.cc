@@ -406,6 +406,23 @@ void Protector::sample_hot_key(std::string_view key) {
   if (!changes) return;
   follow_sample_interval();
   if (!changes->empty()) apply_hot_key_changes(*changes);
+  if (changes->evaluated) warm_hot_keys();
+}
+
+void Protector::warm_hot_keys() {
+  Parts& p = *parts_;
+  const TimePoint now = p.options.clock->now();
+  // Due when it would enter its refresh window before the next evaluation:
+  // refreshed now, a hot key never depends on a read landing in that window.
+  const Duration horizon =
+      add_saturating(p.hot_refresh_lead, p.options.hot_keys.window /
+                                             static_cast<Duration::rep>(kHotKeyBucketsPerWindow));
+  for (const HotKey& hot : p.hot_keys->hot_keys()) {
+    std::optional<CacheEntry> entry = p.cache.l1_get(hot.key, now);
+    if (!entry || entry->negative || !entry->is_fresh(now)) continue;  // a read loads it
+    if (now < add_saturating(entry->fresh_until, -horizon)) continue;
+    if (start_background_refresh(hot.key, entry->fresh_until)) p.counters.early_refreshes.add();
+  }
 }
 
 void Protector::follow_sample_interval() {
@@ -444,6 +461,7 @@ std::vector<HotKey> Protector::hot_keys() {
   HotKeyChanges changes = p.hot_keys->advance(p.options.clock->now());
   follow_sample_interval();
   if (!changes.empty()) apply_hot_key_changes(changes);
+  if (changes.evaluated) warm_hot_keys();
   return p.hot_keys->hot_keys();
 }
 

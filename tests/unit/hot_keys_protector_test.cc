@@ -95,6 +95,22 @@ TEST(ProtectorHotKeys, AHotKeyIsReportedAndRefreshedBeforeEveryExpirySoNobodyWai
   EXPECT_EQ(m.hot_keys_detected, 1u);  // it stayed hot throughout
 }
 
+// Predictive warming: the evaluation that ends a bucket refreshes a hot key
+// that would enter its refresh window before the next one, with no read of
+// it in that window (here the reads stop just before).
+TEST(ProtectorHotKeys, AHotKeyIsRefreshedAtTheEvaluationBeforeItsWindowWithoutAReadInIt) {
+  HotFixture f;
+  f.read_often("product:7", 31);  // 0 .. 7.75 s; its entry is fresh until 10 s
+  EXPECT_EQ(f.calls.load(), 1);
+  ASSERT_EQ(f.protector->hot_keys().size(), 1u);  // ends [7.5, 7.75): 7.75 >= 10 - (2 + 0.25)
+  f.refreshes_done();
+  EXPECT_EQ(f.calls.load(), 2);
+  EXPECT_EQ(f.protector->metrics().early_refreshes, 1u);
+  f.clock->advance(seconds(3));  // past the first entry's expiry, no read in between
+  EXPECT_EQ(f.protector->get("product:7").value_or(""), "product:7#2");
+  EXPECT_EQ(f.protector->metrics().cache_misses, 1u);
+}
+
 TEST(ProtectorHotKeys, AHotKeyStaysInL1WhileColdKeysAreEvictedAndLeavesWhenItCools) {
   HotFixture f({.max_entries = 4, .shards = 1});
   f.read_often("hot", 5);
