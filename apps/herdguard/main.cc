@@ -143,6 +143,11 @@ int main(int argc, char** argv) {
                            "(e.g. key:9999@5, the least popular of 10,000 keys); the report's "
                            "hot_keys say when each process detected it"),
        &S::viral);
+  flag(sim_cmd->add_option("--adaptive-ttl", sim.adaptive_ttl,
+                           "MIN_MS-MAX_MS: each load's TTL doubles while the key's value is "
+                           "unchanged and halves when it changes, within that range (off "
+                           "without it)"),
+       &S::adaptive_ttl);
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
        &S::timeout_ms)
       ->check(CLI::Range(1, 600000))

@@ -110,6 +110,8 @@ nlohmann::json to_json(const RunReport& run) {
           {"early_refreshes", run.early_refreshes},
           {"refreshes_dropped", run.refreshes_dropped},
           {"hot_keys", hot_keys},
+          {"ttl_lengthened", run.ttl_lengthened},
+          {"ttl_shortened", run.ttl_shortened},
           {"breaker_trips", run.breaker_trips},
           {"redis_errors", run.redis_errors},
           {"goodput", run.goodput},
@@ -134,6 +136,7 @@ nlohmann::json report_json(const Scenario& s, const std::vector<RunReport>& runs
     j["db_limit"] = s.db_limit;
     j["early_refresh"] = s.early_refresh;
     j["viral"] = s.viral;
+    j["adaptive_ttl"] = s.adaptive_ttl;
     return j;
   }
   nlohmann::json list = nlohmann::json::array();

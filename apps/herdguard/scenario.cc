@@ -128,6 +128,24 @@ Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text) {
   return options;
 }
 
+Result<AdaptiveTtlOptions> parse_adaptive_ttl(std::string_view text) {
+  const auto refuse = [&] {
+    return invalid(fmt::format(
+        "--adaptive-ttl: expected MIN_MS-MAX_MS with 1 <= MIN_MS <= MAX_MS, got '{}'", text));
+  };
+  const auto dash = text.find('-');
+  if (dash == std::string_view::npos) return refuse();
+  const auto min = to_number(text.substr(0, dash));
+  const auto max = to_number(text.substr(dash + 1));
+  if (!min || !max || *min < 1 || *max < *min || *max > 86'400'000) return refuse();
+  AdaptiveTtlOptions options{
+      .enabled = true,
+      .min = std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(*min)),
+      .max = std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(*max))};
+  if (!options.validate()) return refuse();
+  return options;
+}
+
 Result<Viral> parse_viral(std::string_view text) {
   const auto refuse = [&](std::string_view why) {
     return invalid(fmt::format("--viral: expected KEY@SECOND, {}, got '{}'", why, text));
@@ -154,6 +172,10 @@ Result<void> Scenario::validate() const {
   if (auto limit = parse_db_limit(db_limit); !limit) return std::unexpected(limit.error());
   if (auto early = parse_early_refresh(early_refresh); !early)
     return std::unexpected(early.error());
+  if (!adaptive_ttl.empty()) {
+    if (auto adaptive = parse_adaptive_ttl(adaptive_ttl); !adaptive)
+      return std::unexpected(adaptive.error());
+  }
   if (!viral.empty()) {
     auto parsed = parse_viral(viral);
     if (!parsed) return std::unexpected(parsed.error());
@@ -277,6 +299,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_string(node, key, s.early_refresh);
     else if (key == "viral")
       ok_value = read_string(node, key, s.viral);
+    else if (key == "adaptive_ttl")
+      ok_value = read_string(node, key, s.adaptive_ttl);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

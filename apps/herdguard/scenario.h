@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "herdguard/adaptive_ttl.h"
 #include "herdguard/concurrency_limiter.h"
 #include "herdguard/early_refresh.h"
 #include "herdguard/result.h"
@@ -37,6 +38,10 @@ Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text);
 // `xfetch:BETA` (β > 0) or `eager:FRACTION` (a fraction of the TTL in
 // (0, 1)). Errors: kInvalidArgument naming --early-refresh and what is wrong.
 Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text);
+
+// Parses --adaptive-ttl `MIN_MS-MAX_MS` (1 <= MIN_MS <= MAX_MS) into enabled
+// AdaptiveTtlOptions. Errors: kInvalidArgument naming --adaptive-ttl.
+Result<AdaptiveTtlOptions> parse_adaptive_ttl(std::string_view text);
 
 // A key that goes viral: from `start_s` on, it receives kViralShare of all
 // requests (the others follow the zipf distribution as before).
@@ -85,6 +90,8 @@ struct Scenario {
   std::string early_refresh = "none";
   // Timed runs: a key that goes viral (KEY@SECOND, empty: none).
   std::string viral;
+  // The protectors' adaptive TTL: MIN_MS-MAX_MS (empty: off).
+  std::string adaptive_ttl;
 
   std::vector<Fault> faults;
 

@@ -224,6 +224,8 @@ struct Second {
                                {"early_refreshes", m.early_refreshes},
                                {"refreshes_dropped", m.background_refreshes_dropped},
                                {"hot_keys", detected},
+                               {"ttl_lengthened", m.ttl_lengthened},
+                               {"ttl_shortened", m.ttl_shortened},
                                {"breaker_trips", m.circuit_breaker_trips},
                                {"redis_errors", m.redis_errors},
                                {"db_shed", m.db_shed},
@@ -434,6 +436,8 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.load_waits += f["load_waits"].get<std::uint64_t>();
     report.early_refreshes += f["early_refreshes"].get<std::uint64_t>();
     report.refreshes_dropped += f["refreshes_dropped"].get<std::uint64_t>();
+    report.ttl_lengthened += f["ttl_lengthened"].get<std::uint64_t>();
+    report.ttl_shortened += f["ttl_shortened"].get<std::uint64_t>();
     report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
     report.db_shed += f["db_shed"].get<std::uint64_t>();

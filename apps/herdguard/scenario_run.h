@@ -62,6 +62,9 @@ struct RunReport {
   // protection, every database query), and early refreshes started.
   std::uint64_t load_waits = 0;
   std::uint64_t early_refreshes = 0;
+  // Adaptive TTL: loads that lengthened / shortened their key's TTL.
+  std::uint64_t ttl_lengthened = 0;
+  std::uint64_t ttl_shortened = 0;
   // Background refreshes (stale-while-revalidate, early) dropped because
   // max_background_refreshes were running.
   std::uint64_t refreshes_dropped = 0;

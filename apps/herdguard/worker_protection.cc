@@ -73,6 +73,11 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
   auto early = parse_early_refresh(s.early_refresh);
   if (!early) return std::unexpected(early.error());
   options.early_refresh = *early;
+  if (!s.adaptive_ttl.empty()) {
+    auto adaptive = parse_adaptive_ttl(s.adaptive_ttl);
+    if (!adaptive) return std::unexpected(adaptive.error());
+    options.adaptive_ttl = *adaptive;
+  }
   if (s.protect == "full") {
     options.stale_while_revalidate = std::chrono::hours(1);
     options.fail_safe_max_staleness = std::chrono::hours(1);

@@ -6,6 +6,7 @@
 // Start with protector.h.
 #pragma once
 
+#include "herdguard/adaptive_ttl.h"
 #include "herdguard/alert_sink.h"
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"

@@ -50,6 +50,10 @@ struct ProtectionMetrics {
   // them), and how many times a key turned hot.
   std::uint64_t hot_keys = 0;
   std::uint64_t hot_keys_detected = 0;
+  // Adaptive TTL (adaptive_ttl.h): loads that gave their key a longer TTL
+  // than its previous one (value unchanged), or a shorter one (changed).
+  std::uint64_t ttl_lengthened = 0;
+  std::uint64_t ttl_shortened = 0;
   // Calls made to the repository, and how many of them failed.
   std::uint64_t db_queries = 0;
   std::uint64_t db_errors = 0;

@@ -47,6 +47,7 @@
 #include <string_view>
 #include <vector>
 
+#include "herdguard/adaptive_ttl.h"
 #include "herdguard/alert_sink.h"
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
@@ -100,6 +101,10 @@ struct ProtectorOptions {
   // max_background_refreshes), exported as thundering_herd_hot_keys, and
   // sent to the alert sinks; it is unpinned when it cools down.
   HotKeyOptions hot_keys{};
+  // Adaptive TTL (adaptive_ttl.h), off by default: each load's TTL grows
+  // while the key's value stays the same and shrinks when it changes,
+  // within [adaptive_ttl.min, adaptive_ttl.max], starting from `ttl`.
+  AdaptiveTtlOptions adaptive_ttl{};
   // When loads fail, a value this long past its fresh TTL is still served
   // (fail-safe). Entries are kept until fresh TTL + max(this,
   // stale_while_revalidate). REQUIRES: >= 0.

@@ -149,6 +149,8 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
   auto parts = std::make_unique<Parts>(std::move(options), std::move(repository), std::move(*l1),
                                        std::move(*breaker), std::move(limiter));
   parts->flights = std::move(*flights);
+  if (parts->options.adaptive_ttl.enabled)
+    parts->loader.set_adaptive_ttl(parts->options.adaptive_ttl);
   if (parts->options.hot_keys.enabled) {
     auto detector = HotKeyDetector::create(parts->options.hot_keys, parts->options.clock);
     if (!detector) return std::unexpected(detector.error());
@@ -702,6 +704,8 @@ ProtectionMetrics Protector::metrics() const {
       .soft_timeouts = c.soft_timeouts.value(),
       .hot_keys = p.hot_keys ? p.hot_keys->hot_count() : 0,
       .hot_keys_detected = c.hot_keys_detected.value(),
+      .ttl_lengthened = c.ttl_lengthened.value(),
+      .ttl_shortened = c.ttl_shortened.value(),
       .db_queries = c.db_queries.value(),
       .db_errors = c.db_errors.value(),
       .fallbacks = c.fallbacks.value(),

@@ -26,6 +26,8 @@ struct ProtectorCounters {
   StripedCounter early_refreshes;
   StripedCounter soft_timeouts;
   StripedCounter hot_keys_detected;
+  StripedCounter ttl_lengthened;  // adaptive TTL: a reload found the value unchanged
+  StripedCounter ttl_shortened;   // ... changed
   StripedCounter db_queries;
   StripedCounter db_errors;
   StripedCounter fallbacks;

@@ -104,7 +104,14 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
                       fmt::format("value of key '{}' is {} bytes, over max_value_bytes ({})", key,
                                   (*loaded)->size(), policy_.max_value_bytes));
   }
-  return make_entry(policy_, std::move(**loaded), policy_.ttl, now, elapsed);
+  Duration ttl = policy_.ttl;
+  if (adaptive_) {
+    const AdaptiveTtl::Choice choice = adaptive_->choose(key, **loaded);
+    ttl = choice.ttl;
+    if (choice.direction > 0) counters_.ttl_lengthened.add();
+    if (choice.direction < 0) counters_.ttl_shortened.add();
+  }
+  return make_entry(policy_, std::move(**loaded), ttl, now, elapsed);
 }
 
 }  // namespace herdguard::internal

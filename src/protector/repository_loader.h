@@ -14,6 +14,7 @@
 #include "herdguard/circuit_breaker.h"
 #include "herdguard/concurrency_limiter.h"
 #include "herdguard/repository.h"
+#include "protector/adaptive_ttl.h"
 #include "protector/protector_counters.h"
 
 namespace herdguard::internal {
@@ -49,6 +50,11 @@ class RepositoryLoader {
                    std::shared_ptr<Clock> clock, ProtectorCounters& counters);
 
   void set_observer(DurationObserver observer) { observe_ = std::move(observer); }
+  // Loaded values get adaptive TTLs (adaptive_ttl.h) from now on.
+  // REQUIRES: options.validate(); called before any load.
+  void set_adaptive_ttl(const AdaptiveTtlOptions& options) {
+    adaptive_ = std::make_unique<AdaptiveTtl>(options, policy_.ttl);
+  }
   const EntryPolicy& policy() const noexcept { return policy_; }
   const ConcurrencyLimiter& limiter() const noexcept { return *limiter_; }
 
@@ -70,6 +76,7 @@ class RepositoryLoader {
   const std::shared_ptr<Clock> clock_;
   ProtectorCounters& counters_;
   DurationObserver observe_;
+  std::unique_ptr<AdaptiveTtl> adaptive_;  // null: policy_.ttl for every value
 };
 
 }  // namespace herdguard::internal

@@ -370,6 +370,35 @@ TEST_F(Simulate, AViralKeyIsDetectedInEveryProcessWithinASecondAndNeverWaitedOnA
   }
 }
 
+// The simulated database never changes a value: with an adaptive TTL every
+// reload lengthens its key's TTL, none shortens it, and the fleet loads less
+// often than with the fixed TTL of the same run.
+TEST_F(Simulate, AdaptiveTtlLengthensTheTtlOfValuesThatNeverChange) {
+  const std::string load = servers() +
+                           " --protect fleet --processes 2 --concurrency 4 --duration 3 --keys 5"
+                           " --zipf 0 --ttl-ms 200 --jitter 0 --db-latency-ms 5";
+  auto fixed = run_json(load);
+  auto adaptive = run_json(load + " --adaptive-ttl 200-3000");
+  EXPECT_EQ(adaptive["adaptive_ttl"], "200-3000");
+  EXPECT_EQ(adaptive["errors"], 0) << adaptive.dump();
+  EXPECT_GT(adaptive["ttl_lengthened"].get<std::uint64_t>(), 0u) << adaptive.dump();
+  EXPECT_EQ(adaptive["ttl_shortened"], 0) << adaptive.dump();
+  EXPECT_EQ(fixed["ttl_lengthened"], 0) << fixed.dump();
+  // TTLs of 200, 400, 800, 1600 ms... against 200 ms throughout (the keys
+  // are hot: both refresh them at 80% of their TTL).
+  EXPECT_LT(2 * adaptive["db_queries"].get<std::uint64_t>(),
+            fixed["db_queries"].get<std::uint64_t>())
+      << adaptive["db_queries"] << " vs " << fixed["db_queries"];
+}
+
+TEST_F(Simulate, BadAdaptiveTtlIsRefusedNamingTheFlag) {
+  for (const char* bad : {"100", "0-100", "200-100", "a-b", "-5"}) {
+    CliRun r = run_cli(std::string("simulate --duration 1 --protect local --adaptive-ttl ") + bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.output.find("--adaptive-ttl"), std::string::npos) << r.output;
+  }
+}
+
 TEST_F(Simulate, BadViralIsRefusedNamingTheFlag) {
   for (const char* bad :
        {"key:5", "@3", "key:5@", "key:5@-1", "key:5000@1", "other@1", "key:5@9"}) {
