@@ -30,3 +30,4 @@
 #include "herdguard/result.h"
 #include "herdguard/single_flight.h"
 #include "herdguard/sqlite_repository.h"
+#include "herdguard/warm_up.h"

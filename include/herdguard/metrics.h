@@ -54,6 +54,10 @@ struct ProtectionMetrics {
   // than its previous one (value unchanged), or a shorter one (changed).
   std::uint64_t ttl_lengthened = 0;
   std::uint64_t ttl_shortened = 0;
+  // Warm-up (warm_up.h): keys loaded (or found absent) at start, and the
+  // ones that failed (plus a key list that could not be had).
+  std::uint64_t warmed_keys = 0;
+  std::uint64_t warm_up_failures = 0;
   // Calls made to the repository, and how many of them failed.
   std::uint64_t db_queries = 0;
   std::uint64_t db_errors = 0;

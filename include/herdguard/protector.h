@@ -38,13 +38,16 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "herdguard/adaptive_ttl.h"
@@ -64,6 +67,7 @@
 #include "herdguard/repository.h"
 #include "herdguard/result.h"
 #include "herdguard/single_flight.h"
+#include "herdguard/warm_up.h"
 
 namespace herdguard {
 
@@ -105,6 +109,9 @@ struct ProtectorOptions {
   // while the key's value stays the same and shrinks when it changes,
   // within [adaptive_ttl.min, adaptive_ttl.max], starting from `ttl`.
   AdaptiveTtlOptions adaptive_ttl{};
+  // Keys to load when the protector starts, at a bounded rate, on a thread
+  // of its own (warm_up.h); none by default.
+  WarmUpOptions warm_up{};
   // When loads fail, a value this long past its fresh TTL is still served
   // (fail-safe). Entries are kept until fresh TTL + max(this,
   // stale_while_revalidate). REQUIRES: >= 0.
@@ -345,7 +352,16 @@ class Protector {
   // Pins and alerts on keys that turned hot; unpins the ones that cooled.
   void apply_hot_key_changes(const HotKeyChanges& changes);
 
+  // The warm-up thread's body: loads options.warm_up's keys at its rate
+  // until done or told to stop.
+  void run_warm_up();
+
   const std::unique_ptr<Parts> parts_;
+  // The warm-up (warm_up.h): told to stop by the destructor, then joined.
+  std::mutex warm_up_mutex_;
+  std::condition_variable warm_up_stop_;
+  bool warm_up_stopping_ = false;  // guarded by warm_up_mutex_
+  std::thread warm_up_thread_;
   // When the last fallback / failure alert went out (ns since the clock's
   // epoch; INT64_MIN: never); compare-and-swapped so that one thread per
   // interval sends.

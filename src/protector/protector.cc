@@ -172,12 +172,53 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
       prometheus->db_query_duration().observe(std::chrono::duration<double>(elapsed).count());
     });
   }
+  if (p.options.warm_up.keys) {
+    Protector* raw = protector.get();
+    protector->warm_up_thread_ = std::thread([raw] { raw->run_warm_up(); });
+  }
   return protector;
+}
+
+void Protector::run_warm_up() {
+  Parts& p = *parts_;
+  std::vector<std::string> keys;
+  try {
+    keys = p.options.warm_up.keys();
+  } catch (...) {
+    p.counters.warm_up_failures.add();  // the list itself could not be had
+    return;
+  }
+  const auto step = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(1.0 / p.options.warm_up.keys_per_second));
+  auto next = std::chrono::steady_clock::now();
+  for (const std::string& key : keys) {
+    {
+      std::unique_lock lock(warm_up_mutex_);
+      if (warm_up_stop_.wait_until(lock, next, [&] { return warm_up_stopping_; })) return;
+    }
+    next += step;
+    // A get like any caller's: one load per key across the fleet, and a
+    // caller arriving meanwhile joins it.
+    Result<std::string> loaded = get(key);
+    if (loaded || loaded.error().kind == ErrorKind::kNotFound) {
+      p.counters.warmed_keys.add();
+    } else {
+      p.counters.warm_up_failures.add();
+    }
+  }
 }
 
 Protector::Protector(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 
 Protector::~Protector() {
+  if (warm_up_thread_.joinable()) {
+    {
+      std::lock_guard lock(warm_up_mutex_);
+      warm_up_stopping_ = true;
+    }
+    warm_up_stop_.notify_all();
+    warm_up_thread_.join();  // after the key it is loading, if any
+  }
   if (parts_->prometheus) parts_->prometheus->detach();
   parts_->flights.reset();  // joins running loads before the parts they use go
 }
@@ -706,6 +747,8 @@ ProtectionMetrics Protector::metrics() const {
       .hot_keys_detected = c.hot_keys_detected.value(),
       .ttl_lengthened = c.ttl_lengthened.value(),
       .ttl_shortened = c.ttl_shortened.value(),
+      .warmed_keys = c.warmed_keys.value(),
+      .warm_up_failures = c.warm_up_failures.value(),
       .db_queries = c.db_queries.value(),
       .db_errors = c.db_errors.value(),
       .fallbacks = c.fallbacks.value(),

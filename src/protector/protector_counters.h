@@ -28,6 +28,8 @@ struct ProtectorCounters {
   StripedCounter hot_keys_detected;
   StripedCounter ttl_lengthened;  // adaptive TTL: a reload found the value unchanged
   StripedCounter ttl_shortened;   // ... changed
+  StripedCounter warmed_keys;       // warm-up (warm_up.h): keys loaded (or found absent)
+  StripedCounter warm_up_failures;  // ... keys that failed, and a list that could not be had
   StripedCounter db_queries;
   StripedCounter db_errors;
   StripedCounter fallbacks;

@@ -37,6 +37,7 @@ Result<void> ProtectorOptions::validate() const {
   if (soft_load_timeout <= Duration::zero())
     return bad(fmt::format("soft_load_timeout must be > 0, got {} ms", ms(soft_load_timeout)));
   if (auto valid = early_refresh.validate(); !valid) return bad(valid.error().message);
+  if (auto valid = warm_up.validate(); !valid) return bad(valid.error().message);
   if (adaptive_ttl.enabled) {
     if (auto valid = adaptive_ttl.validate(); !valid) return bad(valid.error().message);
   }
