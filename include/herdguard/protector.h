@@ -345,7 +345,7 @@ class Protector {
   // the detector's sample_interval() gets here), acting on what it changed.
   [[gnu::cold, gnu::noinline]] void sample_hot_key(std::string_view key);
   // Predictive warming, at each hot-key evaluation: refreshes every hot key
-  // whose L1 entry would enter its refresh window before the next one.
+  // whose L1 entry would expire before the next one (reads have not).
   void warm_hot_keys();
   // Sets the hit path's sampling mask to the detector's present interval.
   void follow_sample_interval();

@@ -455,15 +455,18 @@ void Protector::sample_hot_key(std::string_view key) {
 void Protector::warm_hot_keys() {
   Parts& p = *parts_;
   const TimePoint now = p.options.clock->now();
-  // Due when it would enter its refresh window before the next evaluation:
-  // refreshed now, a hot key never depends on a read landing in that window.
-  const Duration horizon =
-      add_saturating(p.hot_refresh_lead, p.options.hot_keys.window /
-                                             static_cast<Duration::rep>(kHotKeyBucketsPerWindow));
+  const Duration until_next_evaluation =
+      p.options.hot_keys.window / static_cast<Duration::rep>(kHotKeyBucketsPerWindow);
   for (const HotKey& hot : p.hot_keys->hot_keys()) {
     std::optional<CacheEntry> entry = p.cache.l1_get(hot.key, now);
     if (!entry || entry->negative || !entry->is_fresh(now)) continue;  // a read loads it
-    if (now < add_saturating(entry->fresh_until, -horizon)) continue;
+    // The safety net under the read-triggered refresh (from fresh_until −
+    // hot_refresh_lead on): due only when the entry would expire before
+    // the next evaluation, with two loads' time to spare. A key read all
+    // the time is refreshed by a read first, at its refresh window's start.
+    const Duration margin =
+        add_saturating(until_next_evaluation, scale_saturating(entry->load_duration, 2.0));
+    if (now < add_saturating(entry->fresh_until, -margin)) continue;
     if (start_background_refresh(hot.key, entry->fresh_until)) p.counters.early_refreshes.add();
   }
 }

@@ -36,10 +36,13 @@ class HotKeyAlerts final : public AlertSink {
 };
 
 struct HotFixture {
-  explicit HotFixture(MemoryCacheOptions l1 = {}) {
+  explicit HotFixture(MemoryCacheOptions l1 = {}, double refresh_fraction = 0.8) {
     ProtectorOptions options{.ttl = seconds(10), .ttl_jitter = 0};
     // Every read sampled; 100 reads/s make a key hot.
-    options.hot_keys = {.min_rate = 100, .viral_min_rate = 100, .sample_one_in = 1};
+    options.hot_keys = {.min_rate = 100,
+                        .viral_min_rate = 100,
+                        .sample_one_in = 1,
+                        .refresh_fraction = refresh_fraction};
     options.l1 = l1;
     options.clock = clock;
     options.alert_sinks = {alerts};
@@ -96,17 +99,19 @@ TEST(ProtectorHotKeys, AHotKeyIsReportedAndRefreshedBeforeEveryExpirySoNobodyWai
 }
 
 // Predictive warming: the evaluation that ends a bucket refreshes a hot key
-// that would enter its refresh window before the next one, with no read of
-// it in that window (here the reads stop just before).
-TEST(ProtectorHotKeys, AHotKeyIsRefreshedAtTheEvaluationBeforeItsWindowWithoutAReadInIt) {
-  HotFixture f;
-  f.read_often("product:7", 31);  // 0 .. 7.75 s; its entry is fresh until 10 s
+// that would expire before the next one, when no read has: here its refresh
+// window is the last 100 ms of its 10 s, and it is read in bursts at the
+// start of each 250 ms bucket, so no read lands in the window.
+TEST(ProtectorHotKeys, AHotKeyIsRefreshedAtTheEvaluationBeforeItExpiresWithoutAReadInItsWindow) {
+  HotFixture f({}, /*refresh_fraction=*/0.99);
+  f.read_often("product:7", 39);  // bursts at 0, 0.25 .. 9.5 s; its entry is fresh until 10 s
   EXPECT_EQ(f.calls.load(), 1);
-  ASSERT_EQ(f.protector->hot_keys().size(), 1u);  // ends [7.5, 7.75): 7.75 >= 10 - (2 + 0.25)
+  // The burst at 9.75 s ends a bucket first: 9.75 >= 10 - 0.25, refreshed.
+  f.read_often("product:7", 1);
   f.refreshes_done();
   EXPECT_EQ(f.calls.load(), 2);
   EXPECT_EQ(f.protector->metrics().early_refreshes, 1u);
-  f.clock->advance(seconds(3));  // past the first entry's expiry, no read in between
+  f.read_often("product:7", 2);  // 10 and 10.25 s: past the first entry's expiry
   EXPECT_EQ(f.protector->get("product:7").value_or(""), "product:7#2");
   EXPECT_EQ(f.protector->metrics().cache_misses, 1u);
 }

@@ -59,15 +59,21 @@ class HotKeyDetectorTest : public ::testing::Test {
     EXPECT_TRUE(created) << created.error().to_string();
     return std::move(*created);
   }
-  // `per_bucket` reads of `key` in each of `buckets` buckets of 250 ms,
-  // then the clock moves past the bucket.
+  // `per_bucket` reads of `key` (recorded one by one: a record's weight is
+  // a sampling interval, and a key needs kMinHotKeySamples records) in each
+  // of `buckets` buckets of 250 ms, then the clock moves past the bucket.
   static void feed(HotKeyDetector& d, ManualClock& clock, std::string_view key, int per_bucket,
                    int buckets, HotKeyChanges* last = nullptr) {
     for (int b = 0; b < buckets; ++b) {
-      HotKeyChanges changes = d.record(key, clock.now(), static_cast<std::uint64_t>(per_bucket));
-      if (last != nullptr && !changes.empty()) *last = std::move(changes);
+      for (int i = 0; i < per_bucket; ++i) {
+        HotKeyChanges changes = d.record(key, clock.now());
+        if (last != nullptr && !changes.empty()) *last = std::move(changes);
+      }
       clock.advance(milliseconds(250));
     }
+  }
+  static void reads(HotKeyDetector& d, ManualClock& clock, std::string_view key, int n) {
+    for (int i = 0; i < n; ++i) d.record(key, clock.now());
   }
 };
 
@@ -114,8 +120,8 @@ TEST_F(HotKeyDetectorTest, AKeyReadOverMinRateTurnsHotAndCoolsWhenReadsStop) {
 TEST_F(HotKeyDetectorTest, AKeyTakingMinShareOfAQuietProcesssReadsIsHotToo) {
   auto d = make({.min_rate = 1e9, .viral_min_rate = 1e9, .min_share = 0.1}, /*shares=*/true);
   for (int b = 0; b < 4; ++b) {
-    d->record("big", clock->now(), 12);   // 12 of 100 reads: 12%
-    d->record("small", clock->now(), 8);  // 8%
+    reads(*d, *clock, "big", 12);   // 12 of 100 reads: 12%
+    reads(*d, *clock, "small", 8);  // 8%
     for (int i = 0; i < 80; ++i) d->record("tail:" + std::to_string(i), clock->now());
     clock->advance(milliseconds(250));
   }
@@ -157,9 +163,9 @@ TEST_F(HotKeyDetectorTest, NothingIsViralBeforeTwoWholeWindowsHavePassed) {
 TEST_F(HotKeyDetectorTest, KeepsOnlyTheTopKByRateWithMemoryBoundedByTheOptions) {
   auto d = make({.capacity = 16, .top_k = 2, .min_rate = 100});
   for (int b = 0; b < 4; ++b) {
-    d->record("a", clock->now(), 300);
-    d->record("b", clock->now(), 200);
-    d->record("c", clock->now(), 100);
+    reads(*d, *clock, "a", 300);
+    reads(*d, *clock, "b", 200);
+    reads(*d, *clock, "c", 100);
     for (int i = 0; i < 1000; ++i) d->record("tail:" + std::to_string(b * 1000 + i), clock->now());
     clock->advance(milliseconds(250));
   }
