@@ -7,6 +7,7 @@
 #include <atomic>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "herdguard/protector.h"
@@ -127,6 +128,33 @@ TEST(ProtectorHotKeys, AHotKeyStaysInL1WhileColdKeysAreEvictedAndLeavesWhenItCoo
   EXPECT_TRUE(f.protector->hot_keys().empty());
   for (int i = 20; i < 40; ++i) ASSERT_TRUE(f.protector->get("cold:" + std::to_string(i)));
   EXPECT_FALSE(f.protector->peek("hot").has_value());
+}
+
+// Readers on several threads sample into the detector (try_record), pin and
+// refresh while the main thread moves time and evaluates: the hot key is
+// found, and (under TSan) nothing races.
+TEST(ProtectorHotKeys, ConcurrentReadersAndEvaluationsAgreeOnTheHotKey) {
+  HotFixture f;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        EXPECT_TRUE(f.protector->get(i % 2 == 0 ? std::string("hot")
+                                                : "cold:" + std::to_string(t * 1000 + i % 1000)));
+      }
+    });
+  }
+  for (int b = 0; b < 12; ++b) {
+    wait_until([&] { return f.protector->metrics().total_requests > 2000u * (b + 1); });
+    f.clock->advance(milliseconds(250));
+    (void)f.protector->hot_keys();
+  }
+  stop = true;
+  for (auto& r : readers) r.join();
+  const std::vector<HotKey> hot = f.protector->hot_keys();
+  ASSERT_FALSE(hot.empty());
+  EXPECT_EQ(hot[0].key, "hot");
 }
 
 TEST(ProtectorHotKeys, ACallerWaitingForAHotKeysLoadIsCounted) {
