@@ -235,8 +235,9 @@ std::string MetricsRegistry::render() const {
       }
       if (s->read_set) {
         for (const auto& [label_value, value] : s->read_set()) {
-          out += fmt::format("{}{} {}\n", name, label_text(s->labels, s->varying_label, label_value),
-                             format_value(value));
+          out +=
+              fmt::format("{}{} {}\n", name, label_text(s->labels, s->varying_label, label_value),
+                          format_value(value));
         }
         continue;
       }

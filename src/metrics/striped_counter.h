@@ -33,8 +33,8 @@ class StripedCounter {
       cell.store(now, std::memory_order_relaxed);
       return now;
     }
-    return cells_[kOwnedCells + ordinal % kSharedCells].value.fetch_add(
-               n, std::memory_order_relaxed) +
+    return cells_[kOwnedCells + ordinal % kSharedCells].value.fetch_add(n,
+                                                                        std::memory_order_relaxed) +
            n;
   }
   // The sum of all cells. Exact once writers are quiet; otherwise a value

@@ -26,8 +26,8 @@ struct ProtectorCounters {
   StripedCounter early_refreshes;
   StripedCounter soft_timeouts;
   StripedCounter hot_keys_detected;
-  StripedCounter ttl_lengthened;  // adaptive TTL: a reload found the value unchanged
-  StripedCounter ttl_shortened;   // ... changed
+  StripedCounter ttl_lengthened;    // adaptive TTL: a reload found the value unchanged
+  StripedCounter ttl_shortened;     // ... changed
   StripedCounter warmed_keys;       // warm-up (warm_up.h): keys loaded (or found absent)
   StripedCounter warm_up_failures;  // ... keys that failed, and a list that could not be had
   StripedCounter db_queries;
