@@ -49,20 +49,33 @@ class ShardedMap {
     std::shared_mutex mutex;
     std::unordered_map<std::string, std::string> map;
   };
-  Shard& shard(const std::string& k) { return shards_[std::hash<std::string>{}(k) % shards_.size()]; }
+  Shard& shard(const std::string& k) {
+    return shards_[std::hash<std::string>{}(k) % shards_.size()];
+  }
   std::array<Shard, 16> shards_;
 };
 
+std::unique_ptr<herdguard::Protector> make_protector(bool hot_keys) {
+  auto repo = std::make_shared<herdguard::CallbackRepository>(
+      [](std::string_view, herdguard::Deadline) -> herdguard::Result<std::optional<std::string>> {
+        return std::optional<std::string>(kValue);
+      });
+  herdguard::ProtectorOptions options{.ttl = std::chrono::hours(24)};
+  options.hot_keys.enabled = hot_keys;
+  auto created = herdguard::Protector::create(options, repo);
+  for (const auto& k : keys()) (void)(*created)->set(k, kValue);
+  return std::move(*created);
+}
+
+// With the defaults (hot-key detection on).
 herdguard::Protector& protector() {
-  static std::unique_ptr<herdguard::Protector> p = [] {
-    auto repo = std::make_shared<herdguard::CallbackRepository>(
-        [](std::string_view, herdguard::Deadline) -> herdguard::Result<std::optional<std::string>> {
-          return std::optional<std::string>(kValue);
-        });
-    auto created = herdguard::Protector::create({.ttl = std::chrono::hours(24)}, repo);
-    for (const auto& k : keys()) (void)(*created)->set(k, kValue);
-    return std::move(*created);
-  }();
+  static std::unique_ptr<herdguard::Protector> p = make_protector(true);
+  return *p;
+}
+
+// Hot-key detection off: the difference is what its sampling costs a hit.
+herdguard::Protector& protector_without_hot_keys() {
+  static std::unique_ptr<herdguard::Protector> p = make_protector(false);
   return *p;
 }
 
@@ -85,6 +98,17 @@ void BM_ProtectorGetL1Hit(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_ProtectorGetL1Hit)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_ProtectorGetL1HitNoHotKeys(benchmark::State& state) {
+  herdguard::Protector& p = protector_without_hot_keys();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 97;
+  for (auto _ : state) {
+    auto v = p.get(keys()[i++ % kKeys]);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ProtectorGetL1HitNoHotKeys)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_ShardedMapSharedMutexGet(benchmark::State& state) {
   ShardedMap& m = baseline();
