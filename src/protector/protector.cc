@@ -81,6 +81,8 @@ struct Protector::Parts {
   std::unique_ptr<HotKeyDetector> hot_keys;
   std::atomic<std::uint64_t> hot_sample_mask{UINT64_MAX};
   Duration hot_refresh_lead{};
+  // Serializes pinning and unpinning (apply_hot_key_changes).
+  std::mutex pin_mutex;
   // Last: destroyed first, so no load runs against the members above after.
   std::unique_ptr<SingleFlight> flights;
 };
@@ -482,8 +484,20 @@ void Protector::follow_sample_interval() {
 
 void Protector::apply_hot_key_changes(const HotKeyChanges& changes) {
   Parts& p = *parts_;
+  {
+    // Two evaluations' changes may be applied by two threads in either
+    // order (an older "turned hot" after a newer "cooled"): pins follow the
+    // detector's present hot set instead, one thread at a time, so a key
+    // is never left pinned after it cooled.
+    std::lock_guard lock(p.pin_mutex);
+    for (const HotKey& hot : changes.turned_hot) {
+      if (p.hot_keys->is_hot(hot.key)) p.cache.l1().pin(hot.key, p.hot_refresh_lead);
+    }
+    for (const std::string& key : changes.cooled) {
+      if (!p.hot_keys->is_hot(key)) p.cache.l1().unpin(key);
+    }
+  }
   for (const HotKey& hot : changes.turned_hot) {
-    p.cache.l1().pin(hot.key, p.hot_refresh_lead);
     p.counters.hot_keys_detected.add();
     if (p.options.alert_sinks.empty()) continue;
     const AlertEvent event{
@@ -498,7 +512,6 @@ void Protector::apply_hot_key_changes(const HotKeyChanges& changes) {
         .at = hot.detected_at};
     for (const auto& sink : p.options.alert_sinks) sink->send(event);
   }
-  for (const std::string& key : changes.cooled) p.cache.l1().unpin(key);
 }
 
 std::vector<HotKey> Protector::hot_keys() {
