@@ -70,7 +70,7 @@ struct HotKeyOptions {
   // At most this many hot keys at once (pinned, exported). REQUIRES: >= 1.
   std::size_t top_k = 16;
   // Rates are measured over this window, re-evaluated every
-  // window / kHotKeyBucketsPerWindow. REQUIRES: >= 4 ms.
+  // window / kHotKeyBucketsPerWindow. REQUIRES: 4 ms..1 h.
   Duration window = std::chrono::seconds(1);
   // A key read at least this often (reads/s, in this process) is hot.
   // REQUIRES: > 0.

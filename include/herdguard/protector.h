@@ -206,8 +206,9 @@ struct ProtectorOptions {
   // add_saturating (clock.h), so "forever" means TimePoint::max(), and Redis
   // expiries are clamped to what Redis accepts. It is refused for
   // single_flight.load_timeout (at most 1 h: Redis keeps a load's lock and
-  // version key until its deadline) and for the Redis client's and lock's
-  // durations (their own validate()).
+  // version key until its deadline), for hot_keys.window (at most 1 h) and
+  // for the Redis client's and lock's durations (their own validate()).
+  // adaptive_ttl.max accepts it (the TTL saturates).
   Result<void> validate() const;
 };
 

@@ -27,7 +27,7 @@ struct WarmUpOptions {
   // The keys to load at start; empty function: no warm-up. Called once, on
   // the warm-up thread; an exception it throws counts as one failure.
   std::function<std::vector<std::string>()> keys{};
-  // At most this many keys loaded per second. REQUIRES: > 0 and finite.
+  // At most this many keys loaded per second. REQUIRES: in [0.001, 1e9].
   double keys_per_second = 100;
 
   // Returns kInvalidArgument naming the first bad field.

@@ -27,8 +27,8 @@ Result<void> HotKeyOptions::validate() const {
   if (capacity < top_k || capacity > 1'000'000)
     return bad_option(
         fmt::format("capacity must be in top_k..1000000 ({}..1000000), got {}", top_k, capacity));
-  if (window < std::chrono::milliseconds(4))
-    return bad_option(fmt::format("window must be >= 4 ms, got {} ns", window.count()));
+  if (window < std::chrono::milliseconds(4) || window > std::chrono::hours(1))
+    return bad_option(fmt::format("window must be in 4 ms..1 h, got {} ns", window.count()));
   if (!(min_rate > 0) || !std::isfinite(min_rate))
     return bad_option(fmt::format("min_rate must be > 0 and finite, got {}", min_rate));
   if (!(viral_min_rate > 0) || !std::isfinite(viral_min_rate))

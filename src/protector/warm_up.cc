@@ -8,10 +8,11 @@
 namespace herdguard {
 
 Result<void> WarmUpOptions::validate() const {
-  if (!(keys_per_second > 0) || !std::isfinite(keys_per_second))
+  // The bounds keep 1 / keys_per_second a representable clock duration.
+  if (!(keys_per_second >= 0.001 && keys_per_second <= 1e9))
     return make_error(
         ErrorKind::kInvalidArgument,
-        fmt::format("warm_up: keys_per_second must be > 0 and finite, got {}", keys_per_second));
+        fmt::format("warm_up: keys_per_second must be in [0.001, 1e9], got {}", keys_per_second));
   return ok();
 }
 

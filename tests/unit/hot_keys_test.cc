@@ -87,6 +87,7 @@ TEST_F(HotKeyDetectorTest, RefusesBadOptionsNamingTheField) {
   bad({.top_k = 0}, "top_k");
   bad({.capacity = 4, .top_k = 8}, "capacity");
   bad({.window = milliseconds(1)}, "window");
+  bad({.window = Duration::max()}, "window");
   bad({.min_rate = 0}, "min_rate");
   bad({.viral_growth = 1.0}, "viral_growth");
   bad({.sample_one_in = 3}, "sample_one_in");

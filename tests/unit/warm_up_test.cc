@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -138,10 +139,12 @@ TEST(WarmUp, AThrowingKeyListIsOneFailureAndBadRatesAreRefused) {
   ASSERT_TRUE(p);
   wait_until([&] { return (*p)->metrics().warm_up_failures == 1; });
   EXPECT_EQ(loads.calls.load(), 0);
-  options.warm_up.keys_per_second = 0;
-  auto bad = Protector::create(options, loads.repository());
-  ASSERT_FALSE(bad);
-  EXPECT_NE(bad.error().message.find("keys_per_second"), std::string::npos);
+  for (double rate : {0.0, 1e-300, -1.0, HUGE_VAL, std::nan("")}) {
+    options.warm_up.keys_per_second = rate;
+    auto bad = Protector::create(options, loads.repository());
+    ASSERT_FALSE(bad) << rate;
+    EXPECT_NE(bad.error().message.find("keys_per_second"), std::string::npos);
+  }
 }
 
 }  // namespace
