@@ -213,6 +213,30 @@ std::string report_table(const Scenario& s, const std::vector<RunReport>& runs) 
       kinds += fmt::format("{}{} {}", kinds.empty() ? "" : ", ", kind, thousands(count));
     out += fmt::format("{} errors: {}; first: {}\n", r.protect, kinds, r.first_error);
   }
+  // The viral key, when there is one, then the hottest others (at most 5):
+  // who found them and when, and whether anyone still waited on them.
+  const std::string viral_key = s.viral.empty() ? "" : s.viral.substr(0, s.viral.rfind('@'));
+  for (const RunReport& r : runs) {
+    std::vector<const HotKeyReport*> shown;
+    for (const HotKeyReport& h : r.hot_keys)
+      if (h.key == viral_key) shown.push_back(&h);
+    for (const HotKeyReport& h : r.hot_keys)
+      if (h.key != viral_key && shown.size() < 5) shown.push_back(&h);
+    if (shown.empty()) continue;
+    out += fmt::format("{} hot keys ({} in all):", r.protect, r.hot_keys.size());
+    for (const HotKeyReport* h : shown) {
+      double last = 0;
+      std::uint64_t waits = 0;
+      for (const HotKeyDetection& d : h->by_process) {
+        last = std::max(last, d.detected_at_s);
+        waits += d.load_waits;
+      }
+      out += fmt::format(" {}{} in {}/{} processes by {:.2f} s, {} waits after;", h->key,
+                         h->key == viral_key ? " (viral)" : "", h->by_process.size(), r.processes,
+                         last, waits);
+    }
+    out.back() = '\n';
+  }
   out += "\n" + verdict(runs) + "\n";
   return out;
 }

@@ -120,11 +120,16 @@ class MemoryCache final : public Cache {
   // Pins `key` (HotKeyDetector's hot keys): while pinned, its entry —
   // present now or stored later — is evicted only when nothing unpinned is
   // left to evict in its shard (or once past stale_until), and its
-  // refresh_from is at most fresh_until − `refresh_lead`, so reads near its
-  // end report kRefreshDue. Pinning is remembered per key, entry or not:
-  // pin a bounded set (the Protector pins at most HotKeyOptions::top_k).
-  // REQUIRES: refresh_lead >= 0.
+  // refresh_from is at most fresh_until − pinned_lead(refresh_lead, its
+  // load_duration), so reads near its end report kRefreshDue. Pinning is remembered per key, entry
+  // or not: pin a bounded set (the Protector pins at most HotKeyOptions::top_k). REQUIRES:
+  // refresh_lead >= 0.
   void pin(std::string_view key, Duration refresh_lead);
+  // How long before its expiry a pinned entry's refresh window opens:
+  // `refresh_lead`, or two of its loads' durations when that is longer (a
+  // refresh must land before the entry expires, and a slow or queueing
+  // database makes loads long), at most 2 × refresh_lead. Pure.
+  static Duration pinned_lead(Duration refresh_lead, Duration load_duration) noexcept;
   // Unpins `key`; its entry keeps its refresh_from until replaced.
   void unpin(std::string_view key);
   bool is_pinned(std::string_view key) const;

@@ -338,7 +338,10 @@ class Protector {
   // Starts one background load of `key` unless one runs or
   // max_background_refreshes run already (then counted as dropped).
   // `fresh_at_least_until` as for loader_for. Returns whether it started.
-  bool start_background_refresh(std::string_view key, TimePoint fresh_at_least_until);
+  // `hot`: a hot key's refresh, not held to max_background_refreshes (at
+  // most hot_keys.top_k of them run: one per hot key).
+  bool start_background_refresh(std::string_view key, TimePoint fresh_at_least_until,
+                                bool hot = false);
   // A read found `key` fresh in the last stretch of its life (`timing`):
   // starts an early refresh when the policy says so (early_refresh.h).
   void consider_early_refresh(std::string_view key, const MemoryCache::RefreshTiming& timing);

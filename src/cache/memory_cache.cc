@@ -124,8 +124,8 @@ struct MemoryCache::Shard {
     void set_entry(CacheEntry e, Duration refresh_lead) {
       entry = std::move(e);
       if (refresh_lead != Duration::max() && !entry.negative) {
-        entry.refresh_from =
-            std::min(entry.refresh_from, add_saturating(entry.fresh_until, -refresh_lead));
+        const Duration lead = pinned_lead(refresh_lead, entry.load_duration);
+        entry.refresh_from = std::min(entry.refresh_from, add_saturating(entry.fresh_until, -lead));
       }
       plain_hit_until = std::min({entry.fresh_until, entry.recheck_at, entry.refresh_from});
     }
@@ -413,6 +413,11 @@ Result<void> MemoryCache::erase(std::string_view key) {
   shard.bump(hashed.hash);
   if (auto it = shard.map.find(hashed); it != shard.map.end()) shard.remove(it);
   return ok();
+}
+
+Duration MemoryCache::pinned_lead(Duration refresh_lead, Duration load_duration) noexcept {
+  return std::min(std::max(refresh_lead, scale_saturating(load_duration, 2.0)),
+                  scale_saturating(refresh_lead, 2.0));
 }
 
 void MemoryCache::pin(std::string_view key, Duration refresh_lead) {

@@ -391,7 +391,8 @@ Result<std::string> Protector::serve_stale_and_refresh(std::string_view key, Cac
   return std::move(stale.value);
 }
 
-bool Protector::start_background_refresh(std::string_view key, TimePoint fresh_at_least_until) {
+bool Protector::start_background_refresh(std::string_view key, TimePoint fresh_at_least_until,
+                                         bool hot) {
   Parts& p = *parts_;
   // The common case under a hot key: its refresh already runs. Known
   // before anything is allocated for another one.
@@ -402,7 +403,7 @@ bool Protector::start_background_refresh(std::string_view key, TimePoint fresh_a
   std::shared_ptr<void> unit(refreshes_running_.get(), [count = refreshes_running_](void*) {
     count->fetch_sub(1, std::memory_order_relaxed);
   });
-  if (running >= p.options.max_background_refreshes) {
+  if (running >= p.options.max_background_refreshes && !hot) {
     p.counters.background_refreshes_dropped.add();
     return false;
   }
@@ -431,15 +432,19 @@ void Protector::consider_early_refresh(std::string_view key,
     due = now >= refresh_window_start(policy, timing.fresh_until, timing.load_duration,
                                       p.options.ttl, /*negative=*/false);
   }
-  // A hot key refreshes on any read in its last hot_refresh_lead (its L1
-  // copy is pinned with that lead, which is how this read got here).
-  if (!due && p.hot_keys && now >= add_saturating(timing.fresh_until, -p.hot_refresh_lead) &&
-      p.cache.l1().is_pinned(key)) {
+  // A hot key refreshes on any read in its pinned lead (hot_refresh_lead,
+  // longer for slow loads: MemoryCache::pinned_lead; its L1 copy is pinned
+  // with it, which is how this read got here).
+  const bool hot = p.hot_keys && p.cache.l1().is_pinned(key);
+  if (!due && hot &&
+      now >= add_saturating(timing.fresh_until,
+                            -MemoryCache::pinned_lead(p.hot_refresh_lead, timing.load_duration))) {
     due = true;
   }
   // Only an entry newer than this one (fresh past its fresh_until) saves
   // the refresh its database load.
-  if (due && start_background_refresh(key, timing.fresh_until)) p.counters.early_refreshes.add();
+  if (due && start_background_refresh(key, timing.fresh_until, hot))
+    p.counters.early_refreshes.add();
 }
 
 void Protector::sample_hot_key(std::string_view key) {
@@ -469,7 +474,8 @@ void Protector::warm_hot_keys() {
     const Duration margin =
         add_saturating(until_next_evaluation, scale_saturating(entry->load_duration, 2.0));
     if (now < add_saturating(entry->fresh_until, -margin)) continue;
-    if (start_background_refresh(hot.key, entry->fresh_until)) p.counters.early_refreshes.add();
+    if (start_background_refresh(hot.key, entry->fresh_until, /*hot=*/true))
+      p.counters.early_refreshes.add();
   }
 }
 

@@ -184,6 +184,20 @@ TEST(MemoryCache, PinnedEntryReportsRefreshDueItsLeadBeforeExpiry) {
   EXPECT_EQ((*h.cache().get("k"))->refresh_from, now + seconds(28));
 }
 
+TEST(MemoryCache, APinnedEntryOfASlowLoadOpensItsRefreshWindowTwoLoadsBeforeExpiry) {
+  EXPECT_EQ(MemoryCache::pinned_lead(seconds(2), milliseconds(50)), seconds(2));
+  EXPECT_EQ(MemoryCache::pinned_lead(seconds(2), milliseconds(1500)), seconds(3));
+  EXPECT_EQ(MemoryCache::pinned_lead(seconds(2), seconds(5)), seconds(4));  // at most 2 leads
+  Harness h({.max_entries = 16, .shards = 1});
+  const TimePoint now = h.clock().now();
+  h.cache().pin("k", seconds(2));
+  ASSERT_TRUE(h.cache().put("k", CacheEntry{.value = "v",
+                                            .fresh_until = now + seconds(10),
+                                            .stale_until = now + seconds(20),
+                                            .load_duration = milliseconds(1500)}));
+  EXPECT_EQ((*h.cache().get("k"))->refresh_from, now + seconds(7));
+}
+
 TEST(MemoryCache, EvictsWhenByteBoundReached) {
   const std::string value(10, 'v');
   const std::size_t one = charge("k0", value);
