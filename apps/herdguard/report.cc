@@ -57,7 +57,7 @@ nlohmann::json to_json(const RunReport& run) {
   nlohmann::json hot_keys = nlohmann::json::array();
   for (const HotKeyReport& h : run.hot_keys) {
     nlohmann::json by_process = nlohmann::json::array();
-    double last = 0, first = 1e300, rate = 0, previous = 0;
+    double last = 0, first = 1e300, rate = 0, previous = 0, previous_max = 0;
     bool viral = false;
     std::uint64_t waits = 0;
     for (const HotKeyDetection& d : h.by_process) {
@@ -65,12 +65,14 @@ nlohmann::json to_json(const RunReport& run) {
                             {"detected_at_s", d.detected_at_s},
                             {"rate", d.rate},
                             {"previous_rate", d.previous_rate},
+                            {"previous_rate_max", d.previous_rate_max},
                             {"viral", d.viral},
                             {"load_waits_after_detection", d.load_waits}});
       last = std::max(last, d.detected_at_s);
       first = std::min(first, d.detected_at_s);
       rate += d.rate;
       previous += d.previous_rate;
+      previous_max += d.previous_rate_max;
       viral = viral || d.viral;
       waits += d.load_waits;
     }
@@ -80,6 +82,7 @@ nlohmann::json to_json(const RunReport& run) {
                         {"processes", h.by_process.size()},
                         {"rate", rate},
                         {"previous_rate", previous},
+                        {"previous_rate_max", previous_max},
                         {"viral", viral},
                         {"load_waits_after_detection", waits},
                         {"by_process", by_process}});

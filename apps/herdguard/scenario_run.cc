@@ -163,6 +163,7 @@ struct Second {
               {"detected_at_s", std::chrono::duration<double>(h.detected_at - wall_t0).count()},
               {"rate", h.rate},
               {"previous_rate", h.previous_rate},
+              {"previous_rate_max", h.previous_rate_max},
               {"viral", h.viral}};
         }
         it->second["load_waits"] = h.load_waits;
@@ -428,6 +429,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
                               .detected_at_s = d["detected_at_s"].get<double>(),
                               .rate = d["rate"].get<double>(),
                               .previous_rate = d["previous_rate"].get<double>(),
+                              .previous_rate_max = d["previous_rate_max"].get<double>(),
                               .viral = d["viral"].get<bool>(),
                               .load_waits = d["load_waits"].get<std::uint64_t>()});
     }

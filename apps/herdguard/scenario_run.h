@@ -23,6 +23,7 @@ struct HotKeyDetection {
   double detected_at_s = 0;
   double rate = 0;
   double previous_rate = 0;
+  double previous_rate_max = 0;
   bool viral = false;
   std::uint64_t load_waits = 0;
 };

@@ -106,10 +106,14 @@ struct HotKeyOptions {
 
 struct HotKey {
   std::string key{};
-  double rate = 0;           // estimated reads/s over the last window
-  double previous_rate = 0;  // over the window before (an upper bound)
-  TimePoint detected_at{};   // when it turned hot (this time)
-  bool viral = false;        // turned hot by growth rather than by rate
+  double rate = 0;  // estimated reads/s over the last window
+  // Over the window before: surely (guaranteed counts, as `rate`), and at
+  // most (a key the sketch did not hold gets its smallest counter). Growth
+  // is judged against the latter.
+  double previous_rate = 0;
+  double previous_rate_max = 0;
+  TimePoint detected_at{};  // when it turned hot (this time)
+  bool viral = false;       // turned hot by growth rather than by rate
   // Requests that waited for a load of the key since it turned hot (the
   // Protector counts them; record_load_wait()).
   std::uint64_t load_waits = 0;

@@ -191,19 +191,23 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
     if (rate < std::min(options_.min_rate, options_.viral_min_rate) / 2 &&
         n < std::min(hot_share_count, viral_share_count) / 2)
       continue;  // cheap cut
-    std::uint64_t before = 0;
+    // The window before: at most `before_max` (a key without a counter
+    // gets the sketch's floor), surely `before_min`.
+    std::uint64_t before_max = 0, before_min = 0;
     for (std::size_t back = kHotKeyBucketsPerWindow + 1; back <= 2 * kHotKeyBucketsPerWindow;
          ++back) {
       const internal::SpaceSaving& bucket = s.ended(back);
       const std::uint64_t c = bucket.count(key);
-      before += c != 0 ? c : bucket.floor();
+      before_max += c != 0 ? c : bucket.floor();
+      before_min += bucket.guaranteed(key);
     }
-    const double previous_rate = static_cast<double>(before) / window_s;
+    const double previous_rate = static_cast<double>(before_min) / window_s;
+    const double previous_rate_max = static_cast<double>(before_max) / window_s;
     const HotKey* was = previously(key);
     const bool by_rate = rate >= options_.min_rate || n >= hot_share_count;
     const bool by_growth = growth_known &&
                            (rate >= options_.viral_min_rate || n >= viral_share_count) &&
-                           rate >= options_.viral_growth * previous_rate;
+                           rate >= options_.viral_growth * previous_rate_max;
     // Hysteresis: a hot key stays hot down to half the threshold it crossed.
     const bool stays =
         was != nullptr &&
@@ -213,6 +217,7 @@ HotKeyChanges HotKeyDetector::roll_to(TimePoint now) {
     HotKey h{.key = std::string(key),
              .rate = rate,
              .previous_rate = previous_rate,
+             .previous_rate_max = previous_rate_max,
              .detected_at = now,
              .viral = !by_rate,
              .load_waits = 0};

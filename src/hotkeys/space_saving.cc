@@ -39,6 +39,11 @@ std::uint64_t SpaceSaving::count(std::string_view key) const {
   return it == slot_of_.end() ? 0 : counts_[it->second];
 }
 
+std::uint64_t SpaceSaving::guaranteed(std::string_view key) const {
+  auto it = slot_of_.find(key);
+  return it == slot_of_.end() ? 0 : counts_[it->second] - errors_[it->second];
+}
+
 std::uint64_t SpaceSaving::floor() const {
   if (used_ < capacity_) return 0;
   return *std::min_element(counts_.begin(), counts_.end());

@@ -34,6 +34,8 @@ class SpaceSaving {
   void add(std::string_view key, std::uint64_t weight);
   // The key's estimated count (an upper bound); 0 when it has no counter.
   std::uint64_t count(std::string_view key) const;
+  // What the key was surely read (count − error); 0 when it has no counter.
+  std::uint64_t guaranteed(std::string_view key) const;
   // An upper bound on the count of a key that has no counter: the smallest
   // counter when all are taken, else 0.
   std::uint64_t floor() const;

@@ -358,7 +358,8 @@ TEST_F(Simulate, AViralKeyIsDetectedInEveryProcessWithinASecondAndNeverWaitedOnA
   for (const auto& seen : (*viral)["by_process"]) {
     EXPECT_GE(seen["detected_at_s"].get<double>(), 3.0) << seen.dump();
     EXPECT_LT(seen["detected_at_s"].get<double>(), 4.0) << seen.dump();
-    EXPECT_GT(seen["rate"].get<double>(), seen["previous_rate"].get<double>()) << seen.dump();
+    EXPECT_GE(seen["rate"].get<double>(), 10 * seen["previous_rate"].get<double>()) << seen.dump();
+    EXPECT_GE(seen["previous_rate_max"].get<double>(), seen["previous_rate"].get<double>());
     EXPECT_EQ(seen["load_waits_after_detection"], 0) << seen.dump();
   }
   // The timeline shows it hot from its second on, in every process.
