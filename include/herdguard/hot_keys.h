@@ -173,6 +173,8 @@ class HotKeyDetector {
   HotKeyDetector(HotKeyOptions options, std::shared_ptr<Clock> clock);
   // REQUIRES: sketch_mutex_ held.
   HotKeyChanges roll_to(TimePoint now);
+  // record()'s body. REQUIRES: sketch_mutex_ held.
+  HotKeyChanges record_locked(std::string_view key, TimePoint now, std::uint64_t weight);
   // Doubles or halves an adaptive sampling interval towards
   // samples_per_window. REQUIRES: sketch_mutex_ held.
   void adapt_sampling(std::uint64_t recorded_last_bucket);

@@ -94,28 +94,27 @@ HotKeyDetector::HotKeyDetector(HotKeyOptions options, std::shared_ptr<Clock> clo
 
 HotKeyDetector::~HotKeyDetector() = default;
 
+HotKeyChanges HotKeyDetector::record_locked(std::string_view key, TimePoint now,
+                                            std::uint64_t weight) {
+  HotKeyChanges changes = roll_to(now);
+  Sketches& s = *sketches_;
+  s.ring[s.current].add(key, weight);
+  s.totals[s.current] += weight;
+  s.max_weight[s.current] = std::max(s.max_weight[s.current], weight);
+  ++s.recorded;
+  return changes;
+}
+
 HotKeyChanges HotKeyDetector::record(std::string_view key, TimePoint now, std::uint64_t weight) {
   std::lock_guard lock(sketch_mutex_);
-  HotKeyChanges changes = roll_to(now);
-  sketches_->ring[sketches_->current].add(key, weight);
-  sketches_->totals[sketches_->current] += weight;
-  sketches_->max_weight[sketches_->current] =
-      std::max(sketches_->max_weight[sketches_->current], weight);
-  ++sketches_->recorded;
-  return changes;
+  return record_locked(key, now, weight);
 }
 
 std::optional<HotKeyChanges> HotKeyDetector::try_record(std::string_view key, TimePoint now,
                                                         std::uint64_t weight) {
   std::unique_lock lock(sketch_mutex_, std::try_to_lock);
   if (!lock.owns_lock()) return std::nullopt;
-  HotKeyChanges changes = roll_to(now);
-  sketches_->ring[sketches_->current].add(key, weight);
-  sketches_->totals[sketches_->current] += weight;
-  sketches_->max_weight[sketches_->current] =
-      std::max(sketches_->max_weight[sketches_->current], weight);
-  ++sketches_->recorded;
-  return changes;
+  return record_locked(key, now, weight);
 }
 
 HotKeyChanges HotKeyDetector::advance(TimePoint now) {

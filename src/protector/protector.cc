@@ -435,7 +435,8 @@ void Protector::consider_early_refresh(std::string_view key,
   // A hot key refreshes on any read in its pinned lead (hot_refresh_lead,
   // longer for slow loads: MemoryCache::pinned_lead; its L1 copy is pinned
   // with it, which is how this read got here).
-  const bool hot = p.hot_keys && p.cache.l1().is_pinned(key);
+  // No shard lookup while nothing is hot (most refresh-window reads).
+  const bool hot = p.hot_keys && p.hot_keys->hot_count() > 0 && p.cache.l1().is_pinned(key);
   if (!due && hot &&
       now >= add_saturating(timing.fresh_until,
                             -MemoryCache::pinned_lead(p.hot_refresh_lead, timing.load_duration))) {
