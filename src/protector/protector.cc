@@ -397,6 +397,14 @@ bool Protector::start_background_refresh(std::string_view key, TimePoint fresh_a
   // The common case under a hot key: its refresh already runs. Known
   // before anything is allocated for another one.
   if (p.flights->in_flight(key)) return false;
+  // A refresh that finished between the caller's L1 read and the check
+  // above (it stores its entry before its flight ends) left a newer entry:
+  // nothing is due. Its loader would skip the database anyway, but the
+  // refresh would be counted and queued for nothing.
+  if (fresh_at_least_until != TimePoint::min()) {
+    const std::optional<CacheEntry> present = p.cache.l1_get(key, p.options.clock->now());
+    if (present && present->fresh_until > fresh_at_least_until) return false;
+  }
   // A unit of refreshes_running_, given back when the last copy of the
   // refresh's loader is destroyed (it ran, or was never started).
   const std::size_t running = refreshes_running_->fetch_add(1, std::memory_order_relaxed);
