@@ -14,15 +14,7 @@ cd "$(dirname "$0")/.."
 cli=${1:-build/release/apps/herdguard/herdguard}
 anchor=${2:-build/release/bench/bench_fanout_anchor}
 load_ms=50
-dir=$(mktemp -d)
-# In its own session, as a Redis server runs: with the kernel's autogroup
-# scheduling a server started from this shell would share one CPU share with
-# the 8 measured processes (and measure ~0.5 ms slower at p50, for both).
-setsid redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
-  --appendonly no --dir "$dir" --daemonize no --loglevel warning >"$dir/log" 2>&1 &
-redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do [[ -S "$dir/redis.sock" ]] && break; sleep 0.05; done
+. bench/private_redis.sh
 
 run() {
   local json p50 p99

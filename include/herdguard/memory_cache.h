@@ -136,6 +136,12 @@ class MemoryCache final : public Cache {
 
   // Removes everything (and bumps every generation). Pins stay.
   void clear();
+  // Makes every entry due for its recheck at `now` (recheck_at = min(its
+  // recheck_at, now)), so it is no longer answered as fresh without asking
+  // L2 again, and bumps every generation, so no fill that began before this
+  // call lands. For when invalidations may have been missed (the backplane's
+  // subscription was down). O(entries).
+  void recheck_all(TimePoint now);
   // A consistent-per-shard (not global) snapshot of sizes and counters.
   MemoryCacheStats stats() const;
 

@@ -95,6 +95,16 @@ struct ProtectionMetrics {
   // L1 fills skipped because a set/invalidate of the key (in this process)
   // came in while the value was read or loaded.
   std::uint64_t refused_l1_fills = 0;
+  // The L1 backplane (ProtectorOptions::l1_backplane): set()/invalidate()
+  // announced to the fleet, announcements that failed (others then see the
+  // change within l1_max_ttl), L1 copies dropped for another process's
+  // announcement, and losses and (re)establishments of the subscription,
+  // after each of which every L1 copy was rechecked against L2 before being
+  // answered again (announcements made while it was down go unheard).
+  std::uint64_t backplane_published = 0;
+  std::uint64_t backplane_publish_failures = 0;
+  std::uint64_t backplane_invalidations = 0;
+  std::uint64_t backplane_resyncs = 0;
 
   // Gauges at snapshot time.
   BreakerState circuit_breaker_state = BreakerState::kClosed;

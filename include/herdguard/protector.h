@@ -163,6 +163,15 @@ struct ProtectorOptions {
   // per l1_max_ttl per process. Duration::max() saturates (no bound).
   // Ignored without an L2. REQUIRES: > 0.
   Duration l1_max_ttl = std::chrono::seconds(1);
+  // The L1 backplane, with a notifier that has an invalidation_channel
+  // (RedisFleet's has): set() and invalidate() announce the key, and every
+  // other process drops its L1 copy as soon as it hears (milliseconds,
+  // instead of up to l1_max_ttl). When the subscription is lost, and again
+  // when it is back, every L1 copy is rechecked against L2 before it is
+  // answered again, since announcements made while it was down go unheard
+  // (while Redis is unreachable a copy still fresh by its TTL is answered,
+  // as without the backplane: docs/consistency.md).
+  bool l1_backplane = true;
 
   // Prometheus series (prometheus.h), labelled cache=metrics_name; one name
   // per registry. Keys are counted by pattern: the first of key_patterns
@@ -291,6 +300,8 @@ class Protector {
   // Sends a fallback or failure alert, unless one of that kind went out
   // less than alert_interval ago.
   void alert(AlertEvent::Kind kind, std::string_view key, const std::string& message);
+  // Publishes `key` on the L1 backplane (after a successful set/invalidate).
+  void announce_to_fleet(std::string_view key);
   // The blocking read: L1, L2, then the shared load. With `serve_stale`, a
   // stale entry within stale_while_revalidate is answered at once and
   // refreshed in the background.

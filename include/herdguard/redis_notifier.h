@@ -22,6 +22,13 @@
 // waiter when the subscription is (re)established, since publishes may have
 // been missed in the gap.
 //
+// The same subscriber carries the L1 backplane when invalidation_channel is
+// set: Protector::set() and invalidate() publish the key there, and every
+// other process's Protector, listening through listen(), drops its L1 copy.
+// A listener is also told each time the subscription is lost or
+// (re)established, so it can stop trusting what it cached while
+// invalidations could be missed.
+//
 // Thread safety: all methods are safe from any number of threads. A Waiter
 // is used by one thread.
 //
@@ -37,6 +44,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,6 +60,24 @@ namespace herdguard {
 struct RedisNotifierOptions {
   // The one channel every process of the fleet publishes and subscribes to.
   std::string channel = "herdguard:ready";
+  // The L1 backplane's channel (RedisFleet: prefix + "invalidate"); empty:
+  // no backplane (publish_invalidation fails, listeners hear only
+  // resubscriptions). REQUIRES: differs from `channel`.
+  std::string invalidation_channel{};
+};
+
+// What a listener of the backplane is told. Both are called on the
+// subscriber thread, one call at a time, listeners in the order they
+// registered, and must be quick and must not call
+// listen() or destroy an InvalidationSubscription (that would deadlock).
+struct InvalidationListener {
+  // A process published an invalidation of `key`; `origin` is the id it
+  // published with (a listener skips its own).
+  std::function<void(std::uint64_t origin, std::string_view key)> invalidated{};
+  // The subscription was lost, or (re)established: invalidations published
+  // while it was down are never heard. Called at both ends of every gap
+  // (and once at the first subscription).
+  std::function<void()> resync{};
 };
 
 // A holder's announcement that a key's load is over.
@@ -65,13 +91,18 @@ struct Announcement {
 };
 
 struct RedisNotifierStats {
-  std::uint64_t published = 0;     // publish() calls that reached Redis
-  std::uint64_t received = 0;      // messages received on the channel
-  std::uint64_t with_value = 0;    // of those, carrying the value
-  std::uint64_t wakeups = 0;       // waiters woken by a message
-  std::uint64_t resubscribes = 0;  // subscriptions (re)established
-  std::uint64_t errors = 0;        // publish failures and lost subscriptions
+  std::uint64_t published = 0;                // publish() calls that reached Redis
+  std::uint64_t received = 0;                 // messages received on the channel
+  std::uint64_t with_value = 0;               // of those, carrying the value
+  std::uint64_t wakeups = 0;                  // waiters woken by a message
+  std::uint64_t resubscribes = 0;             // subscriptions (re)established
+  std::uint64_t errors = 0;                   // publish failures and lost subscriptions
+  std::uint64_t invalidations_published = 0;  // publish_invalidation() calls that reached Redis
+  std::uint64_t invalidations_received = 0;   // well-formed invalidations heard
+  std::uint64_t malformed = 0;  // messages on the invalidation channel that were not ours: ignored
 };
+
+class InvalidationSubscription;
 
 class RedisNotifier;
 
@@ -102,6 +133,22 @@ class Waiter {
   std::shared_ptr<const Announcement> announcement_;  // guarded by mutex_
 };
 
+// A listener's registration. Destroying it deregisters the listener, after
+// waiting for a call of it in progress (so what it uses may go after).
+// REQUIRES: destroyed before its notifier, and not from the listener itself.
+class InvalidationSubscription {
+ public:
+  ~InvalidationSubscription();
+  InvalidationSubscription(const InvalidationSubscription&) = delete;
+  InvalidationSubscription& operator=(const InvalidationSubscription&) = delete;
+
+ private:
+  friend class RedisNotifier;
+  InvalidationSubscription(RedisNotifier& owner, std::uint64_t id) : owner_(owner), id_(id) {}
+  RedisNotifier& owner_;
+  const std::uint64_t id_;
+};
+
 class RedisNotifier {
  public:
   // Errors: kInvalidArgument (null client, empty channel). Starts the
@@ -116,6 +163,14 @@ class RedisNotifier {
   std::unique_ptr<Waiter> watch(std::string_view key);
   // PUBLISH channel key. Errors: kBackend/kTimeout (counted).
   Result<void> publish(std::string_view key);
+  // PUBLISH invalidation_channel, naming `key` and `origin`. Errors:
+  // kInvalidArgument (no invalidation_channel, empty key); kBackend/kTimeout
+  // (counted in errors).
+  Result<void> publish_invalidation(std::uint64_t origin, std::string_view key);
+  // Registers `listener` until the returned subscription is destroyed. When
+  // the notifier is not subscribed yet, resync() is called once it is.
+  std::unique_ptr<InvalidationSubscription> listen(InvalidationListener listener);
+
   // Whether the subscription is currently established.
   bool subscribed() const noexcept;
   // Blocks until subscribed() or `deadline`; true when subscribed. For
@@ -126,9 +181,11 @@ class RedisNotifier {
 
  private:
   friend class Waiter;
+  friend class InvalidationSubscription;
   struct Impl;
   explicit RedisNotifier(std::unique_ptr<Impl> impl);
   void remove(Waiter* waiter);
+  void remove_listener(std::uint64_t id);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -460,6 +460,18 @@ void MemoryCache::clear() {
   }
 }
 
+void MemoryCache::recheck_all(TimePoint now) {
+  for (std::size_t i = 0; i < options_.shards; ++i) {
+    Shard& shard = shards_[i];
+    std::unique_lock lock(shard.mutex);
+    for (auto& generation : shard.generations) generation.fetch_add(1, std::memory_order_release);
+    for (auto& [key, node] : shard.map) {
+      node->entry.recheck_at = std::min(node->entry.recheck_at, now);
+      node->plain_hit_until = std::min(node->plain_hit_until, now);
+    }
+  }
+}
+
 MemoryCacheStats MemoryCache::stats() const {
   MemoryCacheStats stats;
   for (std::size_t i = 0; i < options_.shards; ++i) {

@@ -16,13 +16,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "core/random.h"
 #include "lock/announcement.h"
+#include "lock/invalidation_message.h"
 #include "redis/hiredis_connection.h"
 
 namespace herdguard {
@@ -54,7 +57,35 @@ struct RedisNotifier::Impl {
   std::thread subscriber;
 
   std::atomic<std::uint64_t> published{0}, received{0}, with_value{0}, wakeups{0}, resubscribes{0},
-      errors{0};
+      errors{0}, invalidations_published{0}, invalidations_received{0}, malformed{0};
+
+  // Backplane listeners by id, so in registration order. Guarded by
+  // listeners_mutex, which is also held while one is called: deregistering
+  // waits for a call in progress.
+  std::mutex listeners_mutex;
+  std::map<std::uint64_t, InvalidationListener> listeners;
+  std::uint64_t next_listener_id = 1;  // guarded by listeners_mutex
+
+  void tell_invalidated(std::string_view payload) {
+    const std::optional<internal::DecodedInvalidation> decoded =
+        internal::decode_invalidation(payload);
+    if (!decoded) {
+      malformed.fetch_add(1, kRelaxed);
+      return;
+    }
+    invalidations_received.fetch_add(1, kRelaxed);
+    std::lock_guard lock(listeners_mutex);
+    for (auto& [id, listener] : listeners) {
+      if (listener.invalidated) listener.invalidated(decoded->origin, decoded->key);
+    }
+  }
+
+  void tell_resync() {
+    std::lock_guard lock(listeners_mutex);
+    for (auto& [id, listener] : listeners) {
+      if (listener.resync) listener.resync();
+    }
+  }
 
   void wake(const std::string& key, const std::shared_ptr<const Announcement>& announcement) {
     std::lock_guard lock(waiters_mutex);
@@ -101,18 +132,33 @@ struct RedisNotifier::Impl {
                                              "redis notifier");
     if (!c) return std::nullopt;
     internal::SendFailure failure;
-    const std::string_view argv[] = {"SUBSCRIBE", options.channel};
+    // Both channels in one command: Redis subscribes to both before it
+    // replies, so the first confirmation covers them.
+    const std::string_view both[] = {"SUBSCRIBE", options.channel, options.invalidation_channel};
+    const std::string_view one[] = {"SUBSCRIBE", options.channel};
+    const std::span<const std::string_view> argv = options.invalidation_channel.empty()
+                                                       ? std::span<const std::string_view>(one)
+                                                       : std::span<const std::string_view>(both);
     if (!c->run(argv, o.command_timeout, &failure)) return std::nullopt;
     return std::move(*c);
   }
 
-  // Handles one pushed reply: ["message", channel, announcement].
+  // Handles one pushed reply: ["message", channel, announcement or
+  // invalidation].
   void dispatch(const redisReply* r) {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) return;
     const redisReply* kind = r->element[0];
+    const redisReply* channel = r->element[1];
     const redisReply* payload = r->element[2];
-    if (kind->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING) return;
+    if (kind->type != REDIS_REPLY_STRING || channel->type != REDIS_REPLY_STRING ||
+        payload->type != REDIS_REPLY_STRING)
+      return;
     if (std::string_view(kind->str, kind->len) != "message") return;
+    if (!options.invalidation_channel.empty() &&
+        std::string_view(channel->str, channel->len) == options.invalidation_channel) {
+      tell_invalidated(std::string_view(payload->str, payload->len));
+      return;
+    }
     received.fetch_add(1, kRelaxed);
     const internal::DecodedAnnouncement decoded =
         internal::decode_announcement(std::string_view(payload->str, payload->len));
@@ -173,9 +219,14 @@ struct RedisNotifier::Impl {
       // waiter looks again. Before announcing the subscription, so that a
       // waiter registered after wait_subscribed() returns is not woken by it.
       wake_all();
+      // Likewise invalidations: a listener revalidates what it cached. Any
+      // invalidation published from here on is heard (it is read after).
+      tell_resync();
       set_subscribed(true);
       const bool broken = listen(c->raw());
       set_subscribed(false);
+      // From here until the next subscription, invalidations go unheard.
+      if (broken) tell_resync();
       c.reset();
       if (!broken) break;
       errors.fetch_add(1, kRelaxed);
@@ -214,6 +265,10 @@ Result<std::unique_ptr<RedisNotifier>> RedisNotifier::create(RedisNotifierOption
   if (!client) return make_error(ErrorKind::kInvalidArgument, "redis notifier: client is null");
   if (options.channel.empty()) {
     return make_error(ErrorKind::kInvalidArgument, "redis notifier: channel is empty");
+  }
+  if (options.invalidation_channel == options.channel) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      "redis notifier: invalidation_channel must differ from channel");
   }
   auto impl = std::make_unique<Impl>(std::move(options), std::move(client));
   if (::pipe2(impl->wake_pipe, O_CLOEXEC) != 0) {
@@ -265,6 +320,38 @@ Result<void> RedisNotifier::publish(std::string_view key) {
   return ok();
 }
 
+Result<void> RedisNotifier::publish_invalidation(std::uint64_t origin, std::string_view key) {
+  if (impl_->options.invalidation_channel.empty()) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      "redis notifier: no invalidation_channel configured");
+  }
+  if (key.empty()) return make_error(ErrorKind::kInvalidArgument, "redis notifier: key is empty");
+  const std::string message = internal::encode_invalidation(origin, key);
+  auto reply = impl_->client->command({"PUBLISH", impl_->options.invalidation_channel, message});
+  if (!reply) {
+    impl_->errors.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  impl_->invalidations_published.fetch_add(1, kRelaxed);
+  return ok();
+}
+
+std::unique_ptr<InvalidationSubscription> RedisNotifier::listen(InvalidationListener listener) {
+  std::lock_guard lock(impl_->listeners_mutex);
+  const std::uint64_t id = impl_->next_listener_id++;
+  impl_->listeners.emplace(id, std::move(listener));
+  // Not subscribed yet: the subscriber thread calls tell_resync()
+  // when it is, which takes listeners_mutex after this registration.
+  return std::unique_ptr<InvalidationSubscription>(new InvalidationSubscription(*this, id));
+}
+
+void RedisNotifier::remove_listener(std::uint64_t id) {
+  std::lock_guard lock(impl_->listeners_mutex);
+  impl_->listeners.erase(id);
+}
+
+InvalidationSubscription::~InvalidationSubscription() { owner_.remove_listener(id_); }
+
 bool RedisNotifier::subscribed() const noexcept {
   return impl_->subscribed.load(std::memory_order_acquire);
 }
@@ -276,12 +363,16 @@ bool RedisNotifier::wait_subscribed(Deadline deadline) const {
 }
 
 RedisNotifierStats RedisNotifier::stats() const {
-  return RedisNotifierStats{.published = impl_->published.load(kRelaxed),
-                            .received = impl_->received.load(kRelaxed),
-                            .with_value = impl_->with_value.load(kRelaxed),
-                            .wakeups = impl_->wakeups.load(kRelaxed),
-                            .resubscribes = impl_->resubscribes.load(kRelaxed),
-                            .errors = impl_->errors.load(kRelaxed)};
+  return RedisNotifierStats{
+      .published = impl_->published.load(kRelaxed),
+      .received = impl_->received.load(kRelaxed),
+      .with_value = impl_->with_value.load(kRelaxed),
+      .wakeups = impl_->wakeups.load(kRelaxed),
+      .resubscribes = impl_->resubscribes.load(kRelaxed),
+      .errors = impl_->errors.load(kRelaxed),
+      .invalidations_published = impl_->invalidations_published.load(kRelaxed),
+      .invalidations_received = impl_->invalidations_received.load(kRelaxed),
+      .malformed = impl_->malformed.load(kRelaxed)};
 }
 
 }  // namespace herdguard

@@ -83,6 +83,12 @@ struct Protector::Parts {
   Duration hot_refresh_lead{};
   // Serializes pinning and unpinning (apply_hot_key_changes).
   std::mutex pin_mutex;
+  // The L1 backplane (null when off): this protector's id in the messages
+  // it publishes (random, so it skips its own), and its registration with
+  // the notifier, whose calls run on the notifier's thread. Destroyed first
+  // of all (~Protector), so no call comes in while the parts go.
+  std::uint64_t backplane_origin = 0;
+  std::unique_ptr<InvalidationSubscription> backplane;
   // Last: destroyed first, so no load runs against the members above after.
   std::unique_ptr<SingleFlight> flights;
 };
@@ -174,6 +180,33 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
       prometheus->db_query_duration().observe(std::chrono::duration<double>(elapsed).count());
     });
   }
+  if (p.options.notifier && p.options.l1_backplane) {
+    p.backplane_origin = internal::thread_rng()();
+    p.backplane = p.options.notifier->listen(
+        {.invalidated =
+             [parts = &p](std::uint64_t origin, std::string_view key) {
+               // Another process's set() or invalidate(). Erasing bumps the
+               // key's generation, so no fill that began before this lands;
+               // the running load is detached, so no get that starts after
+               // this joins a load that may have read the value from before.
+               if (origin == parts->backplane_origin) return;  // ours: done when made
+               (void)parts->cache.l1().erase(key);
+               parts->flights->forget(key);
+               parts->counters.backplane_invalidations.add();
+             },
+         .resync =
+             [parts = &p] {
+               // The subscription was lost or is back: invalidations
+               // published while it was down are not heard, so no L1 copy
+               // is answered again before L2 confirms it (a key L2 no
+               // longer has is loaded anew). At both ends: at the loss for
+               // the copies held then (this process's reads reach L2 again
+               // before its subscriber may), at the return for the copies
+               // filled during the gap.
+               parts->cache.l1().recheck_all(parts->options.clock->now());
+               parts->counters.backplane_resyncs.add();
+             }});
+  }
   if (p.options.warm_up.keys) {
     Protector* raw = protector.get();
     protector->warm_up_thread_ = std::thread([raw] { raw->run_warm_up(); });
@@ -213,6 +246,7 @@ void Protector::run_warm_up() {
 Protector::Protector(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 
 Protector::~Protector() {
+  parts_->backplane.reset();  // waits for a backplane call in progress
   if (warm_up_thread_.joinable()) {
     {
       std::lock_guard lock(warm_up_mutex_);
@@ -731,6 +765,7 @@ Result<void> Protector::set(std::string_view key, std::string_view value,
                                           p.options.clock->now(), Duration::zero());
   auto stored = p.cache.set(key, std::move(entry));
   p.flights->forget(key);
+  if (stored) announce_to_fleet(key);
   return stored;
 }
 
@@ -739,7 +774,20 @@ Result<void> Protector::invalidate(std::string_view key) {
   if (auto valid = check_key(key); !valid) return valid;
   auto erased = p.cache.invalidate(key);
   p.flights->forget(key);
+  if (erased) announce_to_fleet(key);
   return erased;
+}
+
+void Protector::announce_to_fleet(std::string_view key) {
+  Parts& p = *parts_;
+  if (!p.backplane) return;
+  // A failed announcement fails nothing: L2 has the change, and the other
+  // processes' L1 copies are rechecked within l1_max_ttl regardless.
+  if (p.options.notifier->publish_invalidation(p.backplane_origin, key)) {
+    p.counters.backplane_published.add();
+  } else {
+    p.counters.backplane_publish_failures.add();
+  }
 }
 
 std::optional<CacheEntry> Protector::peek(std::string_view key) {
@@ -797,6 +845,10 @@ ProtectionMetrics Protector::metrics() const {
       .fleet_degraded_loads = c.fleet_degraded_loads.value(),
       .fenced_off_writes = c.refused_writes.value(),
       .refused_l1_fills = c.refused_l1_fills.value(),
+      .backplane_published = c.backplane_published.value(),
+      .backplane_publish_failures = c.backplane_publish_failures.value(),
+      .backplane_invalidations = c.backplane_invalidations.value(),
+      .backplane_resyncs = c.backplane_resyncs.value(),
       .circuit_breaker_state = p.breaker->state(),
       .l1_entries = l1.entries,
       .l1_bytes = l1.bytes,

@@ -48,6 +48,11 @@ struct ProtectorCounters {
   StripedCounter fleet_degraded_loads;
   StripedCounter refused_writes;    // L2 writes refused: superseded or past their deadline
   StripedCounter refused_l1_fills;  // L1 fills refused: a set/invalidate came in since the read
+  // The L1 backplane (ProtectorOptions::l1_backplane).
+  StripedCounter backplane_published;
+  StripedCounter backplane_publish_failures;
+  StripedCounter backplane_invalidations;
+  StripedCounter backplane_resyncs;
 };
 
 }  // namespace herdguard::internal

@@ -17,7 +17,8 @@ Result<RedisFleet> RedisFleet::connect(RedisFleetOptions options, std::shared_pt
   if (!locks) return std::unexpected(locks.error());
   std::shared_ptr<RedisNotifier> notifier;
   if (options.notifications) {
-    auto created = RedisNotifier::create({.channel = channel}, shared_client);
+    auto created = RedisNotifier::create(
+        {.channel = channel, .invalidation_channel = options.prefix + "invalidate"}, shared_client);
     if (!created) return std::unexpected(created.error());
     notifier = std::move(*created);
   }

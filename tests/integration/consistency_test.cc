@@ -248,12 +248,14 @@ TEST(Consistency, AGetNeverJoinsALoadOlderThanAnAnswerBeforeIt) {
   EXPECT_EQ(db.loads.load(), 3);
 }
 
-// Another process's L1 sees an invalidate within l1_max_ttl.
+// Another process's L1 sees an invalidate within l1_max_ttl, also without
+// the backplane (which makes it milliseconds: below).
 TEST(Consistency, OtherProcessesL1IsBoundedByL1MaxTtl) {
   auto server = RedisServer::start();
   VersionedDatabase db;
   ProtectorOptions options = long_ttl();
   options.l1_max_ttl = 200ms;
+  options.l1_backplane = false;
   Node a = make_node(*server, db, options);
   Node b = make_node(*server, db, options);
   ASSERT_EQ(*a.protector->get("k"), "v0");  // a's L1 holds v0 for a minute of TTL
@@ -263,6 +265,112 @@ TEST(Consistency, OtherProcessesL1IsBoundedByL1MaxTtl) {
   ASSERT_TRUE(eventually([&] { return *a.protector->get("k") == "v1"; }, 5s));
   // Bounded by l1_max_ttl (200 ms), with an allowance for a loaded machine.
   EXPECT_LT(std::chrono::steady_clock::now() - invalidated, 1200ms);
+}
+
+// ---------------------------------------------------------------------------
+// The L1 backplane (ProtectorOptions::l1_backplane). l1_max_ttl is an hour
+// in these tests: only the backplane can make another process see a change.
+
+ProtectorOptions trusting_l1() {
+  ProtectorOptions o = long_ttl();
+  o.l1_max_ttl = 1h;
+  return o;
+}
+
+TEST(Backplane, AnInvalidateOnOneProcessDropsEveryOtherProcesssL1Copy) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, trusting_l1());
+  Node b = make_node(*server, db, trusting_l1());
+  Node c = make_node(*server, db, trusting_l1());
+  for (Node* n : {&a, &b, &c}) ASSERT_EQ(*n->protector->get("k"), "v0");
+  db.version = 1;
+  ASSERT_TRUE(a.protector->invalidate("k"));
+  ASSERT_TRUE(eventually(
+      [&] { return !b.protector->peek("k").has_value() && !c.protector->peek("k").has_value(); }));
+  EXPECT_EQ(*b.protector->get("k"), "v1");
+  EXPECT_EQ(*c.protector->get("k"), "v1");
+  EXPECT_EQ(a.protector->metrics().backplane_published, 1u);
+  EXPECT_EQ(b.protector->metrics().backplane_invalidations, 1u);
+  EXPECT_EQ(a.protector->metrics().backplane_invalidations, 0u) << "its own message is skipped";
+  EXPECT_EQ(db.loads.load(), 2);  // v0 once, v1 once: the fleet still loads once
+}
+
+TEST(Backplane, ASetOnOneProcessReplacesWhatEveryOtherProcessAnswers) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, trusting_l1());
+  Node b = make_node(*server, db, trusting_l1());
+  ASSERT_EQ(*b.protector->get("k"), "v0");
+  ASSERT_TRUE(a.protector->set("k", "written"));
+  ASSERT_TRUE(eventually([&] { return !b.protector->peek("k").has_value(); }));
+  EXPECT_EQ(*b.protector->get("k"), "written");  // from L2, no database load
+  EXPECT_EQ(db.loads.load(), 1);
+}
+
+TEST(Backplane, OffAnotherProcessKeepsItsCopyUntilItsRecheck) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  ProtectorOptions off = trusting_l1();
+  off.l1_backplane = false;
+  Node a = make_node(*server, db, trusting_l1());
+  Node b = make_node(*server, db, off);
+  ASSERT_EQ(*b.protector->get("k"), "v0");
+  db.version = 1;
+  ASSERT_TRUE(a.protector->invalidate("k"));
+  // a's announcement went out (a has the backplane) and reached Redis
+  // before this subscriber... which is b's notifier, not listened to.
+  ASSERT_TRUE(eventually([&] { return b.fleet.notifier->stats().invalidations_received == 1; }));
+  EXPECT_EQ(*b.protector->get("k"), "v0");
+  EXPECT_EQ(b.protector->metrics().backplane_invalidations, 0u);
+}
+
+// The done-when's restart: Redis loses everything while both processes hold
+// v0 in L1 (trusted for an hour), the row changes, and a invalidates after
+// the restart — whether or not b's subscriber is back by then, b answers v1.
+TEST(Backplane, AfterARedisRestartNoProcessServesAPreInvalidationValue) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, trusting_l1());
+  Node b = make_node(*server, db, trusting_l1());
+  ASSERT_EQ(*a.protector->get("k"), "v0");
+  ASSERT_EQ(*b.protector->get("k"), "v0");
+  server->stop();
+  ASSERT_TRUE(eventually([&] { return !b.fleet.notifier->subscribed(); }));
+  db.version = 1;
+  server->start_again();
+  ASSERT_TRUE(eventually([&] { return a.protector->invalidate("k").has_value(); }));
+  // b's reads reach Redis again (its subscriber may or may not be back).
+  ASSERT_TRUE(eventually([&] { return b.fleet.client->command({"PING"}).has_value(); }));
+  EXPECT_EQ(*b.protector->get("k"), "v1");
+  EXPECT_GE(b.protector->metrics().backplane_resyncs, 1u);
+}
+
+// A gap in b's subscription alone (Redis kept its data): announcements
+// made meanwhile are not heard, so every L1 copy is confirmed by L2 before
+// it is answered again — the changed key reloads, the unchanged one is
+// read from L2 once and trusted again.
+TEST(Backplane, AfterAGapEveryL1CopyIsConfirmedByL2BeforeItIsAnswered) {
+  auto server = RedisServer::start();
+  VersionedDatabase db;
+  Node a = make_node(*server, db, trusting_l1());
+  Node b = make_node(*server, db, trusting_l1());
+  ASSERT_EQ(*b.protector->get("changed"), "v0");
+  ASSERT_EQ(*b.protector->get("unchanged"), "v0");
+  const std::uint64_t resyncs = b.protector->metrics().backplane_resyncs;
+  ASSERT_TRUE(a.fleet.client->command({"CLIENT", "KILL", "TYPE", "pubsub"}));
+  db.version = 1;
+  ASSERT_TRUE(a.protector->invalidate("changed"));  // heard by b or not: either way
+  ASSERT_TRUE(eventually([&] {
+    return b.protector->metrics().backplane_resyncs >= resyncs + 2 &&
+           b.fleet.notifier->subscribed();
+  }));
+  EXPECT_EQ(*b.protector->get("changed"), "v1");
+  const std::uint64_t l2_hits = b.protector->metrics().l2_hits;
+  EXPECT_EQ(*b.protector->get("unchanged"), "v0");
+  EXPECT_EQ(b.protector->metrics().l2_hits, l2_hits + 1) << "confirmed by L2";
+  EXPECT_EQ(*b.protector->get("unchanged"), "v0");
+  EXPECT_EQ(b.protector->metrics().l2_hits, l2_hits + 1) << "then trusted again";
 }
 
 // Row 5: "keep forever" really keeps, also through Redis.

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "redis_server.h"
@@ -27,7 +30,8 @@ Process process(const RedisServer& server) {
   auto client = RedisClient::create({.url = server.url(), .reconnect_backoff_min = 10ms});
   EXPECT_TRUE(client);
   std::shared_ptr<RedisClient> shared = std::move(*client);
-  auto notifier = RedisNotifier::create({.channel = "test:ready"}, shared);
+  auto notifier = RedisNotifier::create(
+      {.channel = "test:ready", .invalidation_channel = "test:invalidate"}, shared);
   EXPECT_TRUE(notifier) << notifier.error().to_string();
   EXPECT_TRUE((*notifier)->wait_subscribed(Deadline::after(10s)));
   return Process{shared, std::move(*notifier)};
@@ -123,8 +127,109 @@ TEST(RedisNotifier, BadArgumentsAreRefused) {
   EXPECT_FALSE(RedisNotifier::create({}, nullptr));
   auto client = RedisClient::create({});
   ASSERT_TRUE(client);
-  EXPECT_FALSE(
-      RedisNotifier::create({.channel = ""}, std::shared_ptr<RedisClient>(std::move(*client))));
+  std::shared_ptr<RedisClient> shared = std::move(*client);
+  EXPECT_FALSE(RedisNotifier::create({.channel = ""}, shared));
+  EXPECT_FALSE(RedisNotifier::create({.channel = "c", .invalidation_channel = "c"}, shared));
+  auto without_backplane = RedisNotifier::create({.channel = "c"}, shared);
+  ASSERT_TRUE(without_backplane);
+  auto refused = (*without_backplane)->publish_invalidation(1, "k");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().kind, ErrorKind::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------------------
+// The L1 backplane's channel (listen, publish_invalidation).
+
+// What a listener heard: (origin, key) pairs and resyncs.
+struct Heard {
+  std::mutex mutex;
+  std::vector<std::pair<std::uint64_t, std::string>> invalidations;
+  std::atomic<int> resyncs{0};
+
+  InvalidationListener listener() {
+    return {.invalidated =
+                [this](std::uint64_t origin, std::string_view key) {
+                  std::lock_guard lock(mutex);
+                  invalidations.emplace_back(origin, std::string(key));
+                },
+            .resync = [this] { resyncs.fetch_add(1); }};
+  }
+  std::size_t count() {
+    std::lock_guard lock(mutex);
+    return invalidations.size();
+  }
+  std::vector<std::pair<std::uint64_t, std::string>> all() {
+    std::lock_guard lock(mutex);
+    return invalidations;
+  }
+};
+
+TEST(RedisNotifier, AnInvalidationReachesTheListenersOfEveryProcessWithItsOrigin) {
+  auto server = RedisServer::start();
+  Process a = process(*server);
+  Process b = process(*server);
+  Heard heard_a, heard_b;
+  auto sub_a = a.notifier->listen(heard_a.listener());
+  auto sub_b = b.notifier->listen(heard_b.listener());
+  const std::string key("sku\0-\xff", 6);
+  ASSERT_TRUE(a.notifier->publish_invalidation(42, key));
+  ASSERT_TRUE(eventually([&] { return heard_a.count() == 1 && heard_b.count() == 1; }));
+  using Pair = std::pair<std::uint64_t, std::string>;
+  EXPECT_EQ(heard_b.all(), std::vector<Pair>{Pair(42, key)});
+  EXPECT_EQ(heard_a.all(), std::vector<Pair>{Pair(42, key)}) << "its own too: the origin tells";
+  EXPECT_EQ(a.notifier->stats().invalidations_published, 1u);
+  EXPECT_EQ(b.notifier->stats().invalidations_received, 1u);
+  // Not a ready announcement: no waiter of the key is woken.
+  auto waiter = b.notifier->watch(key);
+  ASSERT_TRUE(a.notifier->publish_invalidation(42, key));
+  ASSERT_TRUE(eventually([&] { return heard_b.count() == 2; }));
+  EXPECT_FALSE(waiter->wait(Deadline::after(20ms)));
+}
+
+TEST(RedisNotifier, BytesOthersPublishOnTheInvalidationChannelAreCountedAndIgnored) {
+  auto server = RedisServer::start();
+  Process p = process(*server);
+  Heard heard;
+  auto subscription = p.notifier->listen(heard.listener());
+  const std::string junk[] = {"k", "", std::string("\0hgI123", 7)};  // the last: origin cut short
+  for (const std::string& bytes : junk) {
+    ASSERT_TRUE(p.client->command({"PUBLISH", "test:invalidate", bytes}));
+  }
+  ASSERT_TRUE(p.notifier->publish_invalidation(7, "after"));  // heard after the junk (one channel)
+  ASSERT_TRUE(eventually([&] { return heard.count() == 1; }));
+  EXPECT_EQ(heard.all().at(0).second, "after");
+  EXPECT_EQ(p.notifier->stats().malformed, 3u);
+  EXPECT_EQ(p.notifier->stats().invalidations_received, 1u);
+}
+
+TEST(RedisNotifier, AListenerIsToldAtBothEndsOfAGapInTheSubscription) {
+  auto server = RedisServer::start();
+  Process p = process(*server);
+  Heard heard;
+  auto subscription = p.notifier->listen(heard.listener());
+  EXPECT_EQ(heard.resyncs.load(), 0) << "subscribed before it listened: no gap to tell of";
+  Process admin = process(*server);
+  ASSERT_TRUE(admin.client->command({"CLIENT", "KILL", "TYPE", "pubsub"}));
+  // Lost (1), back (2); the second only once subscribed again.
+  ASSERT_TRUE(eventually([&] { return heard.resyncs.load() >= 2 && p.notifier->subscribed(); }));
+  EXPECT_GE(p.notifier->stats().resubscribes, 2u);
+  ASSERT_TRUE(admin.notifier->wait_subscribed(Deadline::after(10s)));
+  ASSERT_TRUE(admin.notifier->publish_invalidation(1, "k"));
+  EXPECT_TRUE(eventually([&] { return heard.count() == 1; })) << "hears again after the gap";
+}
+
+TEST(RedisNotifier, ADestroyedSubscriptionHearsNothingMore) {
+  auto server = RedisServer::start();
+  Process p = process(*server);
+  Heard gone, staying;
+  auto first = p.notifier->listen(gone.listener());
+  auto second = p.notifier->listen(staying.listener());
+  ASSERT_TRUE(p.notifier->publish_invalidation(1, "one"));
+  ASSERT_TRUE(eventually([&] { return gone.count() == 1 && staying.count() == 1; }));
+  first.reset();
+  ASSERT_TRUE(p.notifier->publish_invalidation(1, "two"));
+  ASSERT_TRUE(eventually([&] { return staying.count() == 2; }));
+  EXPECT_EQ(gone.count(), 1u);
 }
 
 }  // namespace

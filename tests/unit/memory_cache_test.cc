@@ -690,6 +690,38 @@ TEST(MemoryCache, ClearInvalidatesOutstandingTickets) {
   EXPECT_EQ(h.value_of("k0"), "new");
 }
 
+// The backplane's gap (ProtectorOptions::l1_backplane): every entry kept,
+// none answered as fresh without a recheck, and no fill that began before lands.
+TEST(MemoryCache, RecheckAllMakesEveryEntryDueAndRefusesOlderFills) {
+  Harness h({.max_entries = 64, .shards = 4});
+  for (int i = 0; i < 16; ++i) h.put("k" + std::to_string(i), "v");
+  const MemoryCache::Ticket before = h.cache().ticket("absent");
+  const TimePoint now = h.clock().now();
+  h.cache().recheck_all(now);
+  EXPECT_EQ(h.cache().stats().entries, 16u);
+  for (int i = 0; i < 16; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    std::string value;
+    bool negative = false;
+    EXPECT_EQ(h.cache().get_fresh_value(key, now, value, negative),
+              MemoryCache::Freshness::kNotFresh)
+        << key;
+    auto entry = h.cache().get(key, now);
+    ASSERT_TRUE(entry.has_value() && entry->has_value()) << key;
+    EXPECT_TRUE((*entry)->is_fresh(now)) << "kept: fresh by its TTL, only due for a recheck";
+    EXPECT_FALSE((*entry)->is_fresh_in_l1(now));
+  }
+  auto stored = h.cache().put_if_unchanged("absent", entry_at(now, "old"), before);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_FALSE(*stored);
+  // An entry stored after it is answered as fresh again.
+  h.put("k0", "confirmed");
+  std::string value;
+  bool negative = false;
+  EXPECT_EQ(h.cache().get_fresh_value("k0", now, value, negative), MemoryCache::Freshness::kFresh);
+  EXPECT_EQ(value, "confirmed");
+}
+
 TEST(MemoryCache, RejectedOversizedPutStillRefusesAnOlderFill) {
   Harness h({.max_entries = 10, .max_bytes = 200, .shards = 1});
   h.put("k", "old");

@@ -1,0 +1,43 @@
+// The backplane's invalidation bytes (src/lock/invalidation_message.h): what
+// Protector::set()/invalidate() publish and every other process parses, and
+// what it makes of bytes others publish on the channel.
+#include "lock/invalidation_message.h"
+
+#include <gtest/gtest.h>
+
+namespace herdguard::internal {
+namespace {
+
+using namespace std::string_literals;
+
+TEST(InvalidationMessage, OriginAndKeyRoundTrip) {
+  const std::string message = encode_invalidation(0x0102030405060708ULL, "sku-1");
+  const auto decoded = decode_invalidation(message);  // views into `message`
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(decoded->origin, 0x0102030405060708ULL);
+  EXPECT_EQ(decoded->key, "sku-1");
+}
+
+TEST(InvalidationMessage, BinaryKeysSurvive) {
+  const std::string key = "a\0b\xff}{"s;
+  const std::string message = encode_invalidation(UINT64_MAX, key);
+  const auto decoded = decode_invalidation(message);
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(decoded->origin, UINT64_MAX);
+  EXPECT_EQ(decoded->key, key);
+}
+
+TEST(InvalidationMessage, OthersBytesAreRefused) {
+  EXPECT_FALSE(decode_invalidation(""));
+  EXPECT_FALSE(decode_invalidation("sku-1"));           // a bare key
+  EXPECT_FALSE(decode_invalidation("\0hgI"s));          // magic alone
+  EXPECT_FALSE(decode_invalidation("\0hgI1234567"s));   // truncated origin
+  EXPECT_FALSE(decode_invalidation("\0hgI12345678"s));  // no key
+  EXPECT_FALSE(
+      decode_invalidation("\0hg\x02"
+                          "12345678k"s));                           // a ready announcement
+  EXPECT_TRUE(decode_invalidation("\0hgI12345678k"s).has_value());  // the smallest valid one
+}
+
+}  // namespace
+}  // namespace herdguard::internal
