@@ -21,6 +21,7 @@
 #include "herdguard/postgres_repository.h"
 #include "herdguard/prometheus.h"
 #include "herdguard/protector.h"
+#include "herdguard/rate_limiter.h"
 #include "herdguard/redis_cache.h"
 #include "herdguard/redis_client.h"
 #include "herdguard/redis_fleet.h"

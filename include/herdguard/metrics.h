@@ -105,6 +105,10 @@ struct ProtectionMetrics {
   std::uint64_t backplane_publish_failures = 0;
   std::uint64_t backplane_invalidations = 0;
   std::uint64_t backplane_resyncs = 0;
+  // get_for() requests over their client's rate limit, and of those the
+  // ones answered with the key's L1 copy (the rest got kRateLimited).
+  std::uint64_t rate_limited = 0;
+  std::uint64_t rate_limited_stale = 0;
 
   // Gauges at snapshot time.
   BreakerState circuit_breaker_state = BreakerState::kClosed;

@@ -61,6 +61,7 @@
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/prometheus.h"
+#include "herdguard/rate_limiter.h"
 #include "herdguard/redis_cache.h"
 #include "herdguard/redis_lock.h"
 #include "herdguard/redis_notifier.h"
@@ -200,6 +201,9 @@ struct ProtectorOptions {
   // A limiter shared with other protectors that load from the same database
   // (one limit per server, not per protector); when set, db_limit is unused.
   std::shared_ptr<ConcurrencyLimiter> db_limiter{};
+  // The per-client rate limit of get_for() (rate_limiter.h); none: get_for
+  // admits everything.
+  std::shared_ptr<RateLimiter> rate_limiter{};
   // Told of every breaker state change (on the thread that caused it).
   CircuitBreaker::Listener breaker_listener{};
   // Source of wall-clock time for TTLs and the breaker. REQUIRES: non-null.
@@ -258,6 +262,15 @@ class Protector {
   // the load queue is full). Otherwise behaves as get().
   Result<std::string> get_stale_while_revalidate(std::string_view key, Deadline deadline);
   Result<std::string> get_stale_while_revalidate(std::string_view key);
+
+  // get() on behalf of `client`, admitted by options.rate_limiter first
+  // (fleet-wide GCRA, per process while Redis is unreachable). Over the
+  // limit: the key's L1 copy when there is one (fresh, or stale within
+  // fail_safe_max_staleness), with no further I/O; else kRateLimited with
+  // retry_after. `*rate_limited` (when given) says whether the client was
+  // over the limit. Errors: as get(); kInvalidArgument for a bad client id.
+  Result<std::string> get_for(std::string_view client, std::string_view key, Deadline deadline,
+                              bool* rate_limited = nullptr);
 
   // Stores `value` with `ttl` (options.ttl when not given), jittered, in L2
   // then L1, and bumps the key's version so that no load already running can

@@ -2,8 +2,8 @@
 //
 // Every fallible library call returns `Result<T>`: either a `T` or an `Error`
 // carrying an `ErrorKind` and a human-readable message. Kinds are chosen by what
-// the caller should do next: retry later (timeout, overloaded, circuit_open,
-// backend, lock_not_acquired), give up (not_found), or fix the input
+// the caller should do next: retry later (timeout, overloaded, rate_limited,
+// circuit_open, backend, lock_not_acquired), give up (not_found), or fix the input
 // (invalid_argument, corrupt).
 //
 // Thread safety: plain values; share them like any other value type.
@@ -31,6 +31,7 @@ enum class ErrorKind {
   kTimeout,          // A deadline passed (the caller's, or the load's own). Retry later.
   kCircuitOpen,      // The breaker is open: the backend is failing. Retry later.
   kOverloaded,       // Admission refused (waiter cap, full queue, shedding). Retry later.
+  kRateLimited,      // The client is over its rate limit (rate_limiter.h). Retry after retry_after.
   kLockNotAcquired,  // Another owner holds the lock. Retry later or wait.
   kBackend,          // Redis, the database or a user loader failed. Retry later.
   kInvalidArgument,  // The input is wrong (empty key, bad option, bad URL). Fix it.
@@ -44,7 +45,8 @@ std::string_view to_string(ErrorKind kind) noexcept;
 struct Error {
   ErrorKind kind = ErrorKind::kInternal;
   std::string message;
-  // kOverloaded: about how long to wait before trying again (zero: no advice).
+  // kOverloaded, kRateLimited: about how long to wait before trying again
+  // (zero: no advice).
   std::chrono::nanoseconds retry_after{0};
 
   // "<kind>: <message>", for logs.

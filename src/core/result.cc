@@ -14,6 +14,8 @@ std::string_view to_string(ErrorKind kind) noexcept {
       return "circuit_open";
     case ErrorKind::kOverloaded:
       return "overloaded";
+    case ErrorKind::kRateLimited:
+      return "rate_limited";
     case ErrorKind::kLockNotAcquired:
       return "lock_not_acquired";
     case ErrorKind::kBackend:

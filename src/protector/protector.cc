@@ -615,6 +615,33 @@ Result<std::string> Protector::get_stale_while_revalidate(std::string_view key, 
   return read(key, deadline, /*serve_stale=*/true);
 }
 
+Result<std::string> Protector::get_for(std::string_view client, std::string_view key,
+                                       Deadline deadline, bool* rate_limited) {
+  Parts& p = *parts_;
+  if (rate_limited) *rate_limited = false;
+  if (!p.options.rate_limiter) return get(key, deadline);
+  Result<RateVerdict> verdict = p.options.rate_limiter->admit(client, deadline);
+  if (!verdict) return std::unexpected(std::move(verdict.error()));
+  if (verdict->allowed) return get(key, deadline);
+  if (rate_limited) *rate_limited = true;
+  p.counters.rate_limited.add();
+  if (auto valid = check_key(key); !valid) return std::unexpected(valid.error());
+  // Over the limit: what this process already holds, and nothing more.
+  const TimePoint now = p.options.clock->now();
+  std::optional<CacheEntry> held = p.cache.l1_get(key, now);
+  if (held && !held->negative &&
+      (held->is_fresh(now) ||
+       now < add_saturating(held->fresh_until, p.options.fail_safe_max_staleness))) {
+    p.counters.rate_limited_stale.add();
+    return std::move(held->value);
+  }
+  Error error{ErrorKind::kRateLimited,
+              fmt::format("client '{}' is over its rate limit ({}/s)", client,
+                          p.options.rate_limiter->options().rate),
+              verdict->retry_after};
+  return std::unexpected(std::move(error));
+}
+
 Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<Deadline> given,
                                             bool serve_stale, MemoryCache::Freshness peeked,
                                             std::string&& value, bool negative) {
@@ -849,6 +876,8 @@ ProtectionMetrics Protector::metrics() const {
       .backplane_publish_failures = c.backplane_publish_failures.value(),
       .backplane_invalidations = c.backplane_invalidations.value(),
       .backplane_resyncs = c.backplane_resyncs.value(),
+      .rate_limited = c.rate_limited.value(),
+      .rate_limited_stale = c.rate_limited_stale.value(),
       .circuit_breaker_state = p.breaker->state(),
       .l1_entries = l1.entries,
       .l1_bytes = l1.bytes,

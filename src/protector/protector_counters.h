@@ -53,6 +53,8 @@ struct ProtectorCounters {
   StripedCounter backplane_publish_failures;
   StripedCounter backplane_invalidations;
   StripedCounter backplane_resyncs;
+  StripedCounter rate_limited;        // get_for() over the client's limit
+  StripedCounter rate_limited_stale;  // ... answered with the L1 copy
 };
 
 }  // namespace herdguard::internal
