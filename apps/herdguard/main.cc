@@ -148,6 +148,24 @@ int main(int argc, char** argv) {
                            "unchanged and halves when it changes, within that range (off "
                            "without it)"),
        &S::adaptive_ttl);
+  flag(sim_cmd->add_option("--clients", sim.clients,
+                           "N clients fleet-wide, each sending --client-rate requests/s spread "
+                           "over the processes (open loop; replaces --rate)"),
+       &S::clients)
+      ->check(CLI::Range(0, 100000));
+  flag(sim_cmd->add_option("--client-rate", sim.client_rate, "Requests/s each client offers"),
+       &S::client_rate)
+      ->check(CLI::Range(0.0, 1e6));
+  flag(sim_cmd->add_option("--rate-limit", sim.rate_limit,
+                           "Limit each client to R requests/s (fleet-wide through --redis, per "
+                           "process without); over the limit: the L1 copy or rate_limited"),
+       &S::rate_limit)
+      ->check(CLI::Range(0.0, 1e9));
+  flag(sim_cmd->add_option("--rate-limit-burst", sim.rate_limit_burst,
+                           "Requests a client may send at once after being idle"),
+       &S::rate_limit_burst)
+      ->check(CLI::Range(1.0, 1e9))
+      ->capture_default_str();
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
        &S::timeout_ms)
       ->check(CLI::Range(1, 600000))

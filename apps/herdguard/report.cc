@@ -99,6 +99,8 @@ nlohmann::json to_json(const RunReport& run) {
                         {"stale_served", s.stale_served},
                         {"load_waits", s.load_waits},
                         {"early_refreshes", s.early_refreshes},
+                        {"rate_limited", s.rate_limited},
+                        {"admitted_by_client", s.admitted_by_client},
                         {"hot_keys", hot_now},
                         {"p99", s.p99_ms}});
   }
@@ -119,6 +121,8 @@ nlohmann::json to_json(const RunReport& run) {
           {"redis_errors", run.redis_errors},
           {"goodput", run.goodput},
           {"db_shed", run.db_shed},
+          {"rate_limited", run.rate_limited},
+          {"rate_limiter_local_decisions", run.rate_limiter_local_decisions},
           {"db_capacity", run.db_capacity},
           {"db_peak", run.db_peak},
           {"failed_workers", run.failed_workers},
@@ -215,6 +219,23 @@ std::string report_table(const Scenario& s, const std::vector<RunReport>& runs) 
     for (const auto& [kind, count] : r.errors_by_kind)
       kinds += fmt::format("{}{} {}", kinds.empty() ? "" : ", ", kind, thousands(count));
     out += fmt::format("{} errors: {}; first: {}\n", r.protect, kinds, r.first_error);
+  }
+  for (const RunReport& r : runs) {
+    if (s.rate_limit <= 0) break;
+    std::uint64_t least = UINT64_MAX, most = 0;
+    for (const SecondReport& sec : r.timeline) {
+      // Whole seconds only: the last bucket holds the stragglers.
+      if (sec.t >= static_cast<int>(s.duration_s)) continue;
+      for (std::uint64_t a : sec.admitted_by_client) {
+        least = std::min(least, a);
+        most = std::max(most, a);
+      }
+    }
+    out += fmt::format(
+        "{} rate limit {}/s per client: {} requests over it; a client admitted {}..{} per second; "
+        "{} decisions per process (Redis unreachable)\n",
+        r.protect, s.rate_limit, thousands(r.rate_limited), least == UINT64_MAX ? 0 : least, most,
+        thousands(r.rate_limiter_local_decisions));
   }
   // The viral key, when there is one, then the hottest others (at most 5):
   // who found them and when, and whether anyone still waited on them.

@@ -189,6 +189,25 @@ Result<void> Scenario::validate() const {
       return invalid(fmt::format("--viral: second {} is not within the run's {} s", parsed->start_s,
                                  duration_s));
   }
+  if (clients < 0 || clients > 100000) return invalid("clients must be in 0..100000");
+  if (clients > 0) {
+    if (herd_mode()) return invalid("--clients needs a timed run (--duration)");
+    if (!(client_rate > 0 && client_rate <= 1e6))
+      return invalid("--clients needs --client-rate in (0, 1000000] requests/s");
+    if (rate > 0) return invalid("--clients and --rate exclude each other (clients set the rate)");
+    if (clients * client_rate > 1e6)
+      return invalid("clients x client-rate must be at most 1000000 requests/s");
+  } else if (client_rate != 0) {
+    return invalid("--client-rate needs --clients");
+  }
+  if (rate_limit != 0) {
+    if (!(rate_limit > 0 && rate_limit <= 1e9)) return invalid("rate_limit must be in (0, 1e9]");
+    if (clients == 0) return invalid("--rate-limit needs --clients (the limit is per client)");
+    if (protect == "none")
+      return invalid("--rate-limit needs a protector (--protect other than none)");
+  }
+  if (!(rate_limit_burst >= 1 && rate_limit_burst <= 1e9))
+    return invalid("rate_limit_burst must be in [1, 1e9]");
   if (protect != "none" && protect != "local" && protect != "fleet" && protect != "full") {
     return invalid(fmt::format("protect must be none, local, fleet or full, got '{}'", protect));
   }
@@ -301,6 +320,14 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_string(node, key, s.viral);
     else if (key == "adaptive_ttl")
       ok_value = read_string(node, key, s.adaptive_ttl);
+    else if (key == "clients")
+      ok_value = read_int(node, key, s.clients);
+    else if (key == "client_rate")
+      ok_value = read_double(node, key, s.client_rate);
+    else if (key == "rate_limit")
+      ok_value = read_double(node, key, s.rate_limit);
+    else if (key == "rate_limit_burst")
+      ok_value = read_double(node, key, s.rate_limit_burst);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

@@ -92,6 +92,16 @@ struct Scenario {
   std::string viral;
   // The protectors' adaptive TTL: MIN_MS-MAX_MS (empty: off).
   std::string adaptive_ttl;
+  // Timed runs: `clients` clients fleet-wide, each offering `client_rate`
+  // requests/s spread evenly over the processes (as a load balancer would),
+  // open loop; replaces `rate`. 0: no clients (requests are anonymous).
+  int clients = 0;
+  double client_rate = 0;
+  // > 0 (needs clients and a protector): each request goes through
+  // Protector::get_for with a RateLimiter of this rate per client
+  // (fleet-wide through --redis, else per process) and this burst.
+  double rate_limit = 0;
+  double rate_limit_burst = 2;
 
   std::vector<Fault> faults;
 

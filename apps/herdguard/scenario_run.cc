@@ -42,6 +42,8 @@ struct Second {
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
   std::uint64_t wrong = 0;
+  std::uint64_t rate_limited = 0;                 // over their client's limit (not errors)
+  std::vector<std::uint32_t> admitted_by_client;  // --clients: requests admitted, per client
   std::vector<std::uint32_t> latencies_us;
 };
 
@@ -64,8 +66,16 @@ struct Second {
   const ZipfSampler zipf(s.keys, s.zipf);
   const int seconds = static_cast<int>(std::ceil(s.duration_s));
   const int threads_n = s.concurrency;
-  const double rate_here = s.rate > 0 ? s.rate / s.processes : 0;
-  std::vector<std::vector<Second>> per_thread(threads_n, std::vector<Second>(seconds + 1));
+  // With clients, every process sends each client's share: client_rate /
+  // processes each, so a client's requests reach every process.
+  const int clients = s.clients;
+  const double rate_here = clients > 0  ? clients * s.client_rate / s.processes
+                           : s.rate > 0 ? s.rate / s.processes
+                                        : 0;
+  Second empty_second;
+  empty_second.admitted_by_client.resize(static_cast<std::size_t>(clients));
+  std::vector<std::vector<Second>> per_thread(threads_n,
+                                              std::vector<Second>(seconds + 1, empty_second));
   std::atomic<std::uint64_t> requests{0}, errors{0};
   std::atomic<std::uint64_t> next_ticket{0};
   // Errors by kind, with the first message of each: why requests failed.
@@ -83,11 +93,15 @@ struct Second {
       s.viral.empty() ? std::nullopt : std::optional<Viral>(*parse_viral(s.viral));
   const auto viral_from = std::chrono::duration_cast<SteadyClock::duration>(
       std::chrono::duration<double>(viral ? viral->start_s : 0));
-  auto issue = [&](int thread, std::mt19937_64& rng, SteadyClock::time_point started) {
+  // `client`: the client the request is sent for (--clients), else -1.
+  auto issue = [&](int thread, std::mt19937_64& rng, SteadyClock::time_point started, int client) {
     const bool goes_viral = viral && started - t0 >= viral_from &&
                             std::uniform_real_distribution<double>(0, 1)(rng) < kViralShare;
     const std::string key = goes_viral ? viral->key : fmt::format("key:{}", zipf.sample(rng));
-    Result<std::string> r = p.request(key);
+    bool limited = false;
+    Result<std::string> r = client < 0
+                                ? p.request(key)
+                                : p.request_for(fmt::format("client-{}", client), key, &limited);
     const auto now = SteadyClock::now();
     const int sec =
         std::clamp(static_cast<int>((started - t0) / std::chrono::seconds(1)), 0, seconds);
@@ -96,7 +110,16 @@ struct Second {
     bucket.latencies_us.push_back(static_cast<std::uint32_t>(std::min<long long>(
         std::chrono::duration_cast<std::chrono::microseconds>(now - started).count(), UINT32_MAX)));
     requests.fetch_add(1, std::memory_order_relaxed);
-    if (!r) {
+    if (client >= 0) {
+      if (limited) {
+        ++bucket.rate_limited;
+      } else {
+        ++bucket.admitted_by_client[static_cast<std::size_t>(client)];
+      }
+    }
+    if (!r && r.error().kind == ErrorKind::kRateLimited) {
+      // Answered: "over your limit, come back later" (counted above).
+    } else if (!r) {
       ++bucket.errors;
       errors.fetch_add(1, std::memory_order_relaxed);
       const std::string kind(to_string(r.error().kind));
@@ -124,10 +147,11 @@ struct Second {
                        std::chrono::duration<double>(static_cast<double>(n) / rate_here));
           if (due >= end) break;
           std::this_thread::sleep_until(due);
-          issue(i, rng, due);
+          issue(i, rng, due,
+                clients > 0 ? static_cast<int>(n % static_cast<std::uint64_t>(clients)) : -1);
         }
       } else {
-        while (SteadyClock::now() < end) issue(i, rng, SteadyClock::now());
+        while (SteadyClock::now() < end) issue(i, rng, SteadyClock::now(), -1);
       }
     });
   }
@@ -192,12 +216,15 @@ struct Second {
 
   nlohmann::json timeline = nlohmann::json::array();
   for (int sec = 0; sec <= seconds; ++sec) {
-    Second merged;
+    Second merged = empty_second;
     for (auto& thread : per_thread) {
       Second& b = thread[sec];
       merged.requests += b.requests;
       merged.errors += b.errors;
       merged.wrong += b.wrong;
+      merged.rate_limited += b.rate_limited;
+      for (std::size_t c = 0; c < b.admitted_by_client.size(); ++c)
+        merged.admitted_by_client[c] += b.admitted_by_client[c];
       merged.latencies_us.insert(merged.latencies_us.end(), b.latencies_us.begin(),
                                  b.latencies_us.end());
     }
@@ -214,6 +241,8 @@ struct Second {
                         {"load_waits", waits_at[at] - std::min(waits_before, waits_at[at])},
                         {"early_refreshes", early_at[at] - std::min(early_before, early_at[at])},
                         {"hot_keys", hot_at[at]},
+                        {"rate_limited", merged.rate_limited},
+                        {"admitted_by_client", merged.admitted_by_client},
                         {"latencies_us", merged.latencies_us}});
   }
   const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
@@ -230,6 +259,9 @@ struct Second {
                                {"breaker_trips", m.circuit_breaker_trips},
                                {"redis_errors", m.redis_errors},
                                {"db_shed", m.db_shed},
+                               {"rate_limited", m.rate_limited},
+                               {"rate_limiter_local_decisions",
+                                p.rate_limiter ? p.rate_limiter->stats().local_decisions : 0},
                                {"errors_by_kind", errors_by_kind},
                                {"first_error_of_kind", first_error_of_kind}};
   const bool written = write_all(out_fd, final_line.dump() + "\n");
@@ -443,6 +475,8 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
     report.db_shed += f["db_shed"].get<std::uint64_t>();
+    report.rate_limited += f["rate_limited"].get<std::uint64_t>();
+    report.rate_limiter_local_decisions += f["rate_limiter_local_decisions"].get<std::uint64_t>();
     for (const auto& [kind, count] : f["errors_by_kind"].items()) {
       if (report.errors_by_kind[kind] == 0 && report.first_error.empty())
         report.first_error = f["first_error_of_kind"].value(kind, std::string());
@@ -463,6 +497,12 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
       r.stale_served += b["stale"].get<std::uint64_t>();
       r.load_waits += b["load_waits"].get<std::uint64_t>();
       r.early_refreshes += b["early_refreshes"].get<std::uint64_t>();
+      r.rate_limited += b["rate_limited"].get<std::uint64_t>();
+      const auto& admitted = b["admitted_by_client"];
+      if (r.admitted_by_client.size() < admitted.size())
+        r.admitted_by_client.resize(admitted.size());
+      for (std::size_t c = 0; c < admitted.size(); ++c)
+        r.admitted_by_client[c] += admitted[c].get<std::uint64_t>();
       for (const auto& hot : b["hot_keys"]) {
         const std::string key = hot["key"].get<std::string>();
         auto it = std::find_if(r.hot_keys.begin(), r.hot_keys.end(),

@@ -47,6 +47,10 @@ struct SecondReport {
   std::uint64_t stale_served = 0;
   std::uint64_t load_waits = 0;
   std::uint64_t early_refreshes = 0;
+  // --clients: requests over their client's limit, and requests admitted
+  // per client (index = client number), summed over the processes.
+  std::uint64_t rate_limited = 0;
+  std::vector<std::uint64_t> admitted_by_client;
   double p99_ms = 0;
   std::vector<SecondHotKey> hot_keys;
 };
@@ -77,6 +81,11 @@ struct RunReport {
   // Loads the protectors' database concurrency limiters shed (the sum of
   // ProtectionMetrics::db_shed over the workers).
   std::uint64_t db_shed = 0;
+  // --rate-limit: requests over their client's limit (answered with the L1
+  // copy or rate_limited; not errors), and the limiters' decisions made in
+  // the process because Redis failed.
+  std::uint64_t rate_limited = 0;
+  std::uint64_t rate_limiter_local_decisions = 0;
   // With --db-capacity: the saturating server's capacity and the most
   // queries it ran at once (0 and 0 without).
   int db_capacity = 0;

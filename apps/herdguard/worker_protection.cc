@@ -62,6 +62,11 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
       (void)cache->put(key, {.value = **loaded, .fresh_until = until, .stale_until = until});
       return std::move(**loaded);
     };
+    p.request_for = [request = p.request](const std::string&, const std::string& key,
+                                          bool* rate_limited) {
+      *rate_limited = false;
+      return request(key);
+    };
     return p;
   }
   ProtectorOptions options{.ttl = ttl, .ttl_jitter = s.jitter, .request_timeout = timeout};
@@ -92,6 +97,14 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
       options.notifier = p.fleet->notifier;
     }
   }
+  if (s.rate_limit > 0) {
+    auto limiter = RateLimiter::create(
+        {.rate = s.rate_limit, .burst = s.rate_limit_burst, .prefix = prefix + "rl:"},
+        p.fleet ? p.fleet->client : nullptr);
+    if (!limiter) return std::unexpected(limiter.error());
+    p.rate_limiter = std::move(*limiter);
+    options.rate_limiter = p.rate_limiter;
+  }
   if (s.metrics_port > 0) {
     p.registry = std::make_shared<MetricsRegistry>();
     options.metrics_registry = p.registry;
@@ -111,6 +124,10 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
   } else {
     p.request = [raw](const std::string& key) { return raw->get(key); };
   }
+  p.request_for = [raw, timeout](const std::string& client, const std::string& key,
+                                 bool* rate_limited) {
+    return raw->get_for(client, key, Deadline::after(timeout), rate_limited);
+  };
   return p;
 }
 

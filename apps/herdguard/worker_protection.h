@@ -25,6 +25,12 @@ struct WorkerProtection {
   std::unique_ptr<Protector> protector;
   std::unique_ptr<MetricsServer> metrics_server;  // destroyed first: it reads the protector
   std::function<Result<std::string>(const std::string& key)> request;
+  // A request on behalf of a client (--clients): through the rate limiter
+  // when there is one (--rate-limit), setting *rate_limited; else request().
+  std::function<Result<std::string>(const std::string& client, const std::string& key,
+                                    bool* rate_limited)>
+      request_for;
+  std::shared_ptr<RateLimiter> rate_limiter;  // --rate-limit only
 };
 
 // Builds worker `index`'s protection for `s.protect`: none (plain

@@ -395,6 +395,68 @@ TEST_F(Simulate, AdaptiveTtlLengthensTheTtlOfValuesThatNeverChange) {
       << adaptive["db_queries"] << " vs " << fixed["db_queries"];
 }
 
+// Each client's admitted requests over the run, summed over the timeline.
+std::vector<std::uint64_t> admitted_by_client(const nlohmann::json& report) {
+  std::vector<std::uint64_t> total;
+  for (const auto& second : report["timeline"]) {
+    const auto& admitted = second["admitted_by_client"];
+    total.resize(std::max(total.size(), admitted.size()));
+    for (std::size_t c = 0; c < admitted.size(); ++c) total[c] += admitted[c].get<std::uint64_t>();
+  }
+  return total;
+}
+
+// 8 clients offer 100 requests/s each, spread over 4 processes; the limit
+// is 20/s per client (burst 2): fleet-wide through Redis, each client is
+// admitted ~20/s (81 in 4 s: the burst adds one), however many processes
+// its requests reach; the rest are rate_limited, not errors.
+TEST_F(Simulate, ClientsAreAdmittedAtTheirRateLimitFleetWide) {
+  auto report = run_json(servers() +
+                         " --protect fleet --processes 4 --clients 8 --client-rate 100"
+                         " --rate-limit 20 --duration 4 --keys 100 --db-latency-ms 1");
+  EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
+  EXPECT_EQ(report["rate_limiter_local_decisions"], 0);
+  const std::vector<std::uint64_t> admitted = admitted_by_client(report);
+  ASSERT_EQ(admitted.size(), 8u);
+  std::uint64_t all = 0;
+  for (std::uint64_t a : admitted) {
+    EXPECT_GE(a, 72u) << "client admitted " << a << " of ~81";
+    EXPECT_LE(a, 90u) << "client admitted " << a << " of ~81";
+    all += a;
+  }
+  EXPECT_EQ(report["rate_limited"].get<std::uint64_t>() + all,
+            report["requests"].get<std::uint64_t>());
+}
+
+// Redis down for 2 of the 4 s: no caller gets an error, and the limit then
+// holds per process (each of the 4 admits up to 20/s of a client's 25/s
+// share), so clients get well over the fleet-wide 81.
+TEST_F(Simulate, WithRedisDownTheRateLimitHoldsPerProcessAndNoCallerFails) {
+  auto report = run_json(servers() +
+                         " --protect fleet --processes 4 --clients 8 --client-rate 100"
+                         " --rate-limit 20 --duration 4 --keys 100 --db-latency-ms 1"
+                         " --fault redis-down:1-3");
+  EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
+  EXPECT_GT(report["rate_limiter_local_decisions"].get<std::uint64_t>(), 0u);
+  for (std::uint64_t a : admitted_by_client(report)) EXPECT_GT(a, 120u);
+}
+
+TEST_F(Simulate, BadClientAndRateLimitFlagsAreRefusedNamingThem) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"--duration 1 --protect local --clients 5", "--client-rate"},
+      {"--duration 1 --protect local --client-rate 5", "--clients"},
+      {"--protect local --clients 5 --client-rate 5", "--duration"},
+      {"--duration 1 --protect local --clients 5 --client-rate 5 --rate 10", "--rate"},
+      {"--duration 1 --protect local --rate-limit 5", "--clients"},
+      {"--duration 1 --protect none --clients 5 --client-rate 5 --rate-limit 5", "--protect"},
+  };
+  for (const auto& [flags, named] : cases) {
+    CliRun r = run_cli(std::string("simulate ") + flags);
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_NE(r.output.find(named), std::string::npos) << flags << ": " << r.output;
+  }
+}
+
 TEST_F(Simulate, BadAdaptiveTtlIsRefusedNamingTheFlag) {
   for (const char* bad : {"100", "0-100", "200-100", "a-b", "-5"}) {
     CliRun r = run_cli(std::string("simulate --duration 1 --protect local --adaptive-ttl ") + bad);
