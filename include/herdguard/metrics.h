@@ -61,6 +61,9 @@ struct ProtectionMetrics {
   // Calls made to the repository, and how many of them failed.
   std::uint64_t db_queries = 0;
   std::uint64_t db_errors = 0;
+  // Repository::load_many calls (get_many's batches; their keys count in
+  // db_queries, one each).
+  std::uint64_t db_batches = 0;
   // Requests answered by the fallback chain (stale fail-safe or default
   // value), and how many of those with a stale value.
   std::uint64_t fallbacks = 0;

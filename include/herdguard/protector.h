@@ -45,6 +45,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -71,8 +72,8 @@
 #include "herdguard/warm_up.h"
 
 namespace herdguard {
-
 namespace internal {
+class BatchMember;  // load_batch.h
 struct RequestTrace;
 enum class LoadPriority;  // repository_loader.h; its zero value is kForeground
 }  // namespace internal
@@ -256,6 +257,18 @@ class Protector {
   // shared load finishes (at the latest after single_flight.load_timeout).
   void get_async(std::string_view key, Callback callback);
 
+  // get() of several keys at once, one result per key in the order of
+  // `keys` (a key given twice is read once and answered twice). Fresh L1
+  // copies answer at once; every other key joins its single-flight flight
+  // as get() would (L2, the fleet lock, another process's load), and the
+  // keys whose loads reach the database are loaded in one
+  // Repository::load_many call (e.g. one SQL statement; a key whose flight
+  // waits on another process does not hold the others back more than
+  // 10 ms). Per-key errors, fallbacks and not_found as for get(); a key not
+  // answered by `deadline` gets its fallback or kTimeout, and no key waits
+  // past it. Thread-safe.
+  std::vector<Result<std::string>> get_many(std::span<const std::string> keys, Deadline deadline);
+
   // Returns a fresh value like get(); when the value is stale but less than
   // stale_while_revalidate past its TTL, returns it at once and starts one
   // background refresh for the key (deduplicated; dropped and counted when
@@ -355,10 +368,12 @@ class Protector {
   // (load_coordinator.h: the load skips its first L2 look).
   // `fresh_at_least_until`: an entry found on the way answers only if fresh
   // then (an early refresh: only a newer entry than the one it replaces).
+  // `batch`: the get_many batch the load belongs to (load_batch.h), or null.
   SingleFlight::Loader loader_for(std::string_view key,
                                   internal::LoadPriority priority = internal::LoadPriority{},
                                   bool l2_just_read = false,
-                                  TimePoint fresh_at_least_until = TimePoint::min());
+                                  TimePoint fresh_at_least_until = TimePoint::min(),
+                                  std::shared_ptr<internal::BatchMember> batch = nullptr);
   // Starts one background load of `key` unless one runs or
   // max_background_refreshes run already (then counted as dropped).
   // `fresh_at_least_until` as for loader_for. Returns whether it started.

@@ -22,8 +22,10 @@
 
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "herdguard/clock.h"
 #include "herdguard/result.h"
@@ -38,6 +40,14 @@ class Repository {
   // the key does not exist, or an error: kTimeout when `deadline` passed,
   // kBackend when the database failed. Should give up by `deadline`.
   virtual Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) = 0;
+
+  // Loads several keys in one call where the database can (one statement:
+  // Protector::get_many batches its misses into it). Returns one result per
+  // key, in the order of `keys`: a value, std::nullopt, or that key's error
+  // (a failed call is every key's error). The default calls load() for
+  // each key in turn, stopping at `deadline` (the rest: kTimeout).
+  virtual std::vector<Result<std::optional<std::string>>> load_many(
+      std::span<const std::string> keys, Deadline deadline);
 };
 
 // Adapts a user function to `Repository`.
@@ -47,14 +57,24 @@ class CallbackRepository final : public Repository {
  public:
   using LoadFunction =
       std::function<Result<std::optional<std::string>>(std::string_view key, Deadline deadline)>;
+  // The batch form (Repository::load_many); must return one result per key.
+  using LoadManyFunction = std::function<std::vector<Result<std::optional<std::string>>>(
+      std::span<const std::string> keys, Deadline deadline)>;
 
-  // REQUIRES: `load` is callable and safe to call from many threads at once.
-  explicit CallbackRepository(LoadFunction load);
+  // REQUIRES: `load` (and `load_many`, when given) are callable and safe to
+  // call from many threads at once. Without `load_many`, batches load key
+  // by key.
+  explicit CallbackRepository(LoadFunction load, LoadManyFunction load_many = {});
 
   Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
+  // `load_many`'s answer; kBackend for every key when it throws or returns
+  // a list of the wrong length.
+  std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
+                                                            Deadline deadline) override;
 
  private:
   LoadFunction load_;
+  LoadManyFunction load_many_;
 };
 
 }  // namespace herdguard

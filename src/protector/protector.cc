@@ -28,9 +28,11 @@
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <unordered_map>
 #include <utility>
 
 #include "core/random.h"
+#include "protector/load_batch.h"
 #include "protector/load_coordinator.h"
 #include "protector/protector_counters.h"
 #include "protector/protector_metrics.h"
@@ -318,13 +320,16 @@ Result<std::string> Protector::finish(Result<std::string> result, std::string_vi
 }
 
 SingleFlight::Loader Protector::loader_for(std::string_view key, internal::LoadPriority priority,
-                                           bool l2_just_read, TimePoint fresh_at_least_until) {
+                                           bool l2_just_read, TimePoint fresh_at_least_until,
+                                           std::shared_ptr<internal::BatchMember> batch) {
   // The key is copied: the load may outlive the caller that started it.
   return [parts = parts_.get(), k = std::string(key),
           request = internal::LoadRequest{.priority = priority,
                                           .l2_just_read = l2_just_read,
-                                          .fresh_at_least_until = fresh_at_least_until}](
-             Deadline load_deadline) {
+                                          .fresh_at_least_until = fresh_at_least_until},
+          batch = std::move(batch)](Deadline load_deadline) {
+    // The batch's member is in scope for this load only (load_batch.h).
+    const internal::BatchScope scope(batch.get());
     Result<CacheEntry> entry = parts->coordinator.load(k, load_deadline, request);
     if (!entry) return Result<std::string>(std::unexpected(std::move(entry.error())));
     return answer_of(std::move(*entry), k);
@@ -742,6 +747,105 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   return finish(fall_back(key, std::move(result.error()), std::move(stale), &trace), key, trace);
 }
 
+std::vector<Result<std::string>> Protector::get_many(std::span<const std::string> keys,
+                                                     Deadline deadline) {
+  Parts& p = *parts_;
+  std::vector<Result<std::string>> answers(
+      keys.size(), Result<std::string>(make_error(ErrorKind::kInternal, "not answered")));
+  // Each distinct key once; `first[i]` is the position that answers keys[i].
+  std::unordered_map<std::string_view, std::size_t> first_of;
+  std::vector<std::size_t> first(keys.size());
+  // What each missing key's flight answered, shared with the callbacks
+  // (which may run after this call returned, at their load's end).
+  struct Pending {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::size_t outstanding = 0;                                  // guarded by mutex
+    std::unordered_map<std::size_t, Result<std::string>> loaded;  // guarded by mutex
+  };
+  auto pending = std::make_shared<Pending>();
+  struct Miss {
+    std::size_t at;
+    std::optional<CacheEntry> stale;
+    internal::RequestTrace trace;
+  };
+  std::vector<Miss> misses;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    auto [it, inserted] = first_of.try_emplace(keys[i], i);
+    first[i] = it->second;
+    if (!inserted) continue;
+    const std::string& key = keys[i];
+    p.counters.requests_past_l1.add();
+    internal::RequestTrace trace;
+    if (auto valid = check_key(key); !valid) {
+      answers[i] = finish(std::unexpected(valid.error()), key, trace);
+      continue;
+    }
+    internal::TieredCache::L1Read l1 = p.cache.l1_read(key);
+    if (l1.fresh) {
+      p.counters.l1_hits.add();
+      trace.layer = internal::Layer::kL1;
+      if (l1.refresh_due) consider_early_refresh(key, l1.timing);
+      answers[i] = finish(fresh_answer(std::move(l1), key), key, trace);
+      continue;
+    }
+    p.counters.cache_misses.add();
+    trace.layer = internal::Layer::kLoad;
+    misses.push_back({.at = i, .stale = std::move(l1.entry), .trace = trace});
+  }
+  // The misses: one flight each, their database loads in one batch.
+  auto batch = std::make_shared<internal::LoadBatch>();
+  {
+    std::lock_guard lock(pending->mutex);
+    pending->outstanding = misses.size();
+  }
+  for (const Miss& miss : misses) {
+    const std::string& key = keys[miss.at];
+    auto callback = [pending, at = miss.at](const Result<std::string>& result) {
+      {
+        std::lock_guard lock(pending->mutex);
+        pending->loaded.insert_or_assign(at, result);
+        --pending->outstanding;
+      }
+      pending->done.notify_all();
+    };
+    auto started = p.flights->call_async(
+        key,
+        loader_for(key, internal::LoadPriority::kForeground, false, TimePoint::min(),
+                   std::make_shared<internal::BatchMember>(batch)),
+        callback);
+    if (!started) callback(std::unexpected(std::move(started.error())));  // refused: not called
+  }
+  // Every member exists now (a loader that joined another flight was
+  // dropped, and its member left with it).
+  batch->seal(misses.size());
+  std::unique_lock lock(pending->mutex);
+  pending->done.wait_until(lock, deadline.when(), [&] { return pending->outstanding == 0; });
+  std::unordered_map<std::size_t, Result<std::string>> loaded = std::move(pending->loaded);
+  lock.unlock();
+  for (Miss& miss : misses) {
+    const std::string& key = keys[miss.at];
+    auto it = loaded.find(miss.at);
+    Result<std::string> result =
+        it != loaded.end()
+            ? std::move(it->second)
+            : Result<std::string>(
+                  make_error(ErrorKind::kTimeout,
+                             fmt::format("get_many: key '{}' not loaded by the deadline", key)));
+    if (result || is_definitive(result.error())) {
+      answers[miss.at] = finish(std::move(result), key, miss.trace);
+    } else {
+      answers[miss.at] =
+          finish(fall_back(key, std::move(result.error()), std::move(miss.stale), &miss.trace), key,
+                 miss.trace);
+    }
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (first[i] != i) answers[i] = answers[first[i]];
+  }
+  return answers;
+}
+
 void Protector::get_async(std::string_view key, Callback callback) {
   Parts& p = *parts_;
   p.counters.requests_past_l1.add();
@@ -857,6 +961,7 @@ ProtectionMetrics Protector::metrics() const {
       .warm_up_failures = c.warm_up_failures.value(),
       .db_queries = c.db_queries.value(),
       .db_errors = c.db_errors.value(),
+      .db_batches = c.db_batches.value(),
       .fallbacks = c.fallbacks.value(),
       .fallbacks_stale = c.fallbacks_stale.value(),
       .load_shed = c.load_shed.value(),

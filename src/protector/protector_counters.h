@@ -32,6 +32,7 @@ struct ProtectorCounters {
   StripedCounter warm_up_failures;  // ... keys that failed, and a list that could not be had
   StripedCounter db_queries;
   StripedCounter db_errors;
+  StripedCounter db_batches;  // Repository::load_many calls (get_many)
   StripedCounter fallbacks;
   StripedCounter load_shed;
   StripedCounter errors;

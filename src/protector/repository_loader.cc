@@ -6,6 +6,7 @@
 
 #include "core/random.h"
 #include "herdguard/protector.h"
+#include "protector/load_batch.h"
 
 namespace herdguard::internal {
 
@@ -70,7 +71,15 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   const auto start = std::chrono::steady_clock::now();
   Result<std::optional<std::string>> loaded = make_error(ErrorKind::kInternal, "not loaded");
   try {
-    loaded = repository_->load(key, deadline);
+    // In a get_many batch (load_batch.h): one load_many call for the batch.
+    if (BatchMember* member = current_batch_member()) {
+      loaded = member->arrive(key, deadline, [this](std::span<const std::string> keys, Deadline d) {
+        counters_.db_batches.add();
+        return repository_->load_many(keys, d);
+      });
+    } else {
+      loaded = repository_->load(key, deadline);
+    }
   } catch (const std::exception& e) {
     loaded = make_error(ErrorKind::kBackend, fmt::format("repository threw: {}", e.what()));
   } catch (...) {

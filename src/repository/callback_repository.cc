@@ -7,7 +7,44 @@
 
 namespace herdguard {
 
-CallbackRepository::CallbackRepository(LoadFunction load) : load_(std::move(load)) {}
+std::vector<Result<std::optional<std::string>>> Repository::load_many(
+    std::span<const std::string> keys, Deadline deadline) {
+  std::vector<Result<std::optional<std::string>>> results;
+  results.reserve(keys.size());
+  for (const std::string& key : keys) {
+    if (deadline.expired()) {
+      results.emplace_back(make_error(
+          ErrorKind::kTimeout, fmt::format("load of key '{}': the batch's deadline passed", key)));
+    } else {
+      results.push_back(load(key, deadline));
+    }
+  }
+  return results;
+}
+
+CallbackRepository::CallbackRepository(LoadFunction load, LoadManyFunction load_many)
+    : load_(std::move(load)), load_many_(std::move(load_many)) {}
+
+std::vector<Result<std::optional<std::string>>> CallbackRepository::load_many(
+    std::span<const std::string> keys, Deadline deadline) {
+  if (!load_many_) return Repository::load_many(keys, deadline);
+  auto every_key = [&](const Error& error) {
+    return std::vector<Result<std::optional<std::string>>>(keys.size(), std::unexpected(error));
+  };
+  try {
+    auto results = load_many_(keys, deadline);
+    if (results.size() != keys.size()) {
+      return every_key(
+          {ErrorKind::kBackend, fmt::format("batch loader returned {} results for {} keys",
+                                            results.size(), keys.size())});
+    }
+    return results;
+  } catch (const std::exception& e) {
+    return every_key({ErrorKind::kBackend, fmt::format("batch loader threw: {}", e.what())});
+  } catch (...) {
+    return every_key({ErrorKind::kBackend, "batch loader threw: unknown exception"});
+  }
+}
 
 Result<std::optional<std::string>> CallbackRepository::load(std::string_view key,
                                                             Deadline deadline) {
