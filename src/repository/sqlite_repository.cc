@@ -27,7 +27,10 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <span>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -354,6 +357,23 @@ struct SqliteRepository::Impl {
             options.table, options.key_column, options.value_column)),
         pool(std::move(connections)) {}
 
+  // Holds the caller's connection for options.simulated_latency (or until
+  // `deadline`: kTimeout), like a slow query would.
+  Result<void> simulate_latency(Deadline deadline) const {
+    const auto latency = options.simulated_latency;
+    if (latency <= latency.zero()) return ok();
+    const auto latency_end = std::chrono::steady_clock::now() + latency;
+    if (latency_end > deadline.when()) {
+      // Sleep only as long as the caller waits.
+      std::this_thread::sleep_until(deadline.when());
+      return make_error(ErrorKind::kTimeout,
+                        fmt::format("sqlite: deadline passed during the simulated latency of {} ms",
+                                    to_ms(latency)));
+    }
+    std::this_thread::sleep_until(latency_end);
+    return ok();
+  }
+
   const SqliteRepositoryOptions options;
   const std::string upsert_sql;
   ConnectionPool pool;
@@ -397,18 +417,8 @@ Result<std::optional<std::string>> SqliteRepository::load(std::string_view key, 
                                   impl_->options.path, impl_->pool.size()));
   }
 
-  if (const auto latency = impl_->options.simulated_latency; latency > latency.zero()) {
-    const auto latency_end = std::chrono::steady_clock::now() + latency;
-    if (latency_end > deadline.when()) {
-      // Sleep only as long as the caller waits, holding the connection like a
-      // slow query would.
-      std::this_thread::sleep_until(deadline.when());
-      return make_error(ErrorKind::kTimeout,
-                        fmt::format("sqlite: deadline passed during the simulated latency of {} ms",
-                                    to_ms(latency)));
-    }
-    std::this_thread::sleep_until(latency_end);
-  }
+  if (auto waited = impl_->simulate_latency(deadline); !waited)
+    return std::unexpected(waited.error());
 
   sqlite3* db = lease->db.get();
   sqlite3_stmt* select = lease->select.get();
@@ -425,6 +435,80 @@ Result<std::optional<std::string>> SqliteRepository::load(std::string_view key, 
   if (bytes != nullptr)
     value.assign(static_cast<const char*>(bytes), static_cast<std::size_t>(size));
   return std::optional<std::string>(std::move(value));  // copied out before the lease resets
+}
+
+std::vector<Result<std::optional<std::string>>> SqliteRepository::load_many(
+    std::span<const std::string> keys, Deadline deadline) {
+  using One = Result<std::optional<std::string>>;
+  std::vector<One> results(keys.size(), One(std::optional<std::string>()));
+  auto fail_all = [&](std::size_t from, const Error& error) {
+    for (std::size_t i = from; i < keys.size(); ++i) results[i] = std::unexpected(error);
+  };
+  if (keys.empty()) return results;
+  if (deadline.expired()) {
+    fail_all(0, {ErrorKind::kTimeout, "sqlite: deadline passed before the batch load started"});
+    return results;
+  }
+  auto lease = impl_->pool.acquire(deadline);
+  if (!lease) {
+    fail_all(0, {ErrorKind::kTimeout,
+                 fmt::format("sqlite: no free connection to '{}' before the deadline (all {} in "
+                             "use)",
+                             impl_->options.path, impl_->pool.size())});
+    return results;
+  }
+  if (auto waited = impl_->simulate_latency(deadline); !waited) {
+    fail_all(0, waited.error());
+    return results;
+  }
+  sqlite3* db = lease->db.get();
+  const SqliteRepositoryOptions& o = impl_->options;
+  // SQLite caps host parameters per statement (999 before 3.32): chunks of
+  // kChunk keys, one statement each.
+  constexpr std::size_t kChunk = 500;
+  for (std::size_t from = 0; from < keys.size(); from += kChunk) {
+    const std::size_t n = std::min(kChunk, keys.size() - from);
+    std::string sql = fmt::format(R"(SELECT "{}", "{}" FROM "{}" WHERE "{}" IN (?1)", o.key_column,
+                                  o.value_column, o.table, o.key_column);
+    for (std::size_t i = 2; i <= n; ++i) sql += fmt::format(", ?{}", i);
+    sql += ")";
+    auto stmt = prepare(db, sql, "batch load failed");
+    if (!stmt) {
+      fail_all(from, stmt.error());
+      return results;
+    }
+    // Where each key's row goes (a key may be asked for twice).
+    std::unordered_map<std::string_view, std::vector<std::size_t>> positions;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string& key = keys[from + i];
+      positions[key].push_back(from + i);
+      if (int rc = bind_key(stmt->get(), static_cast<int>(i + 1), key); rc != SQLITE_OK) {
+        fail_all(from, backend(db, rc, "batch load failed").error());
+        return results;
+      }
+    }
+    impl_->queries.fetch_add(1, std::memory_order_relaxed);
+    int rc;
+    while ((rc = sqlite3_step(stmt->get())) == SQLITE_ROW) {
+      const void* key_bytes = sqlite3_column_blob(stmt->get(), 0);
+      const std::string_view key(
+          static_cast<const char*>(key_bytes),
+          key_bytes ? static_cast<std::size_t>(sqlite3_column_bytes(stmt->get(), 0)) : 0);
+      auto it = positions.find(key);
+      if (it == positions.end()) continue;  // e.g. a TEXT row equal to a BLOB key's bytes
+      const void* bytes = sqlite3_column_blob(stmt->get(), 1);
+      const int size = sqlite3_column_bytes(stmt->get(), 1);
+      std::string value;
+      if (bytes != nullptr)
+        value.assign(static_cast<const char*>(bytes), static_cast<std::size_t>(size));
+      for (std::size_t at : it->second) results[at] = std::optional<std::string>(value);
+    }
+    if (rc != SQLITE_DONE) {
+      fail_all(from, backend(db, rc, "batch load failed").error());
+      return results;
+    }
+  }
+  return results;
 }
 
 Result<void> SqliteRepository::upsert(std::string_view key, std::string_view value) {

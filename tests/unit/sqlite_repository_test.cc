@@ -537,3 +537,67 @@ TEST_F(SqliteRepositoryTest, ManyThreadsLoadingConcurrentlyAllGetTheirValues) {
 
 }  // namespace
 }  // namespace herdguard
+
+// --- load_many (Protector::get_many's batch) ---
+
+namespace herdguard {
+namespace {
+
+class SqliteLoadMany : public SqliteRepositoryTest {};
+
+TEST_F(SqliteLoadMany, OneStatementAnswersEveryKeyInOrderIncludingMissingAndBinaryOnes) {
+  auto repo = open_ok(options_for());
+  ASSERT_NE(repo, nullptr);
+  using namespace std::string_literals;
+  ASSERT_TRUE(repo->upsert("a", "1"));
+  ASSERT_TRUE(repo->upsert("a\0b"s, "\0two"s));
+  ASSERT_TRUE(repo->upsert("\xff\xfe"s, "three"));
+  ASSERT_TRUE(repo->upsert("empty", ""));
+  const std::vector<std::string> keys = {"missing", "a\0b"s, "a",   "\xff\xfe"s,
+                                         "a",       "empty", "a\0"s};
+  const std::uint64_t before = repo->queries();
+  const auto got = repo->load_many(keys, generous());
+  EXPECT_EQ(repo->queries(), before + 1) << "one statement";
+  ASSERT_EQ(got.size(), keys.size());
+  const std::optional<std::string> expected[] = {std::nullopt, "\0two"s, "1",         "three",
+                                                 "1",          ""s,      std::nullopt};
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE(got[i].has_value()) << i << ": " << got[i].error().to_string();
+    EXPECT_EQ(*got[i], expected[i]) << i;
+  }
+}
+
+TEST_F(SqliteLoadMany, ManyKeysGoInChunksOfAStatementEach) {
+  auto repo = open_ok(options_for());
+  ASSERT_NE(repo, nullptr);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1200; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    if (i % 2 == 0) {
+      ASSERT_TRUE(repo->upsert(keys.back(), "v" + std::to_string(i)));
+    }
+  }
+  const std::uint64_t before = repo->queries();
+  const auto got = repo->load_many(keys, generous());
+  EXPECT_EQ(repo->queries(), before + 3);  // 500 + 500 + 200
+  for (int i = 0; i < 1200; ++i) {
+    ASSERT_TRUE(got[i].has_value());
+    EXPECT_EQ(*got[i],
+              i % 2 == 0 ? std::optional<std::string>("v" + std::to_string(i)) : std::nullopt);
+  }
+}
+
+TEST_F(SqliteLoadMany, AnExpiredDeadlineTimesOutEveryKeyWithoutQuerying) {
+  auto repo = open_ok(options_for());
+  ASSERT_NE(repo, nullptr);
+  const std::vector<std::string> keys = {"a", "b"};
+  const auto got = repo->load_many(keys, Deadline::after(Duration::zero()));
+  for (const auto& r : got) {
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().kind, ErrorKind::kTimeout);
+  }
+  EXPECT_EQ(repo->queries(), 0u);
+}
+
+}  // namespace
+}  // namespace herdguard
