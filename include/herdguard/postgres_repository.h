@@ -44,6 +44,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -127,6 +128,12 @@ class PostgresRepository final : public Repository {
   // Thread safety: safe from any number of threads; at most pool_size
   // connections per server are open at once.
   Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
+  // The keys in one statement (`SELECT key, value ... WHERE key IN ($1, …)`,
+  // per 1,000 keys), on one server chosen as for load(), with the same
+  // timeouts, retry and failover; an error is every key's. With a custom
+  // `query` there is no batch form: the keys load one by one.
+  std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
+                                                            Deadline deadline) override;
 
   // Statements run by load() so far, over all servers. Never fails; any thread.
   std::uint64_t queries() const noexcept;
@@ -137,12 +144,17 @@ class PostgresRepository final : public Repository {
   struct Server;
   struct Impl;
   explicit PostgresRepository(std::unique_ptr<Impl> impl);
-  // One load at `server`, holding `slot` of its limiter, behind its breaker.
+  // What a load runs in its transaction (one key's statement, or a batch's):
+  // the values of its keys, in order (postgres_repository.cc).
+  struct Operation;
+  using Rows = std::vector<std::optional<std::string>>;
+  // Runs `op` on a server chosen round-robin, failing over (see load()).
+  Result<Rows> run_somewhere(const Operation& op, Deadline deadline);
+  // One run at `server`, holding `slot` of its limiter, behind its breaker.
   // Sets *try_next when another server should be tried (breaker open, or a
   // refused or dropped connection with time left).
-  Result<std::optional<std::string>> load_at(Server& server, ConcurrencyLimiter::Permit slot,
-                                             std::string_view key, Deadline deadline,
-                                             bool* try_next);
+  Result<Rows> run_at(Server& server, ConcurrencyLimiter::Permit slot, const Operation& op,
+                      Deadline deadline, bool* try_next);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -14,8 +14,12 @@
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <pqxx/pqxx>
+#include <span>
+#include <string_view>
+#include <unordered_map>
 
 namespace herdguard {
 namespace {
@@ -169,7 +173,15 @@ struct PostgresRepository::Server {
   std::atomic<std::uint64_t> loads{0}, failures{0}, connects{0};
 };
 
+// Runs in the load's transaction; throws what libpqxx throws (run()
+// turns it into errors).
+struct PostgresRepository::Operation {
+  std::function<Rows(pqxx::work&)> run;
+};
+
 struct PostgresRepository::Impl {
+  using Rows = PostgresRepository::Rows;
+  using Operation = PostgresRepository::Operation;
   PostgresRepositoryOptions options;
   std::string sql;
   std::vector<std::unique_ptr<Server>> servers;
@@ -255,8 +267,8 @@ struct PostgresRepository::Impl {
 
   // One attempt on one connection. `*broken` tells the caller to retry on a
   // fresh connection.
-  Result<std::optional<std::string>> run(Server& server, pqxx::connection& c, std::string_view key,
-                                         Deadline deadline, bool* reusable, bool* broken) {
+  Result<Rows> run(Server& server, pqxx::connection& c, const Operation& op, Deadline deadline,
+                   bool* reusable, bool* broken) {
     *reusable = true;
     *broken = false;
     const auto remaining_ms =
@@ -269,12 +281,9 @@ struct PostgresRepository::Impl {
     try {
       pqxx::work tx(c);
       tx.exec0(fmt::format("SET LOCAL statement_timeout = {}", remaining_ms));
-      pqxx::result rows = tx.exec_prepared(kStatement, std::string(key));
+      Rows rows = op.run(tx);
       tx.commit();
-      if (rows.empty() || rows.columns() < 1) return std::optional<std::string>();
-      const pqxx::field field = rows[0][0];
-      if (field.is_null()) return std::optional<std::string>();
-      return std::optional<std::string>(std::string(field.c_str(), field.size()));
+      return rows;
     } catch (const pqxx::broken_connection& e) {
       *reusable = false;
       *broken = true;
@@ -297,16 +306,15 @@ struct PostgresRepository::Impl {
     }
   }
 
-  Result<std::optional<std::string>> load_from(Server& server, std::string_view key,
-                                               Deadline deadline) {
+  Result<Rows> load_from(Server& server, const Operation& op, Deadline deadline) {
     server.loads.fetch_add(1, kRelaxed);
-    Result<std::optional<std::string>> result = make_error(ErrorKind::kInternal, "not run");
+    Result<Rows> result = make_error(ErrorKind::kInternal, "not run");
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto c = borrow(server, deadline);
       if (!c) return std::unexpected(c.error());
       bool reusable = true;
       bool broken = false;
-      result = run(server, **c, key, deadline, &reusable, &broken);
+      result = run(server, **c, op, deadline, &reusable, &broken);
       give_back(server, std::move(*c), reusable);
       if (!broken) break;
       drop_idle(server);  // once more, on a freshly connected one
@@ -349,9 +357,67 @@ PostgresRepository::~PostgresRepository() = default;
 
 Result<std::optional<std::string>> PostgresRepository::load(std::string_view key,
                                                             Deadline deadline) {
+  const std::string k(key);
+  const Operation one{[&k](pqxx::work& tx) {
+    const pqxx::result rows = tx.exec_prepared(kStatement, k);
+    Rows out(1);
+    if (!rows.empty() && rows.columns() >= 1 && !rows[0][0].is_null())
+      out[0].emplace(rows[0][0].c_str(), rows[0][0].size());
+    return out;
+  }};
+  auto rows = run_somewhere(one, deadline);
+  if (!rows) return std::unexpected(std::move(rows.error()));
+  return std::move(rows->at(0));
+}
+
+std::vector<Result<std::optional<std::string>>> PostgresRepository::load_many(
+    std::span<const std::string> keys, Deadline deadline) {
+  if (!impl_->options.query.empty()) return Repository::load_many(keys, deadline);
+  const PostgresRepositoryOptions& o = impl_->options;
+  // PostgreSQL takes up to 65,535 parameters: 1,000 a statement, one
+  // statement (and transaction) per chunk.
+  constexpr std::size_t kChunk = 1000;
+  std::vector<Result<std::optional<std::string>>> results;
+  results.reserve(keys.size());
+  for (std::size_t from = 0; from < keys.size(); from += kChunk) {
+    const std::span<const std::string> chunk =
+        keys.subspan(from, std::min(kChunk, keys.size() - from));
+    std::string sql = fmt::format("SELECT {}, {} FROM {} WHERE {} IN ($1", o.key_column,
+                                  o.value_column, o.table, o.key_column);
+    for (std::size_t i = 2; i <= chunk.size(); ++i) sql += fmt::format(", ${}", i);
+    sql += ")";
+    const Operation batch{[&](pqxx::work& tx) {
+      const pqxx::result rows =
+          tx.exec_params(sql, pqxx::prepare::make_dynamic_params(chunk.begin(), chunk.end()));
+      // Where each key's row goes (a key may be asked for twice).
+      std::unordered_map<std::string_view, std::vector<std::size_t>> positions;
+      for (std::size_t i = 0; i < chunk.size(); ++i) positions[chunk[i]].push_back(i);
+      Rows out(chunk.size());
+      for (const auto& row : rows) {
+        if (row[0].is_null() || row[1].is_null()) continue;
+        auto it = positions.find(std::string_view(row[0].c_str(), row[0].size()));
+        if (it == positions.end()) continue;
+        for (std::size_t at : it->second) out[at].emplace(row[1].c_str(), row[1].size());
+      }
+      return out;
+    }};
+    auto rows = run_somewhere(batch, deadline);
+    for (std::size_t i = 0; i < chunk.size(); ++i) {
+      if (rows) {
+        results.emplace_back(std::move((*rows)[i]));
+      } else {
+        results.emplace_back(std::unexpected(rows.error()));
+      }
+    }
+  }
+  return results;
+}
+
+Result<PostgresRepository::Rows> PostgresRepository::run_somewhere(const Operation& op,
+                                                                   Deadline deadline) {
   const std::size_t n = impl_->servers.size();
   const std::uint64_t first = impl_->next.fetch_add(1, kRelaxed);
-  Result<std::optional<std::string>> last =
+  Result<Rows> last =
       make_error(ErrorKind::kCircuitOpen,
                  fmt::format("postgres: all {} servers are failing (breakers open)", n));
   // The first server (in turn) at its limit whose breaker was not open: the
@@ -365,7 +431,7 @@ Result<std::optional<std::string>> PostgresRepository::load(std::string_view key
       continue;  // at its limit: try the next server
     }
     bool failed_over = false;
-    auto result = load_at(server, std::move(*slot), key, deadline, &failed_over);
+    auto result = run_at(server, std::move(*slot), op, deadline, &failed_over);
     if (!failed_over) return result;
     // An open breaker keeps the "all servers failing" error unless another failed.
     if (result.error().kind != ErrorKind::kCircuitOpen) last = std::move(result);
@@ -377,13 +443,13 @@ Result<std::optional<std::string>> PostgresRepository::load(std::string_view key
     return std::unexpected(std::move(slot.error()));
   }
   bool failed_over = false;
-  return load_at(*full, std::move(*slot), key, deadline, &failed_over);
+  return run_at(*full, std::move(*slot), op, deadline, &failed_over);
 }
 
-Result<std::optional<std::string>> PostgresRepository::load_at(Server& server,
-                                                               ConcurrencyLimiter::Permit slot,
-                                                               std::string_view key,
-                                                               Deadline deadline, bool* try_next) {
+Result<PostgresRepository::Rows> PostgresRepository::run_at(Server& server,
+                                                            ConcurrencyLimiter::Permit slot,
+                                                            const Operation& op, Deadline deadline,
+                                                            bool* try_next) {
   *try_next = false;
   if (auto permit = server.breaker->try_acquire(); !permit) {
     *try_next = true;  // skip a failing server
@@ -391,7 +457,7 @@ Result<std::optional<std::string>> PostgresRepository::load_at(Server& server,
                       fmt::format("postgres {}: breaker open", server.redacted));
   }
   const auto start = std::chrono::steady_clock::now();
-  auto result = impl_->load_from(server, key, deadline);
+  auto result = impl_->load_from(server, op, deadline);
   const Duration elapsed = std::chrono::steady_clock::now() - start;
   const bool failed = !result;
   server.breaker->record(failed ? CallOutcome::kFailure : CallOutcome::kSuccess, elapsed);

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "herdguard/protector.h"
 #include "postgres_server.h"
 #include "test_support.h"
 
@@ -74,6 +75,44 @@ TEST(PostgresRepository, AwkwardValuesRoundTripByteForByte) {
     ASSERT_TRUE(*r) << k;
     EXPECT_EQ(**r, v) << k;
   }
+}
+
+// get_many's batch: 100 keys, one statement; values in order, absent keys
+// nullopt, awkward keys matched exactly.
+TEST(PostgresRepository, LoadManyIsOneStatementForAHundredKeys) {
+  auto pg = seeded_server();
+  pg->exec("INSERT INTO products VALUES ('it''s \"odd\", (really)', 'odd')");
+  auto repo = open_repo({.urls = {pg->url()}});
+  std::vector<std::string> keys;
+  for (int i = 1; i <= 98; ++i) keys.push_back("sku-" + std::to_string(i));
+  keys.push_back("sku-0");                   // absent
+  keys.push_back("it's \"odd\", (really)");  // quotes, a comma, parentheses
+  const auto got = repo->load_many(keys, Deadline::after(10s));
+  EXPECT_EQ(repo->queries(), 1u) << "one statement";
+  ASSERT_EQ(got.size(), keys.size());
+  for (int i = 1; i <= 98; ++i) {
+    ASSERT_TRUE(got[i - 1]) << got[i - 1].error().to_string();
+    ASSERT_TRUE(*got[i - 1]);
+    EXPECT_EQ(**got[i - 1], "{\"id\":" + std::to_string(i) + ",\"name\":\"Ünïcode ✓\"}");
+  }
+  ASSERT_TRUE(got[98]);
+  EXPECT_FALSE(*got[98]);
+  ASSERT_TRUE(got[99] && *got[99]);
+  EXPECT_EQ(**got[99], "odd");
+}
+
+// Through the Protector: a cold get_many of 100 keys is one statement.
+TEST(PostgresRepository, ProtectorGetManyOfAHundredColdKeysIsOneStatement) {
+  auto pg = seeded_server();
+  std::shared_ptr<PostgresRepository> repo = open_repo({.urls = {pg->url()}});
+  auto protector = Protector::create({}, repo);
+  ASSERT_TRUE(protector) << protector.error().to_string();
+  std::vector<std::string> keys;
+  for (int i = 1; i <= 100; ++i) keys.push_back("sku-" + std::to_string(i));
+  const auto got = (*protector)->get_many(keys, Deadline::after(10s));
+  for (const auto& r : got) ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(repo->queries(), 1u);
+  EXPECT_EQ((*protector)->metrics().db_batches, 1u);
 }
 
 TEST(PostgresRepository, UnixSocketUrlsAndCustomQuery) {
