@@ -45,8 +45,7 @@ Result<void> FaultyRepository::refused_connection() const {
       fmt::format("database unreachable (db-down fault): connect: {}", std::strerror(err)));
 }
 
-Result<std::optional<std::string>> FaultyRepository::load(std::string_view key, Deadline deadline) {
-  calls_.fetch_add(1, std::memory_order_relaxed);
+Result<void> FaultyRepository::play_faults(Deadline deadline) const {
   const double t = elapsed_s();
   for (const Fault& f : faults_) {
     if (!f.active(t)) continue;
@@ -61,7 +60,25 @@ Result<std::optional<std::string>> FaultyRepository::load(std::string_view key, 
       std::this_thread::sleep_for(extra);
     }
   }
+  return ok();
+}
+
+Result<std::optional<std::string>> FaultyRepository::load(std::string_view key, Deadline deadline) {
+  calls_.fetch_add(1, std::memory_order_relaxed);
+  if (auto played = play_faults(deadline); !played) return std::unexpected(played.error());
   return inner_->load(key, deadline);
+}
+
+std::vector<Result<std::optional<std::string>>> FaultyRepository::load_many(
+    std::span<const std::string> keys, Deadline deadline) {
+  calls_.fetch_add(keys.size(), std::memory_order_relaxed);
+  batches_.fetch_add(1, std::memory_order_relaxed);
+  // One query: the fault hits it once, and every key with it.
+  if (auto played = play_faults(deadline); !played) {
+    return std::vector<Result<std::optional<std::string>>>(keys.size(),
+                                                           std::unexpected(played.error()));
+  }
+  return inner_->load_many(keys, deadline);
 }
 
 }  // namespace herdguard::cli

@@ -25,18 +25,27 @@ class FaultyRepository final : public Repository {
   // The timeline starts now (called when the workers are released).
   void start();
   Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
-  // Loads that reached the database or its dead endpoint.
+  // A batch is one query: the faults hit it once.
+  std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
+                                                            Deadline deadline) override;
+  // Keys loaded at the database or its dead endpoint (a batch counts each
+  // of its keys), and batch calls.
   std::uint64_t calls() const noexcept { return calls_.load(std::memory_order_relaxed); }
+  std::uint64_t batches() const noexcept { return batches_.load(std::memory_order_relaxed); }
 
  private:
   double elapsed_s() const;
   Result<void> refused_connection() const;
+  // db-down: a refused connection; db-slow: the extra time (kTimeout if it
+  // passes the deadline); nothing outside the faults' windows.
+  Result<void> play_faults(Deadline deadline) const;
 
   const std::shared_ptr<Repository> inner_;
   const std::vector<Fault> faults_;
   const std::string refusing_socket_;
   std::atomic<std::chrono::steady_clock::rep> start_{0};
   std::atomic<std::uint64_t> calls_{0};
+  std::atomic<std::uint64_t> batches_{0};
 };
 
 }  // namespace herdguard::cli

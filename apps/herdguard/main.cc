@@ -166,6 +166,12 @@ int main(int argc, char** argv) {
        &S::rate_limit_burst)
       ->check(CLI::Range(1.0, 1e9))
       ->capture_default_str();
+  flag(sim_cmd->add_option("--get-many", sim.get_many,
+                           "K: each request fetches K keys at once (Protector::get_many; the "
+                           "misses are loaded in one batch query)"),
+       &S::get_many)
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
        &S::timeout_ms)
       ->check(CLI::Range(1, 600000))

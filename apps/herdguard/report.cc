@@ -122,6 +122,7 @@ nlohmann::json to_json(const RunReport& run) {
           {"goodput", run.goodput},
           {"db_shed", run.db_shed},
           {"rate_limited", run.rate_limited},
+          {"batch_queries", run.batch_queries},
           {"rate_limiter_local_decisions", run.rate_limiter_local_decisions},
           {"db_capacity", run.db_capacity},
           {"db_peak", run.db_peak},

@@ -206,6 +206,10 @@ Result<void> Scenario::validate() const {
     if (protect == "none")
       return invalid("--rate-limit needs a protector (--protect other than none)");
   }
+  if (get_many < 1 || get_many > 10000) return invalid("--get-many must be in 1..10000 keys");
+  if (get_many > 1 && herd_mode()) return invalid("--get-many needs a timed run (--duration)");
+  if (get_many > 1 && clients > 0)
+    return invalid("--get-many and --clients exclude each other (get_for reads one key)");
   if (!(rate_limit_burst >= 1 && rate_limit_burst <= 1e9))
     return invalid("rate_limit_burst must be in [1, 1e9]");
   if (protect != "none" && protect != "local" && protect != "fleet" && protect != "full") {
@@ -328,6 +332,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_double(node, key, s.rate_limit);
     else if (key == "rate_limit_burst")
       ok_value = read_double(node, key, s.rate_limit_burst);
+    else if (key == "get_many")
+      ok_value = read_int(node, key, s.get_many);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

@@ -102,6 +102,9 @@ struct Scenario {
   // (fleet-wide through --redis, else per process) and this burst.
   double rate_limit = 0;
   double rate_limit_burst = 2;
+  // Timed runs: > 1: each request fetches this many keys at once
+  // (Protector::get_many; without protection, one get per key).
+  int get_many = 1;
 
   std::vector<Fault> faults;
 

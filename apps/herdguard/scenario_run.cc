@@ -95,13 +95,33 @@ struct Second {
       std::chrono::duration<double>(viral ? viral->start_s : 0));
   // `client`: the client the request is sent for (--clients), else -1.
   auto issue = [&](int thread, std::mt19937_64& rng, SteadyClock::time_point started, int client) {
-    const bool goes_viral = viral && started - t0 >= viral_from &&
-                            std::uniform_real_distribution<double>(0, 1)(rng) < kViralShare;
-    const std::string key = goes_viral ? viral->key : fmt::format("key:{}", zipf.sample(rng));
+    auto pick = [&] {
+      const bool goes_viral = viral && started - t0 >= viral_from &&
+                              std::uniform_real_distribution<double>(0, 1)(rng) < kViralShare;
+      return goes_viral ? viral->key : fmt::format("key:{}", zipf.sample(rng));
+    };
+    const std::string key = pick();
     bool limited = false;
-    Result<std::string> r = client < 0
-                                ? p.request(key)
-                                : p.request_for(fmt::format("client-{}", client), key, &limited);
+    Result<std::string> r = make_error(ErrorKind::kInternal, "not sent");
+    if (s.get_many > 1) {
+      // One request of get_many keys: answered when every key is (the
+      // first failure, or a wrong value, stands for the request).
+      std::vector<std::string> keys = {key};
+      while (keys.size() < static_cast<std::size_t>(s.get_many)) keys.push_back(pick());
+      std::vector<Result<std::string>> answers = p.request_many(keys);
+      r = "value-of-" + key;
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        if (!answers[i]) {
+          r = std::unexpected(answers[i].error());
+          break;
+        }
+        if (*answers[i] != "value-of-" + keys[i]) r = std::string("wrong");
+      }
+    } else if (client < 0) {
+      r = p.request(key);
+    } else {
+      r = p.request_for(fmt::format("client-{}", client), key, &limited);
+    }
     const auto now = SteadyClock::now();
     const int sec =
         std::clamp(static_cast<int>((started - t0) / std::chrono::seconds(1)), 0, seconds);
@@ -260,6 +280,7 @@ struct Second {
                                {"redis_errors", m.redis_errors},
                                {"db_shed", m.db_shed},
                                {"rate_limited", m.rate_limited},
+                               {"batch_queries", p.db->batches()},
                                {"rate_limiter_local_decisions",
                                 p.rate_limiter ? p.rate_limiter->stats().local_decisions : 0},
                                {"errors_by_kind", errors_by_kind},
@@ -476,6 +497,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
     report.db_shed += f["db_shed"].get<std::uint64_t>();
     report.rate_limited += f["rate_limited"].get<std::uint64_t>();
+    report.batch_queries += f["batch_queries"].get<std::uint64_t>();
     report.rate_limiter_local_decisions += f["rate_limiter_local_decisions"].get<std::uint64_t>();
     for (const auto& [kind, count] : f["errors_by_kind"].items()) {
       if (report.errors_by_kind[kind] == 0 && report.first_error.empty())

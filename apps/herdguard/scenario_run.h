@@ -86,6 +86,9 @@ struct RunReport {
   // the process because Redis failed.
   std::uint64_t rate_limited = 0;
   std::uint64_t rate_limiter_local_decisions = 0;
+  // --get-many: Repository::load_many calls (each also counts its keys in
+  // db_queries).
+  std::uint64_t batch_queries = 0;
   // With --db-capacity: the saturating server's capacity and the most
   // queries it ran at once (0 and 0 without).
   int db_capacity = 0;

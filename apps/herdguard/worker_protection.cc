@@ -67,6 +67,11 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
       *rate_limited = false;
       return request(key);
     };
+    p.request_many = [request = p.request](const std::vector<std::string>& keys) {
+      std::vector<Result<std::string>> answers;
+      for (const std::string& key : keys) answers.push_back(request(key));
+      return answers;
+    };
     return p;
   }
   ProtectorOptions options{.ttl = ttl, .ttl_jitter = s.jitter, .request_timeout = timeout};
@@ -127,6 +132,9 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
   p.request_for = [raw, timeout](const std::string& client, const std::string& key,
                                  bool* rate_limited) {
     return raw->get_for(client, key, Deadline::after(timeout), rate_limited);
+  };
+  p.request_many = [raw, timeout](const std::vector<std::string>& keys) {
+    return raw->get_many(keys, Deadline::after(timeout));
   };
   return p;
 }

@@ -30,6 +30,9 @@ struct WorkerProtection {
   std::function<Result<std::string>(const std::string& client, const std::string& key,
                                     bool* rate_limited)>
       request_for;
+  // Several keys at once (--get-many): get_many, or one get per key.
+  std::function<std::vector<Result<std::string>>(const std::vector<std::string>& keys)>
+      request_many;
   std::shared_ptr<RateLimiter> rate_limiter;  // --rate-limit only
 };
 

@@ -441,6 +441,22 @@ TEST_F(Simulate, WithRedisDownTheRateLimitHoldsPerProcessAndNoCallerFails) {
   for (std::uint64_t a : admitted_by_client(report)) EXPECT_GT(a, 120u);
 }
 
+// --get-many: requests of 10 keys, their misses loaded in batches
+// (PostgreSQL: one statement each) holding several keys on average.
+TEST_F(Simulate, GetManyLoadsMissesInBatchQueries) {
+  auto report = run_json(servers() +
+                         " --protect fleet --processes 2 --concurrency 4 --duration 2"
+                         " --keys 2000 --ttl-ms 500 --db-latency-ms 5 --get-many 10");
+  EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
+  EXPECT_EQ(report["wrong_values"], 0);
+  const auto batches = report["batch_queries"].get<std::uint64_t>();
+  EXPECT_GT(batches, 0u);
+  EXPECT_GT(report["db_queries"].get<std::uint64_t>(), batches) << "several keys per batch";
+  CliRun herd = run_cli("simulate --protect local --get-many 5");
+  EXPECT_NE(herd.exit_code, 0);
+  EXPECT_NE(herd.output.find("--get-many"), std::string::npos) << herd.output;
+}
+
 TEST_F(Simulate, BadClientAndRateLimitFlagsAreRefusedNamingThem) {
   const std::pair<const char*, const char*> cases[] = {
       {"--duration 1 --protect local --clients 5", "--client-rate"},
