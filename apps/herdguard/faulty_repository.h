@@ -28,6 +28,7 @@ class FaultyRepository final : public Repository {
   // A batch is one query: the faults hit it once.
   std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
                                                             Deadline deadline) override;
+  bool loads_in_batches() const noexcept override { return inner_->loads_in_batches(); }
   // Keys loaded at the database or its dead endpoint (a batch counts each
   // of its keys), and batch calls.
   std::uint64_t calls() const noexcept { return calls_.load(std::memory_order_relaxed); }

@@ -134,6 +134,8 @@ class PostgresRepository final : public Repository {
   // `query` there is no batch form: the keys load one by one.
   std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
                                                             Deadline deadline) override;
+  // Without a custom `query`.
+  bool loads_in_batches() const noexcept override;
 
   // Statements run by load() so far, over all servers. Never fails; any thread.
   std::uint64_t queries() const noexcept;

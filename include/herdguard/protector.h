@@ -166,7 +166,7 @@ struct ProtectorOptions {
   // Ignored without an L2. REQUIRES: > 0.
   Duration l1_max_ttl = std::chrono::seconds(1);
   // The L1 backplane, with a notifier that has an invalidation_channel
-  // (RedisFleet's has): set() and invalidate() announce the key, and every
+  // (RedisFleet's has; without one, this is off): set() and invalidate() announce the key, and every
   // other process drops its L1 copy as soon as it hears (milliseconds,
   // instead of up to l1_max_ttl). When the subscription is lost, and again
   // when it is back, every L1 copy is rechecked against L2 before it is
@@ -262,9 +262,9 @@ class Protector {
   // copies answer at once; every other key joins its single-flight flight
   // as get() would (L2, the fleet lock, another process's load), and the
   // keys whose loads reach the database are loaded in one
-  // Repository::load_many call (e.g. one SQL statement; a key whose flight
-  // waits on another process does not hold the others back more than
-  // 10 ms). Per-key errors, fallbacks and not_found as for get(); a key not
+  // Repository::load_many call per 256 keys (e.g. one SQL statement; a key
+  // whose flight waits on another process does not hold the others back).
+  // Per-key errors, fallbacks and not_found as for get(); a key not
   // answered by `deadline` gets its fallback or kTimeout, and no key waits
   // past it. Thread-safe.
   std::vector<Result<std::string>> get_many(std::span<const std::string> keys, Deadline deadline);

@@ -41,10 +41,12 @@
 namespace herdguard {
 
 struct RateLimitOptions {
-  // Requests a second per client, fleet-wide. REQUIRES: in (0, 1e9].
+  // Requests a second per client, fleet-wide. REQUIRES: in [1/86400, 1e9]
+  // (at least one a day).
   double rate = 100;
   // Requests a client may make at once after being idle (GCRA's tolerance
-  // is (burst − 1) / rate). REQUIRES: in [1, 1e9].
+  // is (burst − 1) / rate). REQUIRES: in [1, 1e9], and (burst − 1) / rate at
+  // most a day.
   double burst = 1;
   // Prefix of the Redis keys: <prefix>{client}. REQUIRES: no '{' or '}'.
   std::string prefix = "herdguard:rl:";

@@ -170,6 +170,8 @@ class RedisNotifier {
   // Registers `listener` until the returned subscription is destroyed. When
   // the notifier is not subscribed yet, resync() is called once it is.
   std::unique_ptr<InvalidationSubscription> listen(InvalidationListener listener);
+  // Whether options.invalidation_channel is set (the backplane is possible).
+  bool has_invalidation_channel() const noexcept;
 
   // Whether the subscription is currently established.
   bool subscribed() const noexcept;

@@ -48,6 +48,10 @@ class Repository {
   // each key in turn, stopping at `deadline` (the rest: kTimeout).
   virtual std::vector<Result<std::optional<std::string>>> load_many(
       std::span<const std::string> keys, Deadline deadline);
+  // Whether load_many is one call (a batch) rather than the default key by
+  // key. Protector::get_many batches only when it is; otherwise its keys
+  // load in parallel, one load() each.
+  virtual bool loads_in_batches() const noexcept { return false; }
 };
 
 // Adapts a user function to `Repository`.
@@ -71,6 +75,7 @@ class CallbackRepository final : public Repository {
   // a list of the wrong length.
   std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
                                                             Deadline deadline) override;
+  bool loads_in_batches() const noexcept override { return static_cast<bool>(load_many_); }
 
  private:
   LoadFunction load_;

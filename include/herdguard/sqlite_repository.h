@@ -70,6 +70,7 @@ class SqliteRepository final : public Repository {
   // One SELECT ... WHERE key IN (...) per 500 keys, on one connection.
   std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
                                                             Deadline deadline) override;
+  bool loads_in_batches() const noexcept override { return true; }
 
   // Inserts or replaces a row (seeding, tests). Blocks for a free connection
   // for at most `busy_timeout`. Errors: kTimeout, kBackend.

@@ -5,6 +5,10 @@
 namespace herdguard::internal {
 
 GcraDecision gcra_decide(TimePoint tat, TimePoint now, Duration interval, Duration tolerance) {
+  // A TAT further ahead than this algorithm sets (now + tolerance +
+  // interval at most) comes from a clock that stepped back: start afresh,
+  // as the Redis script does, rather than lock the client out.
+  if (tat > add_saturating(now, add_saturating(tolerance, interval))) tat = now;
   const TimePoint start = std::max(tat, now);
   const TimePoint allowed_from = add_saturating(start, -tolerance);
   if (now < allowed_from)

@@ -55,6 +55,12 @@ Result<void> RateLimitOptions::validate() const {
   if (!(rate > 0 && rate <= 1e9)) return bad(fmt::format("rate must be in (0, 1e9], got {}", rate));
   if (!(burst >= 1 && burst <= 1e9))
     return bad(fmt::format("burst must be in [1, 1e9], got {}", burst));
+  // So that the interval and the tolerance stay far inside what the clock's
+  // nanoseconds and the script's millisecond expiries hold.
+  if (1 / rate > 86400) return bad(fmt::format("rate must be at least 1 a day, got {}/s", rate));
+  if ((burst - 1) / rate > 86400)
+    return bad(fmt::format("burst / rate must be at most a day ({} / {} is {} s)", burst, rate,
+                           (burst - 1) / rate));
   if (prefix.find_first_of("{}") != std::string::npos)
     return bad(fmt::format("prefix may not contain '{{' or '}}', got '{}'", prefix));
   if (max_client_bytes < 1) return bad("max_client_bytes must be >= 1");

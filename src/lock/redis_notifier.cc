@@ -352,6 +352,10 @@ void RedisNotifier::remove_listener(std::uint64_t id) {
 
 InvalidationSubscription::~InvalidationSubscription() { owner_.remove_listener(id_); }
 
+bool RedisNotifier::has_invalidation_channel() const noexcept {
+  return !impl_->options.invalidation_channel.empty();
+}
+
 bool RedisNotifier::subscribed() const noexcept {
   return impl_->subscribed.load(std::memory_order_acquire);
 }

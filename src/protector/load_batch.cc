@@ -58,7 +58,18 @@ Result<std::optional<std::string>> LoadBatch::arrive(const std::string& key, Dea
     // answered twice from one row.
     std::sort(keys.begin(), keys.end());
     keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    std::vector<Result<std::optional<std::string>>> loaded = load_many(keys, deadline);
+    std::vector<Result<std::optional<std::string>>> loaded;
+    if (deadline.expired()) {
+      loaded.assign(keys.size(), make_error(ErrorKind::kTimeout,
+                                            "batch load: the deadline passed while gathering"));
+    } else {
+      try {
+        loaded = load_many(keys, deadline);
+      } catch (...) {
+        // The other members wait for their results: never leave without.
+        loaded.assign(keys.size(), make_error(ErrorKind::kInternal, "batch load threw"));
+      }
+    }
     lock.lock();
     for (std::size_t i = 0; i < keys.size(); ++i) {
       results_.insert_or_assign(keys[i], i < loaded.size()
@@ -86,7 +97,7 @@ std::size_t LoadBatch::rounds_loaded() const {
 }
 
 BatchMember::~BatchMember() {
-  if (!arrived_) batch_->leave();
+  if (!accounted_) batch_->leave();
 }
 
 Result<std::optional<std::string>> BatchMember::arrive(const std::string& key, Deadline deadline,
@@ -94,10 +105,19 @@ Result<std::optional<std::string>> BatchMember::arrive(const std::string& key, D
   bool first = false;
   {
     std::lock_guard lock(mutex_);
-    first = !arrived_;
-    arrived_ = true;
+    first = !accounted_;
+    accounted_ = true;
   }
   return batch_->arrive(key, deadline, load_many, first);
+}
+
+void BatchMember::step_aside() {
+  {
+    std::lock_guard lock(mutex_);
+    if (accounted_) return;
+    accounted_ = true;
+  }
+  batch_->leave();
 }
 
 BatchMember* current_batch_member() noexcept { return t_member; }

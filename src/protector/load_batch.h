@@ -7,9 +7,9 @@
 // thread; only if it reaches the database does it *arrive* at the batch. The
 // first arrival of a round waits until every member has arrived or left (a
 // flight that ended without the database: another process loaded the key,
-// L2 had it, it was refused) — or until kBatchLinger passed with no member
-// arriving or leaving, so stragglers held elsewhere (waiting on another
-// process's lock) do not hold the others back for long — then
+// L2 had it, it was refused, or it is waiting for another process that
+// holds the key's fleet lock: it *steps aside*) — or until kBatchLinger
+// passed with no member arriving or leaving (a stall) — then
 // makes one load_many call for every key that arrived, and each member
 // takes its own key's result. A member arriving while a round is loading
 // opens the next round.
@@ -40,8 +40,10 @@
 namespace herdguard::internal {
 
 // How long the first arrival of a round waits for the next member to arrive
-// or leave before it loads without the rest.
-inline constexpr Duration kBatchLinger = std::chrono::milliseconds(10);
+// or leave before it loads without the rest. The members it waits for are
+// progressing on this process's threads (a member waiting on another
+// process steps aside), so this only cuts a stall short.
+inline constexpr Duration kBatchLinger = std::chrono::milliseconds(100);
 
 using LoadMany = std::function<std::vector<Result<std::optional<std::string>>>(
     std::span<const std::string> keys, Deadline deadline)>;
@@ -86,11 +88,14 @@ class BatchMember {
 
   Result<std::optional<std::string>> arrive(const std::string& key, Deadline deadline,
                                             const LoadMany& load_many);
+  // The flight waits for another process's load of its key: the batch does
+  // not wait for it (if it must load after all, it arrives on its own).
+  void step_aside();
 
  private:
   const std::shared_ptr<LoadBatch> batch_;
   std::mutex mutex_;
-  bool arrived_ = false;  // guarded by mutex_
+  bool accounted_ = false;  // arrived or stepped aside; guarded by mutex_
 };
 
 // The member of the load running on this thread, or null.

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/random.h"
+#include "protector/load_batch.h"
 
 namespace herdguard::internal {
 namespace {
@@ -198,6 +199,9 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     }
     counters_.fleet_lock_contentions.add();
     waited = true;
+    // Another process loads the key: a get_many batch does not wait for
+    // this flight (load_batch.h).
+    if (BatchMember* member = current_batch_member()) member->step_aside();
     // Woken by the holder's announcement; otherwise come back after
     // retry_interval to take over the lock of a holder that died.
     if (waiter && notifier_->subscribed()) {

@@ -182,7 +182,8 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
       prometheus->db_query_duration().observe(std::chrono::duration<double>(elapsed).count());
     });
   }
-  if (p.options.notifier && p.options.l1_backplane) {
+  if (p.options.notifier && p.options.l1_backplane &&
+      p.options.notifier->has_invalidation_channel()) {
     p.backplane_origin = internal::thread_rng()();
     p.backplane = p.options.notifier->listen(
         {.invalidated =
@@ -793,39 +794,49 @@ std::vector<Result<std::string>> Protector::get_many(std::span<const std::string
     trace.layer = internal::Layer::kLoad;
     misses.push_back({.at = i, .stale = std::move(l1.entry), .trace = trace});
   }
-  // The misses: one flight each, their database loads in one batch.
-  auto batch = std::make_shared<internal::LoadBatch>();
-  {
-    std::lock_guard lock(pending->mutex);
-    pending->outstanding = misses.size();
+  // The misses: one flight each, their database loads in one batch — at
+  // most kFlightsPerBatch flights at a time, so a large call does not fill
+  // the load queue (and get refused) by itself.
+  constexpr std::size_t kFlightsPerBatch = 256;
+  for (std::size_t from = 0; from < misses.size(); from += kFlightsPerBatch) {
+    const std::size_t to = std::min(misses.size(), from + kFlightsPerBatch);
+    // A repository without a batch form: no batch, the loads run in parallel.
+    auto batch = p.loader.loads_in_batches() ? std::make_shared<internal::LoadBatch>() : nullptr;
+    {
+      std::lock_guard lock(pending->mutex);
+      pending->outstanding = to - from;
+    }
+    for (std::size_t m = from; m < to; ++m) {
+      const std::string& key = keys[misses[m].at];
+      auto callback = [pending, at = misses[m].at](const Result<std::string>& result) {
+        {
+          std::lock_guard lock(pending->mutex);
+          pending->loaded.insert_or_assign(at, result);
+          --pending->outstanding;
+        }
+        pending->done.notify_all();
+      };
+      auto started = p.flights->call_async(
+          key,
+          loader_for(key, internal::LoadPriority::kForeground, false, TimePoint::min(),
+                     batch ? std::make_shared<internal::BatchMember>(batch) : nullptr),
+          callback);
+      if (!started) callback(std::unexpected(std::move(started.error())));  // refused: not called
+    }
+    // Every member exists now (a loader that joined another flight was
+    // dropped, and its member left with it).
+    if (batch) batch->seal(to - from);
+    std::unique_lock lock(pending->mutex);
+    if (!pending->done.wait_until(lock, deadline.when(), [&] { return pending->outstanding == 0; }))
+      break;  // the deadline passed: the keys not answered fall back below
   }
-  for (const Miss& miss : misses) {
-    const std::string& key = keys[miss.at];
-    auto callback = [pending, at = miss.at](const Result<std::string>& result) {
-      {
-        std::lock_guard lock(pending->mutex);
-        pending->loaded.insert_or_assign(at, result);
-        --pending->outstanding;
-      }
-      pending->done.notify_all();
-    };
-    auto started = p.flights->call_async(
-        key,
-        loader_for(key, internal::LoadPriority::kForeground, false, TimePoint::min(),
-                   std::make_shared<internal::BatchMember>(batch)),
-        callback);
-    if (!started) callback(std::unexpected(std::move(started.error())));  // refused: not called
-  }
-  // Every member exists now (a loader that joined another flight was
-  // dropped, and its member left with it).
-  batch->seal(misses.size());
   std::unique_lock lock(pending->mutex);
-  pending->done.wait_until(lock, deadline.when(), [&] { return pending->outstanding == 0; });
   std::unordered_map<std::size_t, Result<std::string>> loaded = std::move(pending->loaded);
   lock.unlock();
   for (Miss& miss : misses) {
     const std::string& key = keys[miss.at];
     auto it = loaded.find(miss.at);
+
     Result<std::string> result =
         it != loaded.end()
             ? std::move(it->second)

@@ -49,6 +49,9 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
     return make_error(ErrorKind::kCircuitOpen,
                       fmt::format("load of key '{}' refused: circuit breaker is open", key));
   }
+  // In a get_many batch (load_batch.h) the round's one query takes one
+  // database slot and one breaker permit, and records one outcome.
+  if (BatchMember* member = current_batch_member()) return load_in_batch(*member, key, deadline);
   // Then the limiter: it may wait, and a breaker permit must not be held (a
   // half-open breaker admits few) while waiting.
   auto slot = priority == LoadPriority::kForeground
@@ -71,15 +74,7 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   const auto start = std::chrono::steady_clock::now();
   Result<std::optional<std::string>> loaded = make_error(ErrorKind::kInternal, "not loaded");
   try {
-    // In a get_many batch (load_batch.h): one load_many call for the batch.
-    if (BatchMember* member = current_batch_member()) {
-      loaded = member->arrive(key, deadline, [this](std::span<const std::string> keys, Deadline d) {
-        counters_.db_batches.add();
-        return repository_->load_many(keys, d);
-      });
-    } else {
-      loaded = repository_->load(key, deadline);
-    }
+    loaded = repository_->load(key, deadline);
   } catch (const std::exception& e) {
     loaded = make_error(ErrorKind::kBackend, fmt::format("repository threw: {}", e.what()));
   } catch (...) {
@@ -98,7 +93,67 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   // "No such key" is an answer, not a failure of the database.
   slot->record(elapsed, LoadOutcome::kSuccess);
   breaker_.record(CallOutcome::kSuccess, elapsed);
+  return to_entry(key, std::move(loaded), elapsed);
+}
 
+Result<CacheEntry> RepositoryLoader::load_in_batch(BatchMember& member, const std::string& key,
+                                                   Deadline deadline) {
+  counters_.db_queries.add();
+  const auto start = std::chrono::steady_clock::now();
+  Result<std::optional<std::string>> loaded = member.arrive(
+      key, deadline,
+      [this](std::span<const std::string> keys, Deadline d) { return load_batch(keys, d); });
+  if (!loaded && loaded.error().kind != ErrorKind::kNotFound) {
+    counters_.db_errors.add();
+    return std::unexpected(std::move(loaded.error()));
+  }
+  return to_entry(key, std::move(loaded), std::chrono::steady_clock::now() - start);
+}
+
+std::vector<Result<std::optional<std::string>>> RepositoryLoader::load_batch(
+    std::span<const std::string> keys, Deadline deadline) {
+  using One = Result<std::optional<std::string>>;
+  auto every_key = [&](const Error& error) {
+    return std::vector<One>(keys.size(), One(std::unexpected(error)));
+  };
+  counters_.db_batches.add();
+  auto slot = limiter_->acquire(deadline);
+  if (!slot) return every_key(slot.error());
+  if (deadline.expired())
+    return every_key({ErrorKind::kTimeout, "batch load: deadline passed before the database call"});
+  if (auto permit = breaker_.try_acquire(); !permit)
+    return every_key({ErrorKind::kCircuitOpen, "batch load refused: " + permit.error().message});
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<One> loaded;
+  try {
+    loaded = repository_->load_many(keys, deadline);
+  } catch (const std::exception& e) {
+    loaded = every_key({ErrorKind::kBackend, fmt::format("repository threw: {}", e.what())});
+  } catch (...) {
+    loaded = every_key({ErrorKind::kBackend, "repository threw: unknown exception"});
+  }
+  if (loaded.size() != keys.size()) {
+    loaded = every_key(
+        {ErrorKind::kBackend, fmt::format("repository returned {} results for a batch of {} keys",
+                                          loaded.size(), keys.size())});
+  }
+  const Duration elapsed = std::chrono::steady_clock::now() - start;
+  if (observe_) observe_(elapsed);
+  // One statement, one outcome: it failed when no key got an answer.
+  const bool failed = std::none_of(loaded.begin(), loaded.end(), [](const One& r) {
+    return r || r.error().kind == ErrorKind::kNotFound;
+  });
+  const bool timed_out = failed && loaded.front().error().kind == ErrorKind::kTimeout;
+  slot->record(elapsed, !failed     ? LoadOutcome::kSuccess
+                        : timed_out ? LoadOutcome::kTimeout
+                                    : LoadOutcome::kIgnore);
+  breaker_.record(failed ? CallOutcome::kFailure : CallOutcome::kSuccess, elapsed);
+  return loaded;
+}
+
+Result<CacheEntry> RepositoryLoader::to_entry(const std::string& key,
+                                              Result<std::optional<std::string>> loaded,
+                                              Duration elapsed) {
   const TimePoint now = clock_->now();
   if (!loaded || !*loaded) {
     const TimePoint until = add_saturating(now, policy_.negative_ttl);

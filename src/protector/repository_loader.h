@@ -8,7 +8,9 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "herdguard/cache.h"
 #include "herdguard/circuit_breaker.h"
@@ -18,6 +20,8 @@
 #include "protector/protector_counters.h"
 
 namespace herdguard::internal {
+
+class BatchMember;  // load_batch.h
 
 struct EntryPolicy {
   Duration ttl{};
@@ -56,6 +60,8 @@ class RepositoryLoader {
     adaptive_ = std::make_unique<AdaptiveTtl>(options, policy_.ttl);
   }
   const EntryPolicy& policy() const noexcept { return policy_; }
+  // Whether the repository loads batches in one call (get_many batches then).
+  bool loads_in_batches() const noexcept { return repository_->loads_in_batches(); }
   const ConcurrencyLimiter& limiter() const noexcept { return *limiter_; }
 
   // The entry to cache for `key` (negative for "no such key"). Errors:
@@ -69,6 +75,18 @@ class RepositoryLoader {
                           LoadPriority priority = LoadPriority::kForeground);
 
  private:
+  // A get_many batch member's load: its key's share of the round's one
+  // load_batch() call.
+  Result<CacheEntry> load_in_batch(BatchMember& member, const std::string& key, Deadline deadline);
+  // The round leader's query (load_batch.h): one database slot, one breaker
+  // permit and outcome (failed when no key got an answer), one exception
+  // boundary, for all `keys`.
+  std::vector<Result<std::optional<std::string>>> load_batch(std::span<const std::string> keys,
+                                                             Deadline deadline);
+  // The entry to cache for a repository answer that is not an error.
+  Result<CacheEntry> to_entry(const std::string& key, Result<std::optional<std::string>> loaded,
+                              Duration elapsed);
+
   const std::shared_ptr<Repository> repository_;
   CircuitBreaker& breaker_;
   const std::shared_ptr<ConcurrencyLimiter> limiter_;

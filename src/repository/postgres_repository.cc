@@ -382,8 +382,15 @@ std::vector<Result<std::optional<std::string>>> PostgresRepository::load_many(
   for (std::size_t from = 0; from < keys.size(); from += kChunk) {
     const std::span<const std::string> chunk =
         keys.subspan(from, std::min(kChunk, keys.size() - from));
-    std::string sql = fmt::format("SELECT {}, {} FROM {} WHERE {} IN ($1", o.key_column,
-                                  o.value_column, o.table, o.key_column);
+    // Rows are matched to keys by SQL's `=` (each $i takes the key
+    // column's type, as in load(): char(n), uuid, citext compare as they
+    // do there), not by comparing text here: the CASE names the first key
+    // a row equals. (Two keys equal to one row, as "A" and "a" in a citext
+    // column, answer the first only; the other reads as absent.)
+    std::string sql = fmt::format("SELECT CASE WHEN {} = $1 THEN 1", o.key_column);
+    for (std::size_t i = 2; i <= chunk.size(); ++i)
+      sql += fmt::format(" WHEN {} = ${} THEN {}", o.key_column, i, i);
+    sql += fmt::format(" END, {} FROM {} WHERE {} IN ($1", o.value_column, o.table, o.key_column);
     for (std::size_t i = 2; i <= chunk.size(); ++i) sql += fmt::format(", ${}", i);
     sql += ")";
     const Operation batch{[&](pqxx::work& tx) {
@@ -395,9 +402,11 @@ std::vector<Result<std::optional<std::string>>> PostgresRepository::load_many(
       Rows out(chunk.size());
       for (const auto& row : rows) {
         if (row[0].is_null() || row[1].is_null()) continue;
-        auto it = positions.find(std::string_view(row[0].c_str(), row[0].size()));
-        if (it == positions.end()) continue;
-        for (std::size_t at : it->second) out[at].emplace(row[1].c_str(), row[1].size());
+        const auto position = row[0].as<long long>();
+        if (position < 1 || static_cast<std::size_t>(position) > chunk.size()) continue;
+        // A key asked for twice answers at both places.
+        for (std::size_t at : positions[chunk[static_cast<std::size_t>(position) - 1]])
+          out[at].emplace(row[1].c_str(), row[1].size());
       }
       return out;
     }};
@@ -412,6 +421,8 @@ std::vector<Result<std::optional<std::string>>> PostgresRepository::load_many(
   }
   return results;
 }
+
+bool PostgresRepository::loads_in_batches() const noexcept { return impl_->options.query.empty(); }
 
 Result<PostgresRepository::Rows> PostgresRepository::run_somewhere(const Operation& op,
                                                                    Deadline deadline) {

@@ -468,20 +468,22 @@ std::vector<Result<std::optional<std::string>>> SqliteRepository::load_many(
   constexpr std::size_t kChunk = 500;
   for (std::size_t from = 0; from < keys.size(); from += kChunk) {
     const std::size_t n = std::min(kChunk, keys.size() - from);
-    std::string sql = fmt::format(R"(SELECT "{}", "{}" FROM "{}" WHERE "{}" IN (?1)", o.key_column,
-                                  o.value_column, o.table, o.key_column);
-    for (std::size_t i = 2; i <= n; ++i) sql += fmt::format(", ?{}", i);
-    sql += ")";
+    // Rows are matched to keys by SQL's own `=` (the column's affinity and
+    // collation, as load() does), not by comparing bytes here: each key is
+    // a row (position, key) of a CTE joined to the table, so a row equal to
+    // two keys (a NOCASE column) answers both.
+    std::string sql = "WITH hg_keys(i, k) AS (VALUES (1, ?1)";
+    for (std::size_t i = 2; i <= n; ++i) sql += fmt::format(", ({}, ?{})", i, i);
+    sql += fmt::format(
+        R"() SELECT hg_keys.i, t."{}" FROM hg_keys JOIN "{}" AS t ON t."{}" = hg_keys.k)",
+        o.value_column, o.table, o.key_column);
     auto stmt = prepare(db, sql, "batch load failed");
     if (!stmt) {
       fail_all(from, stmt.error());
       return results;
     }
-    // Where each key's row goes (a key may be asked for twice).
-    std::unordered_map<std::string_view, std::vector<std::size_t>> positions;
     for (std::size_t i = 0; i < n; ++i) {
       const std::string& key = keys[from + i];
-      positions[key].push_back(from + i);
       if (int rc = bind_key(stmt->get(), static_cast<int>(i + 1), key); rc != SQLITE_OK) {
         fail_all(from, backend(db, rc, "batch load failed").error());
         return results;
@@ -490,18 +492,15 @@ std::vector<Result<std::optional<std::string>>> SqliteRepository::load_many(
     impl_->queries.fetch_add(1, std::memory_order_relaxed);
     int rc;
     while ((rc = sqlite3_step(stmt->get())) == SQLITE_ROW) {
-      const void* key_bytes = sqlite3_column_blob(stmt->get(), 0);
-      const std::string_view key(
-          static_cast<const char*>(key_bytes),
-          key_bytes ? static_cast<std::size_t>(sqlite3_column_bytes(stmt->get(), 0)) : 0);
-      auto it = positions.find(key);
-      if (it == positions.end()) continue;  // e.g. a TEXT row equal to a BLOB key's bytes
+      const sqlite3_int64 position = sqlite3_column_int64(stmt->get(), 0);
+      if (position < 1 || static_cast<std::size_t>(position) > n) continue;
       const void* bytes = sqlite3_column_blob(stmt->get(), 1);
       const int size = sqlite3_column_bytes(stmt->get(), 1);
       std::string value;
       if (bytes != nullptr)
         value.assign(static_cast<const char*>(bytes), static_cast<std::size_t>(size));
-      for (std::size_t at : it->second) results[at] = std::optional<std::string>(value);
+      results[from + static_cast<std::size_t>(position) - 1] =
+          std::optional<std::string>(std::move(value));
     }
     if (rc != SQLITE_DONE) {
       fail_all(from, backend(db, rc, "batch load failed").error());

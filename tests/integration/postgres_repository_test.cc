@@ -101,6 +101,23 @@ TEST(PostgresRepository, LoadManyIsOneStatementForAHundredKeys) {
   EXPECT_EQ(**got[99], "odd");
 }
 
+// Rows match keys by SQL's `=`, as load() does: a char(n) key column
+// (its text comes back space-padded) still answers every key.
+TEST(PostgresRepository, LoadManyMatchesKeysAsLoadDoesInAPaddedColumn) {
+  auto pg = PostgresServer::start();
+  pg->exec("CREATE TABLE products (sku char(10) PRIMARY KEY, doc text)");
+  pg->exec("INSERT INTO products VALUES ('a', 'one'), ('bb', 'two')");
+  auto repo = open_repo({.urls = {pg->url()}});
+  ASSERT_EQ(repo->load("a", Deadline::after(10s)).value(), std::optional<std::string>("one"));
+  const std::vector<std::string> keys = {"bb", "a", "c", "a"};
+  const auto got = repo->load_many(keys, Deadline::after(10s));
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].value(), std::optional<std::string>("two"));
+  EXPECT_EQ(got[1].value(), std::optional<std::string>("one"));
+  EXPECT_EQ(got[2].value(), std::nullopt);
+  EXPECT_EQ(got[3].value(), std::optional<std::string>("one"));
+}
+
 // Through the Protector: a cold get_many of 100 keys is one statement.
 TEST(PostgresRepository, ProtectorGetManyOfAHundredColdKeysIsOneStatement) {
   auto pg = seeded_server();

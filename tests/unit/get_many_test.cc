@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
@@ -86,6 +87,19 @@ TEST(GetMany, AHundredColdKeysAreOneBatchCall) {
   EXPECT_EQ(db.batch_sizes.size(), 1u);
 }
 
+// A large call goes 256 flights at a time: it never fills the load queue
+// by itself (and gets its own keys refused).
+TEST(GetMany, ALargeCallLoadsInBatchesOf256Flights) {
+  BatchDatabase db;
+  auto p = protector_on(db);
+  const std::vector<std::string> keys = keys_from(0, 600);
+  const auto answers = p->get_many(keys, Deadline::after(seconds(30)));
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE(answers[i]) << keys[i] << ": " << answers[i].error().to_string();
+  }
+  EXPECT_EQ(db.batch_sizes, (std::vector<std::size_t>{256, 256, 88}));
+}
+
 TEST(GetMany, EachPositionGetsItsOwnAnswer) {
   BatchDatabase db;
   auto p = protector_on(db);
@@ -145,6 +159,39 @@ TEST(GetMany, AFailedBatchFallsBackPerKey) {
   ASSERT_FALSE(answers[1]);
   EXPECT_EQ(answers[1].error().kind, ErrorKind::kBackend);
   EXPECT_EQ(p->metrics().stale_returns, 1u);
+}
+
+// A failed batch is one failed query for the breaker, not one per key.
+TEST(GetMany, AFailedBatchIsOneFailureForTheBreaker) {
+  BatchDatabase db;
+  db.failing = true;
+  auto p = protector_on(db);
+  const auto answers = p->get_many(keys_from(0, 20), Deadline::after(seconds(10)));
+  for (const auto& a : answers) EXPECT_FALSE(a);
+  EXPECT_EQ(p->metrics().circuit_breaker_trips, 0u);
+  EXPECT_EQ(p->metrics().circuit_breaker_state, BreakerState::kClosed);
+}
+
+// A repository without a batch form: no batch, the keys load in parallel
+// (each load here waits until all 10 run at once).
+TEST(GetMany, WithoutABatchFormTheKeysLoadInParallel) {
+  std::mutex mutex;
+  std::condition_variable all_in;
+  int running = 0;
+  auto p = Protector::create(
+      {}, std::make_shared<CallbackRepository>(
+              [&](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
+                std::unique_lock lock(mutex);
+                ++running;
+                all_in.notify_all();
+                if (!all_in.wait_for(lock, seconds(10), [&] { return running >= 10; }))
+                  return make_error(ErrorKind::kTimeout, "loads ran one after another");
+                return std::optional<std::string>("value-of-" + std::string(key));
+              }));
+  ASSERT_TRUE(p);
+  const auto answers = (*p)->get_many(keys_from(0, 10), Deadline::after(seconds(20)));
+  for (const auto& a : answers) ASSERT_TRUE(a) << a.error().to_string();
+  EXPECT_EQ((*p)->metrics().db_batches, 0u);
 }
 
 // No caller waits past its deadline, even while the batch is still loading.

@@ -36,6 +36,15 @@ TEST(Gcra, AnIdleClientMayBurstThenOneRequestPerInterval) {
   EXPECT_TRUE(internal::gcra_decide(tat, start + k100ms, k100ms, 2 * k100ms).allowed);
 }
 
+TEST(Gcra, AClockThatSteppedBackDoesNotLockAClientOut) {
+  const TimePoint now{seconds(1000)};
+  // A TAT an hour ahead: the wall clock went back an hour.
+  const internal::GcraDecision d =
+      internal::gcra_decide(now + std::chrono::hours(1), now, k100ms, 2 * k100ms);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.tat, now + k100ms);
+}
+
 TEST(Gcra, TheLocalTableStaysWithinItsBoundForgettingIdleClientsFirst) {
   internal::LocalGcra table(k100ms, Duration::zero(), /*max_clients=*/2);
   const TimePoint t0{seconds(1000)};
@@ -81,6 +90,7 @@ TEST(RateLimiter, BadOptionsAndClientIdsAreRefused) {
   for (const RateLimitOptions& bad :
        {RateLimitOptions{.rate = 0}, RateLimitOptions{.rate = std::nan("")},
         RateLimitOptions{.rate = 1e10}, RateLimitOptions{.burst = 0.5},
+        RateLimitOptions{.rate = 1e-6}, RateLimitOptions{.rate = 0.1, .burst = 1e9},
         RateLimitOptions{.prefix = "rl:{x}"}, RateLimitOptions{.max_client_bytes = 0},
         RateLimitOptions{.max_local_clients = 0}}) {
     auto created = RateLimiter::create(bad, nullptr);

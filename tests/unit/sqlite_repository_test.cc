@@ -567,6 +567,31 @@ TEST_F(SqliteLoadMany, OneStatementAnswersEveryKeyInOrderIncludingMissingAndBina
   }
 }
 
+// Rows match keys as load() matches them, by SQL's `=`: in a NOCASE
+// column "ABC" and "abc" both find the row, as each would alone.
+TEST_F(SqliteLoadMany, KeysMatchRowsAsLoadDoesUnderTheColumnsCollation) {
+  auto options = options_for();
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(options.path.c_str(), &raw), SQLITE_OK);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
+    ASSERT_EQ(sqlite3_exec(db.get(),
+                           "CREATE TABLE kv (key TEXT PRIMARY KEY COLLATE NOCASE, value BLOB);"
+                           "INSERT INTO kv VALUES ('Abc', 'found')",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db.get());
+  }
+  auto repo = open_ok(options);
+  ASSERT_NE(repo, nullptr);
+  ASSERT_EQ(repo->load("abc", generous()).value(), std::optional<std::string>("found"));
+  const std::vector<std::string> keys = {"ABC", "abc", "other"};
+  const auto got = repo->load_many(keys, generous());
+  EXPECT_EQ(got[0].value(), std::optional<std::string>("found"));
+  EXPECT_EQ(got[1].value(), std::optional<std::string>("found"));
+  EXPECT_EQ(got[2].value(), std::nullopt);
+}
+
 TEST_F(SqliteLoadMany, ManyKeysGoInChunksOfAStatementEach) {
   auto repo = open_ok(options_for());
   ASSERT_NE(repo, nullptr);
