@@ -26,16 +26,28 @@ Result<std::shared_ptr<Repository>> open_database(const std::string& db, int lat
     std::shared_ptr<PostgresRepository> shared = std::move(*pg);
     if (latency_ms == 0) return std::shared_ptr<Repository>(shared);
     // The extra latency is spent before the query, within the load's deadline.
+    // A batch is one query: it waits once.
     const auto latency = std::chrono::milliseconds(latency_ms);
+    auto wait = [latency](Deadline deadline) -> Result<void> {
+      if (latency >= deadline.remaining()) {
+        std::this_thread::sleep_until(deadline.when());
+        return make_error(ErrorKind::kTimeout, "database latency exceeded the deadline");
+      }
+      std::this_thread::sleep_for(latency);
+      return ok();
+    };
     return std::shared_ptr<Repository>(std::make_shared<CallbackRepository>(
-        [shared, latency](std::string_view key,
-                          Deadline deadline) -> Result<std::optional<std::string>> {
-          if (latency >= deadline.remaining()) {
-            std::this_thread::sleep_until(deadline.when());
-            return make_error(ErrorKind::kTimeout, "database latency exceeded the deadline");
-          }
-          std::this_thread::sleep_for(latency);
+        [shared, wait](std::string_view key,
+                       Deadline deadline) -> Result<std::optional<std::string>> {
+          if (auto waited = wait(deadline); !waited) return std::unexpected(waited.error());
           return shared->load(key, deadline);
+        },
+        [shared, wait](std::span<const std::string> keys, Deadline deadline) {
+          if (auto waited = wait(deadline); !waited) {
+            return std::vector<Result<std::optional<std::string>>>(keys.size(),
+                                                                   std::unexpected(waited.error()));
+          }
+          return shared->load_many(keys, deadline);
         }));
   }
   auto sqlite =
