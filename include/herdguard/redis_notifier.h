@@ -64,6 +64,12 @@ struct RedisNotifierOptions {
   // no backplane (publish_invalidation fails, listeners hear only
   // resubscriptions). REQUIRES: differs from `channel`.
   std::string invalidation_channel{};
+  // After this long without a message, the subscriber PINGs; a PING not
+  // answered within another `heartbeat` means the connection is dead (a
+  // half-open TCP connection never reports EOF: a crashed host, a dropped
+  // NAT entry): it reconnects, which counts as a gap (listeners resync,
+  // waiters look again). REQUIRES: > 0.
+  Duration heartbeat = std::chrono::seconds(1);
 };
 
 // What a listener of the backplane is told. Both are called on the

@@ -181,15 +181,36 @@ struct RedisNotifier::Impl {
   bool listen(redisContext* c) {
     // Replies already buffered with the SUBSCRIBE confirmation.
     if (!drain(c)) return true;
+    const int heartbeat_ms = static_cast<int>(std::max<long long>(
+        1, std::chrono::duration_cast<std::chrono::milliseconds>(options.heartbeat).count()));
+    bool ping_unanswered = false;
     for (;;) {
       pollfd fds[2] = {{c->fd, POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
-      const int n = ::poll(fds, 2, -1);
+      const int n = ::poll(fds, 2, heartbeat_ms);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 || (fds[1].revents & POLLIN) != 0) return false;
+      if (n == 0) {
+        // Quiet for a heartbeat: a PING (in subscribe mode Redis answers
+        // ["pong", ""]); still quiet a heartbeat later: dead.
+        if (ping_unanswered) return true;
+        if (!send_ping(c)) return true;
+        ping_unanswered = true;
+        continue;
+      }
       if (fds[0].revents == 0) continue;
       if (redisBufferRead(c) != REDIS_OK) return true;  // EOF or error: reconnect
+      ping_unanswered = false;  // anything heard proves the connection alive
       if (!drain(c)) return true;
     }
+  }
+
+  static bool send_ping(redisContext* c) {
+    if (redisAppendCommand(c, "PING") != REDIS_OK) return false;
+    int done = 0;
+    while (done == 0) {
+      if (redisBufferWrite(c, &done) != REDIS_OK) return false;
+    }
+    return true;
   }
 
   // Dispatches every complete reply in hiredis's buffer; false on a protocol error.
@@ -265,6 +286,9 @@ Result<std::unique_ptr<RedisNotifier>> RedisNotifier::create(RedisNotifierOption
   if (!client) return make_error(ErrorKind::kInvalidArgument, "redis notifier: client is null");
   if (options.channel.empty()) {
     return make_error(ErrorKind::kInvalidArgument, "redis notifier: channel is empty");
+  }
+  if (options.heartbeat <= Duration::zero()) {
+    return make_error(ErrorKind::kInvalidArgument, "redis notifier: heartbeat must be > 0");
   }
   if (options.invalidation_channel == options.channel) {
     return make_error(ErrorKind::kInvalidArgument,

@@ -218,6 +218,33 @@ TEST(RedisNotifier, AListenerIsToldAtBothEndsOfAGapInTheSubscription) {
   EXPECT_TRUE(eventually([&] { return heard.count() == 1; })) << "hears again after the gap";
 }
 
+// A subscription that stops answering (here: Redis paused, as a half-open
+// connection would look) is found dead by the heartbeat and re-established:
+// a gap, told to the listeners. An idle but healthy one is kept.
+TEST(RedisNotifier, TheHeartbeatFindsADeadSubscriptionAndKeepsALiveOne) {
+  auto server = RedisServer::start();
+  auto client = RedisClient::create({.url = server->url(), .reconnect_backoff_min = 10ms});
+  ASSERT_TRUE(client);
+  std::shared_ptr<RedisClient> shared = std::move(*client);
+  auto notifier = RedisNotifier::create(
+      {.channel = "hb:ready", .invalidation_channel = "hb:invalidate", .heartbeat = 200ms}, shared);
+  ASSERT_TRUE(notifier);
+  ASSERT_TRUE((*notifier)->wait_subscribed(Deadline::after(10s)));
+  Heard heard;
+  auto subscription = (*notifier)->listen(heard.listener());
+  // Idle for many heartbeats: every PING is answered, no reconnect.
+  const std::uint64_t before = (*notifier)->stats().resubscribes;
+  std::this_thread::sleep_for(1s);  // the idle time under test (5 heartbeats), not a wait
+  EXPECT_EQ((*notifier)->stats().resubscribes, before);
+  EXPECT_EQ(heard.resyncs.load(), 0);
+  // Redis stops answering for 1.5 s: dead after two heartbeats, then back.
+  ASSERT_TRUE(shared->command({"CLIENT", "PAUSE", "1500", "ALL"}));
+  ASSERT_TRUE(eventually([&] {
+    return heard.resyncs.load() >= 2 && (*notifier)->subscribed() &&
+           (*notifier)->stats().resubscribes > before;
+  }));
+}
+
 TEST(RedisNotifier, ADestroyedSubscriptionHearsNothingMore) {
   auto server = RedisServer::start();
   Process p = process(*server);
