@@ -166,13 +166,12 @@ struct ProtectorOptions {
   // Ignored without an L2. REQUIRES: > 0.
   Duration l1_max_ttl = std::chrono::seconds(1);
   // The L1 backplane, with a notifier that has an invalidation_channel
-  // (RedisFleet's has; without one, this is off): set() and invalidate() announce the key, and every
-  // other process drops its L1 copy as soon as it hears (milliseconds,
-  // instead of up to l1_max_ttl). When the subscription is lost, and again
-  // when it is back, every L1 copy is rechecked against L2 before it is
-  // answered again, since announcements made while it was down go unheard
-  // (while Redis is unreachable a copy still fresh by its TTL is answered,
-  // as without the backplane: docs/consistency.md).
+  // (RedisFleet's has; without one, this is off): set() and invalidate() announce the key, and
+  // every other process drops its L1 copy as soon as it hears (milliseconds, instead of up to
+  // l1_max_ttl). When the subscription is lost, and again when it is back, every L1 copy is
+  // rechecked against L2 before it is answered again, since announcements made while it was down go
+  // unheard (while Redis is unreachable a copy still fresh by its TTL is answered, as without the
+  // backplane: docs/consistency.md).
   bool l1_backplane = true;
 
   // Prometheus series (prometheus.h), labelled cache=metrics_name; one name

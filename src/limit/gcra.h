@@ -12,11 +12,11 @@
 
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <cstddef>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
 
+#include "core/string_hash.h"
 #include "herdguard/clock.h"
 
 namespace herdguard::internal {
@@ -46,23 +46,12 @@ class LocalGcra {
   // burst once more). REQUIRES: mutex_ held.
   void make_room(TimePoint now);
 
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  struct Equal {
-    using is_transparent = void;
-    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
-  };
-
   const Duration interval_;
   const Duration tolerance_;
   const std::size_t max_clients_;
   mutable std::mutex mutex_;
-  boost::unordered_flat_map<std::string, TimePoint, Hash, Equal>
-      tats_;  // guarded by mutex_; size <= max_clients_
+  // Guarded by mutex_; size <= max_clients_.
+  boost::unordered_flat_map<std::string, TimePoint, StringHash, StringEqual> tats_;
 };
 
 }  // namespace herdguard::internal

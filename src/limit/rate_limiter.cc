@@ -73,18 +73,14 @@ struct RateLimiter::Impl {
       : options(std::move(o)),
         redis(std::move(r)),
         clock(std::move(c)),
-        interval_us(1e6 / options.rate),
-        tolerance_us((options.burst - 1) * 1e6 / options.rate),
-        interval_arg(fmt::format("{:.6f}", interval_us)),
-        tolerance_arg(fmt::format("{:.6f}", tolerance_us)),
+        interval_arg(fmt::format("{:.6f}", 1e6 / options.rate)),
+        tolerance_arg(fmt::format("{:.6f}", (options.burst - 1) * 1e6 / options.rate)),
         local(seconds_to_duration(1 / options.rate),
               seconds_to_duration((options.burst - 1) / options.rate), options.max_local_clients) {}
 
   const RateLimitOptions options;
   const std::shared_ptr<RedisClient> redis;
   const std::shared_ptr<Clock> clock;
-  const double interval_us;
-  const double tolerance_us;
   const std::string interval_arg;  // the script's ARGV, formatted once
   const std::string tolerance_arg;
   internal::LocalGcra local;

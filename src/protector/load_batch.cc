@@ -51,7 +51,6 @@ Result<std::optional<std::string>> LoadBatch::arrive(const std::string& key, Dea
     std::vector<std::string> keys = std::move(pending_);
     pending_.clear();
     round_open_ = false;
-    ++rounds_loaded_;
     lock.unlock();
     // Keys arrive once per flight, and a key has one flight at a time in a
     // process; a key that arrives twice (a flight that loads again) is
@@ -89,11 +88,6 @@ Result<std::optional<std::string>> LoadBatch::arrive(const std::string& key, Dea
   Result<std::optional<std::string>> result = std::move(it->second);
   results_.erase(it);
   return result;
-}
-
-std::size_t LoadBatch::rounds_loaded() const {
-  std::lock_guard lock(mutex_);
-  return rounds_loaded_;
 }
 
 BatchMember::~BatchMember() {

@@ -59,8 +59,6 @@ class LoadBatch {
                                             const LoadMany& load_many, bool first_arrival);
   // A member whose flight ended without arriving.
   void leave();
-  // load_many calls made (for tests).
-  std::size_t rounds_loaded() const;
 
  private:
   bool all_accounted() const { return sealed_ && accounted_ >= members_; }
@@ -74,7 +72,6 @@ class LoadBatch {
   bool round_open_ = false;    // a first arrival is gathering `pending`
   std::vector<std::string> pending_;
   std::map<std::string, Result<std::optional<std::string>>> results_;
-  std::size_t rounds_loaded_ = 0;
 };
 
 // One flight's share of a batch: counted once when it first arrives, or

@@ -626,12 +626,13 @@ Result<std::string> Protector::get_for(std::string_view client, std::string_view
   Parts& p = *parts_;
   if (rate_limited) *rate_limited = false;
   if (!p.options.rate_limiter) return get(key, deadline);
+  // A bad key spends none of the client's allowance.
+  if (auto valid = check_key(key); !valid) return std::unexpected(valid.error());
   Result<RateVerdict> verdict = p.options.rate_limiter->admit(client, deadline);
   if (!verdict) return std::unexpected(std::move(verdict.error()));
   if (verdict->allowed) return get(key, deadline);
   if (rate_limited) *rate_limited = true;
   p.counters.rate_limited.add();
-  if (auto valid = check_key(key); !valid) return std::unexpected(valid.error());
   // Over the limit: what this process already holds, and nothing more.
   const TimePoint now = p.options.clock->now();
   std::optional<CacheEntry> held = p.cache.l1_get(key, now);

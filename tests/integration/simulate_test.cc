@@ -410,10 +410,12 @@ std::vector<std::uint64_t> admitted_by_client(const nlohmann::json& report) {
 // is 20/s per client (burst 2): fleet-wide through Redis, each client is
 // admitted ~20/s (81 in 4 s: the burst adds one), however many processes
 // its requests reach; the rest are rate_limited, not errors.
+constexpr const char* kLimitedClients =
+    " --protect fleet --processes 4 --clients 8 --client-rate 100"
+    " --rate-limit 20 --duration 4 --keys 100 --db-latency-ms 1";
+
 TEST_F(Simulate, ClientsAreAdmittedAtTheirRateLimitFleetWide) {
-  auto report = run_json(servers() +
-                         " --protect fleet --processes 4 --clients 8 --client-rate 100"
-                         " --rate-limit 20 --duration 4 --keys 100 --db-latency-ms 1");
+  auto report = run_json(servers() + kLimitedClients);
   EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
   EXPECT_EQ(report["rate_limiter_local_decisions"], 0);
   const std::vector<std::uint64_t> admitted = admitted_by_client(report);
@@ -432,10 +434,7 @@ TEST_F(Simulate, ClientsAreAdmittedAtTheirRateLimitFleetWide) {
 // holds per process (each of the 4 admits up to 20/s of a client's 25/s
 // share), so clients get well over the fleet-wide 81.
 TEST_F(Simulate, WithRedisDownTheRateLimitHoldsPerProcessAndNoCallerFails) {
-  auto report = run_json(servers() +
-                         " --protect fleet --processes 4 --clients 8 --client-rate 100"
-                         " --rate-limit 20 --duration 4 --keys 100 --db-latency-ms 1"
-                         " --fault redis-down:1-3");
+  auto report = run_json(servers() + kLimitedClients + " --fault redis-down:1-3");
   EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
   EXPECT_GT(report["rate_limiter_local_decisions"].get<std::uint64_t>(), 0u);
   for (std::uint64_t a : admitted_by_client(report)) EXPECT_GT(a, 120u);

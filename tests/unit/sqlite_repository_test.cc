@@ -28,6 +28,14 @@ Deadline generous() { return Deadline::after(10s); }
 
 std::string fmt_key(int k) { return "key-" + std::to_string(k); }
 
+// The database file opened with the sqlite3 C API, as another program would.
+using RawDb = std::unique_ptr<sqlite3, decltype(&sqlite3_close)>;
+RawDb open_raw(const std::string& path) {
+  sqlite3* raw = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+  return RawDb(raw, &sqlite3_close);
+}
+
 // A fresh directory, removed with everything in it when the test ends.
 class ScopedTempDir {
  public:
@@ -338,9 +346,8 @@ TEST_F(SqliteRepositoryTest, ReadsRowsWrittenBySqlIncludingNullAndIntegerValues)
   ASSERT_NE(repo, nullptr);
   ASSERT_TRUE(repo->upsert("from-herdguard", "x").has_value());
   {
-    sqlite3* raw = nullptr;
-    ASSERT_EQ(sqlite3_open(options.path.c_str(), &raw), SQLITE_OK);
-    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
+    RawDb db = open_raw(options.path);
+    ASSERT_NE(db, nullptr);
     ASSERT_EQ(sqlite3_exec(db.get(),
                            "INSERT INTO kv (key, value) VALUES ('text', 'hello'), ('null', NULL), "
                            "('int', 42)",
@@ -572,9 +579,8 @@ TEST_F(SqliteLoadMany, OneStatementAnswersEveryKeyInOrderIncludingMissingAndBina
 TEST_F(SqliteLoadMany, KeysMatchRowsAsLoadDoesUnderTheColumnsCollation) {
   auto options = options_for();
   {
-    sqlite3* raw = nullptr;
-    ASSERT_EQ(sqlite3_open(options.path.c_str(), &raw), SQLITE_OK);
-    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
+    RawDb db = open_raw(options.path);
+    ASSERT_NE(db, nullptr);
     ASSERT_EQ(sqlite3_exec(db.get(),
                            "CREATE TABLE kv (key TEXT PRIMARY KEY COLLATE NOCASE, value BLOB);"
                            "INSERT INTO kv VALUES ('Abc', 'found')",
