@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "herdguard/memcached_cache.h"
+
 namespace herdguard::cli {
 namespace {
 
@@ -59,7 +61,7 @@ bool relay(int from, int to) {
 }
 
 [[noreturn]] void run(int listen_fd, const RedisUrl& upstream, const std::vector<Fault>& faults,
-                      int go_fd) {
+                      int go_fd, Fault::Kind down_kind) {
   struct Pair {
     int client;
     int server;
@@ -71,7 +73,7 @@ bool relay(int from, int to) {
     if (!started) return false;
     const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (const Fault& f : faults) {
-      if (f.kind == Fault::Kind::kRedisDown && f.active(t)) return true;
+      if (f.kind == down_kind && f.active(t)) return true;
     }
     return false;
   };
@@ -126,9 +128,25 @@ bool relay(int from, int to) {
 
 }  // namespace
 
+Result<RedisUrl> memcached_upstream(const std::string& url) {
+  if (auto valid = MemcachedCacheOptions{.url = url}.validate(); !valid)
+    return std::unexpected(valid.error());
+  const std::string rest = url.substr(std::string_view("memcached://").size());
+  RedisUrl out;
+  if (rest.starts_with('/')) {
+    out.transport = RedisUrl::Transport::kUnix;
+    out.socket_path = rest;
+  } else {
+    const auto colon = rest.rfind(':');
+    out.host = rest.substr(0, colon);
+    out.port = std::stoi(rest.substr(colon + 1));
+  }
+  return out;
+}
+
 Result<FaultProxy> start_fault_proxy(const RedisUrl& upstream, const std::string& listen_path,
                                      std::vector<Fault> faults, int go_fd,
-                                     std::vector<int> close_in_child) {
+                                     std::vector<int> close_in_child, Fault::Kind down_kind) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -153,7 +171,7 @@ Result<FaultProxy> start_fault_proxy(const RedisUrl& upstream, const std::string
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(0);
     for (int other : close_in_child) ::close(other);
-    run(fd, upstream, faults, go_fd);
+    run(fd, upstream, faults, go_fd, down_kind);
   }
   ::close(fd);
   auto encode = [](const std::string& s) {
@@ -167,6 +185,8 @@ Result<FaultProxy> start_fault_proxy(const RedisUrl& upstream, const std::string
     }
     return out;
   };
+  if (down_kind == Fault::Kind::kL3Down)
+    return FaultProxy{pid, listen_path, "memcached://" + listen_path};
   std::string url = "unix://" + listen_path + "?db=" + std::to_string(upstream.db);
   if (!upstream.user.empty()) url += "&user=" + encode(upstream.user);
   if (!upstream.password.empty()) url += "&password=" + encode(upstream.password);

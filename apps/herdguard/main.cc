@@ -172,6 +172,10 @@ int main(int argc, char** argv) {
        &S::get_many)
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
+  flag(sim_cmd->add_option("--l3", sim.l3,
+                           "memcached://HOST:PORT or memcached:///SOCKET: an L3 tier behind "
+                           "Redis (needs --redis)"),
+       &S::l3);
   flag(sim_cmd->add_option("--timeout-ms", sim.timeout_ms, "Each request's deadline"),
        &S::timeout_ms)
       ->check(CLI::Range(1, 600000))
@@ -185,7 +189,7 @@ int main(int argc, char** argv) {
   auto* fault_opt = sim_cmd->add_option(
       "--fault", fault_texts,
       "A fault on the timeline (repeatable): db-slow:START-END:MS, db-down:START-END, "
-      "redis-down:START-END (seconds from the start)");
+      "redis-down:START-END, l3-down:START-END (seconds from the start)");
   sim_cmd
       ->add_option("--scenario", scenario_file,
                    "Read the scenario from a TOML file (keys as the flags, e.g. duration = 30, "

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cmath>
 
+#include "herdguard/memcached_cache.h"
+
 namespace herdguard::cli {
 namespace {
 
@@ -31,6 +33,8 @@ std::string Fault::to_string() const {
       return fmt::format("db-down:{:g}-{:g}", start_s, end_s);
     case Kind::kRedisDown:
       return fmt::format("redis-down:{:g}-{:g}", start_s, end_s);
+    case Kind::kL3Down:
+      return fmt::format("l3-down:{:g}-{:g}", start_s, end_s);
   }
   return "?";
 }
@@ -39,7 +43,7 @@ Result<Fault> parse_fault(std::string_view text) {
   const auto bad = [&](std::string_view why) {
     return invalid(
         fmt::format("fault '{}': {} (expected db-slow:START-END:MS, "
-                    "db-down:START-END or redis-down:START-END)",
+                    "db-down:START-END, redis-down:START-END or l3-down:START-END)",
                     text, why));
   };
   const auto colon = text.find(':');
@@ -53,6 +57,8 @@ Result<Fault> parse_fault(std::string_view text) {
     f.kind = Fault::Kind::kDbDown;
   } else if (name == "redis-down") {
     f.kind = Fault::Kind::kRedisDown;
+  } else if (name == "l3-down") {
+    f.kind = Fault::Kind::kL3Down;
   } else {
     return bad(fmt::format("unknown fault '{}'", name));
   }
@@ -206,6 +212,14 @@ Result<void> Scenario::validate() const {
     if (protect == "none")
       return invalid("--rate-limit needs a protector (--protect other than none)");
   }
+  if (!l3.empty()) {
+    if (redis.empty())
+      return invalid("--l3 needs --redis (Redis confirms which L3 records may be promoted)");
+    if (protect == "none")
+      return invalid("--l3 needs a protection (--protect local, fleet or full)");
+    if (auto valid = MemcachedCacheOptions{.url = l3}.validate(); !valid)
+      return invalid(fmt::format("--l3: {}", valid.error().message));
+  }
   if (get_many < 1 || get_many > 10000) return invalid("--get-many must be in 1..10000 keys");
   if (get_many > 1 && herd_mode()) return invalid("--get-many needs a timed run (--duration)");
   if (get_many > 1 && clients > 0)
@@ -231,6 +245,9 @@ Result<void> Scenario::validate() const {
   for (const Fault& f : faults) {
     if (f.kind == Fault::Kind::kRedisDown && redis.empty()) {
       return invalid(fmt::format("fault {} needs --redis", f.to_string()));
+    }
+    if (f.kind == Fault::Kind::kL3Down && l3.empty()) {
+      return invalid(fmt::format("fault {} needs --l3", f.to_string()));
     }
     if (herd_mode()) return invalid("faults need a --duration (they are on a timeline)");
   }
@@ -334,6 +351,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_double(node, key, s.rate_limit_burst);
     else if (key == "get_many")
       ok_value = read_int(node, key, s.get_many);
+    else if (key == "l3")
+      ok_value = read_string(node, key, s.l3);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

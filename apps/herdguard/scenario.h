@@ -15,7 +15,7 @@
 namespace herdguard::cli {
 
 struct Fault {
-  enum class Kind { kDbSlow, kDbDown, kRedisDown };
+  enum class Kind { kDbSlow, kDbDown, kRedisDown, kL3Down };
   Kind kind = Kind::kDbDown;
   double start_s = 0;
   double end_s = 0;
@@ -25,7 +25,8 @@ struct Fault {
   std::string to_string() const;
 };
 
-// Parses `db-slow:START-END:MS`, `db-down:START-END`, `redis-down:START-END`
+// Parses `db-slow:START-END:MS`, `db-down:START-END`, `redis-down:START-END`,
+// `l3-down:START-END`
 // (seconds from the start). Errors: kInvalidArgument naming what is wrong.
 Result<Fault> parse_fault(std::string_view text);
 
@@ -105,6 +106,9 @@ struct Scenario {
   // Timed runs: > 1: each request fetches this many keys at once
   // (Protector::get_many; without protection, one get per key).
   int get_many = 1;
+  // memcached://HOST:PORT or memcached:///socket: the protectors' L3 tier
+  // (needs --redis and a protection; empty: none).
+  std::string l3;
 
   std::vector<Fault> faults;
 

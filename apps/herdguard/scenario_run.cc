@@ -50,11 +50,12 @@ struct Second {
 // The body of a worker process. Reports progress lines each second and one
 // final line on `out_fd`. Never returns.
 [[noreturn]] void run_worker(const Scenario& s, int index, const std::string& db,
-                             const std::string& redis_url, const std::string& refusing_socket,
-                             const std::string& prefix,
+                             const std::string& redis_url, const std::string& l3_url,
+                             const std::string& refusing_socket, const std::string& prefix,
                              const std::shared_ptr<SharedDbLoad>& db_load, int ready_fd, int go_fd,
                              int out_fd) {
-  auto setup = build_worker_protection(s, index, db, redis_url, refusing_socket, prefix, db_load);
+  auto setup =
+      build_worker_protection(s, index, db, redis_url, l3_url, refusing_socket, prefix, db_load);
   if (!setup) {
     (void)write_all(ready_fd, "x");
     (void)write_all(
@@ -281,6 +282,9 @@ struct Second {
                                {"db_shed", m.db_shed},
                                {"rate_limited", m.rate_limited},
                                {"batch_queries", p.db->batches()},
+                               {"l3_hits", m.l3_hits},
+                               {"l3_errors", m.l3_errors},
+                               {"l3_rejected", m.l3_rejected},
                                {"rate_limiter_local_decisions",
                                 p.rate_limiter ? p.rate_limiter->stats().local_decisions : 0},
                                {"errors_by_kind", errors_by_kind},
@@ -378,6 +382,20 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     proxy = std::move(*started);
     redis_url = proxy->url;
   }
+  std::string l3_url = s.l3;
+  std::optional<FaultProxy> l3_proxy;
+  const bool l3_faults = std::any_of(s.faults.begin(), s.faults.end(),
+                                     [](const Fault& f) { return f.kind == Fault::Kind::kL3Down; });
+  if (l3_faults) {
+    auto upstream = memcached_upstream(s.l3);
+    if (!upstream) return std::unexpected(upstream.error());
+    auto started =
+        start_fault_proxy(*upstream, (dir.path() / "l3-proxy.sock").string(), s.faults, go_pipe[0],
+                          {go_pipe[1], ready_pipe[0], ready_pipe[1]}, Fault::Kind::kL3Down);
+    if (!started) return std::unexpected(started.error());
+    l3_proxy = std::move(*started);
+    l3_url = l3_proxy->url;
+  }
 
   std::vector<pid_t> pids;
   std::vector<int> out_fds;
@@ -390,7 +408,8 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
       ::close(go_pipe[1]);
       ::close(out[0]);
       for (int fd : out_fds) ::close(fd);
-      run_worker(s, i, db, redis_url, refusing, prefix, db_load, ready_pipe[1], go_pipe[0], out[1]);
+      run_worker(s, i, db, redis_url, l3_url, refusing, prefix, db_load, ready_pipe[1], go_pipe[0],
+                 out[1]);
     }
     ::close(out[1]);
     if (pid < 0) {
@@ -458,10 +477,11 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     }
     ::close(out_fds[i]);
   }
-  if (proxy) {
-    ::kill(proxy->pid, SIGKILL);
+  for (const std::optional<FaultProxy>* stopping : {&proxy, &l3_proxy}) {
+    if (!*stopping) continue;
+    ::kill((*stopping)->pid, SIGKILL);
     int status = 0;
-    while (::waitpid(proxy->pid, &status, 0) < 0 && errno == EINTR) {
+    while (::waitpid((*stopping)->pid, &status, 0) < 0 && errno == EINTR) {
     }
   }
 
@@ -498,6 +518,9 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.db_shed += f["db_shed"].get<std::uint64_t>();
     report.rate_limited += f["rate_limited"].get<std::uint64_t>();
     report.batch_queries += f["batch_queries"].get<std::uint64_t>();
+    report.l3_hits += f["l3_hits"].get<std::uint64_t>();
+    report.l3_errors += f["l3_errors"].get<std::uint64_t>();
+    report.l3_rejected += f["l3_rejected"].get<std::uint64_t>();
     report.rate_limiter_local_decisions += f["rate_limiter_local_decisions"].get<std::uint64_t>();
     for (const auto& [kind, count] : f["errors_by_kind"].items()) {
       if (report.errors_by_kind[kind] == 0 && report.first_error.empty())

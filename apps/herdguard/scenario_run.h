@@ -89,6 +89,11 @@ struct RunReport {
   // --get-many: Repository::load_many calls (each also counts its keys in
   // db_queries).
   std::uint64_t batch_queries = 0;
+  // --l3: records promoted from memcached, memcached errors (none fails a
+  // request), records Redis refused (older than an invalidation).
+  std::uint64_t l3_hits = 0;
+  std::uint64_t l3_errors = 0;
+  std::uint64_t l3_rejected = 0;
   // With --db-capacity: the saturating server's capacity and the most
   // queries it ran at once (0 and 0 without).
   int db_capacity = 0;

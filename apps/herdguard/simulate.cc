@@ -82,7 +82,8 @@ constexpr int kMeasureWaitMs = 60'000;
   const int result_fd = pipes.result;
   WorkerReport report;
   // Herd mode has no faults: nothing connects to the refusing socket.
-  auto setup = build_worker_protection(o, index, db_path, o.redis, std::string(), prefix, db_load);
+  auto setup =
+      build_worker_protection(o, index, db_path, o.redis, o.l3, std::string(), prefix, db_load);
   if (!setup) {
     nlohmann::json j = {{"setup_error", setup.error().to_string()}};
     (void)write_all(ready_fd, "x");

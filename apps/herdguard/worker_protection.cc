@@ -8,12 +8,10 @@
 
 namespace herdguard::cli {
 
-Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
-                                                 const std::string& db,
-                                                 const std::string& redis_url,
-                                                 const std::string& refusing_socket,
-                                                 const std::string& prefix,
-                                                 std::shared_ptr<SharedDbLoad> db_load) {
+Result<WorkerProtection> build_worker_protection(
+    const Scenario& s, int index, const std::string& db, const std::string& redis_url,
+    const std::string& l3_url, const std::string& refusing_socket, const std::string& prefix,
+    std::shared_ptr<SharedDbLoad> db_load) {
   WorkerProtection p;
   // With a capacity, the saturating server spends the latency (and holds
   // this worker's connections); the database under it answers at once.
@@ -101,6 +99,13 @@ Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
       options.fleet_lock = p.fleet->locks;
       options.notifier = p.fleet->notifier;
     }
+  }
+  if (!l3_url.empty() && p.fleet) {
+    // Short timeouts, as a pod would set them: memcached is a cache, and a
+    // dead one must cost little (each failure reads as a miss).
+    auto l3 = MemcachedCache::create({.url = l3_url, .prefix = prefix});
+    if (!l3) return std::unexpected(l3.error());
+    options.l3 = std::move(*l3);
   }
   if (s.rate_limit > 0) {
     auto limiter = RateLimiter::create(

@@ -38,15 +38,14 @@ struct WorkerProtection {
 
 // Builds worker `index`'s protection for `s.protect`: none (plain
 // cache-aside), local, fleet or full. `redis_url` may differ from s.redis (a
-// fault proxy); `refusing_socket` is where db-down faults connect.
+// fault proxy); `l3_url` likewise for s.l3 (empty: no L3);
+// `refusing_socket` is where db-down faults connect.
 // `db_load`: the saturating server's shared counters, REQUIRED (non-null)
 // when s.db_capacity > 0, else unused.
 // Errors: opening the database or Redis, bad options, a taken metrics port.
-Result<WorkerProtection> build_worker_protection(const Scenario& s, int index,
-                                                 const std::string& db,
-                                                 const std::string& redis_url,
-                                                 const std::string& refusing_socket,
-                                                 const std::string& prefix,
-                                                 std::shared_ptr<SharedDbLoad> db_load);
+Result<WorkerProtection> build_worker_protection(
+    const Scenario& s, int index, const std::string& db, const std::string& redis_url,
+    const std::string& l3_url, const std::string& refusing_socket, const std::string& prefix,
+    std::shared_ptr<SharedDbLoad> db_load);
 
 }  // namespace herdguard::cli

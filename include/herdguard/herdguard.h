@@ -15,6 +15,7 @@
 #include "herdguard/early_refresh.h"
 #include "herdguard/envelope.h"
 #include "herdguard/hot_keys.h"
+#include "herdguard/memcached_cache.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/metrics_server.h"

@@ -82,6 +82,16 @@ struct ProtectionMetrics {
   std::uint64_t l2_hits = 0;
   std::uint64_t l2_misses = 0;
   std::uint64_t l2_corrupt = 0;
+  // The L3 (memcached, memcached_cache.h), read on an L2 miss before the
+  // database: records promoted to L2, lookups that found none (or none
+  // fresh, or Redis could not confirm one), records Redis refused (older than
+  // an invalidation, or of a Redis that since lost its data), memcached
+  // errors (none fails a request), records that did not decode.
+  std::uint64_t l3_hits = 0;
+  std::uint64_t l3_misses = 0;
+  std::uint64_t l3_rejected = 0;
+  std::uint64_t l3_errors = 0;
+  std::uint64_t l3_corrupt = 0;
   // Redis errors on every path (L2, lock, notifications). None of them fails
   // a request by itself: reads count as misses, loads run without the lock.
   std::uint64_t redis_errors = 0;

@@ -10,6 +10,8 @@
 //   fleet lock       (optional, with L2) one process of the fleet loads; the
 //                    others wait for its value (redis_lock.h, redis_notifier.h)
 //   re-check L2      the lock holder looks again before loading
+//   L3 memcached     (optional) a record Redis confirms → promoted to L2
+//                    with the load's versioned write (memcached_cache.h)
 //   circuit breaker  open → fail fast without calling the repository
 //   repository       the database; the value is stored with a jittered TTL
 //                    (fenced write to L2, ready notification, then L1);
@@ -59,6 +61,7 @@
 #include "herdguard/concurrency_limiter.h"
 #include "herdguard/early_refresh.h"
 #include "herdguard/hot_keys.h"
+#include "herdguard/memcached_cache.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/metrics.h"
 #include "herdguard/prometheus.h"
@@ -75,6 +78,7 @@ namespace herdguard {
 namespace internal {
 class BatchMember;  // load_batch.h
 struct RequestTrace;
+struct GetManyMiss;
 enum class LoadPriority;  // repository_loader.h; its zero value is kForeground
 }  // namespace internal
 
@@ -148,6 +152,11 @@ struct ProtectorOptions {
   std::shared_ptr<RedisCache> l2{};
   std::shared_ptr<RedisLockManager> fleet_lock{};
   std::shared_ptr<RedisNotifier> notifier{};
+  // The L3 tier (memcached_cache.h), read when L2 misses, just before the
+  // database, and written with every loaded or set value. REQUIRES: l2 (Redis
+  // tells which records may be promoted). Every process sharing the prefix
+  // must configure it (their set/invalidate leave the tombstones it needs).
+  std::shared_ptr<MemcachedCache> l3{};
   // While another process holds the fleet lock, a waiter tries the lock again
   // at least this often (to take over from a holder that died).
   // REQUIRES: > 0.
@@ -327,6 +336,12 @@ class Protector {
   void alert(AlertEvent::Kind kind, std::string_view key, const std::string& message);
   // Publishes `key` on the L1 backplane (after a successful set/invalidate).
   void announce_to_fleet(std::string_view key);
+  // get_many's L2 step: one MGET for `misses`; the fresh ones are answered
+  // (and leave `misses`), the stale ones kept as fallbacks. Returns whether
+  // L2 was read (false: no L2, nothing missing, or Redis failed).
+  bool read_many_from_l2(std::span<const std::string> keys,
+                         std::vector<internal::GetManyMiss>& misses,
+                         std::vector<Result<std::string>>& answers, Deadline deadline);
   // The blocking read: L1, L2, then the shared load. With `serve_stale`, a
   // stale entry within stale_while_revalidate is answered at once and
   // refreshed in the background.

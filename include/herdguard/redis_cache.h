@@ -35,7 +35,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "herdguard/cache.h"
 #include "herdguard/envelope.h"
@@ -64,6 +66,13 @@ enum class WriteOutcome {
   kTooLate,     // the snapshot's write deadline passed: not stored
 };
 
+// What Redis says about promoting an L3 record (memcached_cache.h) of a key:
+// the lowest version it may have (its tombstone; 0: none) and the current epoch.
+struct TierGuard {
+  std::uint64_t min_version = 0;
+  std::uint64_t epoch = 0;
+};
+
 struct RedisCacheStats {
   std::uint64_t hits = 0;        // gets that returned an entry
   std::uint64_t misses = 0;      // gets that found nothing (or an expired / corrupt entry)
@@ -87,6 +96,10 @@ class RedisCache final : public Cache {
   // Like get, bounded by `deadline` too, with the version the entry was
   // written under.
   Result<std::optional<Envelope>> get_envelope(std::string_view key, Deadline deadline);
+  // get_envelope for several keys in one MGET, answers in the order of
+  // `keys`. Errors: kBackend/kTimeout (then nothing was read).
+  Result<std::vector<std::optional<Envelope>>> get_envelopes(std::span<const std::string> keys,
+                                                             Deadline deadline);
   // Decodes bytes this cache stored (read by other means: the fleet lock's
   // acquire, an announcement), as get_envelope would: nullopt for bytes that
   // do not decode (counted as corrupt) or an entry past stale_until.
@@ -99,9 +112,18 @@ class RedisCache final : public Cache {
   // put(), returning the version the value was written under (also stored
   // in its envelope).
   Result<std::uint64_t> set(std::string_view key, CacheEntry entry);
+  // set(), leaving an L3 tombstone at the new version for `tombstone_for`
+  // (zero: none), in the same script.
+  Result<std::uint64_t> set(std::string_view key, CacheEntry entry, Duration tombstone_for);
   // An invalidate: bumps the key's version (when one exists) and deletes the
   // value, in one script. Errors: kBackend/kTimeout.
   Result<void> erase(std::string_view key) override;
+  // erase(), leaving an L3 tombstone for `tombstone_for` (zero: none) at the
+  // bumped version, or at the server clock in µs when no load holds one.
+  Result<void> invalidate(std::string_view key, Duration tombstone_for);
+  // One round trip: `key`'s tombstone and the epoch (created when absent).
+  // Errors: kBackend/kTimeout.
+  Result<TierGuard> tier_guard(std::string_view key, Deadline deadline);
 
   // Takes a version snapshot for a load that does not hold the fleet lock
   // (one round trip): creates the version key when missing and keeps it
@@ -117,6 +139,8 @@ class RedisCache final : public Cache {
   // The Redis keys of `key`'s value and version (layout above).
   std::string redis_key(std::string_view key) const;
   std::string version_key(std::string_view key) const;
+  std::string tombstone_key(std::string_view key) const;
+  std::string epoch_key() const;
   const RedisCacheOptions& options() const noexcept { return options_; }
   RedisCacheStats stats() const;
 

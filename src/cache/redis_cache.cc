@@ -12,20 +12,35 @@ namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
-// KEYS[1] value, KEYS[2] version; ARGV[1] envelope bytes, ARGV[2] expire-at
-// ms. Bumps the version when a load may be working under it; otherwise the
-// value's version is the server clock in microseconds (no key is created: no
-// load holds a snapshot to invalidate, and a later one starts above it). The
-// version is written into the envelope (bytes 23..30, little-endian), so
-// every L2 value carries the version it was written under. Returns it.
-const RedisScript kSet{std::string(internal::kVersionLua) + R"lua(
-local v
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  v = hg_bump(KEYS[2])
-else
+// What set and invalidate share.
+// hg_change_version(version_key): the version of a set/invalidate — bumped
+//   when a load may be working under it, else the server clock in
+//   microseconds (no key is created: no load holds a snapshot to supersede,
+//   and a later one starts above it).
+// hg_tombstone(key, version, ms): the tombstone a set/invalidate leaves for
+//   the L3 tier (memcached_cache.h) when the caller asks for one: the lowest
+//   version a record may have to be promoted, kept for `ms`. Only grows.
+constexpr std::string_view kChangeLua = R"lua(
+local function hg_change_version(key)
+  if redis.call('EXISTS', key) == 1 then return hg_bump(key) end
   local t = redis.call('TIME')
-  v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local function hg_tombstone(key, version, ms)
+  local old = tonumber(hg_get(key))
+  if old and old > version then version = old end
+  redis.call('SET', key, string.format('%.0f', version), 'PX', ms)
+end
+)lua";
+
+// KEYS[1] value, KEYS[2] version[, KEYS[3] tombstone]; ARGV[1] envelope
+// bytes, ARGV[2] expire-at ms[, ARGV[3] tombstone ms]. Bumps the version when a load may be working
+// under it; otherwise the value's version is the server clock in microseconds (no key is created:
+// no load holds a snapshot to invalidate, and a later one starts above it). The version is written
+// into the envelope (bytes 23..30, little-endian), so every L2 value carries the version it was
+// written under. Returns it.
+const RedisScript kSet{std::string(internal::kVersionLua) + std::string(kChangeLua) + R"lua(
+local v = hg_change_version(KEYS[2])
 local le = ''
 local x = v
 for i = 1, 8 do
@@ -34,14 +49,34 @@ for i = 1, 8 do
 end
 local bytes = string.sub(ARGV[1], 1, 23) .. le .. string.sub(ARGV[1], 32)
 redis.call('SET', KEYS[1], bytes, 'PXAT', ARGV[2])
+if KEYS[3] then hg_tombstone(KEYS[3], v, ARGV[3]) end
 return string.format('%.0f', v)
 )lua"};
 
-// KEYS[1] value, KEYS[2] version.
-const RedisScript kInvalidate{std::string(internal::kVersionLua) + R"lua(
-if redis.call('EXISTS', KEYS[2]) == 1 then hg_bump(KEYS[2]) end
+// KEYS[1] value, KEYS[2] version[, KEYS[3] tombstone]; [ARGV[1] tombstone
+// ms]. The tombstone is the bumped version, or the server clock in
+// microseconds when no load holds one (every version handed out before is
+// below it: versions start from that clock, docs/consistency.md).
+const RedisScript kInvalidate{std::string(internal::kVersionLua) + std::string(kChangeLua) +
+                              R"lua(
+local v = hg_change_version(KEYS[2])
 redis.call('DEL', KEYS[1])
+if KEYS[3] then hg_tombstone(KEYS[3], v, ARGV[1]) end
 return 1
+)lua"};
+
+// KEYS[1] tombstone, KEYS[2] epoch. Returns {tombstone or "0", epoch}; an
+// absent (or unreadable) epoch is created from the server clock in
+// microseconds, so a Redis that lost its data starts a new one.
+const RedisScript kTierGuard{std::string(internal::kVersionLua) + R"lua(
+local e = tonumber(hg_get(KEYS[2]))
+if not e then
+  local t = redis.call('TIME')
+  e = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', e))
+end
+local tomb = tonumber(hg_get(KEYS[1])) or 0
+return {string.format('%.0f', tomb), string.format('%.0f', e)}
 )lua"};
 
 // KEYS[1] version; ARGV[1] horizon ms. Returns {version, now ms}.
@@ -59,6 +94,10 @@ const RedisScript kWriteLoaded{std::string(internal::kVersionLua) +
                                std::string(internal::kWriteLoadedLua) + R"lua(
 return hg_write_loaded(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 )lua"};
+
+std::vector<std::string_view> views(const std::vector<std::string>& strings) {
+  return {strings.begin(), strings.end()};
+}
 
 }  // namespace
 
@@ -83,6 +122,31 @@ std::string RedisCache::redis_key(std::string_view key) const {
 
 std::string RedisCache::version_key(std::string_view key) const {
   return internal::version_key(options_.prefix, key);
+}
+
+std::string RedisCache::tombstone_key(std::string_view key) const {
+  return internal::tombstone_key(options_.prefix, key);
+}
+
+std::string RedisCache::epoch_key() const { return options_.prefix + "epoch"; }
+
+Result<TierGuard> RedisCache::tier_guard(std::string_view key, Deadline deadline) {
+  auto reply = client_->eval(kTierGuard, {tombstone_key(key), epoch_key()}, {}, deadline);
+  if (!reply) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  if (reply->type != RedisReply::Type::kArray || reply->elements.size() != 2) {
+    errors_.fetch_add(1, kRelaxed);
+    return make_error(ErrorKind::kBackend, "redis cache: unexpected reply to the tier script");
+  }
+  auto tombstone = internal::parse_count_reply(reply->elements[0]);
+  auto epoch = internal::parse_version_reply(reply->elements[1]);
+  if (!tombstone || !epoch) {
+    errors_.fetch_add(1, kRelaxed);
+    return make_error(ErrorKind::kBackend, "redis cache: unexpected numbers from the tier script");
+  }
+  return TierGuard{.min_version = *tombstone, .epoch = *epoch};
 }
 
 Result<std::optional<Envelope>> RedisCache::decode_reply(Result<RedisReply> reply) {
@@ -127,6 +191,41 @@ Result<std::optional<Envelope>> RedisCache::get_envelope(std::string_view key, D
   return decode_reply(client_->command({"GET", k}, deadline));
 }
 
+Result<std::vector<std::optional<Envelope>>> RedisCache::get_envelopes(
+    std::span<const std::string> keys, Deadline deadline) {
+  std::vector<std::string> redis_keys;
+  redis_keys.reserve(keys.size());
+  for (const std::string& key : keys) redis_keys.push_back(redis_key(key));
+  std::vector<std::string_view> argv;
+  argv.reserve(keys.size() + 1);
+  argv.push_back("MGET");
+  argv.insert(argv.end(), redis_keys.begin(), redis_keys.end());
+  auto reply = client_->command(argv, deadline);
+  if (!reply) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  if (reply->type != RedisReply::Type::kArray || reply->elements.size() != keys.size()) {
+    errors_.fetch_add(1, kRelaxed);
+    return make_error(ErrorKind::kBackend, "redis cache: unexpected reply to MGET");
+  }
+  std::vector<std::optional<Envelope>> out;
+  out.reserve(keys.size());
+  for (RedisReply& element : reply->elements) {
+    // MGET answers nil for a key of another type: a miss here, replaced by
+    // the next write as GET's WRONGTYPE is.
+    if (element.type != RedisReply::Type::kString) {
+      misses_.fetch_add(1, kRelaxed);
+      out.emplace_back();
+      continue;
+    }
+    std::optional<Envelope> decoded = decode_value(element.str);
+    (decoded ? hits_ : misses_).fetch_add(1, kRelaxed);
+    out.push_back(std::move(decoded));
+  }
+  return out;
+}
+
 Result<std::optional<CacheEntry>> RedisCache::get(std::string_view key) {
   const std::string k = redis_key(key);
   auto got = decode_reply(client_->command({"GET", k}));
@@ -142,19 +241,26 @@ Result<void> RedisCache::put(std::string_view key, CacheEntry entry) {
 }
 
 Result<std::uint64_t> RedisCache::set(std::string_view key, CacheEntry entry) {
-  const std::string value = redis_key(key);
-  const std::string version = version_key(key);
+  return set(key, std::move(entry), Duration::zero());
+}
+
+Result<std::uint64_t> RedisCache::set(std::string_view key, CacheEntry entry,
+                                      Duration tombstone_for) {
   if (!entry.is_usable(clock_->now())) {
-    auto reply = client_->eval(kInvalidate, {value, version}, {});  // nothing to keep
-    if (!reply) {
-      errors_.fetch_add(1, kRelaxed);
-      return std::unexpected(reply.error());
-    }
+    auto erased = invalidate(key, tombstone_for);  // nothing to keep
+    if (!erased) return std::unexpected(erased.error());
     return std::uint64_t{0};
   }
+  std::vector<std::string> keys{redis_key(key), version_key(key)};
   const std::string at = internal::redis_unix_ms(entry.stale_until);
-  const std::string bytes = encode_envelope({.entry = std::move(entry), .version = 0});
-  auto reply = client_->eval(kSet, {value, version}, {bytes, at});
+  std::vector<std::string> args{encode_envelope({.entry = std::move(entry), .version = 0}), at};
+  if (tombstone_for > Duration::zero()) {
+    keys.push_back(tombstone_key(key));
+    args.push_back(internal::redis_ms(tombstone_for));
+  }
+  const auto key_views = views(keys);
+  const auto arg_views = views(args);
+  auto reply = client_->eval(kSet, key_views, arg_views);
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -167,10 +273,18 @@ Result<std::uint64_t> RedisCache::set(std::string_view key, CacheEntry entry) {
   return *v;
 }
 
-Result<void> RedisCache::erase(std::string_view key) {
-  const std::string value = redis_key(key);
-  const std::string version = version_key(key);
-  auto reply = client_->eval(kInvalidate, {value, version}, {});
+Result<void> RedisCache::erase(std::string_view key) { return invalidate(key, Duration::zero()); }
+
+Result<void> RedisCache::invalidate(std::string_view key, Duration tombstone_for) {
+  std::vector<std::string> keys{redis_key(key), version_key(key)};
+  std::vector<std::string> args;
+  if (tombstone_for > Duration::zero()) {
+    keys.push_back(tombstone_key(key));
+    args.push_back(internal::redis_ms(tombstone_for));
+  }
+  const auto key_views = views(keys);
+  const auto arg_views = views(args);
+  auto reply = client_->eval(kInvalidate, key_views, arg_views);
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());

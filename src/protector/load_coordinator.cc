@@ -76,7 +76,7 @@ Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline l
   if (!request.l2_just_read) {
     if (auto fresh = fresh_in_l2(key, load_deadline, bar)) return std::move(*fresh);
   }
-  return load_with_snapshot(key, load_deadline, priority, superseded);
+  return load_with_snapshot(key, load_deadline, request, superseded);
 }
 
 std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, Deadline deadline,
@@ -94,15 +94,31 @@ std::optional<CacheEntry> LoadCoordinator::fresh_in_l2(const std::string& key, D
 
 std::optional<WriteOutcome> LoadCoordinator::store(const std::string& key, const CacheEntry& entry,
                                                    const VersionSnapshot& snapshot,
-                                                   Deadline deadline, MemoryCache::Ticket ticket) {
+                                                   Deadline deadline, MemoryCache::Ticket ticket,
+                                                   const L3Write& l3) {
   return settle(key, &entry, cache_.l2()->write_loaded(key, entry, snapshot, deadline),
-                snapshot.version, ticket);
+                snapshot.version, ticket, l3);
+}
+
+Result<CacheEntry> LoadCoordinator::load_behind_l3(const std::string& key, Deadline load_deadline,
+                                                   const LoadRequest& request, L3Write* l3) {
+  if (cache_.has_l3()) {
+    // The epoch before anything is read, so a record never claims a Redis
+    // era later than its value's (tiered_cache.h).
+    const std::uint64_t epoch = cache_.l3_epoch(key, load_deadline);
+    if (auto promoted = cache_.l3_promotable(key, load_deadline, request.fresh_at_least_until))
+      return std::move(*promoted);  // its record is in L3 already
+    *l3 = {.epoch = epoch, .deadline = load_deadline};
+  }
+  return loader_.load(key, load_deadline, request.priority);
 }
 
 std::optional<WriteOutcome> LoadCoordinator::settle(const std::string& key, const CacheEntry* entry,
                                                     const Result<WriteOutcome>& written,
                                                     std::uint64_t version,
-                                                    MemoryCache::Ticket ticket) {
+                                                    MemoryCache::Ticket ticket, const L3Write& l3) {
+  if (written && *written == WriteOutcome::kWritten && entry && entry->is_usable(clock_->now()))
+    cache_.l3_store(key, *entry, version, l3.epoch, l3.deadline);
   if (!written) {
     // Unknown whether it landed; the value itself was read under a snapshot,
     // and this process's own invalidations are guarded by the ticket.
@@ -134,17 +150,19 @@ Result<CacheEntry> LoadCoordinator::after_store(const std::string& key, Result<C
 
 Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
                                                        Deadline load_deadline,
-                                                       LoadPriority priority, bool* superseded) {
+                                                       const LoadRequest& request,
+                                                       bool* superseded) {
   const MemoryCache::Ticket ticket = cache_.ticket(key);
   auto snapshot = cache_.l2()->snapshot(key, load_deadline);
   if (!snapshot) {
     if (load_deadline.expired()) return timed_out(key);
     counters_.redis_errors.add();
-    return load_degraded(key, load_deadline, priority);
+    return load_degraded(key, load_deadline, request.priority);
   }
-  Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
+  L3Write l3;
+  Result<CacheEntry> entry = load_behind_l3(key, load_deadline, request, &l3);
   if (!entry) return entry;
-  auto refused = store(key, *entry, *snapshot, load_deadline, ticket);
+  auto refused = store(key, *entry, *snapshot, load_deadline, ticket, l3);
   return after_store(key, std::move(entry), refused, superseded);
 }
 
@@ -249,7 +267,7 @@ std::optional<CacheEntry> LoadCoordinator::from_announcement(const std::string& 
 
 std::optional<WriteOutcome> LoadCoordinator::finish(const std::string& key, LockHold& hold,
                                                     const CacheEntry* entry,
-                                                    MemoryCache::Ticket ticket) {
+                                                    MemoryCache::Ticket ticket, const L3Write& l3) {
   // An entry already past stale_until has nothing to keep in L2.
   const bool keep = entry && entry->is_usable(clock_->now());
   auto done = hold.finish(keep ? entry : nullptr);
@@ -263,14 +281,13 @@ std::optional<WriteOutcome> LoadCoordinator::finish(const std::string& key, Lock
   const Result<WriteOutcome> written =
       done ? Result<WriteOutcome>(done->write.value_or(WriteOutcome::kWritten))
            : Result<WriteOutcome>(std::unexpected(done.error()));
-  return settle(key, entry, written, hold.snapshot().version, ticket);
+  return settle(key, entry, written, hold.snapshot().version, ticket, l3);
 }
 
 Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockHold& hold,
                                                    MemoryCache::Ticket ticket,
                                                    Deadline load_deadline,
                                                    const LoadRequest& request, bool* superseded) {
-  const LoadPriority priority = request.priority;
   // Re-check under the lock: the previous holder may have written just
   // before releasing, after our last look. The acquire brought what L2 held.
   if (const auto& bytes = hold.value_at_acquire()) {
@@ -283,9 +300,10 @@ Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockH
     }
   }
   const MemoryCache::Ticket load_ticket = cache_.ticket(key);
-  Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
+  L3Write l3;
+  Result<CacheEntry> entry = load_behind_l3(key, load_deadline, request, &l3);
   // Finish also when the load failed, so that waiters try at once.
-  auto refused = finish(key, hold, entry ? &*entry : nullptr, load_ticket);
+  auto refused = finish(key, hold, entry ? &*entry : nullptr, load_ticket, l3);
   if (!entry) return entry;
   return after_store(key, std::move(entry), refused, superseded);
 }

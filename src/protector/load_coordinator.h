@@ -76,6 +76,13 @@ struct LoadRequest {
   TimePoint fresh_at_least_until = TimePoint::min();
 };
 
+// Where a loaded value's L3 record goes once its L2 write succeeded: the
+// epoch read before the load (0: write none) and the deadline of the write.
+struct L3Write {
+  std::uint64_t epoch = 0;
+  Deadline deadline = Deadline::after(Duration::zero());
+};
+
 class LoadCoordinator {
  public:
   // REQUIRES: locks only with cache.has_l2(); notifier only with locks.
@@ -106,7 +113,8 @@ class LoadCoordinator {
   // Finishes a hold (write, release, announce) and fills L1 when that is
   // safe; `entry` null for a failed load. Returns why the write was refused.
   std::optional<WriteOutcome> finish(const std::string& key, LockHold& hold,
-                                     const CacheEntry* entry, MemoryCache::Ticket ticket);
+                                     const CacheEntry* entry, MemoryCache::Ticket ticket,
+                                     const L3Write& l3 = {});
   // The value a holder announced to `waiter`, filled into L1, when it may
   // be answered: announced at or above `seen_version` (so published after
   // our failed acquire) and fresh at `fresh_at_least_until` (or now). Else
@@ -117,7 +125,7 @@ class LoadCoordinator {
                                               TimePoint fresh_at_least_until);
   // L2 without the fleet lock: snapshot, load, versioned write.
   Result<CacheEntry> load_with_snapshot(const std::string& key, Deadline load_deadline,
-                                        LoadPriority priority, bool* superseded);
+                                        const LoadRequest& request, bool* superseded);
   // Redis failed: load, fill L1 only.
   Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline,
                                    LoadPriority priority);
@@ -129,13 +137,19 @@ class LoadCoordinator {
   // Returns why the write was refused, or nullopt (stored, or Redis failed).
   std::optional<WriteOutcome> store(const std::string& key, const CacheEntry& entry,
                                     const VersionSnapshot& snapshot, Deadline deadline,
-                                    MemoryCache::Ticket ticket);
+                                    MemoryCache::Ticket ticket, const L3Write& l3 = {});
   // What a write of a loaded entry (null: none) under `version` means for
   // L1: filled unless the write was refused; returns the refusal. A Redis
-  // error (nothing known) is counted and fills L1.
+  // error (nothing known) is counted and fills L1. Only a write known to
+  // have landed makes an L3 record (`l3`).
   std::optional<WriteOutcome> settle(const std::string& key, const CacheEntry* entry,
                                      const Result<WriteOutcome>& written, std::uint64_t version,
-                                     MemoryCache::Ticket ticket);
+                                     MemoryCache::Ticket ticket, const L3Write& l3 = {});
+  // Under a version snapshot (ours, or the fleet lock's), before the
+  // database: the key's L3 record when Redis confirms it (tiered_cache.h),
+  // else the repository's value; `*l3` is where a loaded value's record goes.
+  Result<CacheEntry> load_behind_l3(const std::string& key, Deadline load_deadline,
+                                    const LoadRequest& request, L3Write* l3);
   // The load's result after store(): a timeout when it was too late, and
   // `*superseded` set when the version moved.
   Result<CacheEntry> after_store(const std::string& key, Result<CacheEntry> entry,

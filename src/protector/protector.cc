@@ -48,8 +48,9 @@ struct Protector::Parts {
         std::unique_ptr<CircuitBreaker> b, std::shared_ptr<ConcurrencyLimiter> limiter)
       : options(std::move(o)),
         breaker(std::move(b)),
-        cache(std::move(l1), options.l1_enabled, options.l1_max_ttl, options.l2, options.clock,
-              options.early_refresh, options.ttl, counters),
+        cache(std::move(l1), options.l1_enabled, options.l1_max_ttl, options.l2, options.l3,
+              options.single_flight.load_timeout, options.clock, options.early_refresh, options.ttl,
+              counters),
         loader(std::move(repository), *breaker, std::move(limiter),
                internal::EntryPolicy{.ttl = options.ttl,
                                      .ttl_jitter = options.ttl_jitter,
@@ -94,6 +95,16 @@ struct Protector::Parts {
   // Last: destroyed first, so no load runs against the members above after.
   std::unique_ptr<SingleFlight> flights;
 };
+
+namespace internal {
+// A key of a get_many call that L1 did not answer: its position in the
+// call, the stale entry seen on the way (for the fallbacks), its trace.
+struct GetManyMiss {
+  std::size_t at = 0;
+  std::optional<CacheEntry> stale;
+  RequestTrace trace;
+};
+}  // namespace internal
 
 namespace {
 
@@ -749,6 +760,48 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   return finish(fall_back(key, std::move(result.error()), std::move(stale), &trace), key, trace);
 }
 
+bool Protector::read_many_from_l2(std::span<const std::string> keys,
+                                  std::vector<internal::GetManyMiss>& misses,
+                                  std::vector<Result<std::string>>& answers, Deadline deadline) {
+  Parts& p = *parts_;
+  if (!p.cache.has_l2() || misses.empty()) return false;
+  std::vector<std::string> wanted;
+  std::vector<MemoryCache::Ticket> tickets;  // before the read, as get's
+  wanted.reserve(misses.size());
+  tickets.reserve(misses.size());
+  for (const internal::GetManyMiss& miss : misses) {
+    wanted.push_back(keys[miss.at]);
+    tickets.push_back(p.cache.ticket(keys[miss.at]));
+  }
+  const TimePoint now = p.options.clock->now();
+  auto shared = p.cache.l2_get_many(wanted, now, deadline);
+  if (!shared) return false;  // each flight reads L2 itself
+  std::vector<internal::GetManyMiss> still;
+  for (std::size_t j = 0; j < misses.size(); ++j) {
+    internal::GetManyMiss& miss = misses[j];
+    std::optional<Envelope>& envelope = (*shared)[j];
+    if (!envelope) {
+      still.push_back(std::move(miss));
+      continue;
+    }
+    CacheEntry& entry = envelope->entry;
+    const bool fresh = entry.is_fresh(now);
+    const std::string& key = wanted[j];
+    if (fresh) p.flights->forget(key);  // monotonic reads, as in read_past_l1
+    p.cache.fill_l1(key, entry, tickets[j], now);
+    if (!fresh) {
+      keep_newer(miss.stale, std::move(entry));
+      still.push_back(std::move(miss));
+      continue;
+    }
+    p.counters.l2_answers.add();
+    miss.trace.layer = internal::Layer::kL2;
+    answers[miss.at] = finish(answer_of(std::move(entry), key), key, miss.trace);
+  }
+  misses = std::move(still);
+  return true;
+}
+
 std::vector<Result<std::string>> Protector::get_many(std::span<const std::string> keys,
                                                      Deadline deadline) {
   Parts& p = *parts_;
@@ -766,11 +819,7 @@ std::vector<Result<std::string>> Protector::get_many(std::span<const std::string
     std::unordered_map<std::size_t, Result<std::string>> loaded;  // guarded by mutex
   };
   auto pending = std::make_shared<Pending>();
-  struct Miss {
-    std::size_t at;
-    std::optional<CacheEntry> stale;
-    internal::RequestTrace trace;
-  };
+  using Miss = internal::GetManyMiss;
   std::vector<Miss> misses;
   for (std::size_t i = 0; i < keys.size(); ++i) {
     auto [it, inserted] = first_of.try_emplace(keys[i], i);
@@ -795,6 +844,9 @@ std::vector<Result<std::string>> Protector::get_many(std::span<const std::string
     trace.layer = internal::Layer::kLoad;
     misses.push_back({.at = i, .stale = std::move(l1.entry), .trace = trace});
   }
+  // L2: the misses' fresh values in one MGET; the flights of the rest then
+  // skip their own L2 read.
+  const bool l2_read = read_many_from_l2(keys, misses, answers, deadline);
   // The misses: one flight each, their database loads in one batch — at
   // most kFlightsPerBatch flights at a time, so a large call does not fill
   // the load queue (and get refused) by itself.
@@ -819,7 +871,7 @@ std::vector<Result<std::string>> Protector::get_many(std::span<const std::string
       };
       auto started = p.flights->call_async(
           key,
-          loader_for(key, internal::LoadPriority::kForeground, false, TimePoint::min(),
+          loader_for(key, internal::LoadPriority::kForeground, l2_read, TimePoint::min(),
                      batch ? std::make_shared<internal::BatchMember>(batch) : nullptr),
           callback);
       if (!started) callback(std::unexpected(std::move(started.error())));  // refused: not called
@@ -982,6 +1034,11 @@ ProtectionMetrics Protector::metrics() const {
       .l2_hits = c.l2_hits.value(),
       .l2_misses = c.l2_misses.value(),
       .l2_corrupt = l2.corrupt,
+      .l3_hits = c.l3_hits.value(),
+      .l3_misses = c.l3_misses.value(),
+      .l3_rejected = c.l3_rejected.value(),
+      .l3_errors = c.l3_errors.value(),
+      .l3_corrupt = p.options.l3 ? p.options.l3->stats().corrupt : 0,
       .redis_errors = c.redis_errors.value(),
       .fleet_lock_acquisitions = c.fleet_lock_acquisitions.value(),
       .fleet_lock_contentions = c.fleet_lock_contentions.value(),

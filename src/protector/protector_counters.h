@@ -19,6 +19,12 @@ struct ProtectorCounters {
   StripedCounter requests_past_l1;
   // Fresh answers from L2; with the L1 hits, ProtectionMetrics::cache_hits.
   StripedCounter l2_answers;
+  // L3 (memcached): records promoted, none (or not fresh), refused by
+  // Redis (older than a tombstone or another epoch), memcached errors.
+  StripedCounter l3_hits;
+  StripedCounter l3_misses;
+  StripedCounter l3_rejected;
+  StripedCounter l3_errors;
   StripedCounter cache_misses;
   StripedCounter stale_returns;
   StripedCounter background_refreshes;

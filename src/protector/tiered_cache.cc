@@ -3,13 +3,18 @@
 namespace herdguard::internal {
 
 TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Duration l1_max_ttl,
-                         std::shared_ptr<RedisCache> l2, std::shared_ptr<Clock> clock,
+                         std::shared_ptr<RedisCache> l2, std::shared_ptr<MemcachedCache> l3,
+                         Duration load_timeout, std::shared_ptr<Clock> clock,
                          EarlyRefreshOptions early_refresh, Duration ttl,
                          ProtectorCounters& counters)
     : l1_(std::move(l1)),
       l1_enabled_(l1_enabled),
       l1_max_ttl_(l1_max_ttl),
       l2_(std::move(l2)),
+      l3_(l2_ ? std::move(l3) : nullptr),
+      tombstone_for_(l3_ ? add_saturating(add_saturating(l3_->options().max_lifetime, load_timeout),
+                                          std::chrono::seconds(2))
+                         : Duration::zero()),
       clock_(std::move(clock)),
       coarse_lag_(clock_->coarse_lag()),
       system_clock_(dynamic_cast<const SystemClock*>(clock_.get())),
@@ -88,6 +93,78 @@ Result<std::optional<Envelope>> TieredCache::l2_get(std::string_view key, TimePo
   return got;
 }
 
+std::uint64_t TieredCache::l3_epoch(std::string_view key, Deadline deadline) {
+  if (!l3_) return 0;
+  if (const std::uint64_t known = l3_epoch_.load(std::memory_order_acquire)) return known;
+  auto guard = l2_->tier_guard(key, deadline);
+  if (!guard) {
+    if (!deadline.expired()) counters_.redis_errors.add();
+    return 0;
+  }
+  l3_epoch_.store(guard->epoch, std::memory_order_release);
+  return guard->epoch;
+}
+
+std::optional<CacheEntry> TieredCache::l3_promotable(std::string_view key, Deadline deadline,
+                                                     TimePoint fresh_at_least_until) {
+  auto got = l3_->get(key, deadline);
+  if (!got) {
+    counters_.l3_errors.add();
+    return std::nullopt;
+  }
+  const TimePoint now = clock_->now();
+  if (!*got || !(*got)->envelope.entry.is_fresh(std::max(now, fresh_at_least_until))) {
+    counters_.l3_misses.add();
+    return std::nullopt;
+  }
+  auto guard = l2_->tier_guard(key, deadline);
+  if (!guard) {
+    // Unconfirmed: never answered (an invalidate may have come in).
+    if (!deadline.expired()) counters_.redis_errors.add();
+    counters_.l3_misses.add();
+    return std::nullopt;
+  }
+  l3_epoch_.store(guard->epoch, std::memory_order_release);
+  const L3Record& record = **got;
+  if (record.epoch != guard->epoch || record.envelope.version < guard->min_version) {
+    counters_.l3_rejected.add();
+    if (auto erased = l3_->erase(key, deadline); !erased) counters_.l3_errors.add();
+    return std::nullopt;
+  }
+  counters_.l3_hits.add();
+  CacheEntry entry = std::move((*got)->envelope.entry);
+  entry.version = record.envelope.version;
+  return entry;
+}
+
+void TieredCache::l3_store(std::string_view key, const CacheEntry& entry, std::uint64_t version,
+                           std::uint64_t epoch, Deadline deadline) {
+  if (!l3_ || epoch == 0 || deadline.expired()) return;
+  L3Record record{.envelope = {.entry = entry, .version = version}, .epoch = epoch};
+  record.envelope.entry.recheck_at = TimePoint::max();
+  record.envelope.entry.refresh_from = TimePoint::max();
+  if (auto stored = l3_->put(key, record, deadline); !stored) counters_.l3_errors.add();
+}
+
+Result<std::vector<std::optional<Envelope>>> TieredCache::l2_get_many(
+    std::span<const std::string> keys, TimePoint now, Deadline deadline) {
+  const bool already_late = deadline.expired();
+  auto got = l2_->get_envelopes(keys, deadline);
+  if (!got) {
+    if (!already_late) counters_.redis_errors.add();
+    return got;
+  }
+  for (std::optional<Envelope>& envelope : *got) {
+    if (!envelope || !envelope->entry.is_usable(now)) {
+      envelope.reset();
+      counters_.l2_misses.add();
+    } else {
+      counters_.l2_hits.add();
+    }
+  }
+  return got;
+}
+
 void TieredCache::fill_l1(std::string_view key, CacheEntry entry, MemoryCache::Ticket ticket,
                           TimePoint now) {
   if (!l1_enabled_) return;
@@ -108,9 +185,19 @@ Result<void> TieredCache::set(std::string_view key, CacheEntry entry) {
   Result<void> shared = ok();
   entry.version = 0;
   if (l2_) {
-    auto version = l2_->set(key, entry);
+    // Read before the write, as a load's is (l3_store).
+    const std::uint64_t epoch = l3_ ? l3_epoch(key, Deadline::after(l3_->options().timeout)) : 0;
+    auto version = l2_->set(key, entry, tombstone_for_);
     if (version) {
       entry.version = *version;
+      if (l3_) {
+        const Deadline l3_deadline = Deadline::after(l3_->options().timeout);
+        if (epoch != 0 && *version != 0) {
+          l3_store(key, entry, *version, epoch, l3_deadline);
+        } else if (auto erased = l3_->erase(key, l3_deadline); !erased) {
+          counters_.l3_errors.add();
+        }
+      }
     } else {
       counters_.redis_errors.add();
       shared = std::unexpected(version.error());
@@ -133,8 +220,14 @@ Result<void> TieredCache::set(std::string_view key, CacheEntry entry) {
 Result<void> TieredCache::invalidate(std::string_view key) {
   Result<void> shared = ok();
   if (l2_) {
-    shared = l2_->erase(key);
+    shared = l2_->invalidate(key, tombstone_for_);
     if (!shared) counters_.redis_errors.add();
+  }
+  // Also when Redis failed: one stale record fewer (the tombstone, when it
+  // was written, guards the rest).
+  if (l3_) {
+    if (auto erased = l3_->erase(key, Deadline::after(l3_->options().timeout)); !erased)
+      counters_.l3_errors.add();
   }
   (void)l1_->erase(key);
   return shared;

@@ -1,7 +1,7 @@
-// Internal: the Protector's two cache tiers as one — the in-process L1
-// (MemoryCache) and the optional shared L2 (RedisCache) — with the
-// consistency contract's bookkeeping (docs/consistency.md) and the hit, miss
-// and error counting of both.
+// Internal: the Protector's cache tiers as one — the in-process L1
+// (MemoryCache), the optional shared L2 (RedisCache) and, behind it, the
+// optional L3 (MemcachedCache) — with the consistency contract's bookkeeping
+// (docs/consistency.md) and the hit, miss and error counting of each.
 //
 // Invariants:
 //  * Every L1 write that carries data read elsewhere (from L2 or the
@@ -14,15 +14,24 @@
 //    (now + l1_max_ttl at the fill): that bounds how long another process's
 //    set/invalidate can go unseen here.
 //  * Redis errors never fail a read: they count and read as a miss.
+//  * L3 (only with an L2): a record is answered only after Redis confirmed
+//    it (its epoch is the current one, its version at or above the key's
+//    tombstone) and only as a value to write to L2 under the load's own
+//    snapshot — a promotion is a versioned write like a load's. Records are
+//    written only for values whose L2 write succeeded, with the epoch read
+//    before the load began. memcached errors read as a miss and skip writes.
 //
 // Thread safety: safe from any number of threads.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "herdguard/early_refresh.h"
+#include "herdguard/memcached_cache.h"
 #include "herdguard/memory_cache.h"
 #include "herdguard/redis_cache.h"
 #include "protector/protector_counters.h"
@@ -31,15 +40,18 @@ namespace herdguard::internal {
 
 class TieredCache {
  public:
-  // REQUIRES: l1 and clock non-null; l2 may be null (no shared tier).
-  // `early_refresh` and `ttl` set each L1 copy's refresh_from (early_refresh.h).
+  // REQUIRES: l1 and clock non-null; l2 may be null (no shared tier); l3
+  // only with l2. `early_refresh` and `ttl` set each L1 copy's refresh_from
+  // (early_refresh.h); `load_timeout` (the hard one) sizes L3 tombstones.
   TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Duration l1_max_ttl,
-              std::shared_ptr<RedisCache> l2, std::shared_ptr<Clock> clock,
+              std::shared_ptr<RedisCache> l2, std::shared_ptr<MemcachedCache> l3,
+              Duration load_timeout, std::shared_ptr<Clock> clock,
               EarlyRefreshOptions early_refresh, Duration ttl, ProtectorCounters& counters);
 
   bool has_l2() const noexcept { return l2_ != nullptr; }
   RedisCache* l2() const noexcept { return l2_.get(); }
   MemoryCache& l1() const noexcept { return *l1_; }
+  bool has_l3() const noexcept { return l3_ != nullptr; }
 
   // The L1 entry for `key` (usable, maybe stale), or nullopt. Does not count.
   std::optional<CacheEntry> l1_get(std::string_view key, TimePoint now) const;
@@ -79,12 +91,34 @@ class TieredCache {
   // REQUIRES: has_l2().
   Result<std::optional<Envelope>> l2_get(std::string_view key, TimePoint now, Deadline deadline);
 
+  // The epoch an L3 record of a load that begins now is written with: the
+  // last one Redis told, else asked for now (one round trip, once); 0 (write
+  // no record) without an L3 or when Redis fails.
+  std::uint64_t l3_epoch(std::string_view key, Deadline deadline);
+  // L3's record for `key` when Redis confirms it may be promoted (see
+  // Invariants) and it is fresh at the later of now and `fresh_at_least_until`;
+  // else nullopt (counted: hit, miss, rejected, error). A refused record is
+  // deleted from L3. REQUIRES: has_l3().
+  std::optional<CacheEntry> l3_promotable(std::string_view key, Deadline deadline,
+                                          TimePoint fresh_at_least_until);
+  // Writes `entry`'s record (written to L2 under `version`) to L3, unless
+  // there is no L3, `epoch` is 0 or `deadline` passed. Failures are counted.
+  void l3_store(std::string_view key, const CacheEntry& entry, std::uint64_t version,
+                std::uint64_t epoch, Deadline deadline);
+
+  // l2_get for several keys in one MGET (get_many), answers in the order of
+  // `keys`, each counted as l2_get counts it. REQUIRES: has_l2().
+  Result<std::vector<std::optional<Envelope>>> l2_get_many(std::span<const std::string> keys,
+                                                           TimePoint now, Deadline deadline);
+
   // Fills L1 unless a set/invalidate of `key` came in since `ticket` (then
   // counted and skipped). Caps freshness at l1_max_ttl when there is an L2.
   void fill_l1(std::string_view key, CacheEntry entry, MemoryCache::Ticket ticket, TimePoint now);
 
   // The set/invalidate of the contract: L2 (version bump + write/delete in
-  // one script), then L1. Errors: L2's (L1 is updated regardless).
+  // one script, with the L3 tombstone), then L3 (best effort: the tombstone
+  // keeps a record it failed to replace from being promoted), then L1.
+  // Errors: L2's (L1 is updated regardless).
   Result<void> set(std::string_view key, CacheEntry entry);
   Result<void> invalidate(std::string_view key);
 
@@ -96,6 +130,14 @@ class TieredCache {
   const bool l1_enabled_;
   const Duration l1_max_ttl_;
   const std::shared_ptr<RedisCache> l2_;
+  const std::shared_ptr<MemcachedCache> l3_;
+  // How long a set/invalidate's tombstone lives: longer than any L3 record
+  // written before it (max_lifetime after a write made at most a load
+  // timeout after the set/invalidate, plus memcached's 1 s granularity).
+  const Duration tombstone_for_;
+  // The last L3 epoch Redis told (0: none yet). Only ever a value read from
+  // Redis; a stale one only makes records that Redis then refuses.
+  std::atomic<std::uint64_t> l3_epoch_{0};
   const std::shared_ptr<Clock> clock_;
   const Duration coarse_lag_;  // clock_->coarse_lag(), read once
   // clock_ when it is the SystemClock (almost always): the hit path then

@@ -31,6 +31,12 @@ Result<std::uint64_t> parse_version_reply(const RedisReply& reply) {
   return make_error(ErrorKind::kBackend, "redis: unexpected version in a script reply");
 }
 
+Result<std::uint64_t> parse_count_reply(const RedisReply& reply) {
+  if (reply.type == RedisReply::Type::kString && reply.str == "0") return std::uint64_t{0};
+  if (reply.type == RedisReply::Type::kInteger && reply.integer == 0) return std::uint64_t{0};
+  return parse_version_reply(reply);
+}
+
 Result<void> validate_prefix(std::string_view prefix, std::string_view component) {
   if (prefix.find_first_of("{}") != std::string_view::npos) {
     return make_error(ErrorKind::kInvalidArgument,

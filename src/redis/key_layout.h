@@ -6,6 +6,12 @@
 //   <prefix>{<key>}:l   the fleet lock (a random token); expires after its lease
 //   <prefix>{<key>}:n   the key's version; exists only while a load may still
 //                       write under a snapshot of it, and expires after that
+//   <prefix>{<key>}:t   the L3 tombstone (memcached_cache.h): the lowest version
+//                       an L3 record may have to be promoted; left by a
+//                       set/invalidate when an L3 is configured; expires
+//                       after the L3's max_lifetime (plus the load timeout)
+//   <prefix>epoch       the L3 epoch: made afresh when Redis lost its data
+//                       (outside any hash tag: not Cluster-ready, issue 13)
 //   <prefix>{<key>}:w   "a process of the fleet waits for this key's load":
 //                       set by a try_acquire that found the lock held, taken
 //                       by the holder's finish (which then announces);
@@ -54,6 +60,9 @@ inline std::string lock_key(std::string_view prefix, std::string_view key) {
 inline std::string version_key(std::string_view prefix, std::string_view key) {
   return redis_key_for(prefix, key, 'n');
 }
+inline std::string tombstone_key(std::string_view prefix, std::string_view key) {
+  return redis_key_for(prefix, key, 't');
+}
 inline std::string waiters_key(std::string_view prefix, std::string_view key) {
   return redis_key_for(prefix, key, 'w');
 }
@@ -70,6 +79,8 @@ std::int64_t write_until_ms(std::int64_t redis_now_ms, Deadline hard_deadline);
 // A version in a script reply (a decimal string or an integer, > 0).
 // Errors: kBackend.
 Result<std::uint64_t> parse_version_reply(const RedisReply& reply);
+// Like parse_version_reply, 0 included. Errors: kBackend.
+Result<std::uint64_t> parse_count_reply(const RedisReply& reply);
 
 // Errors: kInvalidArgument when `prefix` holds a brace (it would move the
 // hash tag) or is over 256 bytes.

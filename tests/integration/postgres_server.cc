@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_server.h"
 #include "loopback_port.h"
 
 namespace herdguard::testing {
@@ -99,15 +100,8 @@ void PostgresServer::exec(const std::string& sql) const {
 // us (PR_SET_PDEATHSIG, set after the credential change that would clear
 // it), and execs argv. With `wait`, waits and throws on a failure.
 void PostgresServer::run_as_postgres(const std::vector<std::string>& argv, bool wait) {
-  std::vector<std::string> args = argv;
-  std::vector<char*> cargs;
-  for (auto& a : args) cargs.push_back(a.data());
-  cargs.push_back(nullptr);
   const std::string log = dir_ + "/server.log";
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
+  const pid_t pid = spawn_child(argv, [&log] {
     if (::geteuid() == 0) {
       const passwd* pw = ::getpwnam("postgres");
       if (pw == nullptr || ::setgid(pw->pw_gid) != 0 || ::initgroups("postgres", pw->pw_gid) != 0 ||
@@ -115,15 +109,11 @@ void PostgresServer::run_as_postgres(const std::vector<std::string>& argv, bool 
         ::_exit(126);
       }
     }
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(125);
     FILE* out = std::freopen(log.c_str(), "a", stdout);
     FILE* err = std::freopen(log.c_str(), "a", stderr);
     (void)out;
     (void)err;
-    ::execv(cargs[0], cargs.data());
-    ::_exit(127);
-  }
+  });
   if (!wait) {
     pid_ = pid;
     return;
@@ -143,30 +133,14 @@ void PostgresServer::launch() {
       /*wait=*/false);
   const std::string conninfo =
       "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=postgres";
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (PQping(conninfo.c_str()) != PQPING_OK) {
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("postgres exited at start: " + read_file(dir_ + "/server.log"));
-    }
-    if (std::chrono::steady_clock::now() > give_up) {
-      stop();
-      throw std::runtime_error("postgres did not accept connections in 30 s: " +
-                               read_file(dir_ + "/server.log"));
-    }
-    // Polling a starting server: there is no readiness notification to wait on.
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  wait_until_answering(
+      pid_, [&] { return PQping(conninfo.c_str()) == PQPING_OK; }, "postgres",
+      std::chrono::seconds(30), std::chrono::milliseconds(20),
+      [this] { return read_file(dir_ + "/server.log"); });
 }
 
 void PostgresServer::stop() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGQUIT);  // immediate shutdown
-  int status = 0;
-  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-  }
-  pid_ = -1;
+  stop_child(pid_, SIGQUIT);  // immediate shutdown
 }
 
 void PostgresServer::start_again() {

@@ -130,6 +130,53 @@ TEST(ProtectorFleet, AnotherNodeReadsTheValueFromL2) {
   EXPECT_EQ(b.protector->metrics().cache_hits, 2u);
 }
 
+// How many times Redis ran `command` since the last CONFIG RESETSTAT.
+long long calls_of(RedisClient& client, const std::string& command) {
+  auto info = client.command({"INFO", "commandstats"});
+  EXPECT_TRUE(info) << info.error().to_string();
+  const std::string needle = "cmdstat_" + command + ":calls=";
+  const auto at = info ? info->str.find(needle) : std::string::npos;
+  return at == std::string::npos ? 0 : std::stoll(info->str.substr(at + needle.size()));
+}
+
+// get_many reads the misses' L2 values in one MGET: another process's 100
+// keys are answered with one command, no GET and no load.
+TEST(ProtectorFleet, GetManyReadsL2InOneMget) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  Node a = make_node(*server, db, "many:");
+  Node b = make_node(*server, db, "many:");
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back("k" + std::to_string(i));
+  keys.push_back("missing-1");
+  for (const auto& r : a.protector->get_many(keys, Deadline::after(10s))) {
+    EXPECT_TRUE(r || r.error().kind == ErrorKind::kNotFound) << r.error().to_string();
+  }
+  ASSERT_EQ(db.loads.load(), 101);
+  ASSERT_TRUE(b.fleet.client->command({"CONFIG", "RESETSTAT"}));
+  const auto answers = b.protector->get_many(keys, Deadline::after(10s));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(*answers[i], "value-of-k" + std::to_string(i)) << i;
+  EXPECT_EQ(answers[100].error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(db.loads.load(), 101);
+  EXPECT_EQ(calls_of(*b.fleet.client, "mget"), 1);
+  EXPECT_EQ(calls_of(*b.fleet.client, "get"), 0);
+  EXPECT_EQ(calls_of(*b.fleet.client, "evalsha"), 0) << "no load, no lock";
+  EXPECT_EQ(b.protector->metrics().l2_hits, 101u);
+  // A key L2 does not have goes on to its flight, which does not read L2
+  // again (its one L2 miss is the MGET's).
+  const std::uint64_t misses_before = b.protector->metrics().l2_misses;
+  ASSERT_TRUE(b.fleet.client->command({"CONFIG", "RESETSTAT"}));
+  const std::vector<std::string> cold = {"k0", "cold"};
+  const auto mixed = b.protector->get_many(cold, Deadline::after(10s));
+  EXPECT_EQ(*mixed[0], "value-of-k0");
+  EXPECT_EQ(*mixed[1], "value-of-cold");
+  EXPECT_EQ(db.loads.load(), 102);
+  EXPECT_EQ(calls_of(*b.fleet.client, "mget"), 1);
+  EXPECT_EQ(b.protector->metrics().l2_misses, misses_before + 1);
+  EXPECT_EQ(calls_of(*b.fleet.client, "evalsha"), 2) << "the lock's acquire and finish";
+}
+
 TEST(ProtectorFleet, NotFoundIsSharedThroughL2) {
   auto server = RedisServer::start();
   CountingDatabase db;

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_server.h"
 #include "loopback_port.h"
 
 namespace herdguard::testing {
@@ -109,47 +110,16 @@ void RedisServer::launch() {
     args.insert(args.end(), {"--user", options_.acl_user, "on", ">" + options_.acl_password, "~*",
                              "&*", "+@all"});
   }
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    // The server must not outlive the test process, even if it is killed.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    ::execvp("redis-server", argv.data());
-    ::_exit(127);
-  }
-  pid_ = pid;
-
-  const std::string& password = options_.requirepass.empty() ? std::string() : options_.requirepass;
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!answers_ping(socket_path_, password)) {
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("redis-server exited at start: " + read_file(dir_ + "/redis.log"));
-    }
-    if (std::chrono::steady_clock::now() > give_up) {
-      stop();
-      throw std::runtime_error("redis-server did not answer within 10 s: " +
-                               read_file(dir_ + "/redis.log"));
-    }
-    // Polling a starting server: there is no readiness notification to wait on.
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  pid_ = spawn_child(std::move(args));
+  const std::string password = options_.requirepass;
+  wait_until_answering(
+      pid_, [&] { return answers_ping(socket_path_, password); }, "redis-server",
+      std::chrono::seconds(10), std::chrono::milliseconds(10),
+      [this] { return read_file(dir_ + "/redis.log"); });
 }
 
 void RedisServer::stop() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-  }
-  pid_ = -1;
+  stop_child(pid_);
   std::error_code ignored;
   std::filesystem::remove(socket_path_, ignored);
 }

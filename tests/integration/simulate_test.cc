@@ -21,6 +21,7 @@
 #include "cli_runner.h"
 #include "herdguard/clock.h"
 #include "loopback_port.h"
+#include "memcached_server.h"
 #include "postgres_server.h"
 #include "redis_server.h"
 
@@ -28,6 +29,7 @@ namespace herdguard {
 namespace {
 
 using testing::CliRun;
+using testing::MemcachedServer;
 using testing::PostgresServer;
 using testing::RedisServer;
 using testing::run_cli;
@@ -454,6 +456,35 @@ TEST_F(Simulate, GetManyLoadsMissesInBatchQueries) {
   CliRun herd = run_cli("simulate --protect local --get-many 5");
   EXPECT_NE(herd.exit_code, 0);
   EXPECT_NE(herd.output.find("--get-many"), std::string::npos) << herd.output;
+}
+
+// memcached as L3 (over TCP, as the flag's URL form says): its fault window,
+// and then memcached killed for good mid-run, cost no request an error.
+TEST_F(Simulate, MemcachedDownOrKilledMidRunCausesNoErrors) {
+  auto memcached = MemcachedServer::start({.tcp = true});
+  std::thread killer([&] {
+    // The run is 3 s: the fault window is 0.5-1.5 s, the kill at ~2 s (the
+    // report says whether the run saw errors either way).
+    std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+    memcached->stop();
+  });
+  auto report = run_json(servers() + " --l3 " + memcached->url() +
+                         " --protect fleet --processes 2 --concurrency 4 --duration 3"
+                         " --keys 50 --ttl-ms 300 --db-latency-ms 2 --fault l3-down:0.5-1.5");
+  killer.join();
+  EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
+  EXPECT_EQ(report["wrong_values"], 0);
+  EXPECT_GT(report["l3_errors"].get<std::uint64_t>(), 0u) << report.dump();
+  EXPECT_EQ(report["l3_rejected"].get<std::uint64_t>(), 0u);
+  CliRun no_redis = run_cli("simulate --duration 1 --protect local --l3 memcached://127.0.0.1:1");
+  EXPECT_NE(no_redis.exit_code, 0);
+  EXPECT_NE(no_redis.output.find("--l3 needs --redis"), std::string::npos) << no_redis.output;
+  CliRun bad_url = run_cli("simulate --duration 1 " + servers() + " --l3 redis://x:1");
+  EXPECT_NE(bad_url.exit_code, 0);
+  EXPECT_NE(bad_url.output.find("--l3"), std::string::npos) << bad_url.output;
+  CliRun fault_without = run_cli("simulate --duration 1 " + servers() + " --fault l3-down:0-1");
+  EXPECT_NE(fault_without.exit_code, 0);
+  EXPECT_NE(fault_without.output.find("needs --l3"), std::string::npos) << fault_without.output;
 }
 
 TEST_F(Simulate, BadClientAndRateLimitFlagsAreRefusedNamingThem) {
