@@ -301,6 +301,10 @@ class Protector {
   // the set may still land in L2 later (a paused Redis runs it on resuming).
   Result<void> set(std::string_view key, std::string_view value,
                    std::optional<Duration> ttl = std::nullopt);
+  // set() with the entry's own lifetime (repository.h): its ttl (> 0) and
+  // how long it stays usable as a stale value after. Errors: as set(), and
+  // kInvalidArgument for a negative stale_for.
+  Result<void> set(std::string_view key, std::string_view value, const EntryOptions& options);
 
   // Forgets `key` in L1 and L2, so the next get loads it. Errors:
   // kInvalidArgument; kBackend/kTimeout when L2 could not be updated (L1 is

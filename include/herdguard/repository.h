@@ -21,6 +21,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -32,6 +33,32 @@
 
 namespace herdguard {
 
+// An entry's own lifetime, when whoever produces the value knows it better
+// than the Protector's options (Caffeine's Expiry, FusionCache's adaptive
+// caching): from a repository (LoadedEntry) or given to Protector::set.
+struct EntryOptions {
+  // How long the value is fresh (jittered by ttl_jitter, as options.ttl
+  // is; adaptive TTL does not apply). For "no such key": how long that is
+  // remembered. nullopt: the Protector's ttl (negative_ttl). Zero: answered
+  // to the callers of this load, then stale (fresh for one nanosecond: a TTL
+  // is never shorter, jittered_ttl).
+  // REQUIRES: >= 0.
+  std::optional<Duration> ttl{};
+  // How long past its freshness the entry is kept, usable as a stale value.
+  // nullopt: the Protector's max(stale_while_revalidate,
+  // fail_safe_max_staleness). Stale answers still need the Protector's
+  // windows: a shorter stale_for ends them sooner for this entry, a longer
+  // one only keeps it longer. REQUIRES: >= 0.
+  std::optional<Duration> stale_for{};
+};
+
+// What Repository::load_entry found: the value (nullopt: no such key) and,
+// optionally, its own lifetime.
+struct LoadedEntry {
+  std::optional<std::string> value{};
+  EntryOptions options{};
+};
+
 class Repository {
  public:
   virtual ~Repository() = default;
@@ -40,6 +67,11 @@ class Repository {
   // the key does not exist, or an error: kTimeout when `deadline` passed,
   // kBackend when the database failed. Should give up by `deadline`.
   virtual Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) = 0;
+  // load(), with the entry's own lifetime: what the Protector calls for a
+  // single key. The default is load() with the Protector's lifetimes;
+  // override it to decide per entry (e.g. a TTL from the row's
+  // "valid until" column). Errors: as load().
+  virtual Result<LoadedEntry> load_entry(std::string_view key, Deadline deadline);
 
   // Loads several keys in one call where the database can (one statement:
   // Protector::get_many batches its misses into it). Returns one result per
@@ -64,11 +96,18 @@ class CallbackRepository final : public Repository {
   // The batch form (Repository::load_many); must return one result per key.
   using LoadManyFunction = std::function<std::vector<Result<std::optional<std::string>>>(
       std::span<const std::string> keys, Deadline deadline)>;
+  // The per-entry form (Repository::load_entry).
+  using LoadEntryFunction =
+      std::function<Result<LoadedEntry>(std::string_view key, Deadline deadline)>;
 
   // REQUIRES: `load` (and `load_many`, when given) are callable and safe to
   // call from many threads at once. Without `load_many`, batches load key
   // by key.
   explicit CallbackRepository(LoadFunction load, LoadManyFunction load_many = {});
+  // A repository that decides each entry's lifetime: `load_entry` answers
+  // load_entry() and (its value alone) load(). REQUIRES: callable and safe
+  // from many threads at once.
+  static std::shared_ptr<CallbackRepository> with_entries(LoadEntryFunction load_entry);
 
   Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
   // `load_many`'s answer; kBackend for every key when it throws or returns
@@ -76,10 +115,14 @@ class CallbackRepository final : public Repository {
   std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
                                                             Deadline deadline) override;
   bool loads_in_batches() const noexcept override { return static_cast<bool>(load_many_); }
+  // `load_entry`'s answer (with_entries), else load()'s value; kBackend
+  // when it throws.
+  Result<LoadedEntry> load_entry(std::string_view key, Deadline deadline) override;
 
  private:
   LoadFunction load_;
   LoadManyFunction load_many_;
+  LoadEntryFunction load_entry_;
 };
 
 }  // namespace herdguard

@@ -946,6 +946,11 @@ void Protector::get_async(std::string_view key, Callback callback) {
 
 Result<void> Protector::set(std::string_view key, std::string_view value,
                             std::optional<Duration> ttl) {
+  return set(key, value, EntryOptions{.ttl = ttl});
+}
+
+Result<void> Protector::set(std::string_view key, std::string_view value,
+                            const EntryOptions& options) {
   Parts& p = *parts_;
   if (auto valid = check_key(key); !valid) return valid;
   if (value.size() > p.options.max_value_bytes) {
@@ -953,11 +958,14 @@ Result<void> Protector::set(std::string_view key, std::string_view value,
                       fmt::format("value is {} bytes, over max_value_bytes ({})", value.size(),
                                   p.options.max_value_bytes));
   }
-  const Duration effective_ttl = ttl.value_or(p.options.ttl);
+  const Duration effective_ttl = options.ttl.value_or(p.options.ttl);
   if (effective_ttl <= Duration::zero())
     return make_error(ErrorKind::kInvalidArgument, "ttl must be > 0");
-  CacheEntry entry = internal::make_entry(p.loader.policy(), std::string(value), effective_ttl,
-                                          p.options.clock->now(), Duration::zero());
+  if (options.stale_for && *options.stale_for < Duration::zero())
+    return make_error(ErrorKind::kInvalidArgument, "stale_for must be >= 0");
+  CacheEntry entry =
+      internal::make_entry(p.loader.policy(), std::string(value), effective_ttl,
+                           p.options.clock->now(), Duration::zero(), options.stale_for);
   auto stored = p.cache.set(key, std::move(entry));
   p.flights->forget(key);
   if (stored) announce_to_fleet(key);

@@ -11,14 +11,15 @@
 namespace herdguard::internal {
 
 CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
-                      Duration load_duration) {
+                      Duration load_duration, std::optional<Duration> stale_for) {
   const TimePoint fresh_until =
       add_saturating(now, jittered_ttl(ttl, policy.ttl_jitter, internal::uniform_real(0.0, 1.0)));
   return CacheEntry{
       .value = std::move(value),
       .fresh_until = fresh_until,
-      .stale_until = add_saturating(
-          fresh_until, std::max(policy.stale_while_revalidate, policy.fail_safe_max_staleness)),
+      .stale_until =
+          add_saturating(fresh_until, stale_for.value_or(std::max(policy.stale_while_revalidate,
+                                                                  policy.fail_safe_max_staleness))),
       .negative = false,
       .load_duration = load_duration,
   };
@@ -72,9 +73,9 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   }
   counters_.db_queries.add();
   const auto start = std::chrono::steady_clock::now();
-  Result<std::optional<std::string>> loaded = make_error(ErrorKind::kInternal, "not loaded");
+  Result<LoadedEntry> loaded = make_error(ErrorKind::kInternal, "not loaded");
   try {
-    loaded = repository_->load(key, deadline);
+    loaded = repository_->load_entry(key, deadline);
   } catch (const std::exception& e) {
     loaded = make_error(ErrorKind::kBackend, fmt::format("repository threw: {}", e.what()));
   } catch (...) {
@@ -107,7 +108,10 @@ Result<CacheEntry> RepositoryLoader::load_in_batch(BatchMember& member, const st
     counters_.db_errors.add();
     return std::unexpected(std::move(loaded.error()));
   }
-  return to_entry(key, std::move(loaded), std::chrono::steady_clock::now() - start);
+  Result<LoadedEntry> entry = loaded
+                                  ? Result<LoadedEntry>(LoadedEntry{.value = std::move(*loaded)})
+                                  : Result<LoadedEntry>(std::unexpected(std::move(loaded.error())));
+  return to_entry(key, std::move(entry), std::chrono::steady_clock::now() - start);
 }
 
 std::vector<Result<std::optional<std::string>>> RepositoryLoader::load_batch(
@@ -151,31 +155,38 @@ std::vector<Result<std::optional<std::string>>> RepositoryLoader::load_batch(
   return loaded;
 }
 
-Result<CacheEntry> RepositoryLoader::to_entry(const std::string& key,
-                                              Result<std::optional<std::string>> loaded,
+Result<CacheEntry> RepositoryLoader::to_entry(const std::string& key, Result<LoadedEntry> loaded,
                                               Duration elapsed) {
   const TimePoint now = clock_->now();
-  if (!loaded || !*loaded) {
-    const TimePoint until = add_saturating(now, policy_.negative_ttl);
+  const EntryOptions own = loaded ? loaded->options : EntryOptions{};
+  if ((own.ttl && *own.ttl < Duration::zero()) ||
+      (own.stale_for && *own.stale_for < Duration::zero())) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("repository gave key '{}' a negative ttl or stale_for", key));
+  }
+  if (!loaded || !loaded->value) {
+    const TimePoint until = add_saturating(now, own.ttl.value_or(policy_.negative_ttl));
     return CacheEntry{.value = {},
                       .fresh_until = until,
                       .stale_until = until,
                       .negative = true,
                       .load_duration = elapsed};
   }
-  if ((*loaded)->size() > policy_.max_value_bytes) {
+  std::string& value = *loaded->value;
+  if (value.size() > policy_.max_value_bytes) {
     return make_error(ErrorKind::kInvalidArgument,
                       fmt::format("value of key '{}' is {} bytes, over max_value_bytes ({})", key,
-                                  (*loaded)->size(), policy_.max_value_bytes));
+                                  value.size(), policy_.max_value_bytes));
   }
+  if (own.ttl) return make_entry(policy_, std::move(value), *own.ttl, now, elapsed, own.stale_for);
   Duration ttl = policy_.ttl;
   if (adaptive_) {
-    const AdaptiveTtl::Choice choice = adaptive_->choose(key, **loaded);
+    const AdaptiveTtl::Choice choice = adaptive_->choose(key, value);
     ttl = choice.ttl;
     if (choice.direction > 0) counters_.ttl_lengthened.add();
     if (choice.direction < 0) counters_.ttl_shortened.add();
   }
-  return make_entry(policy_, std::move(**loaded), ttl, now, elapsed);
+  return make_entry(policy_, std::move(value), ttl, now, elapsed, own.stale_for);
 }
 
 }  // namespace herdguard::internal

@@ -35,8 +35,9 @@ struct EntryPolicy {
 // The entry for a value loaded or set now: fresh for `ttl` jittered, kept
 // for max(stale_while_revalidate, fail_safe_max_staleness) after that.
 // Saturates at TimePoint::max() ("keep forever").
+// `stale_for` (when given) replaces that max: the entry's own (EntryOptions).
 CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
-                      Duration load_duration);
+                      Duration load_duration, std::optional<Duration> stale_for = std::nullopt);
 
 // Whose load it is: a caller waits for a foreground load; a background
 // refresh (stale-while-revalidate) is optional and never waits for a
@@ -84,8 +85,7 @@ class RepositoryLoader {
   std::vector<Result<std::optional<std::string>>> load_batch(std::span<const std::string> keys,
                                                              Deadline deadline);
   // The entry to cache for a repository answer that is not an error.
-  Result<CacheEntry> to_entry(const std::string& key, Result<std::optional<std::string>> loaded,
-                              Duration elapsed);
+  Result<CacheEntry> to_entry(const std::string& key, Result<LoadedEntry> loaded, Duration elapsed);
 
   const std::shared_ptr<Repository> repository_;
   CircuitBreaker& breaker_;

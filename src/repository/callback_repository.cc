@@ -22,8 +22,39 @@ std::vector<Result<std::optional<std::string>>> Repository::load_many(
   return results;
 }
 
+Result<LoadedEntry> Repository::load_entry(std::string_view key, Deadline deadline) {
+  auto loaded = load(key, deadline);
+  if (!loaded) return std::unexpected(std::move(loaded.error()));
+  return LoadedEntry{.value = std::move(*loaded)};
+}
+
 CallbackRepository::CallbackRepository(LoadFunction load, LoadManyFunction load_many)
     : load_(std::move(load)), load_many_(std::move(load_many)) {}
+
+std::shared_ptr<CallbackRepository> CallbackRepository::with_entries(LoadEntryFunction load_entry) {
+  auto repository = std::make_shared<CallbackRepository>(LoadFunction{});
+  repository->load_entry_ = std::move(load_entry);
+  // load() answers the value alone (get_many's batches key by key).
+  repository->load_ = [raw = repository.get()](
+                          std::string_view key,
+                          Deadline deadline) -> Result<std::optional<std::string>> {
+    auto loaded = raw->load_entry_(key, deadline);
+    if (!loaded) return std::unexpected(std::move(loaded.error()));
+    return std::move(loaded->value);
+  };
+  return repository;
+}
+
+Result<LoadedEntry> CallbackRepository::load_entry(std::string_view key, Deadline deadline) {
+  if (!load_entry_) return Repository::load_entry(key, deadline);
+  try {
+    return load_entry_(key, deadline);
+  } catch (const std::exception& e) {
+    return make_error(ErrorKind::kBackend, fmt::format("loader threw: {}", e.what()));
+  } catch (...) {
+    return make_error(ErrorKind::kBackend, "loader threw: unknown exception");
+  }
+}
 
 std::vector<Result<std::optional<std::string>>> CallbackRepository::load_many(
     std::span<const std::string> keys, Deadline deadline) {
