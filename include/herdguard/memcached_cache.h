@@ -22,9 +22,10 @@
 // truncated write, a hash collision) are a miss, counted as corrupt.
 //
 // Failures degrade like Redis's: an error (memcached down, timing out) reads
-// as a miss and skips the write, counted in stats().errors. libmemcached marks
-// a server that failed as dead for `retry_interval`, so while memcached is
-// down each call fails at once instead of paying the timeout.
+// as a miss and skips the write, counted in stats().errors. After a failure
+// (refused, reset, or no answer within the timeout: a hung server) memcached
+// is left alone for `retry_interval`, so while it is down or hung each call
+// fails at once instead of paying the timeout.
 //
 // URLs: `memcached://HOST:PORT` (TCP) and `memcached:///path/to/socket` (unix).
 //
@@ -69,7 +70,8 @@ struct MemcachedCacheOptions {
   // take. REQUIRES: 1 s <= max_lifetime <= 30 days (memcached's limit for
   // relative expiries).
   Duration max_lifetime = std::chrono::hours(1);
-  // Most connections open at once. REQUIRES: 1 <= pool_size <= 1024.
+  // Most connections open at once; a call beyond them waits for one (within
+  // its timeout). REQUIRES: 1 <= pool_size <= 1024.
   std::size_t pool_size = 8;
 
   // Errors: kInvalidArgument naming the first bad field.

@@ -116,7 +116,9 @@ class RedisCache final : public Cache {
   // (zero: none), in the same script.
   Result<std::uint64_t> set(std::string_view key, CacheEntry entry, Duration tombstone_for);
   // An invalidate: bumps the key's version (when one exists) and deletes the
-  // value, in one script. Errors: kBackend/kTimeout.
+  // value, in one script. Leaves no L3 tombstone: with an L3 (memcached_cache.h)
+  // change keys through Protector::set/invalidate, which do.
+  // Errors: kBackend/kTimeout.
   Result<void> erase(std::string_view key) override;
   // erase(), leaving an L3 tombstone for `tombstone_for` (zero: none) at the
   // bumped version, or at the server clock in µs when no load holds one.

@@ -17,8 +17,16 @@
 //     pod loads its own copy from the repository, keeps it out of the cache
 //     (foreign_loads; one load per key at a time in this process), and the
 //     newer pods keep theirs;
-//   * a value this pod has just loaded that still does not decode is an
-//     error (kCorrupt, fresh_decode_failures), not another reload.
+//   * a value this pod loads is decoded before it is cached: one that does
+//     not decode (a codec that writes what it cannot read back) fails that
+//     load (kCorrupt, fresh_decode_failures) and is never cached, so it
+//     cannot start a repair.
+// Limits: during a deploy, old pods keep writing old values on their misses
+// and refreshes, and new pods repair them again — one repair per such
+// write, never a loop between two pods. A repair whose inline run times out
+// may run once more on the load executor (SingleFlight), invalidating twice.
+// options.protector.default_value returns the codec's bytes (e.g. JSON
+// text): the TypedProtector frames them.
 //
 // Codecs: BytesCodec (std::string as is) here, JsonCodec<T> (nlohmann-json)
 // in json_codec.h; any type with the CodecFor members below will do.
@@ -82,6 +90,9 @@ std::string encode_typed_frame(std::string_view codec, std::uint32_t schema_vers
                                std::string_view payload);
 // Views into `bytes`. Errors: kCorrupt when they are not a frame.
 Result<TypedFrame> decode_typed_frame(std::string_view bytes);
+// Whether `bytes` are a frame of a format later than this build's: a newer
+// release's value, to be left alone rather than repaired.
+bool is_later_typed_frame(std::string_view bytes) noexcept;
 
 struct TypedProtectorOptions {
   // The schema of the values this build writes: raise it when T's encoding
@@ -94,7 +105,7 @@ struct TypedProtectorStats {
   std::uint64_t decode_failures = 0;        // cached values that did not decode (repaired)
   std::uint64_t repairs = 0;                // values invalidated to be loaded again
   std::uint64_t foreign_loads = 0;          // own loads past a newer schema's (or codec's) value
-  std::uint64_t fresh_decode_failures = 0;  // just-loaded values that did not decode (errors)
+  std::uint64_t fresh_decode_failures = 0;  // values refused: the codec cannot read them back
 };
 
 template <class T, CodecFor<T> Codec>
@@ -116,6 +127,15 @@ class TypedProtector {
       return make_error(ErrorKind::kInvalidArgument, "typed protector: codec name over 255 bytes");
     auto typed = std::unique_ptr<TypedProtector>(new TypedProtector(
         options.schema_version, options.protector.request_timeout, std::move(loader)));
+    if (auto fallback = std::move(options.protector.default_value)) {
+      // The caller's default is the codec's bytes: framed like a load's.
+      options.protector.default_value = [fallback = std::move(fallback),
+                                         schema = options.schema_version](std::string_view key) {
+        std::optional<std::string> bytes = fallback(key);
+        if (bytes) bytes = encode_typed_frame(Codec::name(), schema, *bytes);
+        return bytes;
+      };
+    }
     auto flights = SingleFlight::create(options.protector.single_flight);
     if (!flights) return std::unexpected(flights.error());
     typed->flights_ = std::move(*flights);
@@ -157,10 +177,9 @@ class TypedProtector {
     if (!repaired) return std::unexpected(std::move(repaired.error()));
     Read again = decode(*repaired);
     if (again.value) return std::move(*again.value);
-    if (again.foreign) return load_own(key, deadline);  // a newer pod got there first
-    fresh_decode_failures_.fetch_add(1, std::memory_order_relaxed);
-    return make_error(ErrorKind::kCorrupt,
-                      "typed get: a freshly loaded value does not decode: " + again.why);
+    // Another pod's value got there first (an older or newer release's: what
+    // this pod loads always decodes): not ours to repair twice.
+    return load_own(key, deadline);
   }
   // get() within the Protector's request_timeout.
   Result<T> get(std::string_view key) { return get(key, Deadline::after(request_timeout_)); }
@@ -202,6 +221,7 @@ class TypedProtector {
     auto framed = decode_typed_frame(bytes);
     if (!framed) {
       read.why = framed.error().message;
+      read.foreign = is_later_typed_frame(bytes);
       return read;
     }
     const bool same_codec = framed->codec == std::string_view(Codec::name());
@@ -219,9 +239,18 @@ class TypedProtector {
     return read;
   }
 
+  // The value's bytes, framed — once they are known to decode: a value the
+  // codec cannot read back is refused here (kCorrupt), before any cache
+  // holds it.
   Result<std::string> frame(const T& value) const {
     auto bytes = Codec::encode(value);
     if (!bytes) return std::unexpected(std::move(bytes.error()));
+    if (auto back = Codec::decode(*bytes); !back) {
+      fresh_decode_failures_.fetch_add(1, std::memory_order_relaxed);
+      return make_error(
+          ErrorKind::kCorrupt,
+          "typed value: the codec cannot read back what it wrote: " + back.error().message);
+    }
     return encode_typed_frame(Codec::name(), schema_, *bytes);
   }
 
@@ -259,7 +288,7 @@ class TypedProtector {
   const std::uint32_t schema_;
   const Duration request_timeout_;
   const Loader loader_;
-  std::atomic<std::uint64_t> decode_failures_{0}, repairs_{0}, foreign_loads_{0},
+  mutable std::atomic<std::uint64_t> decode_failures_{0}, repairs_{0}, foreign_loads_{0},
       fresh_decode_failures_{0};
   // Destroyed before the members above: its loads call the loader.
   std::unique_ptr<Protector> protector_;

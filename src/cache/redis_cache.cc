@@ -13,22 +13,42 @@ namespace {
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
 // What set and invalidate share.
-// hg_change_version(version_key): the version of a set/invalidate — bumped
-//   when a load may be working under it, else the server clock in
-//   microseconds (no key is created: no load holds a snapshot to supersede,
-//   and a later one starts above it).
+// hg_change_version(version_key, tombstone_key or nil): the version of a
+//   set/invalidate — bumped when a load may be working under it, else the
+//   server clock in microseconds (no key is created: no load holds a
+//   snapshot to supersede, and a later one starts above it). With a
+//   tombstone, always above it: a clock that stepped back, or two changes
+//   in one microsecond, must still leave every earlier record below the new
+//   tombstone (the version key, when there is one, is raised alike).
 // hg_tombstone(key, version, ms): the tombstone a set/invalidate leaves for
 //   the L3 tier (memcached_cache.h) when the caller asks for one: the lowest
-//   version a record may have to be promoted, kept for `ms`. Only grows.
+//   version a record may have to be promoted. Its number and its lifetime
+//   only grow (a process configured with a shorter lifetime never shortens
+//   another's).
 constexpr std::string_view kChangeLua = R"lua(
-local function hg_change_version(key)
-  if redis.call('EXISTS', key) == 1 then return hg_bump(key) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function hg_change_version(key, tombstone)
+  local v
+  local exists = redis.call('EXISTS', key) == 1
+  if exists then
+    v = hg_bump(key)
+  else
+    local t = redis.call('TIME')
+    v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  if tombstone then
+    local floor = tonumber(hg_get(tombstone))
+    if floor and v <= floor then
+      v = floor + 1
+      if exists then redis.call('SET', key, string.format('%.0f', v), 'KEEPTTL') end
+    end
+  end
+  return v
 end
 local function hg_tombstone(key, version, ms)
   local old = tonumber(hg_get(key))
   if old and old > version then version = old end
+  local left = redis.call('PTTL', key)
+  if left > tonumber(ms) then ms = left end
   redis.call('SET', key, string.format('%.0f', version), 'PX', ms)
 end
 )lua";
@@ -40,7 +60,7 @@ end
 // into the envelope (bytes 23..30, little-endian), so every L2 value carries the version it was
 // written under. Returns it.
 const RedisScript kSet{std::string(internal::kVersionLua) + std::string(kChangeLua) + R"lua(
-local v = hg_change_version(KEYS[2])
+local v = hg_change_version(KEYS[2], KEYS[3])
 local le = ''
 local x = v
 for i = 1, 8 do
@@ -59,7 +79,7 @@ return string.format('%.0f', v)
 // below it: versions start from that clock, docs/consistency.md).
 const RedisScript kInvalidate{std::string(internal::kVersionLua) + std::string(kChangeLua) +
                               R"lua(
-local v = hg_change_version(KEYS[2])
+local v = hg_change_version(KEYS[2], KEYS[3])
 redis.call('DEL', KEYS[1])
 if KEYS[3] then hg_tombstone(KEYS[3], v, ARGV[1]) end
 return 1

@@ -103,8 +103,11 @@ std::optional<WriteOutcome> LoadCoordinator::store(const std::string& key, const
 Result<CacheEntry> LoadCoordinator::load_behind_l3(const std::string& key, Deadline load_deadline,
                                                    const LoadRequest& request, L3Write* l3) {
   if (cache_.has_l3()) {
-    // The epoch before anything is read, so a record never claims a Redis
-    // era later than its value's (tiered_cache.h).
+    // The epoch before the database is read, so a record never claims a
+    // Redis era later than its value's (tiered_cache.h). After the version
+    // snapshot is fine too: a Redis that lost its data after the snapshot
+    // lost the snapshot's version key, and the L2 write (which must succeed
+    // before any record is written) is refused.
     const std::uint64_t epoch = cache_.l3_epoch(key, load_deadline);
     if (auto promoted = cache_.l3_promotable(key, load_deadline, request.fresh_at_least_until))
       return std::move(*promoted);  // its record is in L3 already

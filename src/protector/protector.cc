@@ -765,41 +765,63 @@ bool Protector::read_many_from_l2(std::span<const std::string> keys,
                                   std::vector<Result<std::string>>& answers, Deadline deadline) {
   Parts& p = *parts_;
   if (!p.cache.has_l2() || misses.empty()) return false;
-  std::vector<std::string> wanted;
-  std::vector<MemoryCache::Ticket> tickets;  // before the read, as get's
-  wanted.reserve(misses.size());
-  tickets.reserve(misses.size());
-  for (const internal::GetManyMiss& miss : misses) {
-    wanted.push_back(keys[miss.at]);
-    tickets.push_back(p.cache.ticket(keys[miss.at]));
-  }
-  const TimePoint now = p.options.clock->now();
-  auto shared = p.cache.l2_get_many(wanted, now, deadline);
-  if (!shared) return false;  // each flight reads L2 itself
+  // One MGET per kMgetKeys, so that one call never builds an unbounded
+  // command (or reply) for Redis.
+  constexpr std::size_t kMgetKeys = 1000;
+  bool all_read = true;
   std::vector<internal::GetManyMiss> still;
-  for (std::size_t j = 0; j < misses.size(); ++j) {
-    internal::GetManyMiss& miss = misses[j];
-    std::optional<Envelope>& envelope = (*shared)[j];
-    if (!envelope) {
-      still.push_back(std::move(miss));
-      continue;
+  for (std::size_t from = 0; from < misses.size(); from += kMgetKeys) {
+    const std::size_t to = std::min(misses.size(), from + kMgetKeys);
+    std::vector<std::string> wanted;
+    std::vector<MemoryCache::Ticket> tickets;  // before the read, as get's
+    for (std::size_t m = from; m < to; ++m) {
+      wanted.push_back(keys[misses[m].at]);
+      tickets.push_back(p.cache.ticket(keys[misses[m].at]));
     }
-    CacheEntry& entry = envelope->entry;
-    const bool fresh = entry.is_fresh(now);
-    const std::string& key = wanted[j];
-    if (fresh) p.flights->forget(key);  // monotonic reads, as in read_past_l1
-    p.cache.fill_l1(key, entry, tickets[j], now);
-    if (!fresh) {
-      keep_newer(miss.stale, std::move(entry));
-      still.push_back(std::move(miss));
-      continue;
+    const TimePoint now = p.options.clock->now();
+    auto shared = p.cache.l2_get_many(wanted, now, deadline);
+    for (std::size_t m = from; m < to; ++m) {
+      internal::GetManyMiss& miss = misses[m];
+      const std::string& key = wanted[m - from];
+      std::optional<CacheEntry>& stale = miss.stale;
+      if (!shared) {
+        // Redis is unreachable and L1's copy is past its recheck time but
+        // still fresh: degrade to it rather than load, as get does.
+        if (stale && stale->is_fresh(now)) {
+          p.counters.l1_hits.add();
+          answers[miss.at] = finish(answer_of(std::move(*stale), key), key, miss.trace);
+        } else {
+          still.push_back(std::move(miss));
+        }
+        continue;
+      }
+      std::optional<Envelope>& envelope = (*shared)[m - from];
+      if (!envelope) {
+        still.push_back(std::move(miss));
+        continue;
+      }
+      CacheEntry& entry = envelope->entry;
+      const bool fresh = entry.is_fresh(now);
+      if (fresh) p.flights->forget(key);  // monotonic reads, as in read_past_l1
+      p.cache.fill_l1(key, entry, tickets[m - from], now);
+      if (!fresh) {
+        keep_newer(stale, std::move(entry));
+        still.push_back(std::move(miss));
+        continue;
+      }
+      p.counters.l2_answers.add();
+      miss.trace.layer = internal::Layer::kL2;
+      if (now >= refresh_window_start(p.options.early_refresh, entry.fresh_until,
+                                      entry.load_duration, p.options.ttl, entry.negative)) {
+        consider_early_refresh(
+            key, {.fresh_until = entry.fresh_until, .load_duration = entry.load_duration});
+      }
+      answers[miss.at] = finish(answer_of(std::move(entry), key), key, miss.trace);
     }
-    p.counters.l2_answers.add();
-    miss.trace.layer = internal::Layer::kL2;
-    answers[miss.at] = finish(answer_of(std::move(entry), key), key, miss.trace);
+    if (!shared) all_read = false;
   }
   misses = std::move(still);
-  return true;
+  return all_read;
 }
 
 std::vector<Result<std::string>> Protector::get_many(std::span<const std::string> keys,
@@ -840,13 +862,13 @@ std::vector<Result<std::string>> Protector::get_many(std::span<const std::string
       answers[i] = finish(fresh_answer(std::move(l1), key), key, trace);
       continue;
     }
-    p.counters.cache_misses.add();
     trace.layer = internal::Layer::kLoad;
     misses.push_back({.at = i, .stale = std::move(l1.entry), .trace = trace});
   }
   // L2: the misses' fresh values in one MGET; the flights of the rest then
   // skip their own L2 read.
   const bool l2_read = read_many_from_l2(keys, misses, answers, deadline);
+  p.counters.cache_misses.add(misses.size());
   // The misses: one flight each, their database loads in one batch — at
   // most kFlightsPerBatch flights at a time, so a large call does not fill
   // the load queue (and get refused) by itself.

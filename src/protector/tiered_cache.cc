@@ -12,9 +12,11 @@ TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Durat
       l1_max_ttl_(l1_max_ttl),
       l2_(std::move(l2)),
       l3_(l2_ ? std::move(l3) : nullptr),
-      tombstone_for_(l3_ ? add_saturating(add_saturating(l3_->options().max_lifetime, load_timeout),
-                                          std::chrono::seconds(2))
-                         : Duration::zero()),
+      tombstone_for_(
+          l3_ ? add_saturating(add_saturating(l3_->options().max_lifetime,
+                                              std::max(load_timeout, l3_->options().timeout)),
+                               kTombstoneMargin)
+              : Duration::zero()),
       clock_(std::move(clock)),
       coarse_lag_(clock_->coarse_lag()),
       system_clock_(dynamic_cast<const SystemClock*>(clock_.get())),
@@ -93,15 +95,30 @@ Result<std::optional<Envelope>> TieredCache::l2_get(std::string_view key, TimePo
   return got;
 }
 
+namespace {
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void TieredCache::remember_epoch(std::uint64_t epoch) noexcept {
+  l3_epoch_.store(epoch, std::memory_order_release);
+  l3_epoch_read_ns_.store(steady_ns(), std::memory_order_release);
+}
+
 std::uint64_t TieredCache::l3_epoch(std::string_view key, Deadline deadline) {
   if (!l3_) return 0;
-  if (const std::uint64_t known = l3_epoch_.load(std::memory_order_acquire)) return known;
+  const std::uint64_t known = l3_epoch_.load(std::memory_order_acquire);
+  const std::int64_t age = steady_ns() - l3_epoch_read_ns_.load(std::memory_order_acquire);
+  if (known != 0 && age < std::chrono::nanoseconds(kEpochRecheck).count()) return known;
   auto guard = l2_->tier_guard(key, deadline);
   if (!guard) {
     if (!deadline.expired()) counters_.redis_errors.add();
     return 0;
   }
-  l3_epoch_.store(guard->epoch, std::memory_order_release);
+  remember_epoch(guard->epoch);
   return guard->epoch;
 }
 
@@ -124,7 +141,7 @@ std::optional<CacheEntry> TieredCache::l3_promotable(std::string_view key, Deadl
     counters_.l3_misses.add();
     return std::nullopt;
   }
-  l3_epoch_.store(guard->epoch, std::memory_order_release);
+  remember_epoch(guard->epoch);
   const L3Record& record = **got;
   if (record.epoch != guard->epoch || record.envelope.version < guard->min_version) {
     counters_.l3_rejected.add();

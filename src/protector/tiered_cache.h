@@ -132,12 +132,21 @@ class TieredCache {
   const std::shared_ptr<RedisCache> l2_;
   const std::shared_ptr<MemcachedCache> l3_;
   // How long a set/invalidate's tombstone lives: longer than any L3 record
-  // written before it (max_lifetime after a write made at most a load
-  // timeout after the set/invalidate, plus memcached's 1 s granularity).
+  // written before it. A record's write starts at most a load timeout (a
+  // load's) or an L3 timeout (a set's) after the L2 write it follows, and
+  // expires at an absolute instant at most max_lifetime after it started
+  // (memcached_cache.h); the margin covers memcached's whole seconds and
+  // the clock skew between this host, Redis and memcached.
+  static constexpr Duration kTombstoneMargin = std::chrono::seconds(60);
   const Duration tombstone_for_;
-  // The last L3 epoch Redis told (0: none yet). Only ever a value read from
-  // Redis; a stale one only makes records that Redis then refuses.
+  // The last L3 epoch Redis told (0: none yet), and when (steady ns). Only
+  // ever a value read from Redis; a stale one only makes records that Redis
+  // then refuses, so it is asked again when older than kEpochRecheck (a
+  // process that rarely reads L3 would otherwise write dead records for long).
+  static constexpr Duration kEpochRecheck = std::chrono::seconds(1);
   std::atomic<std::uint64_t> l3_epoch_{0};
+  std::atomic<std::int64_t> l3_epoch_read_ns_{0};
+  void remember_epoch(std::uint64_t epoch) noexcept;
   const std::shared_ptr<Clock> clock_;
   const Duration coarse_lag_;  // clock_->coarse_lag(), read once
   // clock_ when it is the SystemClock (almost always): the hit path then

@@ -24,6 +24,11 @@ std::string encode_typed_frame(std::string_view codec, std::uint32_t schema_vers
   return out;
 }
 
+bool is_later_typed_frame(std::string_view bytes) noexcept {
+  return bytes.size() > kMagic.size() && bytes.substr(0, kMagic.size()) == kMagic &&
+         static_cast<std::uint8_t>(bytes[kMagic.size()]) > kFormat;
+}
+
 Result<TypedFrame> decode_typed_frame(std::string_view bytes) {
   auto corrupt = [](std::string_view why) {
     return make_error(ErrorKind::kCorrupt, fmt::format("typed value: {}", why));

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -97,6 +98,14 @@ void MemcachedServer::stop() {
   stop_child(pid_);
   std::error_code ignored;
   std::filesystem::remove(socket_path_, ignored);
+}
+
+void MemcachedServer::pause() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+}
+
+void MemcachedServer::resume() {
+  if (pid_ > 0) ::kill(pid_, SIGCONT);
 }
 
 void MemcachedServer::start_again() {

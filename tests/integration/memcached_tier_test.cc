@@ -158,6 +158,46 @@ TEST(MemcachedCache, ADeadServerIsAnErrorAtOnceAndTheClientComesBackWithIt) {
   }));
 }
 
+TEST(MemcachedCache, AHungServerIsLeftAloneAfterOneTimeout) {
+  auto server = MemcachedServer::start();
+  auto l3 = make_l3(*server, {.timeout = std::chrono::milliseconds(100)});
+  ASSERT_TRUE(l3->put("k", record_of("v", 1, 1), Deadline::after(2s)));
+  server->pause();  // connections stay open; nothing answers
+  auto first = l3->get("k", Deadline::after(2s));
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().kind, ErrorKind::kTimeout) << first.error().to_string();
+  for (int i = 0; i < 10; ++i) {
+    auto skipped = l3->get("k", Deadline::after(2s));
+    ASSERT_FALSE(skipped);
+    EXPECT_NE(skipped.error().message.find("left alone"), std::string::npos)
+        << skipped.error().to_string();
+  }
+  server->resume();
+  EXPECT_TRUE(eventually([&] {
+    auto got = l3->get("k", Deadline::after(2s));
+    return got && *got && (*got)->envelope.entry.value == "v";
+  }));
+}
+
+TEST(MemcachedCache, CallersBeyondThePoolWaitForAHandle) {
+  auto server = MemcachedServer::start();
+  auto l3 = make_l3(*server, {.pool_size = 2});
+  ASSERT_TRUE(l3->put("k", record_of("v", 1, 1), Deadline::after(2s)));
+  std::atomic<int> answered{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 16; ++t) {
+    callers.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        auto got = l3->get("k", Deadline::after(5s));
+        if (got && *got) answered.fetch_add(1);
+      }
+    });
+  }
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(answered.load(), 16 * 50);
+  EXPECT_EQ(l3->stats().errors, 0u);
+}
+
 TEST(MemcachedCache, OptionsAreValidated) {
   for (const char* url : {"", "redis://x:1", "memcached://", "memcached://host",
                           "memcached://host:0", "memcached://host:70000", "memcached://:11211",

@@ -163,6 +163,7 @@ TEST(ProtectorFleet, GetManyReadsL2InOneMget) {
   EXPECT_EQ(calls_of(*b.fleet.client, "get"), 0);
   EXPECT_EQ(calls_of(*b.fleet.client, "evalsha"), 0) << "no load, no lock";
   EXPECT_EQ(b.protector->metrics().l2_hits, 101u);
+  EXPECT_EQ(b.protector->metrics().cache_misses, 0u) << "L2 answered every key";
   // A key L2 does not have goes on to its flight, which does not read L2
   // again (its one L2 miss is the MGET's).
   const std::uint64_t misses_before = b.protector->metrics().l2_misses;

@@ -291,3 +291,40 @@ TEST(RedisCache, NullArgumentsAreRefused) {
 
 }  // namespace
 }  // namespace herdguard
+
+namespace herdguard {
+namespace {
+
+// L3 tombstones (memcached_cache.h): a change always moves the tombstone
+// above the previous one — also when Redis's clock is behind it (stepped
+// back, or two changes in one microsecond) — and never shortens its life.
+TEST(RedisCacheTombstones, AChangeAlwaysMovesTheTombstoneUpAndNeverShortensIt) {
+  Fixture f;
+  auto cache = f.cache();
+  auto first = cache->set("k", f.entry("v1"), 60s);
+  ASSERT_TRUE(first) << first.error().to_string();
+  auto guard = cache->tier_guard("k", Deadline::after(2s));
+  ASSERT_TRUE(guard) << guard.error().to_string();
+  EXPECT_EQ(guard->min_version, *first) << "a set's own record is promotable";
+  // As if Redis's clock had stepped back: the tombstone is far ahead of it.
+  const std::uint64_t ahead = *first + 1'000'000'000'000ULL;
+  ASSERT_TRUE(
+      f.client->command({"SET", cache->tombstone_key("k"), std::to_string(ahead), "PX", "60000"}));
+  ASSERT_TRUE(cache->invalidate("k", 60s));
+  EXPECT_EQ(cache->tier_guard("k", Deadline::after(2s))->min_version, ahead + 1);
+  auto second = cache->set("k", f.entry("v2"), 60s);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(*second, ahead + 2) << "the value's version is above every earlier record";
+  EXPECT_EQ(cache->tier_guard("k", Deadline::after(2s))->min_version, ahead + 2);
+  // A process with a shorter lifetime does not shorten the tombstone.
+  ASSERT_TRUE(cache->invalidate("k", 1s));
+  auto left = f.client->command({"PTTL", cache->tombstone_key("k")});
+  ASSERT_TRUE(left);
+  EXPECT_GT(left->integer, 30'000);
+  // Without a tombstone asked for, none is written.
+  ASSERT_TRUE(cache->invalidate("other", Duration::zero()));
+  EXPECT_EQ(cache->tier_guard("other", Deadline::after(2s))->min_version, 0u);
+}
+
+}  // namespace
+}  // namespace herdguard

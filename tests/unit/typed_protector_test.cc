@@ -140,7 +140,7 @@ struct NeverDecodes {
   }
 };
 
-TEST(TypedProtector, AFreshValueThatDoesNotDecodeIsAnErrorNotALoop) {
+TEST(TypedProtector, AValueTheCodecCannotReadBackIsRefusedNeverCachedNeverRepaired) {
   std::atomic<int> loads{0};
   auto broken = TypedProtector<int, NeverDecodes>::create(
       {}, [&](std::string_view, Deadline) -> Result<std::optional<int>> {
@@ -148,11 +148,42 @@ TEST(TypedProtector, AFreshValueThatDoesNotDecodeIsAnErrorNotALoop) {
         return std::optional<int>(7);
       });
   ASSERT_TRUE(broken) << broken.error().to_string();
-  auto r = (*broken)->get("k");
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().kind, ErrorKind::kCorrupt) << r.error().to_string();
-  EXPECT_EQ(loads.load(), 2) << "the first load, and one repair: no more";
-  EXPECT_EQ((*broken)->stats().fresh_decode_failures, 1u);
+  for (int i = 1; i <= 3; ++i) {
+    auto r = (*broken)->get("k");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kCorrupt) << r.error().to_string();
+    EXPECT_EQ(loads.load(), i) << "one load per get: no repair, no reload loop";
+  }
+  EXPECT_EQ((*broken)->stats().fresh_decode_failures, 3u);
+  EXPECT_EQ((*broken)->stats().decode_failures, 0u);
+  EXPECT_EQ((*broken)->stats().repairs, 0u);
+  EXPECT_FALSE((*broken)->untyped().peek("k")) << "nothing was cached";
+  EXPECT_EQ((*broken)->set("k", 1).error().kind, ErrorKind::kCorrupt);
+}
+
+TEST(TypedProtector, ALaterFrameFormatIsLeftAlone) {
+  Catalog catalog;
+  auto products = make_products(catalog);
+  std::string later = encode_typed_frame("json", 1, R"({"name":"x","price":1})");
+  later[4] = 2;  // frame format 2: a later release's
+  ASSERT_TRUE(products->untyped().set("k", later));
+  EXPECT_EQ(*products->get("k"), (Product{"k", 10}));
+  EXPECT_EQ(products->stats().foreign_loads, 1u);
+  EXPECT_EQ(products->stats().repairs, 0u);
+  EXPECT_EQ(*products->untyped().get("k"), later);
+}
+
+TEST(TypedProtector, TheDefaultValueIsTheCodecsBytes) {
+  Catalog catalog;
+  TypedProtectorOptions options;
+  options.protector.default_value = [](std::string_view) {
+    return std::optional<std::string>(R"({"name":"default","price":0})");
+  };
+  auto products = Products::create(std::move(options), catalog.loader());
+  ASSERT_TRUE(products) << products.error().to_string();
+  EXPECT_EQ(*(*products)->get("broken"), (Product{"default", 0}));
+  EXPECT_EQ((*products)->stats().decode_failures, 0u);
+  EXPECT_EQ(catalog.loads.load(), 1);
 }
 
 TEST(TypedProtector, ManyCallersMeetingABadValueRepairItOnce) {
