@@ -239,6 +239,29 @@ struct ProtectorOptions {
 // that set TTLs elsewhere. REQUIRES: 0 <= jitter < 1, 0 <= unit < 1.
 Duration jittered_ttl(Duration ttl, double jitter, double unit) noexcept;
 
+// One get's own choices, over the ProtectorOptions (Protector::get(key,
+// GetOptions)). What a load stores is shared by every caller of the key's
+// flight: `entry` applies only when this call's load is the one that runs.
+struct GetOptions {
+  // nullopt: request_timeout from the call.
+  std::optional<Deadline> deadline{};
+  // As get_stale_while_revalidate.
+  bool stale_while_revalidate = false;
+  // This call's fail-safe window (options.fail_safe_max_staleness): how
+  // long past its freshness a stale value may answer a failed load; zero:
+  // none. It cannot extend an entry past the time it is kept (stale_until).
+  std::optional<Duration> fail_safe_max_staleness{};
+  // Not answered from this process's L1 (nor its stale copy); a load this
+  // call starts does not answer from L1 either. L1 is still filled.
+  bool skip_l1 = false;
+  // Not answered from L2 before the load: the load coordinates through
+  // Redis as always (the fleet lock's holder may still take a value another
+  // process has just written there).
+  bool skip_l2 = false;
+  // The stored value's lifetime when the repository gives none (repository.h).
+  EntryOptions entry{};
+};
+
 class Protector {
  public:
   using Callback = std::function<void(const Result<std::string>&)>;
@@ -283,6 +306,9 @@ class Protector {
   // the load queue is full). Otherwise behaves as get().
   Result<std::string> get_stale_while_revalidate(std::string_view key, Deadline deadline);
   Result<std::string> get_stale_while_revalidate(std::string_view key);
+  // get() with this call's own choices (GetOptions). Errors: as get(), and
+  // kInvalidArgument for a negative fail_safe_max_staleness or entry option.
+  Result<std::string> get(std::string_view key, const GetOptions& options);
 
   // get() on behalf of `client`, admitted by options.rate_limiter first
   // (fleet-wide GCRA, per process while Redis is unreachable). Over the
@@ -356,12 +382,16 @@ class Protector {
   // read() past its fast path (a fresh, positive L1 hit without Prometheus):
   // `peeked` is what the coarse L1 look found (a fresh entry's value in
   // `value`), kAbsent for an invalid key.
+  // `call`: a get's own options (null: none).
   Result<std::string> read_past_l1(std::string_view key, std::optional<Deadline> deadline,
                                    bool serve_stale, MemoryCache::Freshness peeked,
-                                   std::string&& value, bool negative);
+                                   std::string&& value, bool negative,
+                                   const GetOptions* call = nullptr);
   // Whether `entry` is a stale value the fallback chain may answer at `now`
-  // (within fail_safe_max_staleness past its TTL).
-  bool holds_fallback(const std::optional<CacheEntry>& entry, TimePoint now) const;
+  // (within the fail-safe window past its TTL: `call`'s, else the options').
+  bool holds_fallback(const std::optional<CacheEntry>& entry, TimePoint now,
+                      const GetOptions* call = nullptr) const;
+  Duration fail_safe_window(const GetOptions* call) const;
   // Whether `entry` may be answered by get_stale_while_revalidate at `now`.
   bool within_revalidate_window(const std::optional<CacheEntry>& entry, TimePoint now) const;
   // The load of `key` for a caller holding `stale` under a soft timeout:
@@ -369,7 +399,8 @@ class Protector {
   // `deadline`; nullopt when the soft timeout came first (the caller then
   // answers `stale`), else the flight's result.
   std::optional<Result<std::string>> load_within_soft_timeout(std::string_view key,
-                                                              Deadline deadline, bool l2_just_read);
+                                                              Deadline deadline, bool l2_just_read,
+                                                              const GetOptions* call = nullptr);
   // Answers `stale` and starts one background refresh of `key` (unless one
   // runs; dropped and counted when the executor is full).
   Result<std::string> serve_stale_and_refresh(std::string_view key, CacheEntry stale, TimePoint now,
@@ -378,7 +409,7 @@ class Protector {
   // saw, or a newer one in L1) within fail_safe_max_staleness, then
   // default_value, then the error. Never waits on Redis.
   Result<std::string> fall_back(std::string_view key, Error error, std::optional<CacheEntry> seen,
-                                internal::RequestTrace* trace);
+                                internal::RequestTrace* trace, const GetOptions* call = nullptr);
   // Counts the request's outcome (and records it in Prometheus).
   Result<std::string> finish(Result<std::string> result, std::string_view key,
                              internal::RequestTrace& trace);
@@ -391,7 +422,8 @@ class Protector {
                                   internal::LoadPriority priority = internal::LoadPriority{},
                                   bool l2_just_read = false,
                                   TimePoint fresh_at_least_until = TimePoint::min(),
-                                  std::shared_ptr<internal::BatchMember> batch = nullptr);
+                                  std::shared_ptr<internal::BatchMember> batch = nullptr,
+                                  const GetOptions* call = nullptr);
   // Starts one background load of `key` unless one runs or
   // max_background_refreshes run already (then counted as dropped).
   // `fresh_at_least_until` as for loader_for. Returns whether it started.

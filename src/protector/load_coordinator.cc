@@ -61,13 +61,15 @@ Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline l
   // A flight that finished just before this one started may have filled L1
   // after our caller looked.
   const TimePoint now = clock_->now();
-  if (auto got = cache_.l1_get(key, now);
-      got && TieredCache::fresh_in_l1(*got, std::max(now, bar))) {
-    return *got;
+  if (!request.skip_l1) {
+    if (auto got = cache_.l1_get(key, now);
+        got && TieredCache::fresh_in_l1(*got, std::max(now, bar))) {
+      return *got;
+    }
   }
   if (!cache_.has_l2()) {
     const MemoryCache::Ticket ticket = cache_.ticket(key);
-    Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
+    Result<CacheEntry> entry = loader_.load(key, load_deadline, priority, request.entry);
     if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
     return entry;
   }
@@ -113,7 +115,7 @@ Result<CacheEntry> LoadCoordinator::load_behind_l3(const std::string& key, Deadl
       return std::move(*promoted);  // its record is in L3 already
     *l3 = {.epoch = epoch, .deadline = load_deadline};
   }
-  return loader_.load(key, load_deadline, request.priority);
+  return loader_.load(key, load_deadline, request.priority, request.entry);
 }
 
 std::optional<WriteOutcome> LoadCoordinator::settle(const std::string& key, const CacheEntry* entry,
@@ -160,7 +162,7 @@ Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
   if (!snapshot) {
     if (load_deadline.expired()) return timed_out(key);
     counters_.redis_errors.add();
-    return load_degraded(key, load_deadline, request.priority);
+    return load_degraded(key, load_deadline, request);
   }
   L3Write l3;
   Result<CacheEntry> entry = load_behind_l3(key, load_deadline, request, &l3);
@@ -170,10 +172,10 @@ Result<CacheEntry> LoadCoordinator::load_with_snapshot(const std::string& key,
 }
 
 Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadline load_deadline,
-                                                  LoadPriority priority) {
+                                                  const LoadRequest& request) {
   counters_.fleet_degraded_loads.add();
   const MemoryCache::Ticket ticket = cache_.ticket(key);
-  Result<CacheEntry> entry = loader_.load(key, load_deadline, priority);
+  Result<CacheEntry> entry = loader_.load(key, load_deadline, request.priority, request.entry);
   if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
   return entry;
 }
@@ -182,7 +184,6 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
                                                          Deadline load_deadline,
                                                          const LoadRequest& request,
                                                          bool* superseded) {
-  const LoadPriority priority = request.priority;
   const TimePoint bar = request.fresh_at_least_until;
   Duration poll = options_.poll_min;
   bool waited = false;
@@ -216,7 +217,7 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
       // database is not called for a load nobody can wait for any more.
       if (load_deadline.expired()) return timed_out(key);
       counters_.redis_errors.add();
-      return load_degraded(key, load_deadline, priority);
+      return load_degraded(key, load_deadline, request);
     }
     counters_.fleet_lock_contentions.add();
     waited = true;

@@ -74,6 +74,11 @@ struct LoadRequest {
   // it replaces: only a newer entry (another process refreshed) saves the
   // database load.
   TimePoint fresh_at_least_until = TimePoint::min();
+  // A get that skips L1 (GetOptions::skip_l1): the load does not answer
+  // from L1 either (it still fills it).
+  bool skip_l1 = false;
+  // The stored entry's lifetime when the repository gives none.
+  EntryOptions entry{};
 };
 
 // Where a loaded value's L3 record goes once its L2 write succeeded: the
@@ -128,7 +133,7 @@ class LoadCoordinator {
                                         const LoadRequest& request, bool* superseded);
   // Redis failed: load, fill L1 only.
   Result<CacheEntry> load_degraded(const std::string& key, Deadline load_deadline,
-                                   LoadPriority priority);
+                                   const LoadRequest& request);
   // L2's entry when it is fresh at `fresh_at_least_until` (or now) (filled
   // into L1), or nullopt; Redis errors read as nullopt.
   std::optional<CacheEntry> fresh_in_l2(const std::string& key, Deadline deadline,

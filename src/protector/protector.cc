@@ -333,12 +333,15 @@ Result<std::string> Protector::finish(Result<std::string> result, std::string_vi
 
 SingleFlight::Loader Protector::loader_for(std::string_view key, internal::LoadPriority priority,
                                            bool l2_just_read, TimePoint fresh_at_least_until,
-                                           std::shared_ptr<internal::BatchMember> batch) {
+                                           std::shared_ptr<internal::BatchMember> batch,
+                                           const GetOptions* call) {
   // The key is copied: the load may outlive the caller that started it.
   return [parts = parts_.get(), k = std::string(key),
           request = internal::LoadRequest{.priority = priority,
                                           .l2_just_read = l2_just_read,
-                                          .fresh_at_least_until = fresh_at_least_until},
+                                          .fresh_at_least_until = fresh_at_least_until,
+                                          .skip_l1 = call && call->skip_l1,
+                                          .entry = call ? call->entry : EntryOptions{}},
           batch = std::move(batch)](Deadline load_deadline) {
     // The batch's member is in scope for this load only (load_batch.h).
     const internal::BatchScope scope(batch.get());
@@ -350,17 +353,17 @@ SingleFlight::Loader Protector::loader_for(std::string_view key, internal::LoadP
 
 Result<std::string> Protector::fall_back(std::string_view key, Error error,
                                          std::optional<CacheEntry> seen,
-                                         internal::RequestTrace* trace) {
+                                         internal::RequestTrace* trace, const GetOptions* call) {
   Parts& p = *parts_;
   if (error.kind == ErrorKind::kOverloaded) p.counters.load_shed.add();
   const TimePoint now = p.options.clock->now();
   // L1 may hold something newer than what the caller saw (a load finished
   // meanwhile, or the loader kept a stale copy); L2 is not asked again:
   // the caller already did, and the fallback must not wait on Redis.
-  keep_newer(seen, p.cache.l1_get(key, now));
+  if (!call || !call->skip_l1) keep_newer(seen, p.cache.l1_get(key, now));
   if (seen && !seen->negative && seen->is_usable(now)) {
     if (seen->is_fresh(now)) return std::move(seen->value);  // filled meanwhile
-    if (now < add_saturating(seen->fresh_until, p.options.fail_safe_max_staleness)) {
+    if (now < add_saturating(seen->fresh_until, fail_safe_window(call))) {
       p.counters.stale_returns.add();
       p.counters.fallbacks.add();
       p.counters.fallbacks_stale.add();
@@ -386,14 +389,21 @@ Result<std::string> Protector::fall_back(std::string_view key, Error error,
   return std::unexpected(std::move(error));
 }
 
-bool Protector::holds_fallback(const std::optional<CacheEntry>& entry, TimePoint now) const {
+Duration Protector::fail_safe_window(const GetOptions* call) const {
+  return call && call->fail_safe_max_staleness ? *call->fail_safe_max_staleness
+                                               : parts_->options.fail_safe_max_staleness;
+}
+
+bool Protector::holds_fallback(const std::optional<CacheEntry>& entry, TimePoint now,
+                               const GetOptions* call) const {
   return entry && !entry->negative && entry->is_usable(now) &&
-         now < add_saturating(entry->fresh_until, parts_->options.fail_safe_max_staleness);
+         now < add_saturating(entry->fresh_until, fail_safe_window(call));
 }
 
 std::optional<Result<std::string>> Protector::load_within_soft_timeout(std::string_view key,
                                                                        Deadline deadline,
-                                                                       bool l2_just_read) {
+                                                                       bool l2_just_read,
+                                                                       const GetOptions* call) {
   // Shared with the callback, which may run after this caller has gone.
   struct Outcome {
     std::mutex mutex;
@@ -401,15 +411,17 @@ std::optional<Result<std::string>> Protector::load_within_soft_timeout(std::stri
     std::optional<Result<std::string>> result;  // guarded by mutex
   };
   auto outcome = std::make_shared<Outcome>();
-  auto joined = parts_->flights->call_async(
-      key, loader_for(key, internal::LoadPriority::kForeground, l2_just_read),
-      [outcome](const Result<std::string>& r) {
-        {
-          std::lock_guard lock(outcome->mutex);
-          outcome->result = r;
-        }
-        outcome->done.notify_all();
-      });
+  auto joined =
+      parts_->flights->call_async(key,
+                                  loader_for(key, internal::LoadPriority::kForeground, l2_just_read,
+                                             TimePoint::min(), nullptr, call),
+                                  [outcome](const Result<std::string>& r) {
+                                    {
+                                      std::lock_guard lock(outcome->mutex);
+                                      outcome->result = r;
+                                    }
+                                    outcome->done.notify_all();
+                                  });
   if (!joined) return Result<std::string>(std::unexpected(std::move(joined.error())));
   const Deadline soft =
       Deadline::earliest(deadline, Deadline::after(parts_->options.soft_load_timeout));
@@ -662,7 +674,8 @@ Result<std::string> Protector::get_for(std::string_view client, std::string_view
 
 Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<Deadline> given,
                                             bool serve_stale, MemoryCache::Freshness peeked,
-                                            std::string&& value, bool negative) {
+                                            std::string&& value, bool negative,
+                                            const GetOptions* call) {
   Parts& p = *parts_;
   internal::RequestTrace trace;
   if (key.empty() || key.size() > p.options.max_key_bytes) [[unlikely]] {
@@ -693,7 +706,7 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   const Deadline deadline = given ? *given : Deadline::after(p.options.request_timeout);
   // L2: another process may have loaded it already. The ticket comes first,
   // so a set/invalidate of this process racing with the read wins.
-  if (p.cache.has_l2()) {
+  if (p.cache.has_l2() && (!call || !call->skip_l2)) {
     const MemoryCache::Ticket ticket = p.cache.ticket(key);
     auto shared = p.cache.l2_get(key, now, deadline);
     if (shared && *shared) {
@@ -736,9 +749,9 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   Result<std::string> result = make_error(ErrorKind::kInternal, "not loaded");
   // L2 was read just above (when there is one): the load need not look again.
   const bool l2_just_read = p.cache.has_l2();
-  if (holds_fallback(stale, now) && p.options.soft_load_timeout < deadline.remaining()) {
+  if (holds_fallback(stale, now, call) && p.options.soft_load_timeout < deadline.remaining()) {
     std::optional<Result<std::string>> loaded =
-        load_within_soft_timeout(key, deadline, l2_just_read);
+        load_within_soft_timeout(key, deadline, l2_just_read, call);
     if (!loaded) {
       p.counters.soft_timeouts.add();
       p.counters.stale_returns.add();
@@ -748,16 +761,40 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
     result = std::move(*loaded);
   } else if (!p.prometheus) {
     result = p.flights->call(key, deadline,
-                             loader_for(key, internal::LoadPriority::kForeground, l2_just_read));
+                             loader_for(key, internal::LoadPriority::kForeground, l2_just_read,
+                                        TimePoint::min(), nullptr, call));
   } else {
     const auto start = std::chrono::steady_clock::now();
     result = p.flights->call(key, deadline,
-                             loader_for(key, internal::LoadPriority::kForeground, l2_just_read));
+                             loader_for(key, internal::LoadPriority::kForeground, l2_just_read,
+                                        TimePoint::min(), nullptr, call));
     p.prometheus->single_flight_wait().observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   if (result || is_definitive(result.error())) return finish(std::move(result), key, trace);
-  return finish(fall_back(key, std::move(result.error()), std::move(stale), &trace), key, trace);
+  return finish(fall_back(key, std::move(result.error()), std::move(stale), &trace, call), key,
+                trace);
+}
+
+Result<std::string> Protector::get(std::string_view key, const GetOptions& options) {
+  const auto negative = [](const std::optional<Duration>& d) { return d && *d < Duration::zero(); };
+  if (negative(options.fail_safe_max_staleness) || negative(options.entry.ttl) ||
+      negative(options.entry.stale_for)) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      "get: fail_safe_max_staleness, entry.ttl and entry.stale_for must be >= 0");
+  }
+  const bool plain = !options.skip_l1 && !options.skip_l2 && !options.fail_safe_max_staleness &&
+                     !options.entry.ttl && !options.entry.stale_for;
+  if (plain) return read(key, options.deadline, options.stale_while_revalidate);
+  Parts& p = *parts_;
+  MemoryCache::Freshness peeked = MemoryCache::Freshness::kAbsent;
+  std::string value;
+  bool is_negative = false;
+  if (!options.skip_l1 && !key.empty() && key.size() <= p.options.max_key_bytes)
+    peeked = p.cache.l1_peek(key, value, is_negative);
+  if (peeked == MemoryCache::Freshness::kFresh) p.counters.l1_fast_hits.add();
+  return read_past_l1(key, options.deadline, options.stale_while_revalidate, peeked,
+                      std::move(value), is_negative, &options);
 }
 
 bool Protector::read_many_from_l2(std::span<const std::string> keys,

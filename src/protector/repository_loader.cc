@@ -36,7 +36,7 @@ RepositoryLoader::RepositoryLoader(std::shared_ptr<Repository> repository, Circu
       counters_(counters) {}
 
 Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadline,
-                                          LoadPriority priority) {
+                                          LoadPriority priority, const EntryOptions& defaults) {
   if (deadline.expired()) {
     // Whoever waited for this load has given up, or will by the time the
     // database answers: calling it now only adds load to a slow database.
@@ -52,7 +52,8 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   }
   // In a get_many batch (load_batch.h) the round's one query takes one
   // database slot and one breaker permit, and records one outcome.
-  if (BatchMember* member = current_batch_member()) return load_in_batch(*member, key, deadline);
+  if (BatchMember* member = current_batch_member())
+    return load_in_batch(*member, key, deadline, defaults);
   // Then the limiter: it may wait, and a breaker permit must not be held (a
   // half-open breaker admits few) while waiting.
   auto slot = priority == LoadPriority::kForeground
@@ -94,11 +95,12 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   // "No such key" is an answer, not a failure of the database.
   slot->record(elapsed, LoadOutcome::kSuccess);
   breaker_.record(CallOutcome::kSuccess, elapsed);
-  return to_entry(key, std::move(loaded), elapsed);
+  return to_entry(key, std::move(loaded), defaults, elapsed);
 }
 
 Result<CacheEntry> RepositoryLoader::load_in_batch(BatchMember& member, const std::string& key,
-                                                   Deadline deadline) {
+                                                   Deadline deadline,
+                                                   const EntryOptions& defaults) {
   counters_.db_queries.add();
   const auto start = std::chrono::steady_clock::now();
   Result<std::optional<std::string>> loaded = member.arrive(
@@ -111,7 +113,7 @@ Result<CacheEntry> RepositoryLoader::load_in_batch(BatchMember& member, const st
   Result<LoadedEntry> entry = loaded
                                   ? Result<LoadedEntry>(LoadedEntry{.value = std::move(*loaded)})
                                   : Result<LoadedEntry>(std::unexpected(std::move(loaded.error())));
-  return to_entry(key, std::move(entry), std::chrono::steady_clock::now() - start);
+  return to_entry(key, std::move(entry), defaults, std::chrono::steady_clock::now() - start);
 }
 
 std::vector<Result<std::optional<std::string>>> RepositoryLoader::load_batch(
@@ -156,9 +158,12 @@ std::vector<Result<std::optional<std::string>>> RepositoryLoader::load_batch(
 }
 
 Result<CacheEntry> RepositoryLoader::to_entry(const std::string& key, Result<LoadedEntry> loaded,
-                                              Duration elapsed) {
+                                              const EntryOptions& defaults, Duration elapsed) {
   const TimePoint now = clock_->now();
-  const EntryOptions own = loaded ? loaded->options : EntryOptions{};
+  // The repository's own lifetime first, then the call's, then the Protector's.
+  EntryOptions own = loaded ? loaded->options : EntryOptions{};
+  if (!own.ttl) own.ttl = defaults.ttl;
+  if (!own.stale_for) own.stale_for = defaults.stale_for;
   if ((own.ttl && *own.ttl < Duration::zero()) ||
       (own.stale_for && *own.stale_for < Duration::zero())) {
     return make_error(ErrorKind::kInvalidArgument,

@@ -71,21 +71,25 @@ class RepositoryLoader {
   // shed it; kCircuitOpen; the repository's error (kBackend for a throw);
   // kInvalidArgument for a value over max_value_bytes.
   // A background load gets a database slot only if one is free now (else
-  // kOverloaded at once).
+  // kOverloaded at once). `defaults`: the entry's lifetime when the
+  // repository gives none (a get's per-call options), before the Protector's.
   Result<CacheEntry> load(const std::string& key, Deadline deadline,
-                          LoadPriority priority = LoadPriority::kForeground);
+                          LoadPriority priority = LoadPriority::kForeground,
+                          const EntryOptions& defaults = {});
 
  private:
   // A get_many batch member's load: its key's share of the round's one
   // load_batch() call.
-  Result<CacheEntry> load_in_batch(BatchMember& member, const std::string& key, Deadline deadline);
+  Result<CacheEntry> load_in_batch(BatchMember& member, const std::string& key, Deadline deadline,
+                                   const EntryOptions& defaults);
   // The round leader's query (load_batch.h): one database slot, one breaker
   // permit and outcome (failed when no key got an answer), one exception
   // boundary, for all `keys`.
   std::vector<Result<std::optional<std::string>>> load_batch(std::span<const std::string> keys,
                                                              Deadline deadline);
   // The entry to cache for a repository answer that is not an error.
-  Result<CacheEntry> to_entry(const std::string& key, Result<LoadedEntry> loaded, Duration elapsed);
+  Result<CacheEntry> to_entry(const std::string& key, Result<LoadedEntry> loaded,
+                              const EntryOptions& defaults, Duration elapsed);
 
   const std::shared_ptr<Repository> repository_;
   CircuitBreaker& breaker_;

@@ -178,6 +178,28 @@ TEST(ProtectorFleet, GetManyReadsL2InOneMget) {
   EXPECT_EQ(calls_of(*b.fleet.client, "evalsha"), 2) << "the lock's acquire and finish";
 }
 
+// GetOptions::skip_l2: the call does not answer from L2; without the fleet
+// lock its load reads the database (with the lock, the holder may still take
+// a value another process just wrote: documented).
+TEST(ProtectorFleet, SkipL2LoadsPastAnotherProcesssValue) {
+  auto server = RedisServer::start();
+  CountingDatabase db;
+  db.latency = 0ms;
+  Node a = make_node(*server, db, "skip:");
+  // Another process with the L2 alone (no fleet lock).
+  ProtectorOptions l2_only;
+  l2_only.l2 = a.fleet.l2;
+  auto plain = Protector::create(std::move(l2_only), db.repository());
+  ASSERT_TRUE(plain) << plain.error().to_string();
+  ASSERT_EQ(*a.protector->get("k"), "value-of-k");
+  ASSERT_EQ(db.loads.load(), 1);
+  EXPECT_EQ(*(*plain)->get("k", GetOptions{.skip_l2 = true}), "value-of-k");
+  EXPECT_EQ(db.loads.load(), 2);
+  EXPECT_EQ((*plain)->metrics().l2_hits, 0u);
+  EXPECT_EQ(*(*plain)->get("k"), "value-of-k") << "L1 was filled by that load";
+  EXPECT_EQ(db.loads.load(), 2);
+}
+
 TEST(ProtectorFleet, NotFoundIsSharedThroughL2) {
   auto server = RedisServer::start();
   CountingDatabase db;
