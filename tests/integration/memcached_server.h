@@ -38,8 +38,8 @@ class MemcachedServer {
 
   // SIGKILL, and waits for it to exit: the data is gone. Idempotent.
   void stop();
-  // SIGSTOP / SIGCONT: it keeps its connections and stops answering, as a
-  // hung server does.
+  // SIGSTOP (returning once it has stopped) / SIGCONT: it keeps its
+  // connections and stops answering, as a hung server does.
   void pause();
   void resume();
   // Starts it again on the same address, empty. Throws std::runtime_error.

@@ -125,7 +125,13 @@ void RedisServer::stop() {
 }
 
 void RedisServer::pause() {
-  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGSTOP);
+  // The signal is delivered asynchronously: wait until the server has
+  // stopped, so that nothing the test sends next is still answered.
+  int status = 0;
+  while (::waitpid(pid_, &status, WUNTRACED) < 0 && errno == EINTR) {
+  }
 }
 
 void RedisServer::resume() {
