@@ -129,17 +129,15 @@ bool relay(int from, int to) {
 }  // namespace
 
 Result<RedisUrl> memcached_upstream(const std::string& url) {
-  if (auto valid = MemcachedCacheOptions{.url = url}.validate(); !valid)
-    return std::unexpected(valid.error());
-  const std::string rest = url.substr(std::string_view("memcached://").size());
+  auto address = parse_memcached_url(url);
+  if (!address) return std::unexpected(address.error());
   RedisUrl out;
-  if (rest.starts_with('/')) {
+  if (address->unix_socket) {
     out.transport = RedisUrl::Transport::kUnix;
-    out.socket_path = rest;
+    out.socket_path = address->socket_path;
   } else {
-    const auto colon = rest.rfind(':');
-    out.host = rest.substr(0, colon);
-    out.port = std::stoi(rest.substr(colon + 1));
+    out.host = address->host;
+    out.port = address->port;
   }
   return out;
 }

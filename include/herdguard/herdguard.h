@@ -31,6 +31,6 @@
 #include "herdguard/repository.h"
 #include "herdguard/result.h"
 #include "herdguard/single_flight.h"
-#include "herdguard/typed_protector.h"
 #include "herdguard/sqlite_repository.h"
+#include "herdguard/typed_protector.h"
 #include "herdguard/warm_up.h"

@@ -78,6 +78,16 @@ struct MemcachedCacheOptions {
   Result<void> validate() const;
 };
 
+// Where a memcached server is: memcached://HOST:PORT or memcached:///SOCKET.
+struct MemcachedAddress {
+  bool unix_socket = false;
+  std::string host{};         // TCP only
+  int port = 0;               // TCP only, 1..65535
+  std::string socket_path{};  // unix only, absolute
+};
+// Errors: kInvalidArgument naming what is wrong with `url`.
+Result<MemcachedAddress> parse_memcached_url(std::string_view url);
+
 // What L3 holds for a key: the entry with the version it was written to L2
 // under (Envelope::version), and the Redis epoch of its load.
 struct L3Record {

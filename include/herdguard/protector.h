@@ -382,6 +382,15 @@ class Protector {
   // read() past its fast path (a fresh, positive L1 hit without Prometheus):
   // `peeked` is what the coarse L1 look found (a fresh entry's value in
   // `value`), kAbsent for an invalid key.
+  // What an L2 read of `key` (`shared`, made after `ticket`) means for a
+  // request holding `stale`: its answer (a fresh L2 entry, filled into L1;
+  // or, Redis unreachable, a fresh L1 copy), else nullopt with `stale` the
+  // newer of the two. Shared by get and get_many.
+  std::optional<Result<std::string>> answer_from_l2(std::string_view key,
+                                                    Result<std::optional<Envelope>> shared,
+                                                    MemoryCache::Ticket ticket, TimePoint now,
+                                                    std::optional<CacheEntry>& stale,
+                                                    internal::RequestTrace& trace);
   // `call`: a get's own options (null: none).
   Result<std::string> read_past_l1(std::string_view key, std::optional<Deadline> deadline,
                                    bool serve_stale, MemoryCache::Freshness peeked,

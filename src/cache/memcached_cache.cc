@@ -52,14 +52,9 @@ std::uint64_t fnv1a(std::string_view s, std::uint64_t basis) {
   return h;
 }
 
-struct ParsedUrl {
-  bool unix_socket = false;
-  std::string host;
-  int port = 0;
-  std::string path;
-};
+}  // namespace
 
-Result<ParsedUrl> parse_url(std::string_view url) {
+Result<MemcachedAddress> parse_memcached_url(std::string_view url) {
   constexpr std::string_view kScheme = "memcached://";
   auto bad = [&](std::string_view why) {
     return make_error(ErrorKind::kInvalidArgument,
@@ -69,12 +64,12 @@ Result<ParsedUrl> parse_url(std::string_view url) {
   };
   if (!url.starts_with(kScheme)) return bad("unknown scheme");
   std::string_view rest = url.substr(kScheme.size());
-  ParsedUrl out;
+  MemcachedAddress out;
   if (rest.starts_with('/')) {
     if (rest.size() < 2 || rest.find('\0') != std::string_view::npos || rest.size() > 107)
       return bad("bad socket path");
     out.unix_socket = true;
-    out.path = std::string(rest);
+    out.socket_path = std::string(rest);
     return out;
   }
   const auto colon = rest.rfind(':');
@@ -91,6 +86,8 @@ Result<ParsedUrl> parse_url(std::string_view url) {
   return out;
 }
 
+namespace {
+
 std::int64_t whole_ms(Duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
@@ -101,7 +98,7 @@ Result<void> MemcachedCacheOptions::validate() const {
   auto bad = [](std::string_view why) {
     return make_error(ErrorKind::kInvalidArgument, fmt::format("memcached cache: {}", why));
   };
-  if (auto parsed = parse_url(url); !parsed) return std::unexpected(parsed.error());
+  if (auto parsed = parse_memcached_url(url); !parsed) return std::unexpected(parsed.error());
   if (prefix.size() > kMaxPrefix || !printable_without_space(prefix))
     return bad("prefix must be printable ASCII without spaces, at most 64 bytes");
   if (timeout <= Duration::zero() || timeout > std::chrono::seconds(10))
@@ -268,7 +265,7 @@ Result<std::unique_ptr<MemcachedCache>> MemcachedCache::create(MemcachedCacheOpt
                                                                std::shared_ptr<Clock> clock) {
   if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
   if (!clock) return make_error(ErrorKind::kInvalidArgument, "memcached cache: clock is null");
-  const ParsedUrl url = *parse_url(options.url);
+  const MemcachedAddress url = *parse_memcached_url(options.url);
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->clock = std::move(clock);
@@ -276,7 +273,7 @@ Result<std::unique_ptr<MemcachedCache>> MemcachedCache::create(MemcachedCacheOpt
   if (!impl->master) return make_error(ErrorKind::kBackend, "memcached: out of memory");
   const memcached_return_t added =
       url.unix_socket
-          ? memcached_server_add_unix_socket(impl->master, url.path.c_str())
+          ? memcached_server_add_unix_socket(impl->master, url.socket_path.c_str())
           : memcached_server_add(impl->master, url.host.c_str(), static_cast<in_port_t>(url.port));
   if (added != MEMCACHED_SUCCESS)
     return make_error(ErrorKind::kInvalidArgument,

@@ -672,6 +672,44 @@ Result<std::string> Protector::get_for(std::string_view client, std::string_view
   return std::unexpected(std::move(error));
 }
 
+std::optional<Result<std::string>> Protector::answer_from_l2(
+    std::string_view key, Result<std::optional<Envelope>> shared, MemoryCache::Ticket ticket,
+    TimePoint now, std::optional<CacheEntry>& stale, internal::RequestTrace& trace) {
+  Parts& p = *parts_;
+  if (!shared) {
+    // Redis is unreachable and L1's copy is past its recheck time but
+    // still fresh: degrade to it rather than load (docs/consistency.md).
+    if (!stale || !stale->is_fresh(now)) return std::nullopt;
+    p.counters.l1_hits.add();
+    return finish(answer_of(std::move(*stale), key), key, trace);
+  }
+  if (!*shared) return std::nullopt;
+  CacheEntry& entry = (*shared)->entry;
+  trace.layer = internal::Layer::kL2;
+  const bool fresh = entry.is_fresh(now);
+  // Monotonic reads: a load of this key in this process that began
+  // before this read may still be running and return an older value
+  // (another process wrote this one meanwhile, and its writes fenced
+  // that load off, which only goes round once). Detached here, before
+  // the answer reaches anyone (also through L1), so a get that starts
+  // after this one returned never joins that load.
+  if (fresh) p.flights->forget(key);
+  p.cache.fill_l1(key, entry, ticket, now);
+  if (!fresh) {
+    keep_newer(stale, std::move(entry));
+    return std::nullopt;
+  }
+  p.counters.l2_answers.add();
+  // An L2 answer near its expiry may refresh early too (an L1 copy
+  // rechecked against L2 every l1_max_ttl meets its window here).
+  if (now >= refresh_window_start(p.options.early_refresh, entry.fresh_until, entry.load_duration,
+                                  p.options.ttl, entry.negative)) {
+    consider_early_refresh(
+        key, {.fresh_until = entry.fresh_until, .load_duration = entry.load_duration});
+  }
+  return finish(answer_of(std::move(entry), key), key, trace);
+}
+
 Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<Deadline> given,
                                             bool serve_stale, MemoryCache::Freshness peeked,
                                             std::string&& value, bool negative,
@@ -708,37 +746,9 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   // so a set/invalidate of this process racing with the read wins.
   if (p.cache.has_l2() && (!call || !call->skip_l2)) {
     const MemoryCache::Ticket ticket = p.cache.ticket(key);
-    auto shared = p.cache.l2_get(key, now, deadline);
-    if (shared && *shared) {
-      CacheEntry& entry = (*shared)->entry;
-      trace.layer = internal::Layer::kL2;
-      const bool fresh = entry.is_fresh(now);
-      // Monotonic reads: a load of this key in this process that began
-      // before this read may still be running and return an older value
-      // (another process wrote this one meanwhile, and its writes fenced
-      // that load off, which only goes round once). Detached here, before
-      // the answer reaches anyone (also through L1), so a get that starts
-      // after this one returned never joins that load.
-      if (fresh) p.flights->forget(key);
-      p.cache.fill_l1(key, entry, ticket, now);
-      if (fresh) {
-        p.counters.l2_answers.add();
-        // An L2 answer near its expiry may refresh early too (an L1 copy
-        // rechecked against L2 every l1_max_ttl meets its window here).
-        if (now >= refresh_window_start(p.options.early_refresh, entry.fresh_until,
-                                        entry.load_duration, p.options.ttl, entry.negative)) {
-          consider_early_refresh(
-              key, {.fresh_until = entry.fresh_until, .load_duration = entry.load_duration});
-        }
-        return finish(answer_of(std::move(entry), key), key, trace);
-      }
-      keep_newer(stale, std::move(entry));
-    } else if (!shared && stale && stale->is_fresh(now)) {
-      // Redis is unreachable and L1's copy is past its recheck time but
-      // still fresh: degrade to it rather than load (docs/consistency.md).
-      p.counters.l1_hits.add();
-      return finish(answer_of(std::move(*stale), key), key, trace);
-    }
+    if (auto answered =
+            answer_from_l2(key, p.cache.l2_get(key, now, deadline), ticket, now, stale, trace))
+      return std::move(*answered);
   }
   if (serve_stale && within_revalidate_window(stale, now))
     return finish(serve_stale_and_refresh(key, std::move(*stale), now, trace), key, trace);
@@ -820,40 +830,15 @@ bool Protector::read_many_from_l2(std::span<const std::string> keys,
     for (std::size_t m = from; m < to; ++m) {
       internal::GetManyMiss& miss = misses[m];
       const std::string& key = wanted[m - from];
-      std::optional<CacheEntry>& stale = miss.stale;
-      if (!shared) {
-        // Redis is unreachable and L1's copy is past its recheck time but
-        // still fresh: degrade to it rather than load, as get does.
-        if (stale && stale->is_fresh(now)) {
-          p.counters.l1_hits.add();
-          answers[miss.at] = finish(answer_of(std::move(*stale), key), key, miss.trace);
-        } else {
-          still.push_back(std::move(miss));
-        }
-        continue;
-      }
-      std::optional<Envelope>& envelope = (*shared)[m - from];
-      if (!envelope) {
+      Result<std::optional<Envelope>> one =
+          shared ? Result<std::optional<Envelope>>(std::move((*shared)[m - from]))
+                 : Result<std::optional<Envelope>>(std::unexpected(shared.error()));
+      if (auto answered =
+              answer_from_l2(key, std::move(one), tickets[m - from], now, miss.stale, miss.trace)) {
+        answers[miss.at] = std::move(*answered);
+      } else {
         still.push_back(std::move(miss));
-        continue;
       }
-      CacheEntry& entry = envelope->entry;
-      const bool fresh = entry.is_fresh(now);
-      if (fresh) p.flights->forget(key);  // monotonic reads, as in read_past_l1
-      p.cache.fill_l1(key, entry, tickets[m - from], now);
-      if (!fresh) {
-        keep_newer(stale, std::move(entry));
-        still.push_back(std::move(miss));
-        continue;
-      }
-      p.counters.l2_answers.add();
-      miss.trace.layer = internal::Layer::kL2;
-      if (now >= refresh_window_start(p.options.early_refresh, entry.fresh_until,
-                                      entry.load_duration, p.options.ttl, entry.negative)) {
-        consider_early_refresh(
-            key, {.fresh_until = entry.fresh_until, .load_duration = entry.load_duration});
-      }
-      answers[miss.at] = finish(answer_of(std::move(entry), key), key, miss.trace);
     }
     if (!shared) all_read = false;
   }
@@ -899,13 +884,13 @@ std::vector<Result<std::string>> Protector::get_many(std::span<const std::string
       answers[i] = finish(fresh_answer(std::move(l1), key), key, trace);
       continue;
     }
-    trace.layer = internal::Layer::kLoad;
     misses.push_back({.at = i, .stale = std::move(l1.entry), .trace = trace});
   }
   // L2: the misses' fresh values in one MGET; the flights of the rest then
   // skip their own L2 read.
   const bool l2_read = read_many_from_l2(keys, misses, answers, deadline);
   p.counters.cache_misses.add(misses.size());
+  for (internal::GetManyMiss& miss : misses) miss.trace.layer = internal::Layer::kLoad;
   // The misses: one flight each, their database loads in one batch — at
   // most kFlightsPerBatch flights at a time, so a large call does not fill
   // the load queue (and get refused) by itself.

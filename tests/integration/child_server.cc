@@ -56,4 +56,16 @@ void stop_child(pid_t& pid, int signal) {
   pid = -1;
 }
 
+void pause_child(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGSTOP);
+  int status = 0;
+  while (::waitpid(pid, &status, WUNTRACED) < 0 && errno == EINTR) {
+  }
+}
+
+void resume_child(pid_t pid) {
+  if (pid > 0) ::kill(pid, SIGCONT);
+}
+
 }  // namespace herdguard::testing

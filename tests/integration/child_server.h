@@ -30,4 +30,11 @@ void wait_until_answering(pid_t& pid, const std::function<bool()>& answers, cons
 // Sends `signal` and reaps the child; `pid` becomes -1. Nothing when pid <= 0.
 void stop_child(pid_t& pid, int signal = SIGKILL);
 
+// SIGSTOP, returning once the child has stopped (the signal is delivered
+// asynchronously: a request sent right after kill() may still be answered),
+// and SIGCONT: a server that keeps its connections and stops answering, as
+// a hung one does. Nothing when pid <= 0.
+void pause_child(pid_t pid);
+void resume_child(pid_t pid);
+
 }  // namespace herdguard::testing

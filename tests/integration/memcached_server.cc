@@ -102,19 +102,9 @@ void MemcachedServer::stop() {
   std::filesystem::remove(socket_path_, ignored);
 }
 
-void MemcachedServer::pause() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGSTOP);
-  // The signal is delivered asynchronously: wait until the server has
-  // stopped, so that nothing the test sends next is still answered.
-  int status = 0;
-  while (::waitpid(pid_, &status, WUNTRACED) < 0 && errno == EINTR) {
-  }
-}
+void MemcachedServer::pause() { pause_child(pid_); }
 
-void MemcachedServer::resume() {
-  if (pid_ > 0) ::kill(pid_, SIGCONT);
-}
+void MemcachedServer::resume() { resume_child(pid_); }
 
 void MemcachedServer::start_again() {
   if (pid_ > 0) return;

@@ -124,19 +124,9 @@ void RedisServer::stop() {
   std::filesystem::remove(socket_path_, ignored);
 }
 
-void RedisServer::pause() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGSTOP);
-  // The signal is delivered asynchronously: wait until the server has
-  // stopped, so that nothing the test sends next is still answered.
-  int status = 0;
-  while (::waitpid(pid_, &status, WUNTRACED) < 0 && errno == EINTR) {
-  }
-}
+void RedisServer::pause() { pause_child(pid_); }
 
-void RedisServer::resume() {
-  if (pid_ > 0) ::kill(pid_, SIGCONT);
-}
+void RedisServer::resume() { resume_child(pid_); }
 
 void RedisServer::start_again() {
   if (pid_ > 0) return;
