@@ -55,7 +55,7 @@ class ShardedMap {
   std::array<Shard, 16> shards_;
 };
 
-std::unique_ptr<herdguard::Protector> make_protector(bool hot_keys) {
+std::unique_ptr<herdguard::Protector> make_protector(bool hot_keys, bool tagged = false) {
   auto repo = std::make_shared<herdguard::CallbackRepository>(
       [](std::string_view, herdguard::Deadline) -> herdguard::Result<std::optional<std::string>> {
         return std::optional<std::string>(kValue);
@@ -63,8 +63,22 @@ std::unique_ptr<herdguard::Protector> make_protector(bool hot_keys) {
   herdguard::ProtectorOptions options{.ttl = std::chrono::hours(24)};
   options.hot_keys.enabled = hot_keys;
   auto created = herdguard::Protector::create(options, repo);
-  for (const auto& k : keys()) (void)(*created)->set(k, kValue);
+  for (std::size_t i = 0; i < keys().size(); ++i) {
+    herdguard::EntryOptions entry;
+    // Three tags each, as a catalogue might: the product, its category, all.
+    if (tagged) entry.tags = {keys()[i], "category:" + std::to_string(i % 16), "catalogue"};
+    (void)(*created)->set(keys()[i], kValue, entry);
+  }
+  // An invalidation of a tag no entry carries: every entry is checked
+  // against the tag versions once more (on its next read), then hits as before.
+  if (tagged) (void)(*created)->invalidate_tag("unrelated");
   return std::move(*created);
+}
+
+// Tagged entries (tags.h: three each) after an unrelated tag invalidation.
+herdguard::Protector& tagged_protector() {
+  static std::unique_ptr<herdguard::Protector> p = make_protector(true, true);
+  return *p;
 }
 
 // With the defaults (hot-key detection on).
@@ -109,6 +123,35 @@ void BM_ProtectorGetL1HitNoHotKeys(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_ProtectorGetL1HitNoHotKeys)->Threads(1)->Threads(2)->UseRealTime();
+
+// The read path with tags: the same hit as BM_ProtectorGetL1Hit, on
+// entries that carry tags, once their tags were checked.
+void BM_ProtectorGetL1HitTagged(benchmark::State& state) {
+  herdguard::Protector& p = tagged_protector();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 97;
+  for (auto _ : state) {
+    auto v = p.get(keys()[i++ % kKeys]);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ProtectorGetL1HitTagged)->Threads(1)->Threads(2)->UseRealTime();
+
+// Tagged hits while unrelated tags are invalidated (one per 10,000 reads of
+// thread 0): each invalidation makes every entry's next read check its tags.
+void BM_ProtectorGetL1HitTaggedUnderInvalidations(benchmark::State& state) {
+  herdguard::Protector& p = tagged_protector();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 97;
+  std::uint64_t n = 0;
+  for (auto _ : state) {
+    if (state.thread_index() == 0 && ++n % 10'000 == 0)
+      (void)p.invalidate_tag("unrelated:" + std::to_string(n % 64));
+    auto v = p.get(keys()[i++ % kKeys]);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ProtectorGetL1HitTaggedUnderInvalidations)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_ShardedMapSharedMutexGet(benchmark::State& state) {
   ShardedMap& m = baseline();

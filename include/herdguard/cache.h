@@ -18,10 +18,12 @@
 //   auto got = cache.get("k");   // Result<std::optional<CacheEntry>>
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "herdguard/clock.h"
 #include "herdguard/result.h"
@@ -53,12 +55,47 @@ struct CacheEntry {
   // 0 when unknown: no L2, or a degraded load). Versions only grow, so an L1
   // fill never replaces an entry of a higher version (memory_cache.h).
   std::uint64_t version = 0;
+  // The tags the entry carries (EntryOptions::tags): Protector::invalidate_tag
+  // of any of them invalidates it. Stored in L2 with the entry.
+  std::vector<std::string> tags{};
+  // The Protector's tag sequence (protector.h, invalidate_tag) when the load
+  // that produced the entry began (for a set: when it was called): the entry
+  // stands only while every one of its tags, and clear(), was last
+  // invalidated at or below it. 0: before any (an entry of an older release).
+  std::uint64_t tag_stamp = 0;
 
   bool is_fresh(TimePoint now) const noexcept { return now < fresh_until; }
   // Fresh and not due for its L1 recheck: an in-process copy that may be
   // answered as fresh without asking L2.
   bool is_fresh_in_l1(TimePoint now) const noexcept { return is_fresh(now) && now < recheck_at; }
   bool is_usable(TimePoint now) const noexcept { return now < stale_until; }
+};
+
+// Decides whether an entry still stands beyond its instants — the
+// Protector's tags and clear() (protector.h). A MemoryCache given one
+// (MemoryCacheOptions::validity) never returns an entry it refuses, and
+// asks it again about an entry only when epoch() moved since it last did,
+// so the hit path pays one atomic load for it.
+//
+// Thread safety: valid() and epoch() are called from any number of threads.
+class EntryValidity {
+ public:
+  virtual ~EntryValidity() = default;
+  // Whether `entry` still stands. Once false for an entry, false for it
+  // forever. Must be quick: called under the cache shard's reader lock.
+  virtual bool valid(const CacheEntry& entry) const = 0;
+  // Moves (never back to a value it had) whenever an entry that was valid
+  // may have stopped being so. Read before valid(), so that a change made
+  // during valid() shows as a later epoch.
+  std::uint64_t epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
+
+ protected:
+  // Call after making valid() refuse more (release: the change is visible
+  // to whoever reads the new epoch).
+  void bump_epoch() noexcept { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+
+ private:
+  std::atomic<std::uint64_t> epoch_{1};
 };
 
 class Cache {

@@ -28,6 +28,14 @@
 //  39  4  value length, uint32 (must equal the bytes after the header)
 //  43  …  (later fields) then the value
 //
+// Tag fields (this release writes them when the entry has tags or a tag
+// stamp, cache.h; header length then >= 53; a reader that does not know
+// them skips them, which a fleet using invalidate_tag must not mix in:
+// docs/upgrade.md):
+//  43  8  tag_stamp, uint64
+//  51  2  tag count, uint16 (<= kMaxEntryTags)
+//  53  …  each tag: uint16 length (1..kMaxTagBytes), then its bytes
+//
 // Thread safety: pure functions.
 //
 // Example:
@@ -48,9 +56,15 @@ namespace herdguard {
 inline constexpr std::uint8_t kEnvelopeVersion = 2;
 // The header this build writes; readers accept longer ones (later fields).
 inline constexpr std::size_t kEnvelopeHeaderBytes = 43;
+// Where the tag fields start, and their bounds (EntryOptions::tags).
+inline constexpr std::size_t kEnvelopeTagsAt = 43;
+inline constexpr std::size_t kMaxEntryTags = 32;
+inline constexpr std::size_t kMaxTagBytes = 256;
 // The largest value an envelope holds (its length field is 32 bits; Redis
 // refuses strings over 512 MiB anyway).
-inline constexpr std::size_t kMaxEnvelopeValueBytes = (512u << 20) - kEnvelopeHeaderBytes;
+inline constexpr std::size_t kMaxEnvelopeHeaderBytes =
+    kEnvelopeTagsAt + 10 + kMaxEntryTags * (2 + kMaxTagBytes);
+inline constexpr std::size_t kMaxEnvelopeValueBytes = (512u << 20) - kMaxEnvelopeHeaderBytes;
 
 struct Envelope {
   CacheEntry entry{};
@@ -59,7 +73,8 @@ struct Envelope {
   std::uint64_t version = 0;
 };
 
-// Encodes `envelope`. REQUIRES: entry.value.size() <= kMaxEnvelopeValueBytes
+// Encodes `envelope`. REQUIRES: entry.value.size() <= kMaxEnvelopeValueBytes,
+// at most kMaxEntryTags tags of 1..kMaxTagBytes bytes
 // (callers check; a larger value is an error before it gets here).
 std::string encode_envelope(const Envelope& envelope);
 
@@ -67,7 +82,7 @@ std::string encode_envelope(const Envelope& envelope);
 // appended header fields). Errors: kCorrupt naming the problem (too short,
 // bad magic, unknown format version, unknown required flags, header length
 // out of range, length mismatch, stale_until before fresh_until, negative
-// load duration, a negative entry with a value).
+// load duration, a negative entry with a value, tag fields out of bounds).
 Result<Envelope> decode_envelope(std::string_view bytes);
 
 }  // namespace herdguard

@@ -48,7 +48,6 @@ struct MemoryCacheOptions {
   // Number of independently locked shards; rounded up to a power of two.
   // REQUIRES: 1..1024.
   std::size_t shards = 16;
-
   // Returns kInvalidArgument naming the first bad field.
   Result<void> validate() const;
 };
@@ -58,6 +57,7 @@ struct MemoryCacheStats {
   std::size_t bytes = 0;
   std::uint64_t evictions = 0;    // entries removed to make room (not expiries)
   std::uint64_t expirations = 0;  // entries dropped because they were past stale_until
+  std::uint64_t refused = 0;      // entries dropped because the validity refused them
 };
 
 class MemoryCache final : public Cache {
@@ -65,9 +65,12 @@ class MemoryCache final : public Cache {
   // Bookkeeping bytes charged per entry on top of its key and value.
   static constexpr std::size_t kEntryOverheadBytes = 64;
 
-  // Errors: kInvalidArgument from options.validate().
-  static Result<std::unique_ptr<MemoryCache>> create(MemoryCacheOptions options,
-                                                     std::shared_ptr<Clock> clock);
+  // Errors: kInvalidArgument from options.validate(). Entries `validity`
+  // refuses are never returned (as if absent) and never keep a fill out
+  // (the Protector's tags and clear(): cache.h); null: none.
+  static Result<std::unique_ptr<MemoryCache>> create(
+      MemoryCacheOptions options, std::shared_ptr<Clock> clock,
+      std::shared_ptr<const EntryValidity> validity = nullptr);
   ~MemoryCache() override;
 
   // Never fails; nullopt on a miss or an entry past stale_until.
@@ -148,7 +151,8 @@ class MemoryCache final : public Cache {
  private:
   // One reader/writer lock, one map and one CLOCK ring (memory_cache.cc).
   struct Shard;
-  MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock);
+  MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock,
+              std::shared_ptr<const EntryValidity> validity);
   // The shard owning keys with this hash.
   Shard& shard_for(std::size_t key_hash) const;
   // put() (no ticket: bumps) and put_if_unchanged() (ticket: compares).
@@ -157,6 +161,8 @@ class MemoryCache final : public Cache {
   // Immutable after construction, so read without a lock.
   const MemoryCacheOptions options_;  // shards already rounded up to a power of two
   const std::shared_ptr<Clock> clock_;
+  const std::shared_ptr<const EntryValidity> validity_owner_;
+  const EntryValidity* const validity_;  // validity_owner_.get(): read on the hit path
   // Each shard's share of the bounds, rounded down (max_entries / shards and
   // max_bytes / shards), so the shards together never exceed the cache's bounds.
   const std::size_t shard_max_entries_;

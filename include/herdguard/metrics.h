@@ -118,6 +118,20 @@ struct ProtectionMetrics {
   std::uint64_t backplane_publish_failures = 0;
   std::uint64_t backplane_invalidations = 0;
   std::uint64_t backplane_resyncs = 0;
+  // Tags and clear() (Protector::invalidate_tag): this process's tag
+  // invalidations and clears that succeeded, other processes' heard on the
+  // backplane, entries refused because a tag of theirs (or clear) was
+  // invalidated after their load began (L1 copies dropped, plus L2 and L3
+  // reads that found one: an L2 entry is counted by each read until replaced),
+  // syncs of the known tag versions with Redis and the syncs that failed,
+  // and the number of tags with a remembered version.
+  std::uint64_t tag_invalidations = 0;
+  std::uint64_t clears = 0;
+  std::uint64_t backplane_tag_invalidations = 0;
+  std::uint64_t tag_rejections = 0;
+  std::uint64_t tag_syncs = 0;
+  std::uint64_t tag_sync_errors = 0;
+  std::uint64_t tags_known = 0;
   // get_for() requests over their client's rate limit, and of those the
   // ones answered with the key's L1 copy (the rest got kRateLimited).
   std::uint64_t rate_limited = 0;

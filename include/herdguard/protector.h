@@ -182,6 +182,15 @@ struct ProtectorOptions {
   // unheard (while Redis is unreachable a copy still fresh by its TTL is answered, as without the
   // backplane: docs/consistency.md).
   bool l1_backplane = true;
+  // How long a tag invalidation (invalidate_tag, clear) is remembered, in
+  // Redis and in each process. Duration::max() (the default): for ever —
+  // one small entry per tag ever invalidated, in Redis and in every
+  // process; set a bound when tags are many (one per user, say). Then no
+  // entry outlives it: a stored entry's stale_until is capped at
+  // tag_history − load_timeout − 1 min after it was loaded or set, so every
+  // entry an invalidation refused has expired before the invalidation is
+  // forgotten. REQUIRES: >= load_timeout + 2 min.
+  Duration tag_history = Duration::max();
 
   // Prometheus series (prometheus.h), labelled cache=metrics_name; one name
   // per registry. Keys are counted by pattern: the first of key_patterns
@@ -327,9 +336,9 @@ class Protector {
   // the set may still land in L2 later (a paused Redis runs it on resuming).
   Result<void> set(std::string_view key, std::string_view value,
                    std::optional<Duration> ttl = std::nullopt);
-  // set() with the entry's own lifetime (repository.h): its ttl (> 0) and
-  // how long it stays usable as a stale value after. Errors: as set(), and
-  // kInvalidArgument for a negative stale_for.
+  // set() with the entry's own lifetime (repository.h): its ttl (> 0), how
+  // long it stays usable as a stale value after, and its tags. Errors: as
+  // set(), and kInvalidArgument for a negative stale_for or bad tags.
   Result<void> set(std::string_view key, std::string_view value, const EntryOptions& options);
 
   // Forgets `key` in L1 and L2, so the next get loads it. Errors:
@@ -342,6 +351,28 @@ class Protector {
   // never joins such a load; other processes see it within l1_max_ttl. One
   // that returned an error promises nothing (it may still land later).
   Result<void> invalidate(std::string_view key);
+
+  // Invalidates every entry carrying `tag` (EntryOptions::tags) in L1, L2
+  // and L3 for the whole fleet, without listing them: one Redis script
+  // gives the tag a new version, and an entry whose load began before it
+  // (whose tag stamp is lower) is refused wherever it is read, from then on
+  // (passive: the cost does not depend on how many entries carry the tag).
+  // Consistency as invalidate(): once it returned successfully, no load of
+  // a tagged key that began before it is answered by a get() of this
+  // process that starts after it (running loads are detached — all of them:
+  // O(loads in flight)), and no entry it loaded stands as valid anywhere;
+  // other processes see it within milliseconds through the backplane, and
+  // within l1_max_ttl × 1.5 regardless (their known versions are synced with
+  // Redis every l1_max_ttl / 2 while they read L2). Without an L2 it acts on
+  // this process alone. Errors: kInvalidArgument (empty tag, over
+  // kMaxTagBytes); kBackend/kTimeout from Redis (then nothing changed, here
+  // or in the fleet; retry). Thread-safe.
+  Result<void> invalidate_tag(std::string_view tag);
+  // Logically empties the cache for the whole fleet in O(1): every entry
+  // stored before (L1, L2, L3) is refused from then on, as if every entry
+  // carried one tag and it was invalidated. Consistency and errors as
+  // invalidate_tag. Thread-safe.
+  Result<void> clear();
 
   // The L1 entry for `key`, without counting a request or loading. For
   // inspection and tests.
@@ -358,6 +389,8 @@ class Protector {
 
  private:
   struct Parts;  // the read path's internals (protector.cc)
+  // invalidate_tag and clear (the empty tag), once the tag is valid.
+  Result<void> invalidate_tag_version(std::string_view tag);
   explicit Protector(std::unique_ptr<Parts> parts);
 
   Result<void> check_key(std::string_view key) const;

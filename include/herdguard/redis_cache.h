@@ -37,6 +37,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "herdguard/cache.h"
@@ -71,6 +72,15 @@ enum class WriteOutcome {
 struct TierGuard {
   std::uint64_t min_version = 0;
   std::uint64_t epoch = 0;
+};
+
+// Tag invalidations since a version (tag_changes): what a process missed.
+struct TagChanges {
+  std::uint64_t sequence = 0;  // the fleet's tag sequence when read
+  std::int64_t now_us = 0;     // Redis's clock then, Unix µs
+  // (tag, version), in version order; the empty tag is clear().
+  std::vector<std::pair<std::string, std::uint64_t>> changes;
+  bool complete = false;  // every change above `after` is here (else ask again)
 };
 
 struct RedisCacheStats {
@@ -127,6 +137,17 @@ class RedisCache final : public Cache {
   // Errors: kBackend/kTimeout.
   Result<TierGuard> tier_guard(std::string_view key, Deadline deadline);
 
+  // Tags (Protector::invalidate_tag, clear): gives `tag` (empty: clear) the
+  // next version of the fleet's tag sequence — Redis's clock in µs, or one
+  // above the last version when that is not later — and records it, in one
+  // script; versions older than `keep` are dropped then (Duration::max():
+  // never). O(1) commands whatever the number of tagged entries. Returns
+  // the version. REQUIRES: keep > 0. Errors: kBackend/kTimeout.
+  Result<std::uint64_t> invalidate_tag(std::string_view tag, Duration keep, Deadline deadline);
+  // Every tag invalidation above version `after` (at most `limit`, oldest
+  // first) with the sequence, in one round trip. Errors: kBackend/kTimeout.
+  Result<TagChanges> tag_changes(std::uint64_t after, std::size_t limit, Deadline deadline);
+
   // Takes a version snapshot for a load that does not hold the fleet lock
   // (one round trip): creates the version key when missing and keeps it
   // until `hard_deadline`. REQUIRES: hard_deadline not expired.
@@ -143,6 +164,10 @@ class RedisCache final : public Cache {
   std::string version_key(std::string_view key) const;
   std::string tombstone_key(std::string_view key) const;
   std::string epoch_key() const;
+  // The fleet's tag sequence, and each tag's last version (a sorted set);
+  // one hash tag, so Redis Cluster keeps both in one slot.
+  std::string tag_sequence_key() const;
+  std::string tag_versions_key() const;
   const RedisCacheOptions& options() const noexcept { return options_; }
   RedisCacheStats stats() const;
 

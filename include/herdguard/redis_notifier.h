@@ -80,6 +80,9 @@ struct InvalidationListener {
   // A process published an invalidation of `key`; `origin` is the id it
   // published with (a listener skips its own).
   std::function<void(std::uint64_t origin, std::string_view key)> invalidated{};
+  // A process invalidated `tag` (empty: cleared everything) at `version`.
+  std::function<void(std::uint64_t origin, std::string_view tag, std::uint64_t version)>
+      tag_invalidated{};
   // The subscription was lost, or (re)established: invalidations published
   // while it was down are never heard. Called at both ends of every gap
   // (and once at the first subscription).
@@ -104,7 +107,7 @@ struct RedisNotifierStats {
   std::uint64_t resubscribes = 0;             // subscriptions (re)established
   std::uint64_t errors = 0;                   // publish failures and lost subscriptions
   std::uint64_t invalidations_published = 0;  // publish_invalidation() calls that reached Redis
-  std::uint64_t invalidations_received = 0;   // well-formed invalidations heard
+  std::uint64_t invalidations_received = 0;   // well-formed invalidations heard (tags too)
   std::uint64_t malformed = 0;  // messages on the invalidation channel that were not ours: ignored
 };
 
@@ -176,6 +179,11 @@ class RedisNotifier {
   // Registers `listener` until the returned subscription is destroyed. When
   // the notifier is not subscribed yet, resync() is called once it is.
   std::unique_ptr<InvalidationSubscription> listen(InvalidationListener listener);
+  // PUBLISH invalidation_channel: `tag` (empty: clear) invalidated at
+  // `version`, by `origin`. Errors: as publish_invalidation (kInvalidArgument
+  // also for version 0).
+  Result<void> publish_tag_invalidation(std::uint64_t origin, std::string_view tag,
+                                        std::uint64_t version);
   // Whether options.invalidation_channel is set (the backplane is possible).
   bool has_invalidation_channel() const noexcept;
 

@@ -50,6 +50,11 @@ struct EntryOptions {
   // windows: a shorter stale_for ends them sooner for this entry, a longer
   // one only keeps it longer. REQUIRES: >= 0.
   std::optional<Duration> stale_for{};
+  // Tags for Protector::invalidate_tag: invalidating any of them
+  // invalidates the entry. Empty: a repository's entry takes the call's
+  // (GetOptions::entry). REQUIRES: at most kMaxEntryTags (envelope.h), each
+  // 1..kMaxTagBytes bytes.
+  std::vector<std::string> tags{};
 };
 
 // What Repository::load_entry found: the value (nullopt: no such key) and,

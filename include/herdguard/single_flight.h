@@ -160,6 +160,9 @@ class SingleFlight {
   // a new flight. For invalidation: a caller that arrives after invalidate(k)
   // must not be handed a load that began before it. Safe from any thread.
   void forget(std::string_view key);
+  // forget() of every key with a flight now: for an invalidation that names
+  // no keys (Protector::invalidate_tag, clear). O(flights in progress).
+  void forget_all();
 
   // Number of flights in progress.
   std::size_t in_flight() const;

@@ -108,6 +108,10 @@ struct MemoryCache::Shard {
     // read is a plain fresh hit (one comparison on the hot path). Set with
     // every entry (set_entry).
     TimePoint plain_hit_until{};
+    // The EntryValidity epoch at which `entry` was last found standing (0:
+    // not yet). Written under the shared lock too (relaxed: a reader that
+    // sees an old value only asks validity again).
+    std::atomic<std::uint64_t> valid_at{0};
     CacheEntry entry;
     // The ticket sequence the entry was stored under (orders fills of
     // entries whose version is unknown).
@@ -120,8 +124,23 @@ struct MemoryCache::Shard {
     // plain_hit_until added.
     std::size_t charge() const { return charge_of(key.size(), entry.value.size()); }
 
+    // Whether `entry` stands by `validity` (null: always). Asks validity only
+    // when its epoch moved since the entry last stood; a refused entry stays
+    // refused (EntryValidity's contract), so it is asked again each time,
+    // until it is replaced or dropped.
+    bool stands(const EntryValidity* validity) {
+      if (validity == nullptr) return true;
+      const std::uint64_t epoch = validity->epoch();
+      if (valid_at.load(std::memory_order_relaxed) == epoch) [[likely]]
+        return true;
+      if (!validity->valid(entry)) return false;
+      valid_at.store(epoch, std::memory_order_relaxed);
+      return true;
+    }
+
     // `refresh_lead`: a pinned key's (pin()); Duration::max() when unpinned.
     void set_entry(CacheEntry e, Duration refresh_lead) {
+      valid_at.store(0, std::memory_order_relaxed);
       entry = std::move(e);
       if (refresh_lead != Duration::max() && !entry.negative) {
         const Duration lead = pinned_lead(refresh_lead, entry.load_duration);
@@ -141,6 +160,7 @@ struct MemoryCache::Shard {
   std::size_t bytes = 0;
   std::uint64_t evictions = 0;
   std::uint64_t expirations = 0;
+  std::uint64_t refused = 0;  // entries dropped because the validity refused them
   // Per-stripe generations: bumped under the exclusive lock (put, erase,
   // clear), read without it by ticket(); put_if_unchanged compares under the
   // exclusive lock, so a bump and a conditional store never interleave.
@@ -245,17 +265,22 @@ Result<void> MemoryCacheOptions::validate() const {
   return ok();
 }
 
-Result<std::unique_ptr<MemoryCache>> MemoryCache::create(MemoryCacheOptions options,
-                                                         std::shared_ptr<Clock> clock) {
+Result<std::unique_ptr<MemoryCache>> MemoryCache::create(
+    MemoryCacheOptions options, std::shared_ptr<Clock> clock,
+    std::shared_ptr<const EntryValidity> validity) {
   if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
   if (!clock) return bad_option("clock must not be null");
   options.shards = std::bit_ceil(options.shards);
-  return std::unique_ptr<MemoryCache>(new MemoryCache(options, std::move(clock)));
+  return std::unique_ptr<MemoryCache>(
+      new MemoryCache(options, std::move(clock), std::move(validity)));
 }
 
-MemoryCache::MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock)
+MemoryCache::MemoryCache(MemoryCacheOptions options, std::shared_ptr<Clock> clock,
+                         std::shared_ptr<const EntryValidity> validity)
     : options_(options),
       clock_(std::move(clock)),
+      validity_owner_(std::move(validity)),
+      validity_(validity_owner_.get()),
       shard_max_entries_(options.max_entries / options.shards),
       shard_max_bytes_(options.max_bytes / options.shards),
       shard_mask_(options.shards - 1),
@@ -283,7 +308,7 @@ Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key, TimePoi
     auto it = shard.map.find(hashed);
     if (it == shard.map.end()) return std::optional<CacheEntry>();
     Shard::Node& node = *it->second;
-    if (node.entry.is_usable(now)) {
+    if (node.entry.is_usable(now) && node.stands(validity_)) {
       if (!node.accessed.load(std::memory_order_relaxed)) {
         node.accessed.store(true, std::memory_order_relaxed);
       }
@@ -291,13 +316,19 @@ Result<std::optional<CacheEntry>> MemoryCache::get(std::string_view key, TimePoi
       return Result<std::optional<CacheEntry>>(std::in_place, std::in_place, node.entry);
     }
   }
-  // Expired: drop it now rather than wait for the hand. Another thread may
-  // have dropped or replaced it between the two locks, hence the re-check.
+  // Expired or refused by validity: drop it now rather than wait for the
+  // hand. Another thread may have dropped or replaced it between the two
+  // locks, hence the re-check. Dropping bumps no generation: nothing that
+  // was valid changed.
   std::unique_lock lock(shard.mutex);
-  if (auto it = shard.map.find(hashed);
-      it != shard.map.end() && !it->second->entry.is_usable(now)) {
-    shard.remove(it);
-    ++shard.expirations;
+  if (auto it = shard.map.find(hashed); it != shard.map.end()) {
+    if (!it->second->entry.is_usable(now)) {
+      shard.remove(it);
+      ++shard.expirations;
+    } else if (!it->second->stands(validity_)) {
+      shard.remove(it);
+      ++shard.refused;
+    }
   }
   return std::optional<CacheEntry>();
 }
@@ -311,6 +342,8 @@ MemoryCache::Freshness MemoryCache::get_fresh_value(std::string_view key, TimePo
   if (it == shard.map.end()) return Freshness::kAbsent;
   Shard::Node& node = *it->second;
   const CacheEntry& entry = node.entry;
+  if (!node.stands(validity_)) [[unlikely]]
+    return Freshness::kAbsent;
   if (fresh_at >= node.plain_hit_until) [[unlikely]] {
     return entry.is_fresh_in_l1(fresh_at) ? Freshness::kRefreshDue : Freshness::kNotFresh;
   }
@@ -372,7 +405,9 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
   if (auto it = shard.map.find(hashed); it != shard.map.end()) {
     // Replace in place: the entry keeps its place on the ring and its bit.
     Shard::Node& node = *it->second;
-    if (ticket && node.entry.version != 0 && node.entry.is_usable(now)) {
+    // An entry validity refuses is as good as absent: it keeps no fill out.
+    const bool present = node.entry.is_usable(now) && node.stands(validity_);
+    if (ticket && node.entry.version != 0 && present) {
       // A fill read from an older state of L2 than what is here loses; so
       // does a fill of unknown version (a load made while Redis failed)
       // against a fresh entry that L2 vouches for.
@@ -381,7 +416,7 @@ Result<bool> MemoryCache::store(std::string_view key, CacheEntry entry,
         return false;
     }
     if (ticket && entry.version == 0 && node.entry.version == 0 &&
-        node.sequence > ticket->sequence && node.entry.is_usable(now)) {
+        node.sequence > ticket->sequence && present) {
       return false;  // both unversioned: the present one read its source later
     }
     shard.bytes -= node.charge();
@@ -481,6 +516,7 @@ MemoryCacheStats MemoryCache::stats() const {
     stats.bytes += shard.bytes;
     stats.evictions += shard.evictions;
     stats.expirations += shard.expirations;
+    stats.refused += shard.refused;
   }
   return stats;
 }

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+
 #include "redis/key_layout.h"
 
 namespace herdguard {
@@ -99,6 +101,39 @@ local tomb = tonumber(hg_get(KEYS[1])) or 0
 return {string.format('%.0f', tomb), string.format('%.0f', e)}
 )lua"};
 
+// KEYS[1] tag sequence, KEYS[2] tag versions (sorted set); ARGV[1] tag,
+// ARGV[2] keep ms (0: for ever). Returns the tag's new version. A sorted set another
+// program replaced with something else is started afresh.
+const RedisScript kInvalidateTag{std::string(internal::kVersionLua) + R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local v = (tonumber(hg_get(KEYS[1])) or 0) + 1
+if v < now then v = now end
+local score = string.format('%.0f', v)
+redis.call('SET', KEYS[1], score)
+if not pcall(redis.call, 'ZADD', KEYS[2], score, ARGV[1]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('ZADD', KEYS[2], score, ARGV[1])
+end
+if tonumber(ARGV[2]) > 0 then
+  local horizon = now - tonumber(ARGV[2]) * 1000
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%.0f', horizon))
+  hg_keep_for(KEYS[2], tonumber(ARGV[2]))
+end
+return score
+)lua"};
+
+// KEYS[1] tag sequence, KEYS[2] tag versions; ARGV[1] after, ARGV[2]
+// limit. Returns {sequence, seconds, µs, {tag, version, ...}}.
+const RedisScript kTagChanges{std::string(internal::kVersionLua) + R"lua(
+local seq = tonumber(hg_get(KEYS[1])) or 0
+local t = redis.call('TIME')
+local ok, r = pcall(redis.call, 'ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+                    'LIMIT', 0, tonumber(ARGV[2]))
+if not ok then r = {} end
+return {string.format('%.0f', seq), t[1], t[2], r}
+)lua"};
+
 // KEYS[1] version; ARGV[1] horizon ms. Returns {version, now ms}.
 const RedisScript kSnapshot{std::string(internal::kVersionLua) + R"lua(
 local v = hg_get(KEYS[1])
@@ -149,6 +184,76 @@ std::string RedisCache::tombstone_key(std::string_view key) const {
 }
 
 std::string RedisCache::epoch_key() const { return options_.prefix + "epoch"; }
+
+std::string RedisCache::tag_sequence_key() const { return options_.prefix + "{hg-tags}seq"; }
+std::string RedisCache::tag_versions_key() const { return options_.prefix + "{hg-tags}versions"; }
+
+Result<std::uint64_t> RedisCache::invalidate_tag(std::string_view tag, Duration keep,
+                                                 Deadline deadline) {
+  const std::string keep_ms = keep == Duration::max() ? "0" : internal::redis_ms(keep);
+  auto reply = client_->eval(kInvalidateTag, {tag_sequence_key(), tag_versions_key()},
+                             {tag, keep_ms}, deadline);
+  if (!reply) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  auto version = internal::parse_version_reply(*reply);
+  if (!version) errors_.fetch_add(1, kRelaxed);
+  return version;
+}
+
+namespace {
+// A sorted-set score or a decimal from a script: a whole number >= 0.
+std::optional<std::uint64_t> parse_whole(const RedisReply& reply) {
+  if (reply.type == RedisReply::Type::kInteger) {
+    if (reply.integer < 0) return std::nullopt;
+    return static_cast<std::uint64_t>(reply.integer);
+  }
+  if (reply.type != RedisReply::Type::kString) return std::nullopt;
+  const std::string& text = reply.str;
+  double d = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), d);
+  // 2^63: larger (or not finite) is nothing herdguard wrote.
+  if (ec != std::errc() || end != text.data() + text.size() || !(d >= 0) || d >= 9.2e18)
+    return std::nullopt;
+  return static_cast<std::uint64_t>(d);
+}
+}  // namespace
+
+Result<TagChanges> RedisCache::tag_changes(std::uint64_t after, std::size_t limit,
+                                           Deadline deadline) {
+  auto reply = client_->eval(kTagChanges, {tag_sequence_key(), tag_versions_key()},
+                             {fmt::format("{}", after), fmt::format("{}", limit)}, deadline);
+  if (!reply) {
+    errors_.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  auto bad = [this] {
+    errors_.fetch_add(1, kRelaxed);
+    return make_error(ErrorKind::kBackend, "redis cache: unexpected reply to the tag script");
+  };
+  if (reply->type != RedisReply::Type::kArray || reply->elements.size() != 4 ||
+      reply->elements[3].type != RedisReply::Type::kArray ||
+      reply->elements[3].elements.size() % 2 != 0) {
+    return bad();
+  }
+  const auto sequence = parse_whole(reply->elements[0]);
+  const auto seconds = parse_whole(reply->elements[1]);
+  const auto micros = parse_whole(reply->elements[2]);
+  if (!sequence || !seconds || !micros) return bad();
+  TagChanges out;
+  out.sequence = *sequence;
+  out.now_us = static_cast<std::int64_t>(*seconds * 1'000'000 + *micros);
+  const auto& pairs = reply->elements[3].elements;
+  out.changes.reserve(pairs.size() / 2);
+  for (std::size_t i = 0; i < pairs.size(); i += 2) {
+    const auto version = parse_whole(pairs[i + 1]);
+    if (pairs[i].type != RedisReply::Type::kString || !version) return bad();
+    out.changes.emplace_back(pairs[i].str, *version);
+  }
+  out.complete = out.changes.size() < limit;
+  return out;
+}
 
 Result<TierGuard> RedisCache::tier_guard(std::string_view key, Deadline deadline) {
   auto reply = client_->eval(kTierGuard, {tombstone_key(key), epoch_key()}, {}, deadline);

@@ -56,17 +56,31 @@ std::unexpected<Error> corrupt(std::string_view what) {
 
 std::string encode_envelope(const Envelope& envelope) {
   const CacheEntry& e = envelope.entry;
+  const bool tagged = e.tag_stamp != 0 || !e.tags.empty();
+  std::size_t header = kEnvelopeHeaderBytes;
+  if (tagged) {
+    header = kEnvelopeTagsAt + 10;
+    for (const std::string& tag : e.tags) header += 2 + tag.size();
+  }
   std::string out;
-  out.reserve(kEnvelopeHeaderBytes + e.value.size());
+  out.reserve(header + e.value.size());
   out.append(kMagic, sizeof kMagic);
   out.push_back(static_cast<char>(kEnvelopeVersion));
   out.push_back(static_cast<char>(e.negative ? kFlagNegative : 0));
-  put_u16(out, static_cast<std::uint16_t>(kEnvelopeHeaderBytes));
+  put_u16(out, static_cast<std::uint16_t>(header));
   put_u64(out, to_u64(e.fresh_until.time_since_epoch().count()));
   put_u64(out, to_u64(e.stale_until.time_since_epoch().count()));
   put_u64(out, envelope.version);
   put_u64(out, to_u64(e.load_duration.count()));
   put_u32(out, static_cast<std::uint32_t>(e.value.size()));
+  if (tagged) {
+    put_u64(out, e.tag_stamp);
+    put_u16(out, static_cast<std::uint16_t>(e.tags.size()));
+    for (const std::string& tag : e.tags) {
+      put_u16(out, static_cast<std::uint16_t>(tag.size()));
+      out.append(tag);
+    }
+  }
   out.append(e.value);
   return out;
 }
@@ -105,6 +119,24 @@ Result<Envelope> decode_envelope(std::string_view bytes) {
   if (negative && length != 0) return corrupt("a negative entry carries a value");
 
   Envelope out;
+  if (header >= kEnvelopeTagsAt + 10) {
+    out.entry.tag_stamp = get_u64(bytes, kEnvelopeTagsAt);
+    const std::size_t count = get_u16(bytes, kEnvelopeTagsAt + 8);
+    if (count > kMaxEntryTags)
+      return corrupt(fmt::format("{} tags, more than {}", count, kMaxEntryTags));
+    std::size_t at = kEnvelopeTagsAt + 10;
+    out.entry.tags.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      if (header - at < 2) return corrupt("a tag runs past the header");
+      const std::size_t size = get_u16(bytes, at);
+      at += 2;
+      if (size == 0 || size > kMaxTagBytes || header - at < size)
+        return corrupt(
+            fmt::format("tag {} of {} bytes (1..{}, within the header)", i, size, kMaxTagBytes));
+      out.entry.tags.emplace_back(bytes.substr(at, size));
+      at += size;
+    }
+  }
   out.entry.value.assign(bytes.substr(header));
   out.entry.fresh_until = TimePoint(Duration(fresh_ns));
   out.entry.stale_until = TimePoint(Duration(stale_ns));

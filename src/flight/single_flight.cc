@@ -442,6 +442,13 @@ void SingleFlight::forget(std::string_view key) {
   if (std::shared_ptr<Flight>* found = shard.find(hash, key)) shard.erase(found);
 }
 
+void SingleFlight::forget_all() {
+  for (std::size_t i = 0; i < kShards; ++i) {
+    std::lock_guard lock(shards_[i].mutex);
+    shards_[i].flights.clear();  // each completes by identity (it finds itself gone)
+  }
+}
+
 Result<bool> SingleFlight::start_if_idle(std::string_view key, const Loader& loader) {
   auto joined = join(key, JoinMode::kStartOnly, std::chrono::steady_clock::now());
   if (!joined) return std::unexpected(std::move(joined.error()));

@@ -67,6 +67,14 @@ struct RedisNotifier::Impl {
   std::uint64_t next_listener_id = 1;  // guarded by listeners_mutex
 
   void tell_invalidated(std::string_view payload) {
+    if (auto tag = internal::decode_tag_invalidation(payload)) {
+      invalidations_received.fetch_add(1, kRelaxed);
+      std::lock_guard lock(listeners_mutex);
+      for (auto& [id, listener] : listeners) {
+        if (listener.tag_invalidated) listener.tag_invalidated(tag->origin, tag->tag, tag->version);
+      }
+      return;
+    }
     const std::optional<internal::DecodedInvalidation> decoded =
         internal::decode_invalidation(payload);
     if (!decoded) {
@@ -351,6 +359,23 @@ Result<void> RedisNotifier::publish_invalidation(std::uint64_t origin, std::stri
   }
   if (key.empty()) return make_error(ErrorKind::kInvalidArgument, "redis notifier: key is empty");
   const std::string message = internal::encode_invalidation(origin, key);
+  auto reply = impl_->client->command({"PUBLISH", impl_->options.invalidation_channel, message});
+  if (!reply) {
+    impl_->errors.fetch_add(1, kRelaxed);
+    return std::unexpected(reply.error());
+  }
+  impl_->invalidations_published.fetch_add(1, kRelaxed);
+  return ok();
+}
+
+Result<void> RedisNotifier::publish_tag_invalidation(std::uint64_t origin, std::string_view tag,
+                                                     std::uint64_t version) {
+  if (impl_->options.invalidation_channel.empty()) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      "redis notifier: no invalidation_channel configured");
+  }
+  if (version == 0) return make_error(ErrorKind::kInvalidArgument, "redis notifier: version 0");
+  const std::string message = internal::encode_tag_invalidation(origin, version, tag);
   auto reply = impl_->client->command({"PUBLISH", impl_->options.invalidation_channel, message});
   if (!reply) {
     impl_->errors.fetch_add(1, kRelaxed);

@@ -41,19 +41,29 @@ Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_d
   // the outdated one. Once: two changes during two loads is a hot-written
   // key, whose callers get the second load's value (docs/consistency.md).
   bool superseded = false;
-  Result<CacheEntry> entry = load_once(key, load_deadline, request, &superseded);
+  // The tag stamp before anything is read: no tag invalidation that
+  // returns after this instant is at or below it (tag_versions.h).
+  LoadRequest stamped = request;
+  stamped.tag_stamp = cache_.tag_stamp(load_deadline);
+  Result<CacheEntry> entry = load_once(key, load_deadline, stamped, &superseded);
   if (!superseded) return entry;
   // The first value is outdated: never hand it out, even when no time is left.
   if (load_deadline.expired()) return timed_out(key);
   bool again = false;
-  LoadRequest again_request = request;
-  again_request.l2_just_read = false;
-  return load_once(key, load_deadline, again_request, &again);
+  stamped.l2_just_read = false;
+  stamped.tag_stamp = cache_.tag_stamp(load_deadline);
+  return load_once(key, load_deadline, stamped, &again);
+}
+
+Result<CacheEntry> LoadCoordinator::from_repository(const std::string& key, Deadline load_deadline,
+                                                    const LoadRequest& request) {
+  Result<CacheEntry> entry = loader_.load(key, load_deadline, request.priority, request.entry);
+  if (entry) entry->tag_stamp = request.tag_stamp;
+  return entry;
 }
 
 Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
                                               const LoadRequest& request, bool* superseded) {
-  const LoadPriority priority = request.priority;
   const TimePoint bar = request.fresh_at_least_until;
   // Each read below takes its L1 ticket just before it reads (L2 or the
   // database), so an invalidate of this process that lands during the read
@@ -69,7 +79,7 @@ Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline l
   }
   if (!cache_.has_l2()) {
     const MemoryCache::Ticket ticket = cache_.ticket(key);
-    Result<CacheEntry> entry = loader_.load(key, load_deadline, priority, request.entry);
+    Result<CacheEntry> entry = from_repository(key, load_deadline, request);
     if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
     return entry;
   }
@@ -115,7 +125,7 @@ Result<CacheEntry> LoadCoordinator::load_behind_l3(const std::string& key, Deadl
       return std::move(*promoted);  // its record is in L3 already
     *l3 = {.epoch = epoch, .deadline = load_deadline};
   }
-  return loader_.load(key, load_deadline, request.priority, request.entry);
+  return from_repository(key, load_deadline, request);
 }
 
 std::optional<WriteOutcome> LoadCoordinator::settle(const std::string& key, const CacheEntry* entry,
@@ -175,7 +185,7 @@ Result<CacheEntry> LoadCoordinator::load_degraded(const std::string& key, Deadli
                                                   const LoadRequest& request) {
   counters_.fleet_degraded_loads.add();
   const MemoryCache::Ticket ticket = cache_.ticket(key);
-  Result<CacheEntry> entry = loader_.load(key, load_deadline, request.priority, request.entry);
+  Result<CacheEntry> entry = from_repository(key, load_deadline, request);
   if (entry) cache_.fill_l1(key, *entry, ticket, clock_->now());
   return entry;
 }
@@ -262,7 +272,7 @@ std::optional<CacheEntry> LoadCoordinator::from_announcement(const std::string& 
       announced->version < seen_version) {
     return std::nullopt;
   }
-  std::optional<Envelope> decoded = cache_.l2()->decode_value(*announced->envelope);
+  std::optional<Envelope> decoded = cache_.l2_decode(*announced->envelope);
   const TimePoint now = clock_->now();
   if (!decoded || !answers(decoded->entry, now, fresh_at_least_until)) return std::nullopt;
   cache_.fill_l1(key, decoded->entry, ticket, now);
@@ -295,7 +305,7 @@ Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockH
   // Re-check under the lock: the previous holder may have written just
   // before releasing, after our last look. The acquire brought what L2 held.
   if (const auto& bytes = hold.value_at_acquire()) {
-    std::optional<Envelope> current = cache_.l2()->decode_value(*bytes);
+    std::optional<Envelope> current = cache_.l2_decode(*bytes);
     const TimePoint now = clock_->now();
     if (current && answers(current->entry, now, request.fresh_at_least_until)) {
       cache_.fill_l1(key, current->entry, ticket, now);

@@ -77,8 +77,11 @@ struct LoadRequest {
   // A get that skips L1 (GetOptions::skip_l1): the load does not answer
   // from L1 either (it still fills it).
   bool skip_l1 = false;
-  // The stored entry's lifetime when the repository gives none.
+  // The stored entry's lifetime (and tags) when the repository gives none.
   EntryOptions entry{};
+  // Set by load(): the tag stamp of what the repository returns, taken
+  // before the load began (tag_versions.h).
+  std::uint64_t tag_stamp = 0;
 };
 
 // Where a loaded value's L3 record goes once its L2 write succeeded: the
@@ -160,6 +163,9 @@ class LoadCoordinator {
   Result<CacheEntry> after_store(const std::string& key, Result<CacheEntry> entry,
                                  std::optional<WriteOutcome> refused, bool* superseded);
   static Result<CacheEntry> timed_out(const std::string& key);
+  // The repository's entry for `key`, stamped with the request's tag stamp.
+  Result<CacheEntry> from_repository(const std::string& key, Deadline load_deadline,
+                                     const LoadRequest& request);
   // Whether `entry` answers a load: fresh at the later of `now` and the
   // request's bar.
   static bool answers(const CacheEntry& entry, TimePoint now, TimePoint fresh_at_least_until) {

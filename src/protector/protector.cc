@@ -37,6 +37,7 @@
 #include "protector/protector_counters.h"
 #include "protector/protector_metrics.h"
 #include "protector/repository_loader.h"
+#include "protector/tag_versions.h"
 #include "protector/tiered_cache.h"
 
 namespace herdguard {
@@ -45,19 +46,22 @@ namespace herdguard {
 // everything above it), then the coordinator and its parts.
 struct Protector::Parts {
   Parts(ProtectorOptions o, std::shared_ptr<Repository> repository, std::unique_ptr<MemoryCache> l1,
-        std::unique_ptr<CircuitBreaker> b, std::shared_ptr<ConcurrencyLimiter> limiter)
+        std::shared_ptr<internal::TagVersions> tag_versions, std::unique_ptr<CircuitBreaker> b,
+        std::shared_ptr<ConcurrencyLimiter> limiter)
       : options(std::move(o)),
+        tags(std::move(tag_versions)),
         breaker(std::move(b)),
         cache(std::move(l1), options.l1_enabled, options.l1_max_ttl, options.l2, options.l3,
               options.single_flight.load_timeout, options.clock, options.early_refresh, options.ttl,
-              counters),
+              tags, options.tag_history, counters),
         loader(std::move(repository), *breaker, std::move(limiter),
                internal::EntryPolicy{.ttl = options.ttl,
                                      .ttl_jitter = options.ttl_jitter,
                                      .stale_while_revalidate = options.stale_while_revalidate,
                                      .fail_safe_max_staleness = options.fail_safe_max_staleness,
                                      .negative_ttl = options.negative_ttl,
-                                     .max_value_bytes = options.max_value_bytes},
+                                     .max_value_bytes = options.max_value_bytes,
+                                     .max_lifetime = entry_lifetime_cap(options)},
                options.clock, counters),
         coordinator(cache, loader, options.fleet_lock, options.notifier, options.clock,
                     internal::FleetWaitOptions{.retry_interval = options.fleet_retry_interval,
@@ -65,8 +69,16 @@ struct Protector::Parts {
                                                .poll_max = options.fleet_poll_max},
                     counters) {}
 
+  // tag_history − load_timeout − 1 min (ProtectorOptions::tag_history).
+  static Duration entry_lifetime_cap(const ProtectorOptions& o) {
+    if (o.tag_history == Duration::max()) return Duration::max();  // remembered forever: no cap
+    return o.tag_history - o.single_flight.load_timeout - std::chrono::minutes(1);
+  }
+
   const ProtectorOptions options;
   internal::ProtectorCounters counters;
+  // The tag versions this process knows; also the L1's validity.
+  const std::shared_ptr<internal::TagVersions> tags;
   const std::unique_ptr<CircuitBreaker> breaker;
   internal::TieredCache cache;
   internal::RepositoryLoader loader;
@@ -137,7 +149,8 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
                                                      std::shared_ptr<Repository> repository) {
   if (auto valid = options.validate(); !valid) return std::unexpected(valid.error());
   if (!repository) return make_error(ErrorKind::kInvalidArgument, "protector: repository is null");
-  auto l1 = MemoryCache::create(options.l1, options.clock);
+  auto tags = std::make_shared<internal::TagVersions>(options.tag_history);
+  auto l1 = MemoryCache::create(options.l1, options.clock, tags);
   if (!l1) return std::unexpected(l1.error());
   // The breaker's listener: the user's, then the alert sinks.
   CircuitBreaker::Listener listener = options.breaker_listener;
@@ -168,7 +181,7 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
     limiter = std::move(*created);
   }
   auto parts = std::make_unique<Parts>(std::move(options), std::move(repository), std::move(*l1),
-                                       std::move(*breaker), std::move(limiter));
+                                       std::move(tags), std::move(*breaker), std::move(limiter));
   parts->flights = std::move(*flights);
   if (parts->options.adaptive_ttl.enabled)
     parts->loader.set_adaptive_ttl(parts->options.adaptive_ttl);
@@ -208,6 +221,17 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
                parts->flights->forget(key);
                parts->counters.backplane_invalidations.add();
              },
+         .tag_invalidated =
+             [parts = &p](std::uint64_t origin, std::string_view tag, std::uint64_t version) {
+               // Another process's invalidate_tag() or clear(): known before
+               // any later read here (L1 asks the versions on its next read
+               // of each entry), and no get that starts after joins a load
+               // that began before.
+               if (origin == parts->backplane_origin) return;
+               parts->tags->learn(tag, version);
+               parts->flights->forget_all();
+               parts->counters.backplane_tag_invalidations.add();
+             },
          .resync =
              [parts = &p] {
                // The subscription was lost or is back: invalidations
@@ -218,9 +242,14 @@ Result<std::unique_ptr<Protector>> Protector::create(ProtectorOptions options,
                // before its subscriber may), at the return for the copies
                // filled during the gap.
                parts->cache.l1().recheck_all(parts->options.clock->now());
+               parts->cache.force_tag_sync();
                parts->counters.backplane_resyncs.add();
              }});
   }
+  // Learn the fleet's tag versions now rather than on the first request
+  // (best effort, briefly: a Redis that is down or hung is synced with later).
+  p.cache.sync_tags_if_due(Deadline::after(
+      std::min<Duration>(p.options.request_timeout, std::chrono::milliseconds(100))));
   if (p.options.warm_up.keys) {
     Protector* raw = protector.get();
     protector->warm_up_thread_ = std::thread([raw] { raw->run_warm_up(); });
@@ -793,8 +822,10 @@ Result<std::string> Protector::get(std::string_view key, const GetOptions& optio
     return make_error(ErrorKind::kInvalidArgument,
                       "get: fail_safe_max_staleness, entry.ttl and entry.stale_for must be >= 0");
   }
+  if (auto valid = internal::validate_tags(options.entry.tags); !valid)
+    return make_error(ErrorKind::kInvalidArgument, "get: entry." + valid.error().message);
   const bool plain = !options.skip_l1 && !options.skip_l2 && !options.fail_safe_max_staleness &&
-                     !options.entry.ttl && !options.entry.stale_for;
+                     !options.entry.ttl && !options.entry.stale_for && options.entry.tags.empty();
   if (plain) return read(key, options.deadline, options.stale_while_revalidate);
   Parts& p = *parts_;
   MemoryCache::Freshness peeked = MemoryCache::Freshness::kAbsent;
@@ -1007,9 +1038,15 @@ Result<void> Protector::set(std::string_view key, std::string_view value,
     return make_error(ErrorKind::kInvalidArgument, "ttl must be > 0");
   if (options.stale_for && *options.stale_for < Duration::zero())
     return make_error(ErrorKind::kInvalidArgument, "stale_for must be >= 0");
+  if (auto valid = internal::validate_tags(options.tags); !valid) return valid;
+  // Stamped before anything else: an invalidate_tag that returns after this
+  // point refuses the value (it may have been read before that change).
+  const std::uint64_t stamp = p.cache.tag_stamp(Deadline::after(p.options.request_timeout));
   CacheEntry entry =
       internal::make_entry(p.loader.policy(), std::string(value), effective_ttl,
                            p.options.clock->now(), Duration::zero(), options.stale_for);
+  entry.tags = options.tags;
+  entry.tag_stamp = stamp;
   auto stored = p.cache.set(key, std::move(entry));
   p.flights->forget(key);
   if (stored) announce_to_fleet(key);
@@ -1023,6 +1060,32 @@ Result<void> Protector::invalidate(std::string_view key) {
   p.flights->forget(key);
   if (erased) announce_to_fleet(key);
   return erased;
+}
+
+Result<void> Protector::invalidate_tag(std::string_view tag) {
+  if (auto valid = internal::validate_tag(tag); !valid) return valid;
+  return invalidate_tag_version(tag);
+}
+
+Result<void> Protector::clear() { return invalidate_tag_version({}); }
+
+Result<void> Protector::invalidate_tag_version(std::string_view tag) {
+  Parts& p = *parts_;
+  auto version = p.cache.invalidate_tag(tag, Deadline::after(p.options.request_timeout));
+  if (!version) return std::unexpected(version.error());
+  // Known here already (L1 refuses what it hits); loads that began before
+  // are detached, whatever their key: their tags are not known until they
+  // return.
+  p.flights->forget_all();
+  (tag.empty() ? p.counters.clears : p.counters.tag_invalidations).add();
+  if (p.backplane) {
+    if (p.options.notifier->publish_tag_invalidation(p.backplane_origin, tag, *version)) {
+      p.counters.backplane_published.add();
+    } else {
+      p.counters.backplane_publish_failures.add();  // others sync within l1_max_ttl / 2
+    }
+  }
+  return ok();
 }
 
 void Protector::announce_to_fleet(std::string_view key) {
@@ -1102,6 +1165,13 @@ ProtectionMetrics Protector::metrics() const {
       .backplane_publish_failures = c.backplane_publish_failures.value(),
       .backplane_invalidations = c.backplane_invalidations.value(),
       .backplane_resyncs = c.backplane_resyncs.value(),
+      .tag_invalidations = c.tag_invalidations.value(),
+      .clears = c.clears.value(),
+      .backplane_tag_invalidations = c.backplane_tag_invalidations.value(),
+      .tag_rejections = c.tag_rejections.value() + l1.refused,
+      .tag_syncs = c.tag_syncs.value(),
+      .tag_sync_errors = c.tag_sync_errors.value(),
+      .tags_known = p.tags->size(),
       .rate_limited = c.rate_limited.value(),
       .rate_limited_stale = c.rate_limited_stale.value(),
       .circuit_breaker_state = p.breaker->state(),

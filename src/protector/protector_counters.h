@@ -60,6 +60,13 @@ struct ProtectorCounters {
   StripedCounter backplane_publish_failures;
   StripedCounter backplane_invalidations;
   StripedCounter backplane_resyncs;
+  // Tags and clear() (tag_versions.h).
+  StripedCounter tag_invalidations;            // this process's invalidate_tag() that succeeded
+  StripedCounter clears;                       // this process's clear() that succeeded
+  StripedCounter backplane_tag_invalidations;  // another process's, heard
+  StripedCounter tag_syncs;                    // syncs with Redis
+  StripedCounter tag_sync_errors;              // syncs that failed (retried)
+  StripedCounter tag_rejections;      // L2/L3 entries refused (L1's: MemoryCacheStats::refused)
   StripedCounter rate_limited;        // get_for() over the client's limit
   StripedCounter rate_limited_stale;  // ... answered with the L1 copy
 };

@@ -60,6 +60,9 @@ Result<void> ProtectorOptions::validate() const {
         fmt::format("max_value_bytes must be <= {} with an l2 (Redis strings end at "
                     "512 MiB), got {}",
                     kMaxEnvelopeValueBytes, max_value_bytes));
+  if (tag_history < add_saturating(single_flight.load_timeout, std::chrono::minutes(2)))
+    return bad(
+        fmt::format("tag_history must be >= load_timeout + 2 min, got {} ms", ms(tag_history)));
   if (l1_max_ttl <= Duration::zero())
     return bad(fmt::format("l1_max_ttl must be > 0, got {} ms", ms(l1_max_ttl)));
   if (fleet_retry_interval <= Duration::zero())

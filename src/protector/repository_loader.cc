@@ -7,19 +7,23 @@
 #include "core/random.h"
 #include "herdguard/protector.h"
 #include "protector/load_batch.h"
+#include "protector/tag_versions.h"
 
 namespace herdguard::internal {
 
 CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
                       Duration load_duration, std::optional<Duration> stale_for) {
-  const TimePoint fresh_until =
-      add_saturating(now, jittered_ttl(ttl, policy.ttl_jitter, internal::uniform_real(0.0, 1.0)));
+  const TimePoint cap = add_saturating(now, policy.max_lifetime);
+  const TimePoint fresh_until = std::min(
+      cap,
+      add_saturating(now, jittered_ttl(ttl, policy.ttl_jitter, internal::uniform_real(0.0, 1.0))));
   return CacheEntry{
       .value = std::move(value),
       .fresh_until = fresh_until,
-      .stale_until =
-          add_saturating(fresh_until, stale_for.value_or(std::max(policy.stale_while_revalidate,
-                                                                  policy.fail_safe_max_staleness))),
+      .stale_until = std::min(
+          cap, add_saturating(fresh_until,
+                              stale_for.value_or(std::max(policy.stale_while_revalidate,
+                                                          policy.fail_safe_max_staleness)))),
       .negative = false,
       .load_duration = load_duration,
   };
@@ -164,18 +168,25 @@ Result<CacheEntry> RepositoryLoader::to_entry(const std::string& key, Result<Loa
   EntryOptions own = loaded ? loaded->options : EntryOptions{};
   if (!own.ttl) own.ttl = defaults.ttl;
   if (!own.stale_for) own.stale_for = defaults.stale_for;
+  if (own.tags.empty()) own.tags = defaults.tags;
+  if (auto valid = validate_tags(own.tags); !valid) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("key '{}': {}", key, valid.error().message));
+  }
   if ((own.ttl && *own.ttl < Duration::zero()) ||
       (own.stale_for && *own.stale_for < Duration::zero())) {
     return make_error(ErrorKind::kInvalidArgument,
                       fmt::format("repository gave key '{}' a negative ttl or stale_for", key));
   }
   if (!loaded || !loaded->value) {
-    const TimePoint until = add_saturating(now, own.ttl.value_or(policy_.negative_ttl));
+    const TimePoint until = std::min(add_saturating(now, policy_.max_lifetime),
+                                     add_saturating(now, own.ttl.value_or(policy_.negative_ttl)));
     return CacheEntry{.value = {},
                       .fresh_until = until,
                       .stale_until = until,
                       .negative = true,
-                      .load_duration = elapsed};
+                      .load_duration = elapsed,
+                      .tags = std::move(own.tags)};
   }
   std::string& value = *loaded->value;
   if (value.size() > policy_.max_value_bytes) {
@@ -183,15 +194,18 @@ Result<CacheEntry> RepositoryLoader::to_entry(const std::string& key, Result<Loa
                       fmt::format("value of key '{}' is {} bytes, over max_value_bytes ({})", key,
                                   value.size(), policy_.max_value_bytes));
   }
-  if (own.ttl) return make_entry(policy_, std::move(value), *own.ttl, now, elapsed, own.stale_for);
   Duration ttl = policy_.ttl;
-  if (adaptive_) {
+  if (own.ttl) {
+    ttl = *own.ttl;
+  } else if (adaptive_) {
     const AdaptiveTtl::Choice choice = adaptive_->choose(key, value);
     ttl = choice.ttl;
     if (choice.direction > 0) counters_.ttl_lengthened.add();
     if (choice.direction < 0) counters_.ttl_shortened.add();
   }
-  return make_entry(policy_, std::move(value), ttl, now, elapsed, own.stale_for);
+  CacheEntry entry = make_entry(policy_, std::move(value), ttl, now, elapsed, own.stale_for);
+  entry.tags = std::move(own.tags);
+  return entry;
 }
 
 }  // namespace herdguard::internal

@@ -30,11 +30,15 @@ struct EntryPolicy {
   Duration fail_safe_max_staleness{};
   Duration negative_ttl{};
   std::size_t max_value_bytes = 0;
+  // No entry is kept longer than this after it was made (tag_history −
+  // load_timeout − 1 min: ProtectorOptions::tag_history).
+  Duration max_lifetime = Duration::max();
 };
 
 // The entry for a value loaded or set now: fresh for `ttl` jittered, kept
 // for max(stale_while_revalidate, fail_safe_max_staleness) after that.
-// Saturates at TimePoint::max() ("keep forever").
+// Saturates at TimePoint::max() ("keep forever"), then is capped at
+// policy.max_lifetime after `now`.
 // `stale_for` (when given) replaces that max: the entry's own (EntryOptions).
 CacheEntry make_entry(const EntryPolicy& policy, std::string value, Duration ttl, TimePoint now,
                       Duration load_duration, std::optional<Duration> stale_for = std::nullopt);

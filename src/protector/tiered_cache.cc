@@ -6,8 +6,14 @@ TieredCache::TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Durat
                          std::shared_ptr<RedisCache> l2, std::shared_ptr<MemcachedCache> l3,
                          Duration load_timeout, std::shared_ptr<Clock> clock,
                          EarlyRefreshOptions early_refresh, Duration ttl,
+                         std::shared_ptr<TagVersions> tags, Duration tag_history,
                          ProtectorCounters& counters)
-    : l1_(std::move(l1)),
+    : tags_(std::move(tags)),
+      tag_history_(tag_history),
+      tag_sync_interval_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::max(Duration(std::chrono::milliseconds(1)), l1_max_ttl / 2))
+                                .count()),
+      l1_(std::move(l1)),
       l1_enabled_(l1_enabled),
       l1_max_ttl_(l1_max_ttl),
       l2_(std::move(l2)),
@@ -82,12 +88,13 @@ Result<std::optional<Envelope>> TieredCache::l2_get(std::string_view key, TimePo
   // A deadline that had passed before the call is the caller's, not a Redis
   // failure: the command is not even sent.
   const bool already_late = deadline.expired();
+  sync_tags_if_due(deadline);
   auto got = l2_->get_envelope(key, deadline);
   if (!got) {
     if (!already_late) counters_.redis_errors.add();
     return got;
   }
-  if (!*got || !(*got)->entry.is_usable(now)) {
+  if (!*got || !(*got)->entry.is_usable(now) || !stands((*got)->entry)) {
     counters_.l2_misses.add();
     return std::optional<Envelope>();
   }
@@ -102,6 +109,52 @@ std::int64_t steady_ns() {
       .count();
 }
 }  // namespace
+
+std::uint64_t TieredCache::tag_stamp(Deadline deadline) {
+  sync_tags_if_due(deadline);
+  return tags_->stamp();
+}
+
+void TieredCache::sync_tags_if_due(Deadline deadline) {
+  if (!l2_ || deadline.expired()) return;
+  const std::int64_t now = steady_ns();
+  std::int64_t due = next_tag_sync_ns_.load(std::memory_order_acquire);
+  if (now < due) return;
+  if (!next_tag_sync_ns_.compare_exchange_strong(due, now + tag_sync_interval_ns_,
+                                                 std::memory_order_acq_rel)) {
+    return;  // another caller syncs
+  }
+  auto changes = l2_->tag_changes(tags_->synced_through(), kTagSyncBatch, deadline);
+  if (!changes) {
+    counters_.tag_sync_errors.add();  // retried after the interval
+    return;
+  }
+  tags_->learn_synced(changes->changes, changes->sequence, changes->complete, changes->now_us);
+  counters_.tag_syncs.add();
+  if (!changes->complete) force_tag_sync();  // more to read: the next read goes on
+}
+
+Result<std::uint64_t> TieredCache::invalidate_tag(std::string_view tag, Deadline deadline) {
+  std::uint64_t version = 0;
+  if (l2_) {
+    auto made = l2_->invalidate_tag(tag, tag_history_, deadline);
+    if (!made) {
+      if (!deadline.expired()) counters_.redis_errors.add();
+      return made;
+    }
+    version = *made;
+  } else {
+    version = tags_->next_local_version();
+  }
+  tags_->learn(tag, version);
+  return version;
+}
+
+std::optional<Envelope> TieredCache::l2_decode(std::string_view bytes) {
+  std::optional<Envelope> decoded = l2_->decode_value(bytes);
+  if (decoded && !stands(decoded->entry)) return std::nullopt;
+  return decoded;
+}
 
 void TieredCache::remember_epoch(std::uint64_t epoch) noexcept {
   l3_epoch_.store(epoch, std::memory_order_release);
@@ -143,7 +196,8 @@ std::optional<CacheEntry> TieredCache::l3_promotable(std::string_view key, Deadl
   }
   remember_epoch(guard->epoch);
   const L3Record& record = **got;
-  if (record.epoch != guard->epoch || record.envelope.version < guard->min_version) {
+  if (record.epoch != guard->epoch || record.envelope.version < guard->min_version ||
+      !stands(record.envelope.entry)) {
     counters_.l3_rejected.add();
     if (auto erased = l3_->erase(key, deadline); !erased) counters_.l3_errors.add();
     return std::nullopt;
@@ -166,13 +220,14 @@ void TieredCache::l3_store(std::string_view key, const CacheEntry& entry, std::u
 Result<std::vector<std::optional<Envelope>>> TieredCache::l2_get_many(
     std::span<const std::string> keys, TimePoint now, Deadline deadline) {
   const bool already_late = deadline.expired();
+  sync_tags_if_due(deadline);
   auto got = l2_->get_envelopes(keys, deadline);
   if (!got) {
     if (!already_late) counters_.redis_errors.add();
     return got;
   }
   for (std::optional<Envelope>& envelope : *got) {
-    if (!envelope || !envelope->entry.is_usable(now)) {
+    if (!envelope || !envelope->entry.is_usable(now) || !stands(envelope->entry)) {
       envelope.reset();
       counters_.l2_misses.add();
     } else {

@@ -13,6 +13,12 @@
 //  * With an L2, an L1 copy is served as fresh only until its recheck_at
 //    (now + l1_max_ttl at the fill): that bounds how long another process's
 //    set/invalidate can go unseen here.
+//  * Tags (tag_versions.h): no entry a tag invalidation or clear() known to
+//    this process refused is answered — L1 asks TagVersions itself (its
+//    validity), and every entry read from L2 (a GET, an MGET, what the
+//    fleet lock's acquire brought, an announcement) or L3 is judged here
+//    and reads as a miss when refused. What this process knows is synced
+//    with Redis at least every l1_max_ttl / 2 while L2 is read.
 //  * Redis errors never fail a read: they count and read as a miss.
 //  * L3 (only with an L2): a record is answered only after Redis confirmed
 //    it (its epoch is the current one, its version at or above the key's
@@ -35,6 +41,7 @@
 #include "herdguard/memory_cache.h"
 #include "herdguard/redis_cache.h"
 #include "protector/protector_counters.h"
+#include "protector/tag_versions.h"
 
 namespace herdguard::internal {
 
@@ -46,7 +53,8 @@ class TieredCache {
   TieredCache(std::unique_ptr<MemoryCache> l1, bool l1_enabled, Duration l1_max_ttl,
               std::shared_ptr<RedisCache> l2, std::shared_ptr<MemcachedCache> l3,
               Duration load_timeout, std::shared_ptr<Clock> clock,
-              EarlyRefreshOptions early_refresh, Duration ttl, ProtectorCounters& counters);
+              EarlyRefreshOptions early_refresh, Duration ttl, std::shared_ptr<TagVersions> tags,
+              Duration tag_history, ProtectorCounters& counters);
 
   bool has_l2() const noexcept { return l2_ != nullptr; }
   RedisCache* l2() const noexcept { return l2_.get(); }
@@ -85,6 +93,26 @@ class TieredCache {
     return e.is_fresh_in_l1(now);
   }
   MemoryCache::Ticket ticket(std::string_view key) const noexcept { return l1_->ticket(key); }
+
+  // The tag versions this process knows (L1's validity).
+  TagVersions& tags() const noexcept { return *tags_; }
+  // The stamp of a load or set that begins now (tag_versions.h), after a
+  // sync with Redis when one is due.
+  std::uint64_t tag_stamp(Deadline deadline);
+  // Syncs the tag versions with Redis when due (at most one caller at a
+  // time; the others go on with what is known). Failures are counted and
+  // retried after the interval.
+  void sync_tags_if_due(Deadline deadline);
+  // Makes the next L2 read sync (a backplane gap: messages may be lost).
+  void force_tag_sync() noexcept { next_tag_sync_ns_.store(0, std::memory_order_release); }
+  // Invalidates `tag` (empty: clear) for the fleet (Redis) or, without an
+  // L2, for this process; this process knows it before this returns.
+  // Returns its version. Errors: Redis's (then nothing changed here).
+  Result<std::uint64_t> invalidate_tag(std::string_view tag, Deadline deadline);
+  // Bytes read from L2 by other means (the lock's acquire, an announcement),
+  // decoded as an L2 read is: nullopt when they do not decode, are past
+  // stale_until or a tag invalidation refuses them.
+  std::optional<Envelope> l2_decode(std::string_view bytes);
 
   // L2's usable entry for `key` within `deadline`. Counts an L2 hit or miss,
   // or a Redis error (returned as the error, for callers that degrade).
@@ -125,6 +153,21 @@ class TieredCache {
  private:
   // Sets entry.refresh_from for an L1 copy.
   void mark_refresh_window(CacheEntry& entry) const noexcept;
+  // Whether an entry read from L2 or L3 stands by the tags known (counted
+  // when it does not).
+  bool stands(const CacheEntry& entry) const {
+    if (tags_->valid(entry)) return true;
+    counters_.tag_rejections.add();
+    return false;
+  }
+
+  const std::shared_ptr<TagVersions> tags_;
+  const Duration tag_history_;
+  // When the next tag sync is due (steady ns; 0: at once). Only the caller
+  // whose compare-exchange moves it syncs.
+  std::atomic<std::int64_t> next_tag_sync_ns_{0};
+  const std::int64_t tag_sync_interval_ns_;
+  static constexpr std::size_t kTagSyncBatch = 1024;
 
   const std::unique_ptr<MemoryCache> l1_;
   const bool l1_enabled_;

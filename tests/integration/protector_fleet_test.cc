@@ -154,14 +154,19 @@ TEST(ProtectorFleet, GetManyReadsL2InOneMget) {
     EXPECT_TRUE(r || r.error().kind == ErrorKind::kNotFound) << r.error().to_string();
   }
   ASSERT_EQ(db.loads.load(), 101);
+  const auto syncs_before = b.protector->metrics().tag_syncs;
   ASSERT_TRUE(b.fleet.client->command({"CONFIG", "RESETSTAT"}));
   const auto answers = b.protector->get_many(keys, Deadline::after(10s));
   for (int i = 0; i < 100; ++i) EXPECT_EQ(*answers[i], "value-of-k" + std::to_string(i)) << i;
   EXPECT_EQ(answers[100].error().kind, ErrorKind::kNotFound);
   EXPECT_EQ(db.loads.load(), 101);
   EXPECT_EQ(calls_of(*b.fleet.client, "mget"), 1);
-  EXPECT_EQ(calls_of(*b.fleet.client, "get"), 0);
-  EXPECT_EQ(calls_of(*b.fleet.client, "evalsha"), 0) << "no load, no lock";
+  // A sync of the tag versions (tag_versions.h) may fall due: one script,
+  // with one GET inside. Nothing else.
+  const auto syncs = static_cast<long long>(b.protector->metrics().tag_syncs - syncs_before);
+  EXPECT_LE(syncs, 1);
+  EXPECT_EQ(calls_of(*b.fleet.client, "get"), syncs);
+  EXPECT_EQ(calls_of(*b.fleet.client, "evalsha"), syncs) << "no load, no lock";
   EXPECT_EQ(b.protector->metrics().l2_hits, 101u);
   EXPECT_EQ(b.protector->metrics().cache_misses, 0u) << "L2 answered every key";
   // A key L2 does not have goes on to its flight, which does not read L2

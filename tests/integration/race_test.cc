@@ -69,6 +69,7 @@ struct RunConfig {
   int keys = 3;
   bool l1 = true;
   bool faults = false;
+  bool tags = false;  // invalidations by tag and clear() (race_worker.cc)
 };
 
 RunConfig from_env(std::string name, int workers, bool l1, bool faults) {
@@ -207,10 +208,11 @@ void run_race(const RunConfig& config) {
 
   const std::vector<Fault> faults =
       config.faults ? fault_schedule(config.seed, config.seconds) : std::vector<Fault>{};
-  std::string report =
-      fmt::format("# race {}: seed {}, {} s, {} workers x {} threads, {} keys, l1 {}, faults {}\n",
-                  config.name, config.seed, config.seconds, config.workers, config.threads,
-                  config.keys, config.l1 ? "on" : "off", config.faults ? "on" : "off");
+  std::string report = fmt::format(
+      "# race {}: seed {}, {} s, {} workers x {} threads, {} keys, l1 {}, faults {}, "
+      "tags {}\n",
+      config.name, config.seed, config.seconds, config.workers, config.threads, config.keys,
+      config.l1 ? "on" : "off", config.faults ? "on" : "off", config.tags ? "on" : "off");
   for (const Fault& f : faults) report += "# fault " + describe(f) + "\n";
   std::fputs(report.c_str(), stdout);
 
@@ -238,7 +240,9 @@ void run_race(const RunConfig& config) {
                    "--keys",
                    std::to_string(config.keys),
                    "--l1",
-                   config.l1 ? "on" : "off"});
+                   config.l1 ? "on" : "off",
+                   "--tags",
+                   config.tags ? "on" : "off"});
   }
   for (const Fault& f : faults) {
     std::this_thread::sleep_until(std::chrono::steady_clock::time_point(
@@ -309,6 +313,15 @@ TEST(RaceTest, FleetWithFaultsKeepsLeaseSemantics) {
 TEST(RaceTest, SingleProcessKeepsLeaseSemantics) { run_race(from_env("single", 1, true, false)); }
 
 // No L1, no faults: races in Redis (L2) alone.
+// Invalidations by tag and clear(), with Redis paused and killed: the
+// passive invalidation keeps the same contract (Protector::invalidate_tag).
+TEST(RaceTest, FleetInvalidatingByTagWithFaultsKeepsLeaseSemantics) {
+  RunConfig config = from_env("tags", static_cast<int>(env_int("HERDGUARD_RACE_WORKERS", 3)), true,
+                              env_on("HERDGUARD_RACE_FAULTS", true));
+  config.tags = true;
+  run_race(config);
+}
+
 TEST(RaceTest, FleetWithoutL1KeepsLeaseSemantics) {
   run_race(from_env("nol1", static_cast<int>(env_int("HERDGUARD_RACE_WORKERS", 3)), false, false));
 }

@@ -50,6 +50,11 @@ struct Config {
   std::int64_t start_at_ns = 0;
   int duration_ms = 8000, threads = 4, keys = 3;
   bool l1 = true;
+  // Invalidations by tag (Protector::invalidate_tag, clear): each key's
+  // entries carry the tag "t:<key>" (and "all"); an invalidate of k is
+  // invalidate_tag("t:k"), a plain invalidate is clear() (logged as one
+  // invalidate per key), and a set carries the tags.
+  bool tags = false;
   int lease_ms = 900, load_timeout_ms = 2000, ttl_ms = 20000, deadline_ms = 1500;
   int slow_percent = 30, slow_min_ms = 50, slow_max_ms = 400, think_max_us = 4000;
 };
@@ -89,6 +94,9 @@ std::optional<Config> parse_args(int argc, char** argv) {
   std::string l1 = "on";
   text("--l1", l1);
   c.l1 = l1 == "on";
+  std::string tags = "off";
+  text("--tags", tags);
+  c.tags = tags == "on";
   if (c.redis_url.empty() || c.db_path.empty() || c.log_path.empty() || c.threads < 1 ||
       c.keys < 1 || (l1 != "on" && l1 != "off")) {
     return std::nullopt;
@@ -180,6 +188,12 @@ class SlowRepository {
 
 std::string outcome_of(const Error& error) { return std::string(to_string(error.kind)); }
 
+// The tags of `key`'s entries (Config::tags).
+std::vector<std::string> tags_of(const Config& config, std::string_view key) {
+  if (!config.tags) return {};
+  return {"t:" + std::string(key), "all"};
+}
+
 // One thread's operations, from its own RNG, until `end_ns`.
 std::vector<Op> run_thread(const Config& config, int thread, Protector& protector,
                            std::int64_t end_ns) {
@@ -206,6 +220,32 @@ std::vector<Op> run_thread(const Config& config, int thread, Protector& protecto
       } else {
         op.outcome = "bad_value";
       }
+    } else if (config.tags && dice < 70) {
+      // clear(): an invalidate of every key, each logged with the version
+      // read before (so the checker holds every later get to it).
+      std::vector<Op> each;
+      for (int k = 0; k < config.keys; ++k) {
+        Op one{.kind = OpKind::kInvalidate,
+               .worker = config.worker,
+               .thread = thread,
+               .key = "k" + std::to_string(k),
+               .start_ns = op.start_ns};
+        if (auto version = db.read(one.key)) {
+          one.version = *version;
+        } else {
+          one.outcome = "db_error";
+        }
+        each.push_back(std::move(one));
+      }
+      Result<void> done = protector.clear();
+      const std::int64_t end = now_ns();
+      for (Op& one : each) {
+        if (!done && one.outcome == "ok") one.outcome = outcome_of(done.error());
+        one.end_ns = end;
+        ops.push_back(std::move(one));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(think(rng)));
+      continue;
     } else {
       op.kind = dice < 70   ? OpKind::kInvalidate
                 : dice < 88 ? OpKind::kUpdateInvalidate
@@ -216,11 +256,13 @@ std::vector<Op> run_thread(const Config& config, int thread, Protector& protecto
         op.outcome = "db_error";
       } else {
         op.version = *version;
+        const std::string value =
+            encode_value(*version, {.kind = ValueSource::Kind::kSet, .worker = config.worker});
         Result<void> done =
             op.kind == OpKind::kUpdateSet
-                ? protector.set(op.key, encode_value(*version, {.kind = ValueSource::Kind::kSet,
-                                                                .worker = config.worker}))
-                : protector.invalidate(op.key);
+                ? protector.set(op.key, value, EntryOptions{.tags = tags_of(config, op.key)})
+            : config.tags ? protector.invalidate_tag("t:" + op.key)
+                          : protector.invalidate(op.key);
         if (!done) op.outcome = outcome_of(done.error());
       }
     }
@@ -255,8 +297,12 @@ int run(const Config& config) {
   fleet->apply_to(options);
   auto protector = Protector::create(
       std::move(options),
-      std::make_shared<CallbackRepository>(
-          [repository](std::string_view key, Deadline) { return repository->load(key); }));
+      CallbackRepository::with_entries([repository, &config](std::string_view key,
+                                                             Deadline) -> Result<LoadedEntry> {
+        auto loaded = repository->load(key);
+        if (!loaded) return std::unexpected(loaded.error());
+        return LoadedEntry{.value = std::move(*loaded), .options = {.tags = tags_of(config, key)}};
+      }));
   if (!protector) {
     std::fprintf(stderr, "worker %d: %s\n", config.worker, protector.error().to_string().c_str());
     return 3;

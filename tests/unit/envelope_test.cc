@@ -29,6 +29,8 @@ void expect_same(const Envelope& a, const Envelope& b) {
   EXPECT_EQ(a.entry.negative, b.entry.negative);
   EXPECT_EQ(a.entry.load_duration, b.entry.load_duration);
   EXPECT_EQ(a.version, b.version);
+  EXPECT_EQ(a.entry.tags, b.entry.tags);
+  EXPECT_EQ(a.entry.tag_stamp, b.entry.tag_stamp);
 }
 
 std::string hex(std::string_view bytes) {
@@ -131,6 +133,64 @@ TEST(Envelope, ALaterReleasesLongerHeaderAndHintFlagsAreRead) {
   bytes[5] = static_cast<char>(kEnvelopeHeaderBytes + extra.size());
   bytes[4] = static_cast<char>(bytes[4] | 0x30);
   auto back = decode_envelope(bytes);
+  ASSERT_TRUE(back) << back.error().to_string();
+  expect_same(*back, e);
+}
+
+TEST(Envelope, TagsAndTheirStampRoundTripInPinnedFields) {
+  Envelope e = sample();
+  e.entry.tags = {"users", std::string("b\0in", 4)};
+  e.entry.tag_stamp = 0x0102030405060708;
+  const std::string bytes = encode_envelope(e);
+  const std::size_t header = 53 + 2 + 5 + 2 + 4;
+  EXPECT_EQ(static_cast<unsigned char>(bytes[5]) | (static_cast<unsigned char>(bytes[6]) << 8),
+            static_cast<int>(header));
+  EXPECT_EQ(hex(bytes.substr(43, 10)),
+            "0807060504030201"
+            "0200");
+  EXPECT_EQ(bytes.substr(53, 7), std::string("\x05\x00users", 7));
+  EXPECT_EQ(bytes.substr(header), e.entry.value);
+  auto back = decode_envelope(bytes);
+  ASSERT_TRUE(back) << back.error().to_string();
+  expect_same(*back, e);
+  // A stamp alone (an untagged entry stored after a clear()) has the fields too.
+  Envelope stamped = sample();
+  stamped.entry.tag_stamp = 9;
+  auto stamped_back = decode_envelope(encode_envelope(stamped));
+  ASSERT_TRUE(stamped_back);
+  expect_same(*stamped_back, stamped);
+  // Neither: the 43-byte header of before, byte for byte.
+  EXPECT_EQ(encode_envelope(sample()).size(), kEnvelopeHeaderBytes + 3);
+}
+
+TEST(Envelope, BadTagFieldsAreCorrupt) {
+  auto expect_corrupt = [](std::string bytes, std::string_view words) {
+    auto r = decode_envelope(bytes);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, ErrorKind::kCorrupt);
+    EXPECT_NE(r.error().message.find(words), std::string::npos) << r.error().message;
+  };
+  Envelope e = sample();
+  e.entry.tags = {"ab"};
+  e.entry.tag_stamp = 1;
+  const std::string good = encode_envelope(e);  // header 57: stamp, count 1, len 2, "ab"
+  std::string too_many = good;
+  too_many[51] = static_cast<char>(kMaxEntryTags + 1);
+  expect_corrupt(too_many, "tags, more than");
+  std::string past_header = good;
+  past_header[53] = 3;  // "ab" claims 3 bytes: runs into the value
+  expect_corrupt(past_header, "within the header");
+  std::string empty_tag = good;
+  empty_tag[53] = 0;
+  expect_corrupt(empty_tag, "within the header");
+  std::string count_past = good;
+  count_past[51] = 2;  // a second tag that is not there
+  expect_corrupt(count_past, "runs past the header");
+  // A later release's fields after the tags are skipped.
+  std::string later = good;
+  later.insert(57, "\x07\x07");
+  later[5] = 59;
+  auto back = decode_envelope(later);
   ASSERT_TRUE(back) << back.error().to_string();
   expect_same(*back, e);
 }

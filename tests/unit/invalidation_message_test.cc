@@ -39,5 +39,22 @@ TEST(InvalidationMessage, OthersBytesAreRefused) {
   EXPECT_TRUE(decode_invalidation("\0hgI12345678k"s).has_value());  // the smallest valid one
 }
 
+TEST(InvalidationMessage, TagInvalidationsRoundTripAndAreNotKeyInvalidations) {
+  const std::string message = encode_tag_invalidation(42, 1'700'000'000'000'000, "users");
+  auto back = decode_tag_invalidation(message);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->origin, 42u);
+  EXPECT_EQ(back->version, 1'700'000'000'000'000u);
+  EXPECT_EQ(back->tag, "users");
+  EXPECT_FALSE(decode_invalidation(message));
+  auto clear = decode_tag_invalidation(encode_tag_invalidation(1, 2, ""));
+  ASSERT_TRUE(clear) << "clear() is the empty tag";
+  EXPECT_EQ(clear->tag, "");
+  EXPECT_FALSE(decode_tag_invalidation(encode_tag_invalidation(1, 0, "t"))) << "version 0";
+  EXPECT_FALSE(decode_tag_invalidation(encode_tag_invalidation(1, 2, std::string(257, 't'))));
+  EXPECT_FALSE(decode_tag_invalidation("\0hgG1234567812345"s)) << "truncated";
+  EXPECT_FALSE(decode_tag_invalidation(encode_invalidation(1, "k")));
+}
+
 }  // namespace
 }  // namespace herdguard::internal

@@ -1,0 +1,128 @@
+// Tag versions (protector/tag_versions.h).
+#include "protector/tag_versions.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+
+#include "herdguard/envelope.h"
+
+namespace herdguard::internal {
+
+Result<void> validate_tag(std::string_view tag) {
+  if (tag.empty()) return make_error(ErrorKind::kInvalidArgument, "tag is empty");
+  if (tag.size() > kMaxTagBytes) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("tag is {} bytes, over {}", tag.size(), kMaxTagBytes));
+  }
+  return ok();
+}
+
+Result<void> validate_tags(std::span<const std::string> tags) {
+  if (tags.size() > kMaxEntryTags) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      fmt::format("{} tags, over {} per entry", tags.size(), kMaxEntryTags));
+  }
+  for (const std::string& tag : tags) {
+    if (auto valid = validate_tag(tag); !valid) return valid;
+  }
+  return ok();
+}
+
+bool TagVersions::valid(const CacheEntry& entry) const {
+  bool stands = entry.tag_stamp >= clear_version_.load(std::memory_order_acquire);
+  if (stands && !entry.tags.empty()) {
+    std::shared_lock lock(mutex_);
+    for (const std::string& tag : entry.tags) {
+      auto it = versions_.find(tag);
+      if (it != versions_.end() && it->second > entry.tag_stamp) {
+        stands = false;
+        break;
+      }
+    }
+  }
+  return stands;
+}
+
+bool TagVersions::raise_locked(std::string_view tag, std::uint64_t version) {
+  std::uint64_t prev = known_max_.load(std::memory_order_relaxed);
+  while (prev < version &&
+         !known_max_.compare_exchange_weak(prev, version, std::memory_order_acq_rel)) {
+  }
+  if (tag.empty()) {
+    if (clear_version_.load(std::memory_order_relaxed) >= version) return false;
+    clear_version_.store(version, std::memory_order_release);
+    return true;
+  }
+  auto [it, inserted] = versions_.try_emplace(std::string(tag), version);
+  if (inserted) return true;
+  if (it->second >= version) return false;
+  it->second = version;
+  return true;
+}
+
+void TagVersions::learn(std::string_view tag, std::uint64_t version) {
+  bool raised;
+  {
+    std::unique_lock lock(mutex_);
+    raised = raise_locked(tag, version);
+    if (versions_.size() >= 2 * std::max<std::size_t>(size_at_last_forget_, 1024)) {
+      const auto now = std::chrono::system_clock::now().time_since_epoch();
+      forget_older_locked(std::chrono::duration_cast<std::chrono::microseconds>(now).count());
+    }
+  }
+  if (raised) bump_epoch();
+}
+
+void TagVersions::learn_synced(std::span<const std::pair<std::string, std::uint64_t>> changes,
+                               std::uint64_t through, bool complete, std::int64_t now_us) {
+  bool raised = false;
+  {
+    std::unique_lock lock(mutex_);
+    std::uint64_t highest = 0;
+    for (const auto& [tag, version] : changes) {
+      raised = raise_locked(tag, version) || raised;
+      highest = std::max(highest, version);
+    }
+    // Incomplete: everything up to the highest version received is known
+    // (the changes come in version order), nothing beyond.
+    const std::uint64_t known = complete ? std::max(through, highest) : highest;
+    if (known > synced_.load(std::memory_order_relaxed))
+      synced_.store(known, std::memory_order_release);
+    std::uint64_t prev = known_max_.load(std::memory_order_relaxed);
+    while (prev < known &&
+           !known_max_.compare_exchange_weak(prev, known, std::memory_order_acq_rel)) {
+    }
+    forget_older_locked(now_us);
+  }
+  if (raised) bump_epoch();
+}
+
+void TagVersions::forget_older_locked(std::int64_t now_us) {
+  // Forgetting never makes an entry stand that was refused: every entry
+  // stamped below `horizon` expired (keep is its longest life), and the
+  // versions only ever compare with stamps.
+  const std::int64_t horizon = now_us > keep_us_ ? now_us - keep_us_ : 0;
+  if (horizon > 0) {
+    const auto below = static_cast<std::uint64_t>(horizon);
+    boost::unordered::erase_if(versions_, [below](const auto& kv) { return kv.second < below; });
+  }
+  size_at_last_forget_ = versions_.size();
+}
+
+std::uint64_t TagVersions::next_local_version() {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  const auto now_us = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(now).count());
+  std::unique_lock lock(mutex_);  // one version per call, in order
+  return std::max(known_max_.load(std::memory_order_relaxed) + 1, now_us);
+}
+
+std::size_t TagVersions::size() const {
+  std::shared_lock lock(mutex_);
+  return versions_.size();
+}
+
+}  // namespace herdguard::internal
