@@ -172,6 +172,11 @@ int main(int argc, char** argv) {
        &S::get_many)
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
+  flag(sim_cmd->add_option("--invalidate-tag-rate", sim.invalidate_tag_rate,
+                           "R: tag invalidations per second across the processes "
+                           "(invalidate_tag of a random group; keys are tagged in groups of 100)"),
+       &S::invalidate_tag_rate)
+      ->check(CLI::Range(0.0, 1e6));
   flag(sim_cmd->add_option("--l3", sim.l3,
                            "memcached://HOST:PORT or memcached:///SOCKET: an L3 tier behind "
                            "Redis (needs --redis)"),

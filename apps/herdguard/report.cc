@@ -126,6 +126,7 @@ nlohmann::json to_json(const RunReport& run) {
           {"l3_hits", run.l3_hits},
           {"l3_errors", run.l3_errors},
           {"l3_rejected", run.l3_rejected},
+          {"tag_invalidations", run.tag_invalidations},
           {"rate_limiter_local_decisions", run.rate_limiter_local_decisions},
           {"db_capacity", run.db_capacity},
           {"db_peak", run.db_peak},

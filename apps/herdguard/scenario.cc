@@ -222,6 +222,14 @@ Result<void> Scenario::validate() const {
   }
   if (get_many < 1 || get_many > 10000) return invalid("--get-many must be in 1..10000 keys");
   if (get_many > 1 && herd_mode()) return invalid("--get-many needs a timed run (--duration)");
+  if (!(invalidate_tag_rate >= 0)) return invalid("--invalidate-tag-rate must be >= 0");
+  if (invalidate_tag_rate > 0) {
+    if (herd_mode()) return invalid("--invalidate-tag-rate needs a timed run (--duration)");
+    if (protect == "none")
+      return invalid("--invalidate-tag-rate needs a protection (--protect local, fleet or full)");
+    // get_many's batch loads take no tags from the repository (repository.h).
+    if (get_many > 1) return invalid("--invalidate-tag-rate and --get-many do not combine");
+  }
   if (get_many > 1 && clients > 0)
     return invalid("--get-many and --clients exclude each other (get_for reads one key)");
   if (!(rate_limit_burst >= 1 && rate_limit_burst <= 1e9))
@@ -353,6 +361,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_int(node, key, s.get_many);
     else if (key == "l3")
       ok_value = read_string(node, key, s.l3);
+    else if (key == "invalidate_tag_rate")
+      ok_value = read_double(node, key, s.invalidate_tag_rate);
     else if (key == "lease_ms")
       ok_value = read_int(node, key, s.lease_ms);
     else if (key == "notify")

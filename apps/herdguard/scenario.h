@@ -109,6 +109,10 @@ struct Scenario {
   // memcached://HOST:PORT or memcached:///socket: the protectors' L3 tier
   // (needs --redis and a protection; empty: none).
   std::string l3;
+  // Timed runs, with a protector: tag invalidations per second across the
+  // processes (Protector::invalidate_tag of a random group; keys are tagged
+  // in groups of 100: key:N carries "group:<N / 100>"). 0: none.
+  double invalidate_tag_rate = 0;
 
   std::vector<Fault> faults;
 

@@ -176,6 +176,23 @@ struct Second {
       }
     });
   }
+  // --invalidate-tag-rate: this process's share, open loop from t0 to end.
+  const double tag_rate_here = s.invalidate_tag_rate / s.processes;
+  if (tag_rate_here > 0 && p.protector) {
+    threads.emplace_back([&] {
+      std::mt19937_64 rng(static_cast<std::uint64_t>(index) * 7'919 + 17);
+      std::uniform_int_distribution<int> group(0, std::max(0, (s.keys - 1) / 100));
+      release.wait();
+      for (std::uint64_t n = 0;; ++n) {
+        const auto due =
+            t0 + std::chrono::duration_cast<SteadyClock::duration>(
+                     std::chrono::duration<double>(static_cast<double>(n) / tag_rate_here));
+        if (due >= end) break;
+        std::this_thread::sleep_until(due);
+        (void)p.protector->invalidate_tag(fmt::format("group:{}", group(rng)));
+      }
+    });
+  }
   armed.arrive_and_wait();
   (void)write_all(ready_fd, "r");
   char go;
@@ -285,6 +302,7 @@ struct Second {
                                {"l3_hits", m.l3_hits},
                                {"l3_errors", m.l3_errors},
                                {"l3_rejected", m.l3_rejected},
+                               {"tag_invalidations", m.tag_invalidations},
                                {"rate_limiter_local_decisions",
                                 p.rate_limiter ? p.rate_limiter->stats().local_decisions : 0},
                                {"errors_by_kind", errors_by_kind},
@@ -521,6 +539,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.l3_hits += f["l3_hits"].get<std::uint64_t>();
     report.l3_errors += f["l3_errors"].get<std::uint64_t>();
     report.l3_rejected += f["l3_rejected"].get<std::uint64_t>();
+    report.tag_invalidations += f["tag_invalidations"].get<std::uint64_t>();
     report.rate_limiter_local_decisions += f["rate_limiter_local_decisions"].get<std::uint64_t>();
     for (const auto& [kind, count] : f["errors_by_kind"].items()) {
       if (report.errors_by_kind[kind] == 0 && report.first_error.empty())

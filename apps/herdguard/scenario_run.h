@@ -94,6 +94,8 @@ struct RunReport {
   std::uint64_t l3_hits = 0;
   std::uint64_t l3_errors = 0;
   std::uint64_t l3_rejected = 0;
+  // --invalidate-tag-rate: tag invalidations made (successful).
+  std::uint64_t tag_invalidations = 0;
   // With --db-capacity: the saturating server's capacity and the most
   // queries it ran at once (0 and 0 without).
   int db_capacity = 0;

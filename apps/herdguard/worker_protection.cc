@@ -2,11 +2,45 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <random>
 
 #include "database.h"
 
 namespace herdguard::cli {
+namespace {
+
+// --invalidate-tag-rate: the database's rows tagged in groups of 100 (key:N
+// carries "group:<N / 100>"), as a repository that knows each row's group
+// would tag them.
+class GroupTaggedRepository final : public Repository {
+ public:
+  explicit GroupTaggedRepository(std::shared_ptr<Repository> inner) : inner_(std::move(inner)) {}
+  Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override {
+    return inner_->load(key, deadline);
+  }
+  Result<LoadedEntry> load_entry(std::string_view key, Deadline deadline) override {
+    auto loaded = inner_->load(key, deadline);
+    if (!loaded) return std::unexpected(std::move(loaded.error()));
+    LoadedEntry entry{.value = std::move(*loaded)};
+    int n = 0;
+    if (key.starts_with("key:") &&
+        std::from_chars(key.data() + 4, key.data() + key.size(), n).ec == std::errc()) {
+      entry.options.tags = {fmt::format("group:{}", n / 100)};
+    }
+    return entry;
+  }
+  std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
+                                                            Deadline deadline) override {
+    return inner_->load_many(keys, deadline);
+  }
+  bool loads_in_batches() const noexcept override { return inner_->loads_in_batches(); }
+
+ private:
+  const std::shared_ptr<Repository> inner_;
+};
+
+}  // namespace
 
 Result<WorkerProtection> build_worker_protection(
     const Scenario& s, int index, const std::string& db, const std::string& redis_url,
@@ -120,7 +154,9 @@ Result<WorkerProtection> build_worker_protection(
     options.metrics_registry = p.registry;
     options.metrics_name = fmt::format("worker{}", index);
   }
-  auto protector = Protector::create(std::move(options), p.db);
+  std::shared_ptr<Repository> loads_from = p.db;
+  if (s.invalidate_tag_rate > 0) loads_from = std::make_shared<GroupTaggedRepository>(p.db);
+  auto protector = Protector::create(std::move(options), std::move(loads_from));
   if (!protector) return std::unexpected(protector.error());
   p.protector = std::move(*protector);
   if (p.registry) {

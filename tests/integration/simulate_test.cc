@@ -458,6 +458,30 @@ TEST_F(Simulate, GetManyLoadsMissesInBatchQueries) {
   EXPECT_NE(herd.output.find("--get-many"), std::string::npos) << herd.output;
 }
 
+// --invalidate-tag-rate: tag invalidations across the fleet while it serves;
+// the invalidated groups are loaded again (more database queries than
+// without), and no request fails or gets a wrong value.
+TEST_F(Simulate, TagInvalidationsAreReportedAndCostNoErrors) {
+  const std::string run = servers() +
+                          " --protect fleet --processes 2 --concurrency 4 --duration 2"
+                          " --keys 1000 --ttl-ms 60000 --db-latency-ms 1";
+  auto quiet = run_json(run);
+  auto invalidating = run_json(run + " --invalidate-tag-rate 50");
+  EXPECT_EQ(invalidating["errors"], 0) << invalidating["errors_by_kind"];
+  EXPECT_EQ(invalidating["wrong_values"], 0);
+  const auto made = invalidating["tag_invalidations"].get<std::uint64_t>();
+  EXPECT_GE(made, 80u) << "50/s for 2 s";
+  EXPECT_LE(made, 100u);
+  EXPECT_EQ(quiet["tag_invalidations"].get<std::uint64_t>(), 0u);
+  // With a 60 s TTL the quiet run loads each key about once; the other
+  // reloads what each invalidation refused.
+  EXPECT_GT(invalidating["db_queries"].get<std::uint64_t>(),
+            quiet["db_queries"].get<std::uint64_t>());
+  CliRun none = run_cli("simulate --duration 1 --protect none --invalidate-tag-rate 5");
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.output.find("--invalidate-tag-rate"), std::string::npos) << none.output;
+}
+
 // memcached as L3 (over TCP, as the flag's URL form says): its fault window,
 // and then memcached killed for good mid-run, cost no request an error.
 TEST_F(Simulate, MemcachedDownOrKilledMidRunCausesNoErrors) {
