@@ -63,6 +63,11 @@ struct CacheEntry {
   // stands only while every one of its tags, and clear(), was last
   // invalidated at or below it. 0: before any (an entry of an older release).
   std::uint64_t tag_stamp = 0;
+  // In-process only (never stored): a load whose repository answered "not
+  // modified" (LoadedEntry::not_modified) for the value written to L2 under
+  // this version; L2 then extends that entry in place instead of rewriting
+  // its value (RedisCache::write_loaded). 0: a plain write.
+  std::uint64_t extends_version = 0;
 
   bool is_fresh(TimePoint now) const noexcept { return now < fresh_until; }
   // Fresh and not due for its L1 recheck: an in-process copy that may be

@@ -125,6 +125,10 @@ struct ProtectionMetrics {
   // reads that found one: an L2 entry is counted by each read until replaced),
   // syncs of the known tag versions with Redis and the syncs that failed,
   // and the number of tags with a remembered version.
+  // Repository answers "not modified" (Repository::reload_entry), and of
+  // their L2 writes those that extended the entry in place (no SET).
+  std::uint64_t not_modified = 0;
+  std::uint64_t l2_extended = 0;
   std::uint64_t tag_invalidations = 0;
   std::uint64_t clears = 0;
   std::uint64_t backplane_tag_invalidations = 0;

@@ -63,6 +63,7 @@ struct VersionSnapshot {
 
 enum class WriteOutcome {
   kWritten,     // stored
+  kExtended,    // stored by extending the entry a "not modified" load confirmed, in place (no SET)
   kSuperseded,  // the key's version moved (set, invalidate, a later lock holder): not stored
   kTooLate,     // the snapshot's write deadline passed: not stored
 };

@@ -62,6 +62,21 @@ struct EntryOptions {
 struct LoadedEntry {
   std::optional<std::string> value{};
   EntryOptions options{};
+  // Only in answer to reload_entry: the previous value is still the
+  // current one (`value` is ignored). Its entry is kept with a new
+  // lifetime (`options`; empty tags keep the previous entry's), and in L2
+  // it is extended in place — its value is not written again.
+  bool not_modified = false;
+};
+
+// What a reload knows of the entry it would replace (Repository::reload_entry):
+// compare it with the row (a version column, an ETag, the bytes themselves)
+// and answer LoadedEntry::not_modified when it is unchanged.
+struct PreviousValue {
+  std::string_view value;     // the cached bytes (empty for a negative entry)
+  bool negative = false;      // the previous entry remembers "no such key"
+  std::uint64_t version = 0;  // herdguard's version of the key it was written under (0: unknown)
+  TimePoint fresh_until{};    // when it stopped (or stops) being fresh
 };
 
 class Repository {
@@ -77,6 +92,12 @@ class Repository {
   // override it to decide per entry (e.g. a TTL from the row's
   // "valid until" column). Errors: as load().
   virtual Result<LoadedEntry> load_entry(std::string_view key, Deadline deadline);
+  // load_entry() when the Protector holds a previous entry for `key` (a
+  // refresh, a reload of a stale value): the repository may answer
+  // not_modified instead of the value. The default is load_entry().
+  // Errors: as load(). `previous` is valid during the call only.
+  virtual Result<LoadedEntry> reload_entry(std::string_view key, Deadline deadline,
+                                           const PreviousValue& previous);
 
   // Loads several keys in one call where the database can (one statement:
   // Protector::get_many batches its misses into it). Returns one result per
@@ -104,6 +125,10 @@ class CallbackRepository final : public Repository {
   // The per-entry form (Repository::load_entry).
   using LoadEntryFunction =
       std::function<Result<LoadedEntry>(std::string_view key, Deadline deadline)>;
+  // The reloading form (Repository::reload_entry): `previous` is null for a
+  // plain load.
+  using ReloadFunction = std::function<Result<LoadedEntry>(std::string_view key, Deadline deadline,
+                                                           const PreviousValue* previous)>;
 
   // REQUIRES: `load` (and `load_many`, when given) are callable and safe to
   // call from many threads at once. Without `load_many`, batches load key
@@ -113,6 +138,10 @@ class CallbackRepository final : public Repository {
   // load_entry() and (its value alone) load(). REQUIRES: callable and safe
   // from many threads at once.
   static std::shared_ptr<CallbackRepository> with_entries(LoadEntryFunction load_entry);
+  // A repository that may answer "not modified": `reload` answers
+  // reload_entry() (with the previous value) and load_entry() (with null).
+  // REQUIRES: callable and safe from many threads at once.
+  static std::shared_ptr<CallbackRepository> with_reloads(ReloadFunction reload);
 
   Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
   // `load_many`'s answer; kBackend for every key when it throws or returns
@@ -123,11 +152,15 @@ class CallbackRepository final : public Repository {
   // `load_entry`'s answer (with_entries), else load()'s value; kBackend
   // when it throws.
   Result<LoadedEntry> load_entry(std::string_view key, Deadline deadline) override;
+  // `reload`'s answer (with_reloads), else load_entry()'s; kBackend when it throws.
+  Result<LoadedEntry> reload_entry(std::string_view key, Deadline deadline,
+                                   const PreviousValue& previous) override;
 
  private:
   LoadFunction load_;
   LoadManyFunction load_many_;
   LoadEntryFunction load_entry_;
+  ReloadFunction reload_;
 };
 
 }  // namespace herdguard

@@ -107,8 +107,13 @@ return {string.format('%.0f', tomb), string.format('%.0f', e)}
 const RedisScript kInvalidateTag{std::string(internal::kVersionLua) + R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local v = (tonumber(hg_get(KEYS[1])) or 0) + 1
+local last = tonumber(hg_get(KEYS[1])) or 0
+local v = last + 1
 if v < now then v = now end
+-- Past 2^53 a double no longer counts by one: refuse rather than repeat a version.
+if v <= last or v > 9007199254740991 then
+  return redis.error_reply('herdguard: tag sequence out of range (delete the key)')
+end
 local score = string.format('%.0f', v)
 redis.call('SET', KEYS[1], score)
 if not pcall(redis.call, 'ZADD', KEYS[2], score, ARGV[1]) then
@@ -143,11 +148,12 @@ return {v, hg_now_ms()}
 )lua"};
 
 // KEYS[1] value, KEYS[2] version; ARGV[1] version, ARGV[2] write-until ms,
-// ARGV[3] bytes, ARGV[4] expire-at ms. Returns 1 written, 0 superseded,
+// ARGV[3] bytes, ARGV[4] expire-at ms, ARGV[5] the version a "not modified"
+// load extends ('' : none). Returns 1 written, 2 extended, 0 superseded,
 // -1 too late.
 const RedisScript kWriteLoaded{std::string(internal::kVersionLua) +
                                std::string(internal::kWriteLoadedLua) + R"lua(
-return hg_write_loaded(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return hg_write_loaded(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 )lua"};
 
 std::vector<std::string_view> views(const std::vector<std::string>& strings) {
@@ -449,8 +455,9 @@ Result<WriteOutcome> RedisCache::write_loaded(std::string_view key, const CacheE
   const std::string until = std::to_string(snapshot.write_until_ms);
   const std::string at = internal::redis_unix_ms(entry.stale_until);
   const std::string bytes = encode_envelope({.entry = entry, .version = snapshot.version});
-  auto reply =
-      client_->eval(kWriteLoaded, {value, version}, {expected, until, bytes, at}, deadline);
+  const std::string previous = internal::little_endian(entry.extends_version);
+  auto reply = client_->eval(kWriteLoaded, {value, version}, {expected, until, bytes, at, previous},
+                             deadline);
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());

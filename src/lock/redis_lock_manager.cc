@@ -48,14 +48,15 @@ return {1, string.format('%.0f', v), hg_now_ms(), hg_get(KEYS[3])}
 // ARGV[1] token, ARGV[2] snapshot version, ARGV[3] write-until ms, ARGV[4]
 // envelope ('' = nothing to write), ARGV[5] expire-at ms, ARGV[6] channel
 // ('' = no announcement), ARGV[7] announcement head, ARGV[8] most value
-// bytes announced. Returns {write, released, announced, with value}: write
-// is hg_write_loaded's result (redis/key_layout.h), 2 when there was nothing
+// bytes announced, ARGV[9] the version a "not modified" load extends ('':
+// none). Returns {write, released, announced, with value}: write is
+// hg_write_loaded's result (redis/key_layout.h), 3 when there was nothing
 // to write. The announcement's layout is in lock/announcement.h.
 const RedisScript kFinish{std::string(internal::kVersionLua) +
                           std::string(internal::kWriteLoadedLua) + R"lua(
-local write = 2
+local write = 3
 if ARGV[4] ~= '' then
-  write = hg_write_loaded(KEYS[3], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+  write = hg_write_loaded(KEYS[3], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[9])
 end
 local released = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -65,7 +66,7 @@ end
 local announced, with_value = 0, 0
 if ARGV[6] ~= '' and redis.call('DEL', KEYS[4]) == 1 then
   announced = 1
-  if write == 1 and #ARGV[4] <= tonumber(ARGV[8]) then
+  if (write == 1 or write == 2) and #ARGV[4] <= tonumber(ARGV[8]) then
     with_value = 1
     redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\1' .. ARGV[4])
   else
@@ -283,9 +284,11 @@ Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
   const Deadline bound = hard_deadline_.expired()
                              ? Deadline::after(impl.client->options().command_timeout)
                              : hard_deadline_;
-  auto reply = impl.client->eval(
-      kFinish, {lock, version, value, waiters},
-      {token_, expected, until, bytes, at, o.announce_channel, head, most}, bound);
+  auto reply =
+      impl.client->eval(kFinish, {lock, version, value, waiters},
+                        {token_, expected, until, bytes, at, o.announce_channel, head, most,
+                         internal::little_endian(entry ? entry->extends_version : 0)},
+                        bound);
   if (!reply) {
     impl.errors.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -299,7 +302,7 @@ Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
     return make_error(ErrorKind::kBackend, "redis lock: unexpected reply to the finish script");
   }
   FinishOutcome out;
-  out.write = internal::loaded_write_outcome(reply->elements[0].integer);  // 2: nothing written
+  out.write = internal::loaded_write_outcome(reply->elements[0].integer);  // 3: nothing written
   out.released = reply->elements[1].integer == 1;
   out.announced = reply->elements[2].integer == 1;
   if (out.released) impl.releases.fetch_add(1, kRelaxed);

@@ -45,6 +45,7 @@ Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_d
   // returns after this instant is at or below it (tag_versions.h).
   LoadRequest stamped = request;
   stamped.tag_stamp = cache_.tag_stamp(load_deadline);
+  if (!request.skip_l1) stamped.previous = cache_.l1_get(key, clock_->now());
   Result<CacheEntry> entry = load_once(key, load_deadline, stamped, &superseded);
   if (!superseded) return entry;
   // The first value is outdated: never hand it out, even when no time is left.
@@ -57,7 +58,8 @@ Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_d
 
 Result<CacheEntry> LoadCoordinator::from_repository(const std::string& key, Deadline load_deadline,
                                                     const LoadRequest& request) {
-  Result<CacheEntry> entry = loader_.load(key, load_deadline, request.priority, request.entry);
+  Result<CacheEntry> entry = loader_.load(key, load_deadline, request.priority, request.entry,
+                                          request.previous ? &*request.previous : nullptr);
   if (entry) entry->tag_stamp = request.tag_stamp;
   return entry;
 }
@@ -132,13 +134,16 @@ std::optional<WriteOutcome> LoadCoordinator::settle(const std::string& key, cons
                                                     const Result<WriteOutcome>& written,
                                                     std::uint64_t version,
                                                     MemoryCache::Ticket ticket, const L3Write& l3) {
-  if (written && *written == WriteOutcome::kWritten && entry && entry->is_usable(clock_->now()))
+  const bool stored =
+      written && (*written == WriteOutcome::kWritten || *written == WriteOutcome::kExtended);
+  if (stored && entry && entry->is_usable(clock_->now()))
     cache_.l3_store(key, *entry, version, l3.epoch, l3.deadline);
+  if (written && *written == WriteOutcome::kExtended) counters_.l2_extended.add();
   if (!written) {
     // Unknown whether it landed; the value itself was read under a snapshot,
     // and this process's own invalidations are guarded by the ticket.
     counters_.redis_errors.add();
-  } else if (*written != WriteOutcome::kWritten) {
+  } else if (!stored) {
     // Superseded (a set/invalidate or a later holder came in) or too late:
     // the value may be outdated, so it is kept out of L1 as well.
     counters_.refused_writes.add();
@@ -147,6 +152,7 @@ std::optional<WriteOutcome> LoadCoordinator::settle(const std::string& key, cons
   if (entry) {
     CacheEntry filled = *entry;
     filled.version = version;
+    filled.extends_version = 0;
     cache_.fill_l1(key, std::move(filled), ticket, clock_->now());
   }
   return std::nullopt;
@@ -304,6 +310,7 @@ Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockH
                                                    const LoadRequest& request, bool* superseded) {
   // Re-check under the lock: the previous holder may have written just
   // before releasing, after our last look. The acquire brought what L2 held.
+  LoadRequest reload = request;
   if (const auto& bytes = hold.value_at_acquire()) {
     std::optional<Envelope> current = cache_.l2_decode(*bytes);
     const TimePoint now = clock_->now();
@@ -312,10 +319,15 @@ Result<CacheEntry> LoadCoordinator::load_as_holder(const std::string& key, LockH
       (void)finish(key, hold, nullptr, ticket);
       return std::move(current->entry);
     }
+    // What L2 holds is what a "not modified" would extend there.
+    if (current && (!reload.previous || reload.previous->version <= current->version)) {
+      current->entry.version = current->version;
+      reload.previous = std::move(current->entry);
+    }
   }
   const MemoryCache::Ticket load_ticket = cache_.ticket(key);
   L3Write l3;
-  Result<CacheEntry> entry = load_behind_l3(key, load_deadline, request, &l3);
+  Result<CacheEntry> entry = load_behind_l3(key, load_deadline, reload, &l3);
   // Finish also when the load failed, so that waiters try at once.
   auto refused = finish(key, hold, entry ? &*entry : nullptr, load_ticket, l3);
   if (!entry) return entry;

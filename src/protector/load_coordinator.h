@@ -82,6 +82,9 @@ struct LoadRequest {
   // Set by load(): the tag stamp of what the repository returns, taken
   // before the load began (tag_versions.h).
   std::uint64_t tag_stamp = 0;
+  // Set by load() and the lock holder: the entry the load would replace
+  // (usable, maybe stale), for the repository's "not modified" (reload_entry).
+  std::optional<CacheEntry> previous{};
 };
 
 // Where a loaded value's L3 record goes once its L2 write succeeded: the

@@ -1165,6 +1165,8 @@ ProtectionMetrics Protector::metrics() const {
       .backplane_publish_failures = c.backplane_publish_failures.value(),
       .backplane_invalidations = c.backplane_invalidations.value(),
       .backplane_resyncs = c.backplane_resyncs.value(),
+      .not_modified = c.not_modified.value(),
+      .l2_extended = c.l2_extended.value(),
       .tag_invalidations = c.tag_invalidations.value(),
       .clears = c.clears.value(),
       .backplane_tag_invalidations = c.backplane_tag_invalidations.value(),

@@ -67,6 +67,8 @@ struct ProtectorCounters {
   StripedCounter tag_syncs;                    // syncs with Redis
   StripedCounter tag_sync_errors;              // syncs that failed (retried)
   StripedCounter tag_rejections;      // L2/L3 entries refused (L1's: MemoryCacheStats::refused)
+  StripedCounter not_modified;        // repository answers "not modified" (reload_entry)
+  StripedCounter l2_extended;         // of their L2 writes, extended in place (no SET)
   StripedCounter rate_limited;        // get_for() over the client's limit
   StripedCounter rate_limited_stale;  // ... answered with the L1 copy
 };

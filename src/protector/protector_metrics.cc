@@ -251,6 +251,18 @@ Result<std::unique_ptr<ProtectorMetrics>> ProtectorMetrics::create(
        {},
        [](const M& s) { return double(s.backplane_resyncs); }},
       {true,
+       "thundering_herd_not_modified_total",
+       "Repository answers 'not modified' to a reload, by what L2 did: extended the entry in "
+       "place, or wrote it (its entry there had changed).",
+       {{"l2", "extended"}},
+       [](const M& s) { return double(s.l2_extended); }},
+      {true,
+       "thundering_herd_not_modified_total",
+       "Repository answers 'not modified' to a reload, by what L2 did: extended the entry in "
+       "place, or wrote it (its entry there had changed).",
+       {{"l2", "other"}},
+       [](const M& s) { return double(s.not_modified - std::min(s.not_modified, s.l2_extended)); }},
+      {true,
        "thundering_herd_tag_invalidations_total",
        "Tag invalidations, by kind: this process's invalidate_tag() and clear(), and other "
        "processes' heard on the backplane.",

@@ -40,7 +40,8 @@ RepositoryLoader::RepositoryLoader(std::shared_ptr<Repository> repository, Circu
       counters_(counters) {}
 
 Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadline,
-                                          LoadPriority priority, const EntryOptions& defaults) {
+                                          LoadPriority priority, const EntryOptions& defaults,
+                                          const CacheEntry* previous) {
   if (deadline.expired()) {
     // Whoever waited for this load has given up, or will by the time the
     // database answers: calling it now only adds load to a slow database.
@@ -80,7 +81,15 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   const auto start = std::chrono::steady_clock::now();
   Result<LoadedEntry> loaded = make_error(ErrorKind::kInternal, "not loaded");
   try {
-    loaded = repository_->load_entry(key, deadline);
+    if (previous) {
+      loaded = repository_->reload_entry(key, deadline,
+                                         PreviousValue{.value = previous->value,
+                                                       .negative = previous->negative,
+                                                       .version = previous->version,
+                                                       .fresh_until = previous->fresh_until});
+    } else {
+      loaded = repository_->load_entry(key, deadline);
+    }
   } catch (const std::exception& e) {
     loaded = make_error(ErrorKind::kBackend, fmt::format("repository threw: {}", e.what()));
   } catch (...) {
@@ -99,7 +108,7 @@ Result<CacheEntry> RepositoryLoader::load(const std::string& key, Deadline deadl
   // "No such key" is an answer, not a failure of the database.
   slot->record(elapsed, LoadOutcome::kSuccess);
   breaker_.record(CallOutcome::kSuccess, elapsed);
-  return to_entry(key, std::move(loaded), defaults, elapsed);
+  return to_entry(key, std::move(loaded), defaults, elapsed, previous);
 }
 
 Result<CacheEntry> RepositoryLoader::load_in_batch(BatchMember& member, const std::string& key,
@@ -162,8 +171,27 @@ std::vector<Result<std::optional<std::string>>> RepositoryLoader::load_batch(
 }
 
 Result<CacheEntry> RepositoryLoader::to_entry(const std::string& key, Result<LoadedEntry> loaded,
-                                              const EntryOptions& defaults, Duration elapsed) {
+                                              const EntryOptions& defaults, Duration elapsed,
+                                              const CacheEntry* previous) {
   const TimePoint now = clock_->now();
+  if (loaded && loaded->not_modified) {
+    if (!previous) {
+      return make_error(ErrorKind::kBackend,
+                        fmt::format("repository answered 'not modified' for key '{}' without "
+                                    "being given a previous value (load_entry, not reload_entry)",
+                                    key));
+    }
+    counters_.not_modified.add();
+    // The previous value is the current one: it is "loaded" again.
+    loaded->not_modified = false;
+    loaded->value = previous->negative ? std::nullopt : std::optional<std::string>(previous->value);
+    if (loaded->options.tags.empty()) loaded->options.tags = previous->tags;
+    auto entry = to_entry(key, std::move(loaded), defaults, elapsed, nullptr);
+    // In place only when nothing but the lifetime changes (the script
+    // checks the rest: the same version's envelope, header and flags).
+    if (entry && entry->tags == previous->tags) entry->extends_version = previous->version;
+    return entry;
+  }
   // The repository's own lifetime first, then the call's, then the Protector's.
   EntryOptions own = loaded ? loaded->options : EntryOptions{};
   if (!own.ttl) own.ttl = defaults.ttl;

@@ -77,9 +77,13 @@ class RepositoryLoader {
   // A background load gets a database slot only if one is free now (else
   // kOverloaded at once). `defaults`: the entry's lifetime when the
   // repository gives none (a get's per-call options), before the Protector's.
+  // `previous` (may be null): the entry the load would replace; the
+  // repository is then asked with reload_entry, and a "not modified" answer
+  // keeps its value with a new lifetime (extends_version set when L2 may
+  // extend it in place: its version is known and the tags are the same).
   Result<CacheEntry> load(const std::string& key, Deadline deadline,
                           LoadPriority priority = LoadPriority::kForeground,
-                          const EntryOptions& defaults = {});
+                          const EntryOptions& defaults = {}, const CacheEntry* previous = nullptr);
 
  private:
   // A get_many batch member's load: its key's share of the round's one
@@ -93,7 +97,8 @@ class RepositoryLoader {
                                                              Deadline deadline);
   // The entry to cache for a repository answer that is not an error.
   Result<CacheEntry> to_entry(const std::string& key, Result<LoadedEntry> loaded,
-                              const EntryOptions& defaults, Duration elapsed);
+                              const EntryOptions& defaults, Duration elapsed,
+                              const CacheEntry* previous = nullptr);
 
   const std::shared_ptr<Repository> repository_;
   CircuitBreaker& breaker_;

@@ -63,17 +63,35 @@ bool TagVersions::raise_locked(std::string_view tag, std::uint64_t version) {
   return true;
 }
 
-void TagVersions::learn(std::string_view tag, std::uint64_t version) {
+namespace {
+// Versions are a clock in µs: one far in the future is not herdguard's (a
+// forged backplane message, another program's bytes in Redis) and, once
+// known, would make every later stamp stand against every real version.
+constexpr std::int64_t kFutureSlackUs = 3'600'000'000;  // 1 h of clock skew
+std::int64_t host_now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+bool plausible(std::uint64_t version, std::int64_t now_us) {
+  return version > 0 && version <= static_cast<std::uint64_t>(now_us + kFutureSlackUs);
+}
+}  // namespace
+
+bool TagVersions::learn(std::string_view tag, std::uint64_t version) {
+  if (!plausible(version, host_now_us())) return false;
   bool raised;
   {
     std::unique_lock lock(mutex_);
     raised = raise_locked(tag, version);
     if (versions_.size() >= 2 * std::max<std::size_t>(size_at_last_forget_, 1024)) {
-      const auto now = std::chrono::system_clock::now().time_since_epoch();
-      forget_older_locked(std::chrono::duration_cast<std::chrono::microseconds>(now).count());
+      // By the highest version known, not this host's clock: versions are
+      // Redis's clock, and the highest known is at most Redis's now.
+      forget_older_locked(static_cast<std::int64_t>(known_max_.load(std::memory_order_relaxed)));
     }
   }
   if (raised) bump_epoch();
+  return true;
 }
 
 void TagVersions::learn_synced(std::span<const std::pair<std::string, std::uint64_t>> changes,
@@ -83,9 +101,11 @@ void TagVersions::learn_synced(std::span<const std::pair<std::string, std::uint6
     std::unique_lock lock(mutex_);
     std::uint64_t highest = 0;
     for (const auto& [tag, version] : changes) {
+      if (!plausible(version, now_us)) continue;  // Redis's own clock is the bound here
       raised = raise_locked(tag, version) || raised;
       highest = std::max(highest, version);
     }
+    if (!plausible(through, now_us)) through = highest;
     // Incomplete: everything up to the highest version received is known
     // (the changes come in version order), nothing beyond.
     const std::uint64_t known = complete ? std::max(through, highest) : highest;

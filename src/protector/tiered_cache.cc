@@ -124,14 +124,29 @@ void TieredCache::sync_tags_if_due(Deadline deadline) {
                                                  std::memory_order_acq_rel)) {
     return;  // another caller syncs
   }
-  auto changes = l2_->tag_changes(tags_->synced_through(), kTagSyncBatch, deadline);
-  if (!changes) {
-    counters_.tag_sync_errors.add();  // retried after the interval
-    return;
+  // Page by page until complete (a process that starts after many
+  // invalidations reads them all before it trusts L2), within the deadline.
+  for (;;) {
+    auto changes = l2_->tag_changes(tags_->synced_through(), kTagSyncBatch, deadline);
+    if (!changes) {
+      // Retried soon, not after a whole interval: until it succeeds this
+      // process may not know an invalidation whose message it missed.
+      counters_.tag_sync_errors.add();
+      next_tag_sync_ns_.store(steady_ns() + std::min(tag_sync_interval_ns_, kTagSyncRetryNs),
+                              std::memory_order_release);
+      return;
+    }
+    tags_->learn_synced(changes->changes, changes->sequence, changes->complete, changes->now_us);
+    counters_.tag_syncs.add();
+    if (changes->complete) {
+      synced_once_.store(true, std::memory_order_release);
+      return;
+    }
+    if (deadline.expired()) {
+      force_tag_sync();  // more to read: the next read goes on
+      return;
+    }
   }
-  tags_->learn_synced(changes->changes, changes->sequence, changes->complete, changes->now_us);
-  counters_.tag_syncs.add();
-  if (!changes->complete) force_tag_sync();  // more to read: the next read goes on
 }
 
 Result<std::uint64_t> TieredCache::invalidate_tag(std::string_view tag, Deadline deadline) {
@@ -148,6 +163,15 @@ Result<std::uint64_t> TieredCache::invalidate_tag(std::string_view tag, Deadline
   }
   tags_->learn(tag, version);
   return version;
+}
+
+bool TieredCache::stands(const CacheEntry& entry) const {
+  // Before this process first learned every tag invalidation there is
+  // (its first complete sync), no entry of L2 or L3 is trusted: one from
+  // before a clear() or a tag invalidation it never heard of would stand.
+  if (tags_->valid(entry) && synced_once_.load(std::memory_order_acquire)) return true;
+  counters_.tag_rejections.add();
+  return false;
 }
 
 std::optional<Envelope> TieredCache::l2_decode(std::string_view bytes) {

@@ -153,13 +153,9 @@ class TieredCache {
  private:
   // Sets entry.refresh_from for an L1 copy.
   void mark_refresh_window(CacheEntry& entry) const noexcept;
-  // Whether an entry read from L2 or L3 stands by the tags known (counted
-  // when it does not).
-  bool stands(const CacheEntry& entry) const {
-    if (tags_->valid(entry)) return true;
-    counters_.tag_rejections.add();
-    return false;
-  }
+  // Whether an entry read from L2 or L3 stands by the tags known, and this
+  // process has synced them once (counted when it does not).
+  bool stands(const CacheEntry& entry) const;
 
   const std::shared_ptr<TagVersions> tags_;
   const Duration tag_history_;
@@ -167,6 +163,10 @@ class TieredCache {
   // whose compare-exchange moves it syncs.
   std::atomic<std::int64_t> next_tag_sync_ns_{0};
   const std::int64_t tag_sync_interval_ns_;
+  static constexpr std::int64_t kTagSyncRetryNs = 50'000'000;  // 50 ms after a failed sync
+  // A sync has completed once: what this process knows covers every tag
+  // invalidation made before it started (only then are L2 entries trusted).
+  std::atomic<bool> synced_once_{false};
   static constexpr std::size_t kTagSyncBatch = 1024;
 
   const std::unique_ptr<MemoryCache> l1_;

@@ -51,10 +51,19 @@ Result<void> validate_prefix(std::string_view prefix, std::string_view component
   return ok();
 }
 
+std::string little_endian(std::uint64_t v) {
+  if (v == 0) return {};
+  std::string out;
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return out;
+}
+
 std::optional<WriteOutcome> loaded_write_outcome(long long result) {
   switch (result) {
     case 1:
       return WriteOutcome::kWritten;
+    case 2:
+      return WriteOutcome::kExtended;
     case 0:
       return WriteOutcome::kSuperseded;
     case -1:

@@ -67,6 +67,8 @@ inline std::string waiters_key(std::string_view prefix, std::string_view key) {
   return redis_key_for(prefix, key, 'w');
 }
 
+// `v` as 8 little-endian bytes (an envelope's field); "" for 0.
+std::string little_endian(std::uint64_t v);
 // A duration as PX / PEXPIRE milliseconds: at least 1 (Redis refuses 0).
 std::string redis_ms(Duration d);
 // An instant as PXAT Unix milliseconds: at least 1, whatever the instant
@@ -132,10 +134,29 @@ end
 //   version key still holds `expected` and Redis's clock is before
 //   `write_until` (Unix ms). Returns 1 written, 0 superseded, -1 too late.
 // REQUIRES: appended after kVersionLua (it uses hg_now_ms and hg_get).
+// `previous` (optional): the 8 little-endian bytes of the version a
+// "not modified" answer confirmed (CacheEntry::extends_version). When the
+// value key still holds that version's envelope, with the same magic,
+// format, flags and header length as `bytes`, only the fields that move are
+// rewritten in place — fresh_until, stale_until, version, load_duration
+// (bytes 7..38) and the tag stamp (43..50) — and its expiry: returns 2, and
+// the value's bytes are not sent again by Redis's SET. Else a plain SET.
 inline constexpr std::string_view kWriteLoadedLua = R"lua(
-local function hg_write_loaded(value, version, expected, write_until, bytes, at)
+local function hg_write_loaded(value, version, expected, write_until, bytes, at, previous)
   if hg_now_ms() >= tonumber(write_until) then return -1 end
   if hg_get(version) ~= expected then return 0 end
+  if previous and previous ~= '' then
+    local ok, head = pcall(redis.call, 'GETRANGE', value, 0, 42)
+    if ok and #head == 43 and string.sub(head, 1, 5) == string.sub(bytes, 1, 5)
+        and string.sub(head, 6, 7) == string.sub(bytes, 6, 7)
+        and string.sub(head, 24, 31) == previous then
+      redis.call('SETRANGE', value, 7, string.sub(bytes, 8, 39))
+      local header = string.byte(bytes, 6) + 256 * string.byte(bytes, 7)
+      if header >= 53 then redis.call('SETRANGE', value, 43, string.sub(bytes, 44, 51)) end
+      redis.call('PEXPIREAT', value, at)
+      return 2
+    end
+  end
   redis.call('SET', value, bytes, 'PXAT', at)
   return 1
 end

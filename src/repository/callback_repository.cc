@@ -28,6 +28,11 @@ Result<LoadedEntry> Repository::load_entry(std::string_view key, Deadline deadli
   return LoadedEntry{.value = std::move(*loaded)};
 }
 
+Result<LoadedEntry> Repository::reload_entry(std::string_view key, Deadline deadline,
+                                             const PreviousValue&) {
+  return load_entry(key, deadline);
+}
+
 CallbackRepository::CallbackRepository(LoadFunction load, LoadManyFunction load_many)
     : load_(std::move(load)), load_many_(std::move(load_many)) {}
 
@@ -43,6 +48,25 @@ std::shared_ptr<CallbackRepository> CallbackRepository::with_entries(LoadEntryFu
     return std::move(loaded->value);
   };
   return repository;
+}
+
+std::shared_ptr<CallbackRepository> CallbackRepository::with_reloads(ReloadFunction reload) {
+  auto repository = with_entries(
+      [f = reload](std::string_view key, Deadline deadline) { return f(key, deadline, nullptr); });
+  repository->reload_ = std::move(reload);
+  return repository;
+}
+
+Result<LoadedEntry> CallbackRepository::reload_entry(std::string_view key, Deadline deadline,
+                                                     const PreviousValue& previous) {
+  if (!reload_) return load_entry(key, deadline);
+  try {
+    return reload_(key, deadline, &previous);
+  } catch (const std::exception& e) {
+    return make_error(ErrorKind::kBackend, fmt::format("loader threw: {}", e.what()));
+  } catch (...) {
+    return make_error(ErrorKind::kBackend, "loader threw: unknown exception");
+  }
 }
 
 Result<LoadedEntry> CallbackRepository::load_entry(std::string_view key, Deadline deadline) {

@@ -239,5 +239,113 @@ TEST(TagsFleet, AnInvalidationCostsTheSameRedisCommandsWhateverTheTaggedEntries)
   EXPECT_EQ(many.count("del") + many.count("unlink") + many.count("scan") + many.count("keys"), 0u);
 }
 
+// "Not modified" against Redis: the reload is given the stale value, the
+// repository finds it unchanged, and L2 extends the entry in place — the
+// value is not SET again (with the fleet lock: the lock's own SET is the
+// only one) — and another process then reads it fresh without a load.
+TEST(NotModifiedFleet, AnUnchangedRowExtendsTheL2EntryWithoutWritingIt) {
+  auto server = RedisServer::start();
+  std::atomic<int> loads{0}, unchanged{0};
+  std::atomic<bool> changed{false};
+  auto repository = CallbackRepository::with_reloads(
+      [&](std::string_view, Deadline, const PreviousValue* previous) -> Result<LoadedEntry> {
+        loads.fetch_add(1);
+        const std::string row = changed ? "row-v2" : "row-v1";
+        if (previous && previous->value == row) {
+          unchanged.fetch_add(1);
+          return LoadedEntry{.not_modified = true};
+        }
+        return LoadedEntry{.value = row};
+      });
+  auto node = [&] {
+    auto fleet = RedisFleet::connect({.redis = {.url = server->url()}, .prefix = "nm:"});
+    EXPECT_TRUE(fleet.has_value());
+    ProtectorOptions options;
+    options.ttl = 150ms;
+    options.ttl_jitter = 0;
+    options.fail_safe_max_staleness = 1h;  // L2 keeps the entry past its freshness
+    fleet->apply_to(options);
+    auto protector = Protector::create(std::move(options), repository);
+    EXPECT_TRUE(protector.has_value());
+    return Node{std::move(*fleet), std::move(*protector)};
+  };
+  Node a = node();
+  Node b = node();
+  auto client = a.fleet.client;
+  const std::string value_key = a.fleet.l2->redis_key("k");
+  auto calls = [&](const std::string& command) -> long long {
+    auto info = client->command({"INFO", "commandstats"});
+    const std::string needle = "cmdstat_" + command + ":calls=";
+    const auto at = info ? info->str.find(needle) : std::string::npos;
+    return at == std::string::npos ? 0 : std::stoll(info->str.substr(at + needle.size()));
+  };
+  EXPECT_EQ(a.get("k"), "row-v1");
+  const auto before = client->command({"GET", value_key});
+  ASSERT_TRUE(before && !before->is_nil());
+  std::this_thread::sleep_for(200ms);  // past the 150 ms TTL
+  ASSERT_TRUE(client->command({"CONFIG", "RESETSTAT"}));
+  EXPECT_EQ(a.get("k"), "row-v1");
+  EXPECT_EQ(unchanged.load(), 1);
+  EXPECT_EQ(calls("setrange"), 1) << "the moving fields, in place";
+  EXPECT_EQ(calls("set"), 1) << "the fleet lock's SET only: the value was not written";
+  EXPECT_EQ(a.protector->metrics().l2_extended, 1u);
+  const auto after = client->command({"GET", value_key});
+  ASSERT_TRUE(after && !after->is_nil());
+  ASSERT_EQ(after->str.size(), before->str.size());
+  const std::size_t header = static_cast<unsigned char>(before->str[5]) |
+                             (static_cast<unsigned char>(before->str[6]) << 8);
+  EXPECT_EQ(after->str.substr(header), before->str.substr(header))
+      << "the value's bytes are untouched";
+  EXPECT_EQ(after->str.substr(0, 7), before->str.substr(0, 7));
+  auto extended = decode_envelope(after->str);
+  ASSERT_TRUE(extended);
+  EXPECT_GT(extended->entry.fresh_until, system_clock()->now()) << "fresh again";
+  const int loads_then = loads.load();
+  EXPECT_EQ(b.get("k"), "row-v1");
+  EXPECT_EQ(loads.load(), loads_then) << "another process reads the extended entry, fresh";
+  // A changed row is written as usual.
+  changed = true;
+  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(client->command({"CONFIG", "RESETSTAT"}));
+  EXPECT_EQ(a.get("k"), "row-v2");
+  EXPECT_EQ(calls("setrange"), 0);
+  EXPECT_EQ(calls("set"), 2) << "the lock's and the value's";
+}
+
+// The same in place extension without the fleet lock (a version snapshot):
+// only the envelope of the version the repository confirmed is extended;
+// any other (or none) is written whole.
+TEST(NotModifiedFleet, WriteLoadedExtendsOnlyTheVersionItWasGiven) {
+  auto server = RedisServer::start();
+  auto fleet = RedisFleet::connect({.redis = {.url = server->url()}, .prefix = "wl:"});
+  ASSERT_TRUE(fleet.has_value());
+  RedisCache& l2 = *fleet->l2;
+  const TimePoint now = system_clock()->now();
+  CacheEntry entry{.value = "same", .fresh_until = now + 1min, .stale_until = now + 1h};
+  auto first = l2.snapshot("k", Deadline::after(5s));
+  ASSERT_TRUE(first);
+  ASSERT_EQ(*l2.write_loaded("k", entry, *first, Deadline::after(5s)), WriteOutcome::kWritten);
+  auto stored = l2.get_envelope("k", Deadline::after(5s));
+  ASSERT_TRUE(stored && *stored);
+  CacheEntry longer = entry;
+  longer.fresh_until = now + 2min;
+  longer.extends_version = (*stored)->version + 1;  // not what L2 holds
+  auto again = l2.snapshot("k", Deadline::after(5s));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*l2.write_loaded("k", longer, *again, Deadline::after(5s)), WriteOutcome::kWritten);
+  stored = l2.get_envelope("k", Deadline::after(5s));
+  ASSERT_TRUE(stored && *stored);
+  longer.fresh_until = now + 3min;
+  longer.extends_version = (*stored)->version;
+  EXPECT_EQ(*l2.write_loaded("k", longer, *again, Deadline::after(5s)), WriteOutcome::kExtended);
+  stored = l2.get_envelope("k", Deadline::after(5s));
+  ASSERT_TRUE(stored && *stored);
+  EXPECT_EQ((*stored)->entry.value, "same");
+  EXPECT_EQ((*stored)->entry.fresh_until, now + 3min);
+  EXPECT_EQ((*stored)->version, again->version);
+  ASSERT_TRUE(l2.erase("k"));  // an invalidate moves the version: the snapshot is superseded
+  EXPECT_EQ(*l2.write_loaded("k", longer, *again, Deadline::after(5s)), WriteOutcome::kSuperseded);
+}
+
 }  // namespace
 }  // namespace herdguard

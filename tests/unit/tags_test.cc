@@ -12,6 +12,7 @@
 
 #include "herdguard/envelope.h"
 #include "herdguard/protector.h"
+#include "protector/tag_versions.h"
 
 namespace herdguard {
 namespace {
@@ -234,3 +235,65 @@ TEST(Tags, ABoundedTagHistoryCapsEveryEntrysLifetime) {
 
 }  // namespace
 }  // namespace herdguard
+
+namespace herdguard::internal {
+namespace {
+
+// TagVersions on its own (protector/tag_versions.h).
+TEST(TagVersionsUnit, AVersionThatCannotBeOneIsIgnored) {
+  TagVersions tags(Duration::max());
+  const auto now_us =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  EXPECT_FALSE(tags.learn("t", 0));
+  EXPECT_FALSE(tags.learn("t", UINT64_MAX)) << "a forged message must not freeze every stamp";
+  EXPECT_EQ(tags.stamp(), 0u);
+  EXPECT_TRUE(tags.learn("t", now_us));
+  EXPECT_EQ(tags.stamp(), now_us);
+  // From a sync: judged by Redis's clock.
+  const std::vector<std::pair<std::string, std::uint64_t>> changes = {{"a", now_us + 5},
+                                                                      {"b", UINT64_MAX / 2}};
+  tags.learn_synced(changes, UINT64_MAX / 2, true, static_cast<std::int64_t>(now_us));
+  EXPECT_EQ(tags.stamp(), now_us + 5);
+  EXPECT_EQ(tags.synced_through(), now_us + 5) << "an implausible sequence is not trusted";
+  EXPECT_EQ(tags.size(), 2u) << "t and a; b ignored";
+}
+
+TEST(TagVersionsUnit, AnEntryStandsUntilOneOfItsTagsOrClearIsInvalidatedAfterItsStamp) {
+  TagVersions tags(Duration::max());
+  CacheEntry e;
+  e.tags = {"x", "y"};
+  e.tag_stamp = 100;
+  EXPECT_TRUE(tags.valid(e));
+  const std::uint64_t epoch = tags.epoch();
+  ASSERT_TRUE(tags.learn("y", 100));
+  EXPECT_TRUE(tags.valid(e)) << "at its stamp: the load began after";
+  EXPECT_NE(tags.epoch(), epoch);
+  ASSERT_TRUE(tags.learn("z", 101));
+  EXPECT_TRUE(tags.valid(e)) << "a tag it does not carry";
+  ASSERT_TRUE(tags.learn("x", 101));
+  EXPECT_FALSE(tags.valid(e));
+  CacheEntry untagged;
+  untagged.tag_stamp = 150;
+  EXPECT_TRUE(tags.valid(untagged));
+  ASSERT_TRUE(tags.learn("", 151));  // clear()
+  EXPECT_FALSE(tags.valid(untagged));
+  untagged.tag_stamp = tags.stamp();
+  EXPECT_TRUE(tags.valid(untagged)) << "stamped after the clear";
+}
+
+TEST(TagVersionsUnit, AnIncompleteSyncKnowsOnlyUpToWhatItRead) {
+  TagVersions tags(Duration::max());
+  const std::int64_t now_us = 2'000'000'000'000'000;
+  const std::vector<std::pair<std::string, std::uint64_t>> page = {{"a", 10}, {"b", 20}};
+  tags.learn_synced(page, 99, false, now_us);
+  EXPECT_EQ(tags.synced_through(), 20u) << "the next page starts after 20";
+  const std::vector<std::pair<std::string, std::uint64_t>> rest = {{"c", 30}};
+  tags.learn_synced(rest, 99, true, now_us);
+  EXPECT_EQ(tags.synced_through(), 99u) << "complete: up to the sequence";
+  EXPECT_EQ(tags.stamp(), 99u);
+}
+
+}  // namespace
+}  // namespace herdguard::internal
