@@ -253,11 +253,17 @@ Result<TagChanges> RedisCache::tag_changes(std::uint64_t after, std::size_t limi
   const auto& pairs = reply->elements[3].elements;
   out.changes.reserve(pairs.size() / 2);
   for (std::size_t i = 0; i < pairs.size(); i += 2) {
+    // A member another program added with a score herdguard never writes
+    // is skipped, not a failed sync: one such member must not keep every
+    // process from ever trusting L2 (tiered_cache.h).
     const auto version = parse_whole(pairs[i + 1]);
-    if (pairs[i].type != RedisReply::Type::kString || !version) return bad();
+    if (pairs[i].type != RedisReply::Type::kString || !version) {
+      corrupt_.fetch_add(1, kRelaxed);
+      continue;
+    }
     out.changes.emplace_back(pairs[i].str, *version);
   }
-  out.complete = out.changes.size() < limit;
+  out.complete = pairs.size() / 2 < limit;
   return out;
 }
 

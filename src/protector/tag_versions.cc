@@ -78,8 +78,8 @@ bool plausible(std::uint64_t version, std::int64_t now_us) {
 }
 }  // namespace
 
-bool TagVersions::learn(std::string_view tag, std::uint64_t version) {
-  if (!plausible(version, host_now_us())) return false;
+bool TagVersions::learn(std::string_view tag, std::uint64_t version, bool trusted) {
+  if (version == 0 || (!trusted && !plausible(version, host_now_us()))) return false;
   bool raised;
   {
     std::unique_lock lock(mutex_);
@@ -94,14 +94,17 @@ bool TagVersions::learn(std::string_view tag, std::uint64_t version) {
   return true;
 }
 
-void TagVersions::learn_synced(std::span<const std::pair<std::string, std::uint64_t>> changes,
+bool TagVersions::learn_synced(std::span<const std::pair<std::string, std::uint64_t>> changes,
                                std::uint64_t through, bool complete, std::int64_t now_us) {
   bool raised = false;
   {
     std::unique_lock lock(mutex_);
     std::uint64_t highest = 0;
     for (const auto& [tag, version] : changes) {
-      if (!plausible(version, now_us)) continue;  // Redis's own clock is the bound here
+      if (!plausible(version, now_us)) {
+        complete = true;  // in version order: every later one is implausible too
+        break;
+      }
       raised = raise_locked(tag, version) || raised;
       highest = std::max(highest, version);
     }
@@ -118,6 +121,7 @@ void TagVersions::learn_synced(std::span<const std::pair<std::string, std::uint6
     forget_older_locked(now_us);
   }
   if (raised) bump_epoch();
+  return complete;
 }
 
 void TagVersions::forget_older_locked(std::int64_t now_us) {

@@ -65,14 +65,17 @@ class TagVersions final : public EntryValidity {
   std::uint64_t stamp() const noexcept { return known_max_.load(std::memory_order_acquire); }
 
   // `tag` (empty: clear) was invalidated at `version`. Bumps the epoch when
-  // that refuses more than before. A version that cannot be one (0, or over
-  // an hour ahead of this host's clock) is ignored: returns false.
-  bool learn(std::string_view tag, std::uint64_t version);
+  // that refuses more than before. Unless `trusted` (Redis's own answer to
+  // this process), a version that cannot be one (0, or over an hour ahead
+  // of this host's clock: a forged backplane message) is ignored: returns false.
+  bool learn(std::string_view tag, std::uint64_t version, bool trusted = false);
   // A sync's answer: these changes (tag, version), and — when `complete` —
   // every change up to `through` (the fleet's sequence then). `now_us` is
   // Redis's clock, for forgetting versions older than keep.
-  // Implausible versions (over an hour past now_us) are skipped.
-  void learn_synced(std::span<const std::pair<std::string, std::uint64_t>> changes,
+  // Implausible versions (over an hour past now_us) are skipped; since the
+  // changes come in version order, the rest after one are too, so the sync
+  // is then complete. Returns whether it is.
+  bool learn_synced(std::span<const std::pair<std::string, std::uint64_t>> changes,
                     std::uint64_t through, bool complete, std::int64_t now_us);
   // Every change above this is what the next sync asks for.
   std::uint64_t synced_through() const noexcept { return synced_.load(std::memory_order_acquire); }

@@ -136,9 +136,10 @@ void TieredCache::sync_tags_if_due(Deadline deadline) {
                               std::memory_order_release);
       return;
     }
-    tags_->learn_synced(changes->changes, changes->sequence, changes->complete, changes->now_us);
+    const bool complete = tags_->learn_synced(changes->changes, changes->sequence,
+                                              changes->complete, changes->now_us);
     counters_.tag_syncs.add();
-    if (changes->complete) {
+    if (complete) {
       synced_once_.store(true, std::memory_order_release);
       return;
     }
@@ -161,7 +162,7 @@ Result<std::uint64_t> TieredCache::invalidate_tag(std::string_view tag, Deadline
   } else {
     version = tags_->next_local_version();
   }
-  tags_->learn(tag, version);
+  tags_->learn(tag, version, /*trusted=*/l2_ != nullptr);
   return version;
 }
 

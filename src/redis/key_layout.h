@@ -136,25 +136,36 @@ end
 // REQUIRES: appended after kVersionLua (it uses hg_now_ms and hg_get).
 // `previous` (optional): the 8 little-endian bytes of the version a
 // "not modified" answer confirmed (CacheEntry::extends_version). When the
-// value key still holds that version's envelope, with the same magic,
-// format, flags and header length as `bytes`, only the fields that move are
-// rewritten in place — fresh_until, stale_until, version, load_duration
-// (bytes 7..38) and the tag stamp (43..50) — and its expiry: returns 2, and
-// the value's bytes are not sent again by Redis's SET. Else a plain SET.
+// value key still holds that version's envelope and it equals `bytes` but
+// for the fields that move — fresh_until, stale_until, version,
+// load_duration (bytes 7..38) and the tag stamp (43..50) — only those are
+// rewritten in place, and its expiry: returns 2, and the value is not
+// written again. Else a plain SET.
 inline constexpr std::string_view kWriteLoadedLua = R"lua(
 local function hg_write_loaded(value, version, expected, write_until, bytes, at, previous)
   if hg_now_ms() >= tonumber(write_until) then return -1 end
   if hg_get(version) ~= expected then return 0 end
   if previous and previous ~= '' then
-    local ok, head = pcall(redis.call, 'GETRANGE', value, 0, 42)
-    if ok and #head == 43 and string.sub(head, 1, 5) == string.sub(bytes, 1, 5)
-        and string.sub(head, 6, 7) == string.sub(bytes, 6, 7)
-        and string.sub(head, 24, 31) == previous then
-      redis.call('SETRANGE', value, 7, string.sub(bytes, 8, 39))
+    local ok, cur = pcall(redis.call, 'GET', value)
+    if ok and type(cur) == 'string' and #cur == #bytes and #cur >= 43
+        and string.sub(cur, 1, 7) == string.sub(bytes, 1, 7)
+        and string.sub(cur, 24, 31) == previous then
+      -- Only the moving fields may differ: bytes 7..38 and the tag stamp
+      -- (43..50, when the header has it); everything else — value length,
+      -- tags, the value itself — must be what the repository confirmed
+      -- (two loads can write different values under one snapshot version).
       local header = string.byte(bytes, 6) + 256 * string.byte(bytes, 7)
-      if header >= 53 then redis.call('SETRANGE', value, 43, string.sub(bytes, 44, 51)) end
-      redis.call('PEXPIREAT', value, at)
-      return 2
+      local rest = 40
+      if header >= 53 then
+        rest = 52
+        if string.sub(cur, 40, 43) ~= string.sub(bytes, 40, 43) then rest = nil end
+      end
+      if rest and string.sub(cur, rest) == string.sub(bytes, rest) then
+        redis.call('SETRANGE', value, 7, string.sub(bytes, 8, 39))
+        if header >= 53 then redis.call('SETRANGE', value, 43, string.sub(bytes, 44, 51)) end
+        redis.call('PEXPIREAT', value, at)
+        return 2
+      end
     end
   end
   redis.call('SET', value, bytes, 'PXAT', at)

@@ -201,6 +201,30 @@ TEST(TagsFleet, ClearEmptiesTheCacheForTheWholeFleetAndForProcessesStartedLater)
   EXPECT_GE(a.protector->metrics().tag_rejections, 3u);
 }
 
+// Bytes another program put into the tag versions (a score herdguard never
+// writes, another type of key) neither fail a sync nor make a process stop
+// trusting L2.
+TEST(TagsFleet, ForeignMembersInTheTagVersionsAreSkipped) {
+  auto server = RedisServer::start();
+  Rows rows;
+  Node a = make_node(*server, rows);
+  EXPECT_EQ(a.get("post:1"), "post:1#0");
+  ASSERT_TRUE(a.protector->invalidate_tag("other"));
+  const std::string versions = a.fleet.l2->tag_versions_key();
+  ASSERT_TRUE(a.fleet.client->command({"ZADD", versions, "1e19", "bogus"}));
+  ASSERT_TRUE(a.fleet.client->command({"ZADD", versions, "-5", "negative"}));
+  Node b = make_node(*server, rows);
+  const int loads = rows.loads.load();
+  EXPECT_EQ(b.get("post:1"), "post:1#0");
+  EXPECT_EQ(rows.loads.load(), loads) << "b trusts L2: its sync completed";
+  EXPECT_EQ(b.protector->metrics().tag_sync_errors, 0u);
+  // The bogus member sorts last: a later invalidation is still learned.
+  rows.update("post:1");
+  ASSERT_TRUE(a.protector->invalidate_tag("posts"));
+  ASSERT_TRUE(heard(b, 1));
+  EXPECT_EQ(b.get("post:1"), "post:1#1");
+}
+
 // What invalidate_tag sends Redis: the same handful of commands whether
 // ten or ten thousand entries carry the tag.
 TEST(TagsFleet, AnInvalidationCostsTheSameRedisCommandsWhateverTheTaggedEntries) {
@@ -343,6 +367,17 @@ TEST(NotModifiedFleet, WriteLoadedExtendsOnlyTheVersionItWasGiven) {
   EXPECT_EQ((*stored)->entry.value, "same");
   EXPECT_EQ((*stored)->entry.fresh_until, now + 3min);
   EXPECT_EQ((*stored)->version, again->version);
+  // Two loads under one snapshot may write different values with the same
+  // version: a "not modified" of one must not extend the other's value.
+  CacheEntry other = entry;
+  other.value = "othr";  // same length: only the value's bytes differ
+  ASSERT_EQ(*l2.write_loaded("k", other, *again, Deadline::after(5s)), WriteOutcome::kWritten);
+  longer.extends_version = again->version;
+  EXPECT_EQ(*l2.write_loaded("k", longer, *again, Deadline::after(5s)), WriteOutcome::kWritten)
+      << "written whole: what L2 holds is not the confirmed value";
+  stored = l2.get_envelope("k", Deadline::after(5s));
+  ASSERT_TRUE(stored && *stored);
+  EXPECT_EQ((*stored)->entry.value, "same");
   ASSERT_TRUE(l2.erase("k"));  // an invalidate moves the version: the snapshot is superseded
   EXPECT_EQ(*l2.write_loaded("k", longer, *again, Deadline::after(5s)), WriteOutcome::kSuperseded);
 }
