@@ -253,5 +253,42 @@ TEST(Envelope, MutatedEnvelopesDecodeExactlyOrFail) {
   EXPECT_GT(still_valid, 0);
 }
 
+// The tag fields (after byte 43) under the same treatment: every mutation
+// and truncation of a tagged envelope either fails as kCorrupt or decodes
+// to fields that encode and decode back to themselves.
+TEST(Envelope, MutatedTaggedEnvelopesDecodeToConsistentFieldsOrFail) {
+  Envelope tagged = sample();
+  tagged.entry.tags = {"users", "u:1", std::string(40, 't')};
+  tagged.entry.tag_stamp = 1'800'000'000'000'000;
+  const std::string good = encode_envelope(tagged);
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    EXPECT_FALSE(decode_envelope(good.substr(0, n))) << "prefix of " << n << " bytes decoded";
+  }
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<std::size_t> position(0, good.size() - 1);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_int_distribution<int> how_many(1, 3);
+  int still_valid = 0;
+  for (int i = 0; i < 50'000; ++i) {
+    std::string bytes = good;
+    for (int m = how_many(rng); m > 0; --m) bytes[position(rng)] = static_cast<char>(byte(rng));
+    auto r = decode_envelope(bytes);
+    if (!r) {
+      EXPECT_EQ(r.error().kind, ErrorKind::kCorrupt);
+      continue;
+    }
+    ++still_valid;
+    ASSERT_LE(r->entry.tags.size(), kMaxEntryTags);
+    for (const std::string& tag : r->entry.tags) {
+      ASSERT_FALSE(tag.empty());
+      ASSERT_LE(tag.size(), kMaxTagBytes);
+    }
+    auto again = decode_envelope(encode_envelope(*r));
+    ASSERT_TRUE(again) << again.error().to_string();
+    expect_same(*again, *r);
+  }
+  EXPECT_GT(still_valid, 0);
+}
+
 }  // namespace
 }  // namespace herdguard

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+#include <string>
+
 namespace herdguard::internal {
 namespace {
 
@@ -54,6 +57,30 @@ TEST(InvalidationMessage, TagInvalidationsRoundTripAndAreNotKeyInvalidations) {
   EXPECT_FALSE(decode_tag_invalidation(encode_tag_invalidation(1, 2, std::string(257, 't'))));
   EXPECT_FALSE(decode_tag_invalidation("\0hgG1234567812345"s)) << "truncated";
   EXPECT_FALSE(decode_tag_invalidation(encode_invalidation(1, "k")));
+}
+
+TEST(InvalidationMessage, RandomAndMutatedTagMessagesNeverCrashOrOverrun) {
+  std::mt19937 rng(99);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_int_distribution<int> length(0, 300);
+  const std::string good = encode_tag_invalidation(7, 1'800'000'000'000'000, "users");
+  for (int i = 0; i < 20'000; ++i) {
+    std::string bytes;
+    if (i % 2 == 0) {
+      bytes.assign(static_cast<std::size_t>(length(rng)), '\0');
+      for (char& c : bytes) c = static_cast<char>(byte(rng));
+      if (bytes.size() >= 4) bytes.replace(0, 4, std::string("\0hgG", 4));
+    } else {
+      bytes = good;
+      bytes[static_cast<std::size_t>(byte(rng)) % bytes.size()] = static_cast<char>(byte(rng));
+    }
+    if (auto tag = decode_tag_invalidation(bytes)) {
+      EXPECT_GT(tag->version, 0u);
+      EXPECT_LE(tag->tag.size(), 256u);
+      EXPECT_EQ(encode_tag_invalidation(tag->origin, tag->version, tag->tag), bytes);
+    }
+    (void)decode_invalidation(bytes);  // the key form never reads past the message either
+  }
 }
 
 }  // namespace
