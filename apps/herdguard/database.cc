@@ -1,7 +1,10 @@
 #include "database.h"
 
 #include <fmt/format.h>
+#include <sqlite3.h>
 
+#include <algorithm>
+#include <memory>
 #include <pqxx/pqxx>
 #include <thread>
 
@@ -60,7 +63,77 @@ Result<std::shared_ptr<Repository>> open_database(const std::string& db, int lat
   return std::shared_ptr<Repository>(std::move(*sqlite));
 }
 
-Result<void> seed_database(const std::string& db, int keys, const std::string& hot_key) {
+namespace {
+
+// Runs `sql` on `conn`. Errors: kBackend with SQLite's message.
+Result<void> sqlite_exec(sqlite3* conn, const std::string& sql, const std::string& db) {
+  char* message = nullptr;
+  if (sqlite3_exec(conn, sql.c_str(), nullptr, nullptr, &message) == SQLITE_OK) return ok();
+  std::string why = message ? message : sqlite3_errmsg(conn);
+  sqlite3_free(message);
+  return make_error(ErrorKind::kBackend, fmt::format("seeding {}: {}", db, why));
+}
+
+// SQLite: one transaction, one INSERT … SELECT over a recursive CTE per
+// chunk of rows (one upsert per row and transaction took minutes for
+// millions of keys: each commit syncs the file). Raw sqlite3, because the
+// repository's API reads and writes one key at a time.
+Result<void> seed_sqlite(const std::string& db, int keys, const std::string& hot_key,
+                         const std::function<void(int, int)>& progress) {
+  // The repository creates the table as it reads it.
+  auto table = SqliteRepository::open({.path = db, .table = "products", .pool_size = 1});
+  if (!table) return std::unexpected(table.error());
+  table->reset();
+  sqlite3* conn = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &conn, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    std::string why = conn ? sqlite3_errmsg(conn) : "out of memory";
+    sqlite3_close(conn);
+    return make_error(ErrorKind::kBackend, fmt::format("seeding {}: {}", db, why));
+  }
+  const std::unique_ptr<sqlite3, int (*)(sqlite3*)> owned(conn, sqlite3_close);
+  sqlite3_busy_timeout(conn, 5000);
+  if (auto r = sqlite_exec(conn, "BEGIN IMMEDIATE", db); !r) return r;
+  for (int from = 0; from < keys; from += kSeedChunk) {
+    const int to = std::min(keys, from + kSeedChunk);
+    auto r = sqlite_exec(
+        conn,
+        fmt::format("WITH RECURSIVE n(i) AS (SELECT {} UNION ALL SELECT i + 1 FROM n WHERE i + 1 < "
+                    "{}) INSERT INTO products (key, value) SELECT 'key:' || i, "
+                    "'value-of-key:' || i FROM n WHERE true "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    from, to),
+        db);
+    if (!r) {
+      (void)sqlite_exec(conn, "ROLLBACK", db);
+      return r;
+    }
+    if (progress) progress(to, keys);
+  }
+  sqlite3_stmt* hot = nullptr;
+  const char* upsert =
+      "INSERT INTO products (key, value) VALUES (?1, ?2) "
+      "ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+  const std::string hot_value = "value-of-" + hot_key;
+  const bool hot_ok =
+      sqlite3_prepare_v2(conn, upsert, -1, &hot, nullptr) == SQLITE_OK &&
+      sqlite3_bind_text(hot, 1, hot_key.data(), static_cast<int>(hot_key.size()),
+                        SQLITE_TRANSIENT) == SQLITE_OK &&
+      sqlite3_bind_text(hot, 2, hot_value.data(), static_cast<int>(hot_value.size()),
+                        SQLITE_TRANSIENT) == SQLITE_OK &&
+      sqlite3_step(hot) == SQLITE_DONE;
+  sqlite3_finalize(hot);
+  if (!hot_ok) {
+    std::string why = sqlite3_errmsg(conn);
+    (void)sqlite_exec(conn, "ROLLBACK", db);
+    return make_error(ErrorKind::kBackend, fmt::format("seeding {}: {}", db, why));
+  }
+  return sqlite_exec(conn, "COMMIT", db);
+}
+
+}  // namespace
+
+Result<void> seed_database(const std::string& db, int keys, const std::string& hot_key,
+                           const std::function<void(int done, int total)>& progress) {
   if (is_postgres(db)) {
     auto redacted = redact_postgres_url(db);
     if (!redacted) return std::unexpected(redacted.error());
@@ -85,14 +158,7 @@ Result<void> seed_database(const std::string& db, int keys, const std::string& h
     }
     return ok();
   }
-  auto sqlite = SqliteRepository::open({.path = db, .table = "products", .pool_size = 1});
-  if (!sqlite) return std::unexpected(sqlite.error());
-  if (auto r = (*sqlite)->upsert(hot_key, "value-of-" + hot_key); !r) return r;
-  for (int i = 0; i < keys; ++i) {
-    const std::string key = fmt::format("key:{}", i);
-    if (auto r = (*sqlite)->upsert(key, "value-of-" + key); !r) return r;
-  }
-  return ok();
+  return seed_sqlite(db, keys, hot_key, progress);
 }
 
 }  // namespace herdguard::cli

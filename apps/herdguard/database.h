@@ -3,6 +3,7 @@
 // before the workers start.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,7 +22,11 @@ Result<std::shared_ptr<Repository>> open_database(const std::string& db, int lat
                                                   int connections);
 
 // Writes `keys` rows key:<i> → value-of-key:<i> (and `hot_key`), creating the
-// table when missing. Errors: kBackend naming the database.
-Result<void> seed_database(const std::string& db, int keys, const std::string& hot_key);
+// table when missing, in one transaction. `progress` (optional) is told the
+// rows written so far, every kSeedChunk rows (SQLite). Errors: kBackend
+// naming the database.
+inline constexpr int kSeedChunk = 250'000;
+Result<void> seed_database(const std::string& db, int keys, const std::string& hot_key,
+                           const std::function<void(int done, int total)>& progress = {});
 
 }  // namespace herdguard::cli

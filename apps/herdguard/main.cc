@@ -95,10 +95,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   flag(sim_cmd->add_option("--protect", sim.protect,
                            "none: plain cache-aside; local: in-process protection; fleet: also the "
-                           "Redis lock; full: fleet + stale-while-revalidate + fail-safe"),
+                           "Redis lock; full: fleet + stale-while-revalidate + fail-safe "
+                           "(default: fleet with --redis, else local)"),
        &S::protect)
-      ->check(CLI::IsMember({"none", "local", "fleet", "full"}))
-      ->capture_default_str();
+      ->check(CLI::IsMember({"none", "local", "fleet", "full"}));
   flag(sim_cmd->add_flag(
            "--compare", sim.compare,
            "Run the scenario with no protection first, then with --protect; report both"),

@@ -70,8 +70,9 @@ struct Scenario {
   int timeout_ms = 5000;
 
   // Protection: none | local | fleet | full (full adds stale-while-revalidate
-  // and fail-safe).
-  std::string protect = "fleet";
+  // and fail-safe). Empty (not chosen): fleet with --redis, else local, so
+  // that `herdguard simulate` alone runs on the embedded defaults.
+  std::string protect{};
   bool compare = false;  // also run with `none` first, report both
 
   // Servers. redis empty: in-memory cache per process. db empty: a temporary

@@ -390,7 +390,9 @@ int run_herd(const Scenario& o) {
   return failed_workers == o.rounds * o.processes ? 1 : 0;
 }
 
-int run_simulate(const Scenario& scenario) {
+int run_simulate(const Scenario& given) {
+  Scenario scenario = given;
+  if (scenario.protect.empty()) scenario.protect = scenario.redis.empty() ? "local" : "fleet";
   if (auto valid = scenario.validate(); !valid) {
     fmt::print(stderr, "herdguard simulate: {}\n", valid.error().message);
     return 1;
@@ -412,7 +414,14 @@ int run_simulate(const Scenario& scenario) {
     }
     db = (dir.path() / "products.db").string();
   }
-  if (auto seeded = seed_database(db, scenario.keys, scenario.key); !seeded) {
+  // Millions of keys take seconds to seed: say so on a terminal.
+  const bool show_seeding = scenario.progress && scenario.keys > kSeedChunk && ::isatty(2) == 1;
+  auto seeding = [&](int done, int total) {
+    if (show_seeding) fmt::print(stderr, "\rseeding the database: {}/{} keys", done, total);
+  };
+  auto seeded = seed_database(db, scenario.keys, scenario.key, seeding);
+  if (show_seeding) fmt::print(stderr, "\n");
+  if (!seeded) {
     fmt::print(stderr, "herdguard simulate: --db: {}\n", seeded.error().to_string());
     return 1;
   }

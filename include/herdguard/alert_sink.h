@@ -14,9 +14,9 @@
 // Thread safety: send() may be called from any thread.
 //
 // Example:
-//   auto hook = herdguard::WebhookAlertSink::create({.url =
-//   "http://alerts.internal:8080/herdguard"}); options.alert_sinks =
-//   {std::make_shared<herdguard::LogAlertSink>(), std::move(*hook)};
+//   auto hook = herdguard::WebhookAlertSink::create(
+//       {.url = "http://alerts.internal:8080/herdguard"});
+//   options.alert_sinks = {std::make_shared<herdguard::LogAlertSink>(), std::move(*hook)};
 #pragma once
 
 #include <atomic>

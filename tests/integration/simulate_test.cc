@@ -4,6 +4,7 @@
 #include <herdguard/hot_keys.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -440,6 +441,54 @@ TEST_F(Simulate, WithRedisDownTheRateLimitHoldsPerProcessAndNoCallerFails) {
   EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
   EXPECT_GT(report["rate_limiter_local_decisions"].get<std::uint64_t>(), 0u);
   for (std::uint64_t a : admitted_by_client(report)) EXPECT_GT(a, 120u);
+}
+
+// The embedded SQLite database is seeded in one transaction (chunks of a
+// recursive CTE): more keys than one chunk, into a file seeded before with
+// other values, and every value read is the one the run expects.
+TEST_F(Simulate, SeedingASqliteFileWritesEveryKeyAndOverwritesOldRows) {
+  TempFile db("seed.db");
+  const std::string run = "simulate --db '" + db.path() +
+                          "' --protect local --processes 1 --concurrency 2 --duration 1 --json";
+  CliRun first = run_cli(run + " --keys 1000");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  {
+    sqlite3* conn = nullptr;
+    ASSERT_EQ(sqlite3_open(db.path().c_str(), &conn), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(conn, "UPDATE products SET value = 'stale'", nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(conn);
+  }
+  auto report =
+      run_json("--db '" + db.path() +
+               "' --protect local --processes 1 --concurrency 2 --duration 1 --keys 300000"
+               " --zipf 0.01");
+  EXPECT_EQ(report["errors"], 0) << report["errors_by_kind"];
+  EXPECT_EQ(report["wrong_values"], 0) << "old rows were overwritten";
+  EXPECT_GT(report["requests"].get<std::uint64_t>(), 0u);
+  sqlite3* conn = nullptr;
+  ASSERT_EQ(sqlite3_open(db.path().c_str(), &conn), SQLITE_OK);
+  sqlite3_stmt* count = nullptr;
+  ASSERT_EQ(
+      sqlite3_prepare_v2(conn, "SELECT count(*), sum(value = 'value-of-' || key) FROM products", -1,
+                         &count, nullptr),
+      SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(count), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int64(count, 0), 300'001) << "300,000 keys and the hot key";
+  EXPECT_EQ(sqlite3_column_int64(count, 1), 300'001) << "each with its value";
+  sqlite3_finalize(count);
+  sqlite3_close(conn);
+}
+
+// `herdguard simulate` alone runs on the embedded defaults: without --redis
+// the protection is local (with it, fleet).
+TEST_F(Simulate, WithNoFlagsItRunsOnTheEmbeddedDefaults) {
+  auto report = run_json("");
+  EXPECT_EQ(report["protect"], "local") << report.dump();
+  EXPECT_EQ(report["errors"], 0);
+  auto with_redis = run_json("--redis '" + redis_->url() + "' --processes 2 --concurrency 10");
+  EXPECT_EQ(with_redis["protect"], "fleet") << with_redis.dump();
+  EXPECT_EQ(with_redis["db_queries"], 1) << "one load for the fleet";
 }
 
 // --get-many: requests of 10 keys, their misses loaded in batches

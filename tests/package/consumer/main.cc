@@ -6,7 +6,8 @@
 int main() {
   int loads = 0;
   auto repo = std::make_shared<herdguard::CallbackRepository>(
-      [&](std::string_view key, herdguard::Deadline) -> herdguard::Result<std::optional<std::string>> {
+      [&](std::string_view key,
+          herdguard::Deadline) -> herdguard::Result<std::optional<std::string>> {
         ++loads;
         return std::optional<std::string>("value of " + std::string(key));
       });
