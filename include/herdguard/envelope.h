@@ -48,7 +48,7 @@
 #include <string>
 #include <string_view>
 
-#include "herdguard/cache.h"
+#include "herdguard/cache_entry.h"
 #include "herdguard/result.h"
 
 namespace herdguard {

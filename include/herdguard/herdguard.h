@@ -9,6 +9,7 @@
 #include "herdguard/adaptive_ttl.h"
 #include "herdguard/alert_sink.h"
 #include "herdguard/cache.h"
+#include "herdguard/cache_entry.h"
 #include "herdguard/circuit_breaker.h"
 #include "herdguard/clock.h"
 #include "herdguard/concurrency_limiter.h"

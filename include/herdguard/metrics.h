@@ -31,8 +31,9 @@ struct ProtectionMetrics {
   std::uint64_t cache_misses = 0;
   // Callers that shared a load started by another caller.
   std::uint64_t single_flight_hits = 0;
-  // Loads this process led (in-process single-flight leadership).
-  std::uint64_t lock_acquisitions = 0;
+  // Loads this process led: single-flight leaderships, each one load of
+  // the key in this process (Prometheus: lock_acquisitions{scope="local"}).
+  std::uint64_t single_flight_leads = 0;
   // Times the circuit breaker opened.
   std::uint64_t circuit_breaker_trips = 0;
   // Requests answered with a stale value (stale-while-revalidate or fail-safe).
@@ -105,6 +106,9 @@ struct ProtectionMetrics {
   std::uint64_t fleet_waited_loads = 0;
   std::uint64_t fleet_degraded_loads = 0;
   std::uint64_t fenced_off_writes = 0;
+  // Waits for another process's load spent polling (pub/sub down or not
+  // configured: a jittered, doubling interval between looks).
+  std::uint64_t fleet_polls = 0;
   // L1 fills skipped because a set/invalidate of the key (in this process)
   // came in while the value was read or loaded.
   std::uint64_t refused_l1_fills = 0;

@@ -257,6 +257,7 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     // does not hit Redis in lockstep.
     const Deadline until = Deadline::earliest(load_deadline, Deadline::after(jittered(poll)));
     poll = std::min(add_saturating(poll, poll), options_.poll_max);
+    counters_.fleet_polls.add();
     if (waiter) {
       (void)waiter->wait(until);  // an announcement may still arrive: wake early then
     } else {

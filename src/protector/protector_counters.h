@@ -53,6 +53,7 @@ struct ProtectorCounters {
   StripedCounter fleet_lock_contentions;
   StripedCounter fleet_waited_loads;
   StripedCounter fleet_degraded_loads;
+  StripedCounter fleet_polls;       // poll intervals waited (no pub/sub)
   StripedCounter refused_writes;    // L2 writes refused: superseded or past their deadline
   StripedCounter refused_l1_fills;  // L1 fills refused: a set/invalidate came in since the read
   // The L1 backplane (ProtectorOptions::l1_backplane).

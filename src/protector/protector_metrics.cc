@@ -209,7 +209,7 @@ Result<std::unique_ptr<ProtectorMetrics>> ProtectorMetrics::create(
        "thundering_herd_lock_acquisitions_total",
        "Loads led, by lock scope.",
        {{"scope", "local"}},
-       [](const M& s) { return double(s.lock_acquisitions); }},
+       [](const M& s) { return double(s.single_flight_leads); }},
       {true,
        "thundering_herd_lock_acquisitions_total",
        "Loads led, by lock scope.",

@@ -109,9 +109,13 @@ TEST(ProtectorFleet, WithoutNotificationsWaitersPollAndStillOneLoad) {
   for (int i = 0; i < 3; ++i) nodes.push_back(make_node(*server, db, "poll:", {}, false));
   EXPECT_EQ(herd(nodes, 20, "hot", nullptr), 60);
   EXPECT_EQ(db.loads.load(), 1);
-  std::uint64_t contentions = 0;
-  for (auto& n : nodes) contentions += n.protector->metrics().fleet_lock_contentions;
+  std::uint64_t contentions = 0, polls = 0;
+  for (auto& n : nodes) {
+    contentions += n.protector->metrics().fleet_lock_contentions;
+    polls += n.protector->metrics().fleet_polls;
+  }
   EXPECT_GE(contentions, 1u);
+  EXPECT_GE(polls, 1u) << "the losers polled (no pub/sub to wake them)";
 }
 
 TEST(ProtectorFleet, AnotherNodeReadsTheValueFromL2) {
