@@ -1,22 +1,11 @@
 #include "lock/announcement.h"
 
+#include "core/little_endian.h"
+
 namespace herdguard::internal {
 namespace {
 
 constexpr std::string_view kMagic{"\0hg\x02", 4};
-
-void put_le(std::string& out, std::uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-std::uint64_t get_le(std::string_view in, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) {
-    v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[static_cast<std::size_t>(i)]))
-         << (8 * i);
-  }
-  return v;
-}
 
 }  // namespace
 
@@ -24,9 +13,9 @@ std::string announcement_head(std::string_view key, std::uint64_t version) {
   std::string out;
   out.reserve(kMagic.size() + 4 + key.size() + 8 + 1);
   out.append(kMagic);
-  put_le(out, key.size(), 4);
+  append_le(out, key.size(), 4);
   out.append(key);
-  put_le(out, version, 8);
+  append_le(out, version, 8);
   return out;
 }
 
@@ -35,13 +24,13 @@ DecodedAnnouncement decode_announcement(std::string_view message) {
   if (!message.starts_with(kMagic)) return as_key;
   std::string_view rest = message.substr(kMagic.size());
   if (rest.size() < 4) return as_key;
-  const std::uint64_t key_size = get_le(rest, 4);
+  const std::uint64_t key_size = read_le(rest, 0, 4);
   rest.remove_prefix(4);
   // key, version, flag
   if (rest.size() < key_size || rest.size() - key_size < 9) return as_key;
   DecodedAnnouncement out{.key = rest.substr(0, key_size), .version = 0, .value = std::nullopt};
   rest.remove_prefix(key_size);
-  out.version = get_le(rest, 8);
+  out.version = read_le(rest, 0, 8);
   rest.remove_prefix(8);
   const char flag = rest[0];
   rest.remove_prefix(1);

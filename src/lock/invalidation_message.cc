@@ -1,5 +1,6 @@
 #include "lock/invalidation_message.h"
 
+#include "core/little_endian.h"
 #include "herdguard/envelope.h"
 
 namespace herdguard::internal {
@@ -9,24 +10,13 @@ constexpr std::string_view kMagic{"\0hgI", 4};
 constexpr std::string_view kTagMagic{"\0hgG", 4};
 constexpr std::size_t kOriginBytes = 8;
 
-void put_u64(std::string& out, std::uint64_t v) {
-  for (std::size_t i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-std::uint64_t get_u64(std::string_view in, std::size_t at) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < 8; ++i)
-    v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[at + i])) << (8 * i);
-  return v;
-}
-
 }  // namespace
 
 std::string encode_invalidation(std::uint64_t origin, std::string_view key) {
   std::string out;
   out.reserve(kMagic.size() + kOriginBytes + key.size());
   out.append(kMagic);
-  for (std::size_t i = 0; i < kOriginBytes; ++i)
-    out.push_back(static_cast<char>((origin >> (8 * i)) & 0xff));
+  append_le(out, origin, kOriginBytes);
   out.append(key);
   return out;
 }
@@ -35,10 +25,7 @@ std::optional<DecodedInvalidation> decode_invalidation(std::string_view message)
   if (!message.starts_with(kMagic) || message.size() <= kMagic.size() + kOriginBytes)
     return std::nullopt;
   DecodedInvalidation out;
-  for (std::size_t i = 0; i < kOriginBytes; ++i) {
-    out.origin |= static_cast<std::uint64_t>(static_cast<unsigned char>(message[kMagic.size() + i]))
-                  << (8 * i);
-  }
+  out.origin = read_le(message, kMagic.size(), kOriginBytes);
   out.key = message.substr(kMagic.size() + kOriginBytes);
   return out;
 }
@@ -48,8 +35,8 @@ std::string encode_tag_invalidation(std::uint64_t origin, std::uint64_t version,
   std::string out;
   out.reserve(kTagMagic.size() + 16 + tag.size());
   out.append(kTagMagic);
-  put_u64(out, origin);
-  put_u64(out, version);
+  append_le(out, origin);
+  append_le(out, version);
   out.append(tag);
   return out;
 }
@@ -61,8 +48,8 @@ std::optional<DecodedTagInvalidation> decode_tag_invalidation(std::string_view m
     return std::nullopt;
   }
   DecodedTagInvalidation out;
-  out.origin = get_u64(message, kTagMagic.size());
-  out.version = get_u64(message, kTagMagic.size() + 8);
+  out.origin = read_le(message, kTagMagic.size());
+  out.version = read_le(message, kTagMagic.size() + 8);
   out.tag = message.substr(kFixed);
   if (out.version == 0) return std::nullopt;
   return out;

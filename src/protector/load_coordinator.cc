@@ -45,7 +45,6 @@ Result<CacheEntry> LoadCoordinator::load(const std::string& key, Deadline load_d
   // returns after this instant is at or below it (tag_versions.h).
   LoadRequest stamped = request;
   stamped.tag_stamp = cache_.tag_stamp(load_deadline);
-  if (!request.skip_l1) stamped.previous = cache_.l1_get(key, clock_->now());
   Result<CacheEntry> entry = load_once(key, load_deadline, stamped, &superseded);
   if (!superseded) return entry;
   // The first value is outdated: never hand it out, even when no time is left.
@@ -65,7 +64,7 @@ Result<CacheEntry> LoadCoordinator::from_repository(const std::string& key, Dead
 }
 
 Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline load_deadline,
-                                              const LoadRequest& request, bool* superseded) {
+                                              LoadRequest& request, bool* superseded) {
   const TimePoint bar = request.fresh_at_least_until;
   // Each read below takes its L1 ticket just before it reads (L2 or the
   // database), so an invalidate of this process that lands during the read
@@ -74,10 +73,10 @@ Result<CacheEntry> LoadCoordinator::load_once(const std::string& key, Deadline l
   // after our caller looked.
   const TimePoint now = clock_->now();
   if (!request.skip_l1) {
-    if (auto got = cache_.l1_get(key, now);
-        got && TieredCache::fresh_in_l1(*got, std::max(now, bar))) {
-      return *got;
-    }
+    auto got = cache_.l1_get(key, now);
+    if (got && TieredCache::fresh_in_l1(*got, std::max(now, bar))) return *got;
+    // Not fresh: what a "not modified" reload would keep (reload_entry).
+    request.previous = std::move(got);
   }
   if (!cache_.has_l2()) {
     const MemoryCache::Ticket ticket = cache_.ticket(key);

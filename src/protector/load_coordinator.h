@@ -82,8 +82,8 @@ struct LoadRequest {
   // Set by load(): the tag stamp of what the repository returns, taken
   // before the load began (tag_versions.h).
   std::uint64_t tag_stamp = 0;
-  // Set by load() and the lock holder: the entry the load would replace
-  // (usable, maybe stale), for the repository's "not modified" (reload_entry).
+  // Set by load_once (L1's copy) and the lock holder (what L2 held): the entry the load would
+  // replace (usable, maybe stale), for the repository's "not modified" (reload_entry).
   std::optional<CacheEntry> previous{};
 };
 
@@ -113,8 +113,8 @@ class LoadCoordinator {
  private:
   // One round of load(); `*superseded` tells whether its value lost to a
   // set/invalidate (or a later holder) that came in while it ran.
-  Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline,
-                               const LoadRequest& request, bool* superseded);
+  Result<CacheEntry> load_once(const std::string& key, Deadline load_deadline, LoadRequest& request,
+                               bool* superseded);
   Result<CacheEntry> load_with_fleet_lock(const std::string& key, Deadline load_deadline,
                                           const LoadRequest& request, bool* superseded);
   // `ticket` was taken before the acquire (guards the value it brought).

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "core/little_endian.h"
+
 namespace herdguard::internal {
 
 std::string redis_ms(Duration d) {
@@ -54,7 +56,7 @@ Result<void> validate_prefix(std::string_view prefix, std::string_view component
 std::string little_endian(std::uint64_t v) {
   if (v == 0) return {};
   std::string out;
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  append_le(out, v);
   return out;
 }
 
