@@ -217,6 +217,8 @@ Result<void> Scenario::validate() const {
       return invalid("--l3 needs --redis (Redis confirms which L3 records may be promoted)");
     if (protect == "none")
       return invalid("--l3 needs a protection (--protect local, fleet or full)");
+    if (redis.starts_with("redis-cluster://"))
+      return invalid("--l3 is not supported with a redis-cluster:// URL yet");
     if (auto valid = MemcachedCacheOptions{.url = l3}.validate(); !valid)
       return invalid(fmt::format("--l3: {}", valid.error().message));
   }
@@ -253,6 +255,14 @@ Result<void> Scenario::validate() const {
   for (const Fault& f : faults) {
     if (f.kind == Fault::Kind::kRedisDown && redis.empty()) {
       return invalid(fmt::format("fault {} needs --redis", f.to_string()));
+    }
+    if (f.kind == Fault::Kind::kRedisDown && redis.starts_with("redis-cluster://")) {
+      // The fault proxy stands in front of one server; a cluster's nodes
+      // are found through CLUSTER SLOTS and reached directly.
+      return invalid(
+          fmt::format("fault {} proxies one Redis server: not with a redis-cluster:// "
+                      "URL (stop a cluster node instead)",
+                      f.to_string()));
     }
     if (f.kind == Fault::Kind::kL3Down && l3.empty()) {
       return invalid(fmt::format("fault {} needs --l3", f.to_string()));

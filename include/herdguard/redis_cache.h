@@ -170,6 +170,10 @@ class RedisCache final : public Cache {
   std::string tag_sequence_key() const;
   std::string tag_versions_key() const;
   const RedisCacheOptions& options() const noexcept { return options_; }
+  // True when the client talks to a Redis Cluster (redis-cluster:// URL).
+  bool on_cluster() const noexcept {
+    return client_->url().transport == RedisUrl::Transport::kCluster;
+  }
   RedisCacheStats stats() const;
 
  private:

@@ -4,8 +4,15 @@
 // Everything herdguard sends to Redis (the L2 cache, the fleet lock, the
 // ready notifications) goes through `RedisClient`. It exists, rather than
 // hiredis being used directly, to put in one place what every caller needs:
-//   * URLs: `redis://[user:password@]host:port[/db]` and
-//     `unix:///path/to/redis.sock[?db=N]` (see RedisUrl::parse);
+//   * URLs: `redis://[user:password@]host:port[/db]`,
+//     `unix:///path/to/redis.sock[?db=N]` and, for Redis Cluster,
+//     `redis-cluster://host:port[,host:port...]` (see RedisUrl::parse);
+//   * Redis Cluster: each command goes to the primary that owns its key's
+//     slot (the first key; for EVALSHA the first of KEYS, and all of a
+//     script's keys must share one slot), following MOVED and ASK
+//     redirects and reloading the slot map after a resharding or failover;
+//     MGET is split by slot; keyless commands (PUBLISH, PING) go to any
+//     primary; one bounded pool per node;
 //   * connect and command timeouts, so a dead Redis costs a bounded wait;
 //   * a bounded pool: at most `pool_size` connections, callers beyond that
 //     wait for one (up to the command timeout) instead of opening more;
@@ -50,12 +57,17 @@
 
 namespace herdguard {
 
-// Where a Redis server is and how to log in.
+// Where a Redis server (or a Redis Cluster) is and how to log in.
 struct RedisUrl {
-  enum class Transport { kTcp, kUnix };
+  enum class Transport { kTcp, kUnix, kCluster };
+  struct Node {
+    std::string host{};
+    int port = 6379;
+  };
   Transport transport = Transport::kTcp;
-  std::string host{};         // kTcp only
-  int port = 6379;            // kTcp only, 1..65535
+  std::string host{};         // kTcp; kCluster: the first seed's
+  int port = 6379;            // kTcp; kCluster: the first seed's; 1..65535
+  std::vector<Node> seeds{};  // kCluster only: the nodes first asked for the slot map
   std::string socket_path{};  // kUnix only, absolute
   std::string user{};         // ACL user; empty means the default user
   std::string password{};     // empty means no AUTH
@@ -63,7 +75,9 @@ struct RedisUrl {
 
   // Parses `redis://[user:password@]host[:port][/db]` (also `[user@]`,
   // `:password@`, IPv6 hosts in brackets) and
-  // `unix:///abs/path.sock[?db=N][&password=P][&user=U]`. User and password may
+  // `unix:///abs/path.sock[?db=N][&password=P][&user=U]` and
+  // `redis-cluster://[user:password@]host[:port][,host[:port]...]` (seed
+  // nodes of a Redis Cluster, at most 64; database 0 only). User and password may
   // be percent-encoded. Errors: kInvalidArgument naming what is wrong (scheme,
   // port, db, empty host, relative socket path, ...). Pure; thread-safe.
   static Result<RedisUrl> parse(std::string_view url);
@@ -125,12 +139,14 @@ class RedisScript {
 };
 
 struct RedisClientStats {
-  std::uint64_t commands = 0;          // commands attempted
-  std::uint64_t errors = 0;            // commands that returned an error (any cause)
-  std::uint64_t connects = 0;          // connections established
-  std::uint64_t connect_failures = 0;  // connection attempts that failed
-  std::uint64_t pool_timeouts = 0;     // callers that found no free connection in time
-  std::uint64_t script_loads = 0;      // NOSCRIPT → SCRIPT LOAD fallbacks
+  std::uint64_t commands = 0;            // commands attempted
+  std::uint64_t errors = 0;              // commands that returned an error (any cause)
+  std::uint64_t connects = 0;            // connections established
+  std::uint64_t connect_failures = 0;    // connection attempts that failed
+  std::uint64_t pool_timeouts = 0;       // callers that found no free connection in time
+  std::uint64_t script_loads = 0;        // NOSCRIPT → SCRIPT LOAD fallbacks
+  std::uint64_t redirects = 0;           // Redis Cluster MOVED and ASK redirects followed
+  std::uint64_t slot_map_refreshes = 0;  // Redis Cluster CLUSTER SLOTS asked
 };
 
 class RedisClient {
@@ -142,6 +158,8 @@ class RedisClient {
   RedisClient& operator=(const RedisClient&) = delete;
 
   // Sends one command (argv[0] is the command name) and returns its reply.
+  // For a cluster, to the owner of argv[1]'s slot (see the file comment);
+  // multi-key commands other than MGET must keep their keys in one slot.
   // Errors: kBackend for a Redis error reply (message carries Redis's text,
   // e.g. "WRONGTYPE ..."), a failed connection, or a closed connection;
   // kTimeout when the command exceeded command_timeout or no pooled
@@ -164,7 +182,8 @@ class RedisClient {
   }
 
   // Runs `script` by EVALSHA with `keys` and `args`; on NOSCRIPT loads it
-  // (SCRIPT LOAD) and retries once. Errors as command().
+  // (SCRIPT LOAD) and retries once. Errors as command(), and, for a
+  // cluster, kInvalidArgument when `keys` are not all in one slot.
   //
   // Retries: a command is sent again (once, on a fresh connection) only when
   // it provably never reached Redis whole — the pooled connection had been

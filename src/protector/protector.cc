@@ -308,6 +308,13 @@ Result<void> Protector::check_key(std::string_view key) const {
     return make_error(ErrorKind::kInvalidArgument,
                       fmt::format("key is {} bytes, over max_key_bytes ({})", key.size(),
                                   parts_->options.max_key_bytes));
+  // Redis Cluster hashes "{}" as no hash tag, so for a key that starts
+  // with '}' the keys of its value, lock and version (key_layout.h) would
+  // land in different slots, and no script could touch them together.
+  if (key.front() == '}' && parts_->options.l2 && parts_->options.l2->on_cluster())
+    return make_error(ErrorKind::kInvalidArgument,
+                      "a key that starts with '}' cannot be cached in Redis Cluster (it would "
+                      "empty the hash tag of its Redis keys)");
   return ok();
 }
 
@@ -748,6 +755,12 @@ Result<std::string> Protector::read_past_l1(std::string_view key, std::optional<
   if (key.empty() || key.size() > p.options.max_key_bytes) [[unlikely]] {
     p.counters.requests_past_l1.add();
     return finish(std::unexpected(check_key(key).error()), key, trace);
+  }
+  if (key.front() == '}') [[unlikely]] {
+    if (auto valid = check_key(key); !valid) {
+      p.counters.requests_past_l1.add();
+      return finish(std::unexpected(valid.error()), key, trace);
+    }
   }
   internal::TieredCache::L1Read l1 = p.cache.l1_settle(key, peeked, std::move(value), negative);
   if (l1.fresh) {

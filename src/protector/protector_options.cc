@@ -48,6 +48,9 @@ Result<void> ProtectorOptions::validate() const {
     if (!sink) return bad("alert_sinks must not hold null");
   }
   if (l3 && !l2) return bad("l3 requires l2 (Redis confirms which L3 records may be promoted)");
+  if (l3 && l2->on_cluster())
+    return bad(
+        "l3 is not supported with Redis Cluster yet (its epoch key would need one per node)");
   if (fleet_lock && !l2)
     return bad("fleet_lock requires l2 (the lock holder writes the value there)");
   if (notifier && !fleet_lock) return bad("notifier is only used with fleet_lock");

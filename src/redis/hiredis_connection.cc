@@ -58,6 +58,22 @@ RedisReply to_reply(const redisReply& r) {
 
 Result<RedisConnection> RedisConnection::open(const RedisUrl& url, Duration connect_timeout,
                                               Duration command_timeout, std::string_view where) {
+  if (url.transport == RedisUrl::Transport::kCluster) {
+    // Any node of a cluster will do (the subscriber's classic pub/sub hears
+    // every node's PUBLISH): the seeds in turn, the first that logs in.
+    Result<RedisConnection> last =
+        make_error(ErrorKind::kBackend, fmt::format("{}: no seed node", where));
+    for (const auto& seed : url.seeds) {
+      RedisUrl node = url;
+      node.transport = RedisUrl::Transport::kTcp;
+      node.host = seed.host;
+      node.port = seed.port;
+      node.seeds.clear();
+      last = open(node, connect_timeout, command_timeout, where);
+      if (last) return last;
+    }
+    return last;
+  }
   const timeval tv = to_timeval(connect_timeout);
   RedisContextPtr context(url.transport == RedisUrl::Transport::kUnix
                               ? redisConnectUnixWithTimeout(url.socket_path.c_str(), tv)
@@ -102,7 +118,7 @@ void RedisConnection::set_timeout(Duration timeout) {
 }
 
 Result<RedisReply> RedisConnection::run(std::span<const std::string_view> argv, Duration timeout,
-                                        SendFailure* failure) {
+                                        SendFailure* failure, std::string* error_reply) {
   redisContext* c = context_.get();
   const std::string_view name = argv.empty() ? std::string_view("?") : argv[0];
   set_timeout(timeout);
@@ -149,6 +165,7 @@ Result<RedisReply> RedisConnection::run(std::span<const std::string_view> argv, 
   RedisReplyPtr reply(static_cast<redisReply*>(raw));
   if (reply->type == REDIS_REPLY_ERROR) {
     *failure = SendFailure::kErrorReply;
+    if (error_reply != nullptr) error_reply->assign(reply->str, reply->len);
     return make_error(ErrorKind::kBackend, fmt::format("{}: {}: {}", where_, name,
                                                        std::string_view(reply->str, reply->len)));
   }

@@ -63,9 +63,11 @@ class RedisConnection {
   // the two phases (clamped to >= 1 ms: a zero socket timeout means "block
   // forever" to the kernel). `*failure` says how it ended (see SendFailure);
   // after kNotSent, kTimeout or kLost the connection must be discarded.
+  // After kErrorReply, `*error_reply` (when given) holds Redis's error text
+  // (e.g. "MOVED 3999 127.0.0.1:6381").
   // Errors: kBackend (error reply, broken connection), kTimeout.
   Result<RedisReply> run(std::span<const std::string_view> argv, Duration timeout,
-                         SendFailure* failure);
+                         SendFailure* failure, std::string* error_reply = nullptr);
 
   // True when an idle connection shows no sign of having been closed by
   // Redis (nothing readable, no hang-up). One poll(2) with zero timeout.

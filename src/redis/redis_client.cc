@@ -1,38 +1,30 @@
-// RedisClient: hiredis connections (redis/hiredis_connection.h) behind a
-// bounded pool.
+// RedisClient: one bounded pool of hiredis connections (redis/node_pool.h)
+// for a standalone server, or a router over one pool per node for Redis
+// Cluster (redis/cluster_router.h).
 //
-// What this file adds to a connection: pooling, reconnect backoff, the
-// suspension after a timeout (a hung Redis costs one timeout per backoff
-// period), per-call deadlines, the retry of a command that provably never
-// reached Redis, and the EVALSHA → NOSCRIPT → SCRIPT LOAD dance.
+// What this file adds: the retry of a command that provably never reached
+// Redis, the routing of a command by its key, MGET split by slot for a
+// cluster, and the EVALSHA → NOSCRIPT → SCRIPT LOAD dance.
 #include "herdguard/redis_client.h"
 
 #include <fmt/format.h>
 #include <signal.h>
 
 #include <algorithm>
-#include <condition_variable>
+#include <cctype>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <vector>
 
-#include "core/random.h"
-#include "redis/hiredis_connection.h"
+#include "redis/cluster_router.h"
+#include "redis/cluster_slot.h"
+#include "redis/node_pool.h"
 
 namespace herdguard {
 namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
-// How recently a pooled connection must have finished a command to be
-// reused without the liveness poll (see borrow()).
-constexpr std::chrono::milliseconds kTrustedIdle{10};
-using SteadyClock = std::chrono::steady_clock;
-using internal::RedisConnection;
-using internal::SendFailure;
-
-long long to_ms(Duration d) {
-  return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
-}
 
 // hiredis writes with write(2): a write to a connection Redis has closed
 // raises SIGPIPE, whose default action kills the process. Ignore it, unless
@@ -51,226 +43,113 @@ void ignore_sigpipe_once() {
   (void)done;
 }
 
+// Which command names take no key (sent to any node of a cluster). Every
+// other command's first key is argv[1], except the EVAL family's (argv[3],
+// after the script and numkeys).
+bool is_keyless(std::string_view name) {
+  static constexpr std::string_view kKeyless[] = {
+      "PING",     "ECHO",    "PUBLISH", "SCRIPT", "TIME",    "INFO", "CLUSTER", "DBSIZE",
+      "FLUSHALL", "FLUSHDB", "CONFIG",  "CLIENT", "COMMAND", "WAIT", "ASKING",  "READONLY"};
+  for (auto k : kKeyless) {
+    if (name.size() == k.size() &&
+        std::equal(name.begin(), name.end(), k.begin(),
+                   [](char a, char b) { return std::toupper(static_cast<unsigned char>(a)) == b; }))
+      return true;
+  }
+  return false;
+}
+
+bool names(std::string_view name, std::string_view upper) {
+  return name.size() == upper.size() &&
+         std::equal(name.begin(), name.end(), upper.begin(), [](char a, char b) {
+           return std::toupper(static_cast<unsigned char>(a)) == b;
+         });
+}
+
+// The slot a command must run in, or nullopt for keyless commands.
+std::optional<std::uint16_t> command_slot(std::span<const std::string_view> argv) {
+  if (argv.size() < 2 || is_keyless(argv[0])) return std::nullopt;
+  if (names(argv[0], "EVAL") || names(argv[0], "EVALSHA") || names(argv[0], "EVAL_RO") ||
+      names(argv[0], "EVALSHA_RO") || names(argv[0], "FCALL")) {
+    if (argv.size() < 4 || argv[2] == "0") return std::nullopt;
+    return internal::cluster_slot(argv[3]);
+  }
+  return internal::cluster_slot(argv[1]);
+}
+
 }  // namespace
 
 struct RedisClient::Impl {
   Impl(RedisOptions o, RedisUrl u)
-      : options(std::move(o)), url(std::move(u)), where(fmt::format("redis {}", url.redacted())) {}
+      : options(std::move(o)), url(std::move(u)), where(fmt::format("redis {}", url.redacted())) {
+    if (url.transport == RedisUrl::Transport::kCluster) {
+      router = std::make_unique<internal::ClusterRouter>(url, options, counters);
+    } else {
+      node = std::make_unique<internal::NodePool>(url, options, counters);
+    }
+  }
 
   const RedisOptions options;
   const RedisUrl url;
   const std::string where;
+  internal::PoolCounters counters;
+  // Exactly one of the two: a standalone server's pool, or a cluster's router.
+  std::unique_ptr<internal::NodePool> node;
+  std::unique_ptr<internal::ClusterRouter> router;
 
-  std::mutex mutex;
-  std::condition_variable freed;  // signalled when a connection or a slot frees up
-  // Guarded by mutex. Invariant: idle.size() <= open <= options.pool_size;
-  // `open` counts idle, borrowed and being-connected connections, so the pool
-  // never exceeds pool_size connections to Redis.
-  std::vector<RedisConnection> idle;
-  std::size_t open = 0;
-  // Reconnect backoff, guarded by mutex: no connect is tried before
-  // `next_connect`; `backoff` is the next wait after a failure.
-  SteadyClock::time_point next_connect{};
-  Duration backoff{};
-  std::string last_connect_error;
-  // A Redis that accepts connections but does not answer (overloaded,
-  // stopped) would cost every caller command_timeout. After a full
-  // command_timeout, commands fail fast until `suspended_until` (the same
-  // backoff schedule); a successful command ends it. Guarded by mutex;
-  // `suspended` mirrors "timeout_backoff != 0" so the hot path reads it
-  // without the lock.
-  SteadyClock::time_point suspended_until{};
-  Duration timeout_backoff{};
-  std::atomic<bool> suspended{false};
+  std::atomic<std::uint64_t> commands{0}, errors{0}, script_loads{0};
 
-  std::atomic<std::uint64_t> commands{0}, errors{0}, connects{0}, connect_failures{0},
-      pool_timeouts{0}, script_loads{0};
-
-  Duration pool_wait() const {
-    return options.pool_wait_timeout > Duration::zero() ? options.pool_wait_timeout
-                                                        : options.command_timeout;
-  }
-
-  // A borrowed connection; returns itself to the pool when destroyed, unless
-  // discard() was called (a connection that failed mid-command may hold half
-  // a reply: never reused).
-  class Lease {
-   public:
-    Lease(Impl& pool, RedisConnection connection, bool reused)
-        : pool_(&pool), connection_(std::move(connection)), reused_(reused) {}
-    Lease(Lease&& other) noexcept
-        : pool_(std::exchange(other.pool_, nullptr)),
-          connection_(std::move(other.connection_)),
-          reused_(other.reused_),
-          reusable_(other.reusable_) {}
-    Lease& operator=(Lease&&) = delete;
-    ~Lease() {
-      if (pool_ != nullptr) pool_->give_back(std::move(*connection_), reusable_);
+  // One command on the standalone server, or routed by its key in a cluster.
+  Result<RedisReply> dispatch(std::span<const std::string_view> argv,
+                              std::optional<Deadline> deadline,
+                              std::optional<std::uint16_t> slot_hint = std::nullopt) {
+    if (router) {
+      if (argv.size() > 2 && names(argv[0], "MGET")) return cluster_mget(argv, deadline);
+      return router->run(argv, slot_hint ? slot_hint : command_slot(argv), deadline);
     }
-    RedisConnection& operator*() { return *connection_; }
-    RedisConnection* operator->() { return &*connection_; }
-    bool reused() const { return reused_; }
-    void discard() { reusable_ = false; }
-
-   private:
-    Impl* pool_;
-    std::optional<RedisConnection> connection_;
-    bool reused_;
-    bool reusable_ = true;
-  };
-
-  // A connection for one command, or an error: kBackend while reconnects are
-  // backing off or Redis is suspended, kTimeout when none frees up before
-  // `until`. An idle connection that Redis has closed is dropped here, before
-  // a command is written to it.
-  Result<Lease> borrow(SteadyClock::time_point until) {
-    std::unique_lock lock(mutex);
-    for (;;) {
-      if (const auto now = SteadyClock::now(); now < suspended_until) {
-        return make_error(ErrorKind::kBackend, fmt::format("{} is timing out, not used for {} ms",
-                                                           where, to_ms(suspended_until - now)));
-      }
-      const auto now = SteadyClock::now();
-      while (!idle.empty()) {
-        RedisConnection c = std::move(idle.back());
-        idle.pop_back();
-        // The poll(2) costs a syscall per command (a quarter of a GET's CPU
-        // at 8 threads), so a connection back from a command less than
-        // kTrustedIdle ago skips it: Redis cannot have died and restarted
-        // since, and a crash that recent fails in-flight commands anyway.
-        if (now - c.idle_since() < kTrustedIdle || c.looks_alive())
-          return Lease(*this, std::move(c), true);
-        --open;  // closed by Redis while idle: freed when `c` goes out of scope
-      }
-      if (open < options.pool_size) {
-        const auto now = SteadyClock::now();
-        if (now < next_connect) {
-          return make_error(ErrorKind::kBackend,
-                            fmt::format("{} unavailable, retrying in {} ms: {}", where,
-                                        to_ms(next_connect - now), last_connect_error));
-        }
-        ++open;
-        lock.unlock();
-        const Duration connect_within =
-            std::min<Duration>(options.connect_timeout, until - SteadyClock::now());
-        auto c = RedisConnection::open(
-            url, std::max<Duration>(connect_within, std::chrono::milliseconds(1)),
-            options.command_timeout, where);
-        lock.lock();
-        if (!c) {
-          --open;
-          connect_failures.fetch_add(1, kRelaxed);
-          backoff = backoff == Duration::zero()
-                        ? options.reconnect_backoff_min
-                        : std::min<Duration>(backoff * 2, options.reconnect_backoff_max);
-          const auto wait =
-              std::chrono::duration_cast<Duration>(backoff * internal::uniform_real(0.5, 1.0));
-          next_connect = SteadyClock::now() + wait;
-          last_connect_error = c.error().message;
-          freed.notify_one();
-          return std::unexpected(c.error());
-        }
-        connects.fetch_add(1, kRelaxed);
-        backoff = Duration::zero();
-        next_connect = {};
-        return Lease(*this, std::move(*c), false);
-      }
-      if (freed.wait_until(lock, until) == std::cv_status::timeout && idle.empty() &&
-          open >= options.pool_size) {
-        pool_timeouts.fetch_add(1, kRelaxed);
-        return make_error(ErrorKind::kTimeout,
-                          fmt::format("{}: no free connection in time (pool_size {}, "
-                                      "pool_wait_timeout {} ms, or the caller's deadline)",
-                                      where, options.pool_size, to_ms(pool_wait())));
-      }
-    }
-  }
-
-  void give_back(RedisConnection c, bool reusable) {
-    {
-      std::lock_guard lock(mutex);
-      if (reusable) {
-        c.mark_idle(SteadyClock::now());
-        idle.push_back(std::move(c));
-      } else {
-        --open;
-      }
-    }
-    freed.notify_one();
-    // A discarded connection is freed here, outside the lock.
-  }
-
-  // Runs one command on one borrowed connection, within `deadline` when given.
-  Result<RedisReply> run(std::span<const std::string_view> argv, std::optional<Deadline> deadline,
-                         SendFailure* failure, bool* reused) {
-    *failure = SendFailure::kNotSent;
-    *reused = false;
-    const std::string_view name = argv.empty() ? std::string_view("?") : argv[0];
-    auto pool_until = SteadyClock::now() + pool_wait();
-    Duration timeout = options.command_timeout;
-    if (deadline) {
-      if (deadline->expired()) {
-        return make_error(
-            ErrorKind::kTimeout,
-            fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
-      }
-      pool_until = std::min(pool_until, deadline->when());
-    }
-    auto lease = borrow(pool_until);
-    if (!lease) return std::unexpected(lease.error());
-    *reused = lease->reused();
-    if (deadline) {
-      timeout = std::min(timeout, deadline->remaining());
-      if (timeout <= Duration::zero()) {
-        return make_error(
-            ErrorKind::kTimeout,
-            fmt::format("{}: {} not sent: the caller's deadline passed", where, name));
-      }
-    }
-    auto reply = (**lease).run(argv, timeout, failure);
-    if (*failure == SendFailure::kNotSent || *failure == SendFailure::kTimeout ||
-        *failure == SendFailure::kLost) {
-      lease->discard();
-    }
-    // Only a full command_timeout is evidence that Redis hangs; a caller's
-    // short deadline running out is not.
-    if (*failure == SendFailure::kTimeout && timeout >= options.command_timeout) suspend();
-    if (reply && suspended.load(std::memory_order_relaxed)) resume();
-    return reply;
-  }
-
-  void suspend() {
-    std::lock_guard lock(mutex);
-    timeout_backoff = timeout_backoff == Duration::zero()
-                          ? options.reconnect_backoff_min
-                          : std::min<Duration>(timeout_backoff * 2, options.reconnect_backoff_max);
-    const auto wait =
-        std::chrono::duration_cast<Duration>(timeout_backoff * internal::uniform_real(0.5, 1.0));
-    suspended_until = SteadyClock::now() + wait;
-    suspended.store(true, std::memory_order_relaxed);
-  }
-
-  void resume() {
-    std::lock_guard lock(mutex);
-    timeout_backoff = Duration::zero();
-    suspended_until = {};
-    suspended.store(false, std::memory_order_relaxed);
-  }
-
-  Result<RedisReply> command(std::span<const std::string_view> argv,
-                             std::optional<Deadline> deadline) {
-    commands.fetch_add(1, kRelaxed);
-    SendFailure failure;
-    bool reused;
-    auto reply = run(argv, deadline, &failure, &reused);
+    internal::RunOutcome outcome;
+    auto reply = node->run(argv, deadline, outcome);
     // A reused connection that broke before the command was fully written
     // (Redis restarted under it): the command never ran, so sending it again
     // on a fresh connection is safe for any command. After the write, it may
     // have run, and nothing is repeated here (see redis_lock.h for how the
     // lock's acquire copes).
-    if (!reply && failure == SendFailure::kNotSent && reused) {
-      reply = run(argv, deadline, &failure, &reused);
+    if (!reply && outcome.failure == internal::SendFailure::kNotSent && outcome.reused) {
+      reply = node->run(argv, deadline, outcome);
     }
+    return reply;
+  }
+
+  // MGET over a cluster: one MGET per slot (Redis refuses keys of several
+  // slots in one command), answers put back in the caller's order.
+  Result<RedisReply> cluster_mget(std::span<const std::string_view> argv,
+                                  std::optional<Deadline> deadline) {
+    std::map<std::uint16_t, std::vector<std::size_t>> by_slot;  // argv indices per slot
+    for (std::size_t i = 1; i < argv.size(); ++i)
+      by_slot[internal::cluster_slot(argv[i])].push_back(i);
+    RedisReply out{.type = RedisReply::Type::kArray};
+    out.elements.resize(argv.size() - 1);
+    std::vector<std::string_view> part;
+    for (const auto& [slot, indices] : by_slot) {
+      part.assign({argv[0]});
+      for (auto i : indices) part.push_back(argv[i]);
+      auto reply = router->run(part, slot, deadline);
+      if (!reply) return reply;
+      if (reply->type != RedisReply::Type::kArray || reply->elements.size() != indices.size()) {
+        return make_error(ErrorKind::kBackend, where + ": MGET answered the wrong shape");
+      }
+      for (std::size_t j = 0; j < indices.size(); ++j) {
+        out.elements[indices[j] - 1] = std::move(reply->elements[j]);
+      }
+    }
+    return out;
+  }
+
+  Result<RedisReply> command(std::span<const std::string_view> argv,
+                             std::optional<Deadline> deadline,
+                             std::optional<std::uint16_t> slot_hint = std::nullopt) {
+    commands.fetch_add(1, kRelaxed);
+    auto reply = dispatch(argv, deadline, slot_hint);
     if (!reply) errors.fetch_add(1, kRelaxed);
     return reply;
   }
@@ -315,10 +194,24 @@ Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
                                            std::span<const std::string_view> keys,
                                            std::span<const std::string_view> args,
                                            std::optional<Deadline> deadline) {
+  // In a cluster every key of a script must be in one slot, and the script
+  // must be loaded on the node that owns it.
+  std::optional<std::uint16_t> slot;
+  if (router && !keys.empty()) {
+    slot = internal::cluster_slot(keys[0]);
+    for (auto k : keys) {
+      if (internal::cluster_slot(k) != *slot) {
+        return make_error(ErrorKind::kInvalidArgument,
+                          fmt::format("{}: a script's keys are in different cluster slots "
+                                      "(they must share one hash tag)",
+                                      where));
+      }
+    }
+  }
   auto load = [&]() -> Result<std::string> {
     script_loads.fetch_add(1, kRelaxed);
     const std::string_view load_argv[] = {"SCRIPT", "LOAD", script.source()};
-    auto loaded = command(load_argv, deadline);
+    auto loaded = command(load_argv, deadline, slot);
     if (!loaded) return std::unexpected(loaded.error());
     if (loaded->type != RedisReply::Type::kString) {
       return make_error(ErrorKind::kBackend, where + ": SCRIPT LOAD returned no SHA1");
@@ -345,7 +238,7 @@ Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
   argv.push_back(numkeys);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
-  auto reply = command(argv, deadline);
+  auto reply = command(argv, deadline, slot);
   if (!reply && reply.error().message.find("NOSCRIPT") != std::string::npos) {
     // The server forgot the script (restart, SCRIPT FLUSH): load it again.
     // NOSCRIPT is an error reply: the script did not run.
@@ -353,7 +246,7 @@ Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
     if (!loaded) return std::unexpected(loaded.error());
     sha1 = std::move(*loaded);
     argv[1] = sha1;
-    reply = command(argv, deadline);
+    reply = command(argv, deadline, slot);
   }
   return reply;
 }
@@ -364,10 +257,12 @@ const RedisOptions& RedisClient::options() const noexcept { return impl_->option
 RedisClientStats RedisClient::stats() const {
   return RedisClientStats{.commands = impl_->commands.load(kRelaxed),
                           .errors = impl_->errors.load(kRelaxed),
-                          .connects = impl_->connects.load(kRelaxed),
-                          .connect_failures = impl_->connect_failures.load(kRelaxed),
-                          .pool_timeouts = impl_->pool_timeouts.load(kRelaxed),
-                          .script_loads = impl_->script_loads.load(kRelaxed)};
+                          .connects = impl_->counters.connects.load(kRelaxed),
+                          .connect_failures = impl_->counters.connect_failures.load(kRelaxed),
+                          .pool_timeouts = impl_->counters.pool_timeouts.load(kRelaxed),
+                          .script_loads = impl_->script_loads.load(kRelaxed),
+                          .redirects = impl_->router ? impl_->router->redirects() : 0,
+                          .slot_map_refreshes = impl_->router ? impl_->router->refreshes() : 0};
 }
 
 }  // namespace herdguard

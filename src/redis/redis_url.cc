@@ -112,33 +112,28 @@ Result<RedisUrl> parse_unix(std::string_view url, std::string_view rest) {
   return out;
 }
 
-Result<RedisUrl> parse_tcp(std::string_view url, std::string_view rest) {
-  RedisUrl out;
-  out.transport = RedisUrl::Transport::kTcp;
+// Splits `[user[:password]@]` off the front of `rest` into `out`.
+Result<void> take_userinfo(std::string_view& rest, RedisUrl& out) {
   // userinfo: everything before the last '@' (passwords may contain '@' only
   // percent-encoded, but be lenient and split at the last one).
-  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
-    const std::string_view userinfo = rest.substr(0, at);
-    rest = rest.substr(at + 1);
-    const auto colon = userinfo.find(':');
-    auto user = percent_decode(userinfo.substr(0, colon), "user");
-    if (!user) return std::unexpected(user.error());
-    out.user = std::move(*user);
-    if (colon != std::string_view::npos) {
-      auto password = percent_decode(userinfo.substr(colon + 1), "password");
-      if (!password) return std::unexpected(password.error());
-      out.password = std::move(*password);
-    }
+  const auto at = rest.rfind('@');
+  if (at == std::string_view::npos) return ok();
+  const std::string_view userinfo = rest.substr(0, at);
+  rest = rest.substr(at + 1);
+  const auto colon = userinfo.find(':');
+  auto user = percent_decode(userinfo.substr(0, colon), "user");
+  if (!user) return std::unexpected(user.error());
+  out.user = std::move(*user);
+  if (colon != std::string_view::npos) {
+    auto password = percent_decode(userinfo.substr(colon + 1), "password");
+    if (!password) return std::unexpected(password.error());
+    out.password = std::move(*password);
   }
-  std::string_view hostport = rest;
-  std::string_view path;
-  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
-    hostport = rest.substr(0, slash);
-    path = rest.substr(slash + 1);
-  }
-  if (hostport.find('?') != std::string_view::npos || path.find('?') != std::string_view::npos) {
-    return bad_url(url, "query parameters are only supported for unix:// URLs");
-  }
+  return ok();
+}
+
+// Parses `host[:port]` or `[ipv6][:port]`; the port defaults to 6379.
+Result<RedisUrl::Node> parse_host_port(std::string_view url, std::string_view hostport) {
   std::string_view host = hostport;
   std::string_view port;
   if (!hostport.empty() && hostport.front() == '[') {
@@ -157,14 +152,34 @@ Result<RedisUrl> parse_tcp(std::string_view url, std::string_view rest) {
     if (port.empty()) return bad_url(url, "port is empty");
   }
   if (host.empty()) return bad_url(url, "host is empty");
-  out.host = std::string(host);
+  RedisUrl::Node node{.host = std::string(host)};
   if (!port.empty()) {
     auto p = parse_int(port);
     if (!p || *p < 1 || *p > 65535) {
       return bad_url(url, fmt::format("port '{}' is not a number in 1..65535", port));
     }
-    out.port = static_cast<int>(*p);
+    node.port = static_cast<int>(*p);
   }
+  return node;
+}
+
+Result<RedisUrl> parse_tcp(std::string_view url, std::string_view rest) {
+  RedisUrl out;
+  out.transport = RedisUrl::Transport::kTcp;
+  if (auto taken = take_userinfo(rest, out); !taken) return std::unexpected(taken.error());
+  std::string_view hostport = rest;
+  std::string_view path;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    path = rest.substr(slash + 1);
+  }
+  if (hostport.find('?') != std::string_view::npos || path.find('?') != std::string_view::npos) {
+    return bad_url(url, "query parameters are only supported for unix:// URLs");
+  }
+  auto node = parse_host_port(url, hostport);
+  if (!node) return std::unexpected(node.error());
+  out.host = std::move(node->host);
+  out.port = node->port;
   if (!path.empty()) {
     auto db = parse_db(path);
     if (!db) return std::unexpected(db.error());
@@ -173,19 +188,53 @@ Result<RedisUrl> parse_tcp(std::string_view url, std::string_view rest) {
   return out;
 }
 
+// `redis-cluster://[user[:password]@]host[:port][,host[:port]...]`: the
+// seed nodes. Redis Cluster has only database 0, so no path is taken.
+Result<RedisUrl> parse_cluster(std::string_view url, std::string_view rest) {
+  RedisUrl out;
+  out.transport = RedisUrl::Transport::kCluster;
+  if (auto taken = take_userinfo(rest, out); !taken) return std::unexpected(taken.error());
+  if (rest.find('?') != std::string_view::npos) {
+    return bad_url(url, "query parameters are only supported for unix:// URLs");
+  }
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    if (rest.substr(slash) != "/" && rest.substr(slash) != "/0") {
+      return bad_url(url, "Redis Cluster has only database 0: remove the /db path");
+    }
+    rest = rest.substr(0, slash);
+  }
+  if (rest.empty())
+    return bad_url(url, "no seed node (write redis-cluster://host:port[,host:port])");
+  while (true) {
+    const auto comma = rest.find(',');
+    auto node = parse_host_port(url, rest.substr(0, comma));
+    if (!node) return std::unexpected(node.error());
+    out.seeds.push_back(std::move(*node));
+    if (out.seeds.size() > 64) return bad_url(url, "more than 64 seed nodes");
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  out.host = out.seeds.front().host;
+  out.port = out.seeds.front().port;
+  return out;
+}
+
 }  // namespace
 
 Result<RedisUrl> RedisUrl::parse(std::string_view url) {
   constexpr std::string_view kRedis = "redis://";
   constexpr std::string_view kUnix = "unix://";
+  constexpr std::string_view kCluster = "redis-cluster://";
   if (url.starts_with(kRedis)) return parse_tcp(url, url.substr(kRedis.size()));
   if (url.starts_with(kUnix)) return parse_unix(url, url.substr(kUnix.size()));
+  if (url.starts_with(kCluster)) return parse_cluster(url, url.substr(kCluster.size()));
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) {
-    return bad_url(url, "no scheme (expected redis:// or unix://)");
+    return bad_url(url, "no scheme (expected redis://, unix:// or redis-cluster://)");
   }
-  return bad_url(url, fmt::format("unknown scheme '{}' (expected redis:// or unix://)",
-                                  url.substr(0, scheme_end)));
+  return bad_url(url,
+                 fmt::format("unknown scheme '{}' (expected redis://, unix:// or redis-cluster://)",
+                             url.substr(0, scheme_end)));
 }
 
 std::string RedisUrl::redacted() const {
@@ -198,8 +247,18 @@ std::string RedisUrl::redacted() const {
   }
   const std::string userinfo =
       user.empty() && password.empty() ? "" : fmt::format("{}{}@", user, secret);
-  const std::string shown_host = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  return fmt::format("redis://{}{}:{}/{}", userinfo, shown_host, port, db);
+  auto shown = [](const std::string& h) {
+    return h.find(':') != std::string::npos ? "[" + h + "]" : h;
+  };
+  if (transport == Transport::kCluster) {
+    std::string nodes;
+    for (const auto& seed : seeds) {
+      if (!nodes.empty()) nodes += ',';
+      nodes += fmt::format("{}:{}", shown(seed.host), seed.port);
+    }
+    return fmt::format("redis-cluster://{}{}", userinfo, nodes);
+  }
+  return fmt::format("redis://{}{}:{}/{}", userinfo, shown(host), port, db);
 }
 
 Result<void> RedisOptions::validate() const {

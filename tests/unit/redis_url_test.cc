@@ -115,6 +115,41 @@ TEST(RedisUrl, RedactedHidesThePassword) {
             "unix:///r.sock?db=2&password=***");
 }
 
+TEST(RedisUrl, ClusterFormsListTheSeedNodes) {
+  RedisUrl u = parse_ok("redis-cluster://10.0.0.1:7000,10.0.0.2,[::1]:7002");
+  EXPECT_EQ(u.transport, Transport::kCluster);
+  ASSERT_EQ(u.seeds.size(), 3u);
+  EXPECT_EQ(u.seeds[0].host, "10.0.0.1");
+  EXPECT_EQ(u.seeds[0].port, 7000);
+  EXPECT_EQ(u.seeds[1].host, "10.0.0.2");
+  EXPECT_EQ(u.seeds[1].port, 6379);
+  EXPECT_EQ(u.seeds[2].host, "::1");
+  EXPECT_EQ(u.seeds[2].port, 7002);
+  EXPECT_EQ(u.host, "10.0.0.1");  // the first seed, for components that need one node
+  EXPECT_EQ(u.port, 7000);
+  EXPECT_EQ(u.db, 0);
+
+  u = parse_ok("redis-cluster://app:p%40ss@host:7000/0");
+  EXPECT_EQ(u.user, "app");
+  EXPECT_EQ(u.password, "p@ss");
+  ASSERT_EQ(u.seeds.size(), 1u);
+  EXPECT_EQ(u.redacted(), "redis-cluster://app:***@host:7000");
+  EXPECT_EQ(parse_ok("redis-cluster://a:1,[::1]:2").redacted(), "redis-cluster://a:1,[::1]:2");
+}
+
+TEST(RedisUrl, ClusterMistakesAreNamed) {
+  expect_error("redis-cluster://", "no seed node");
+  expect_error("redis-cluster://host:7000/1", "only database 0");
+  expect_error("redis-cluster://host:7000,", "host is empty");
+  expect_error("redis-cluster://host:7000,,b:1", "host is empty");
+  expect_error("redis-cluster://host:0", "port");
+  expect_error("redis-cluster://host:7000?db=1", "query parameters");
+  expect_error("redis-clusters://host", "unknown scheme");
+  std::string many = "redis-cluster://h:1";
+  for (int i = 0; i < 64; ++i) many += ",h:1";
+  expect_error(many, "more than 64");
+}
+
 TEST(RedisOptions, ValidateNamesTheBadField) {
   EXPECT_TRUE(RedisOptions{}.validate());
   auto check = [](RedisOptions o, std::string_view words) {

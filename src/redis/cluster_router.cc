@@ -1,0 +1,263 @@
+#include "redis/cluster_router.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <vector>
+
+#include "core/random.h"
+
+namespace herdguard::internal {
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+// A redirect's target: "MOVED 3999 127.0.0.1:6381" / "ASK 3999 [::1]:6381".
+struct Redirect {
+  bool moved = false;
+  std::uint16_t slot = 0;
+  std::string host;  // empty: the node that answered
+  int port = 0;
+};
+
+std::optional<Redirect> parse_redirect(std::string_view text) {
+  Redirect r;
+  if (text.starts_with("MOVED ")) {
+    r.moved = true;
+    text.remove_prefix(6);
+  } else if (text.starts_with("ASK ")) {
+    text.remove_prefix(4);
+  } else {
+    return std::nullopt;
+  }
+  const auto space = text.find(' ');
+  const auto colon = text.rfind(':');
+  if (space == std::string_view::npos || colon == std::string_view::npos || colon < space) {
+    return std::nullopt;
+  }
+  unsigned slot = 0;
+  const std::string_view slot_text = text.substr(0, space);
+  if (auto [p, ec] = std::from_chars(slot_text.data(), slot_text.data() + slot_text.size(), slot);
+      ec != std::errc() || p != slot_text.data() + slot_text.size() || slot >= kClusterSlots) {
+    return std::nullopt;
+  }
+  r.slot = static_cast<std::uint16_t>(slot);
+  std::string_view host = text.substr(space + 1, colon - space - 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  r.host = std::string(host);
+  const std::string_view port = text.substr(colon + 1);
+  if (auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), r.port);
+      ec != std::errc() || p != port.data() + port.size() || r.port < 1 || r.port > 65535) {
+    return std::nullopt;
+  }
+  return r;
+}
+
+}  // namespace
+
+ClusterRouter::ClusterRouter(RedisUrl cluster, const RedisOptions& options, PoolCounters& counters)
+    : cluster_(std::move(cluster)), options_(options), counters_(counters) {
+  for (auto& owner : owners_) owner.store(nullptr, kRelaxed);
+}
+
+NodePool* ClusterRouter::pool_for(const std::string& host, int port) {
+  const std::string name = fmt::format("{}:{}", host, port);
+  std::lock_guard lock(pools_mutex_);
+  auto& pool = pools_[name];
+  if (!pool) {
+    RedisUrl node{.transport = RedisUrl::Transport::kTcp,
+                  .host = host,
+                  .port = port,
+                  .user = cluster_.user,
+                  .password = cluster_.password};
+    pool = std::make_unique<NodePool>(std::move(node), options_, counters_);
+  }
+  return pool.get();
+}
+
+NodePool* ClusterRouter::owner(std::optional<std::uint16_t> slot) {
+  if (slot) return owners_[*slot].load(std::memory_order_acquire);
+  // Any primary: walk the slots from a rotating start (coprime stride) so
+  // keyless commands (PUBLISH, PING) spread over the primaries.
+  const std::uint32_t start = round_robin_.fetch_add(1, kRelaxed) * 5471u;
+  for (int i = 0; i < kClusterSlots; i += 1024) {
+    if (NodePool* p = owners_[(start + static_cast<std::uint32_t>(i)) % kClusterSlots].load(
+            std::memory_order_acquire)) {
+      return p;
+    }
+  }
+  return nullptr;
+}
+
+Result<void> ClusterRouter::ensure_map(std::optional<Deadline> deadline) {
+  if (loaded_.load(std::memory_order_acquire)) return ok();
+  const auto until =
+      deadline
+          ? std::min(deadline->when(), std::chrono::steady_clock::now() + options_.connect_timeout +
+                                           options_.command_timeout)
+          : std::chrono::steady_clock::now() + options_.connect_timeout + options_.command_timeout;
+  std::unique_lock lock(refresh_mutex_, std::defer_lock);
+  if (!lock.try_lock_until(until)) {
+    return make_error(
+        ErrorKind::kTimeout,
+        fmt::format("redis {}: the slot map is still being loaded", cluster_.redacted()));
+  }
+  if (loaded_.load(std::memory_order_acquire)) return ok();
+  // The first load is not rate-limited beyond the pools' reconnect backoff.
+  return refresh_locked(deadline);
+}
+
+void ClusterRouter::refresh_soon(std::optional<Deadline> deadline) {
+  std::unique_lock lock(refresh_mutex_, std::try_to_lock);
+  if (!lock) return;  // another thread is refreshing
+  if (std::chrono::steady_clock::now() - last_refresh_ < kMinRefreshInterval) return;
+  (void)refresh_locked(deadline);
+}
+
+Result<void> ClusterRouter::refresh_locked(std::optional<Deadline> deadline) {
+  last_refresh_ = std::chrono::steady_clock::now();
+  refreshes_.fetch_add(1, kRelaxed);
+  // Bounded whatever the caller's deadline: one command_timeout in all.
+  Deadline bound = Deadline::after(options_.command_timeout + options_.connect_timeout);
+  if (deadline) bound = Deadline::earliest(bound, *deadline);
+  // The nodes known, from a random one (so processes do not all ask the
+  // same node), then the seeds.
+  std::vector<NodePool*> candidates;
+  {
+    std::lock_guard lock(pools_mutex_);
+    for (auto& [name, pool] : pools_) candidates.push_back(pool.get());
+  }
+  if (!candidates.empty()) {
+    const auto first = static_cast<std::size_t>(
+                           internal::uniform_real(0.0, static_cast<double>(candidates.size()))) %
+                       candidates.size();
+    std::rotate(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(first),
+                candidates.end());
+  }
+  for (const auto& seed : cluster_.seeds) {
+    NodePool* p = pool_for(seed.host, seed.port);
+    if (std::find(candidates.begin(), candidates.end(), p) == candidates.end()) {
+      candidates.push_back(p);
+    }
+  }
+  std::string last_error = "no node to ask";
+  for (NodePool* pool : candidates) {
+    if (bound.expired()) break;
+    const std::string_view argv[] = {"CLUSTER", "SLOTS"};
+    RunOutcome outcome;
+    auto reply = pool->run(argv, bound, outcome);
+    if (!reply) {
+      last_error = reply.error().message;
+      continue;
+    }
+    auto applied = apply_slots(*reply, *pool);
+    if (applied) return applied;
+    last_error = applied.error().message;
+  }
+  return make_error(ErrorKind::kBackend, fmt::format("redis {}: no node gave the slot map: {}",
+                                                     cluster_.redacted(), last_error));
+}
+
+Result<void> ClusterRouter::apply_slots(const RedisReply& slots, const NodePool& asked) {
+  auto bad = [&](std::string_view what) {
+    return make_error(ErrorKind::kBackend,
+                      fmt::format("{}: CLUSTER SLOTS: {}", asked.where(), what));
+  };
+  if (slots.type != RedisReply::Type::kArray) return bad("not an array");
+  // Parsed whole before anything is applied: a malformed reply changes nothing.
+  struct Range {
+    long long start, end;
+    NodePool* primary;
+  };
+  std::vector<Range> ranges;
+  std::size_t covered = 0;
+  for (const auto& range : slots.elements) {
+    if (range.type != RedisReply::Type::kArray || range.elements.size() < 3) {
+      return bad("a range is not [start, end, primary, ...]");
+    }
+    const auto& start = range.elements[0];
+    const auto& end = range.elements[1];
+    const auto& primary = range.elements[2];
+    if (start.type != RedisReply::Type::kInteger || end.type != RedisReply::Type::kInteger ||
+        start.integer < 0 || end.integer < start.integer || end.integer >= kClusterSlots) {
+      return bad("a range's bounds are not slots");
+    }
+    if (primary.type != RedisReply::Type::kArray || primary.elements.size() < 2 ||
+        primary.elements[0].type != RedisReply::Type::kString ||
+        primary.elements[1].type != RedisReply::Type::kInteger || primary.elements[1].integer < 1 ||
+        primary.elements[1].integer > 65535) {
+      return bad("a primary is not [host, port, ...]");
+    }
+    // An empty host (or "?") means "the node you asked".
+    std::string host = primary.elements[0].str;
+    if (host.empty() || host == "?") host = asked.url().host;
+    ranges.push_back({start.integer, end.integer,
+                      pool_for(host, static_cast<int>(primary.elements[1].integer))});
+    covered += static_cast<std::size_t>(end.integer - start.integer + 1);
+  }
+  if (ranges.empty()) return bad("no slot is assigned (is the cluster created?)");
+  for (const auto& r : ranges) {
+    for (long long s = r.start; s <= r.end; ++s) {
+      owners_[static_cast<std::size_t>(s)].store(r.primary, std::memory_order_release);
+    }
+  }
+  (void)covered;  // slots no range names keep their last known owner
+  loaded_.store(true, std::memory_order_release);
+  return ok();
+}
+
+Result<RedisReply> ClusterRouter::run(std::span<const std::string_view> argv,
+                                      std::optional<std::uint16_t> slot,
+                                      std::optional<Deadline> deadline) {
+  if (auto ready = ensure_map(deadline); !ready) return std::unexpected(ready.error());
+  NodePool* pool = owner(slot);
+  if (pool == nullptr) {
+    refresh_soon(deadline);
+    pool = owner(slot);
+    if (pool == nullptr) {
+      return make_error(ErrorKind::kBackend,
+                        fmt::format("redis {}: slot {} has no known primary", cluster_.redacted(),
+                                    slot ? static_cast<int>(*slot) : -1));
+    }
+  }
+  bool asking = false;
+  for (int redirect = 0;; ++redirect) {
+    RunOutcome outcome;
+    auto reply = pool->run(argv, deadline, outcome, asking);
+    // As for a standalone server: a reused connection that broke before the
+    // command was written whole never ran it; send it once more.
+    if (!reply && outcome.failure == SendFailure::kNotSent && outcome.reused) {
+      reply = pool->run(argv, deadline, outcome, asking);
+    }
+    if (reply) return reply;
+    if (outcome.failure != SendFailure::kErrorReply) {
+      // The node may be gone (a failover): look again, for later commands.
+      refresh_soon(deadline);
+      return reply;
+    }
+    if (outcome.error_reply.starts_with("CLUSTERDOWN")) {
+      refresh_soon(deadline);
+      return reply;
+    }
+    const auto target = parse_redirect(outcome.error_reply);
+    if (!target) return reply;  // an ordinary error reply
+    if (redirect >= kMaxRedirects) {
+      return make_error(ErrorKind::kBackend,
+                        fmt::format("{}: more than {} cluster redirects, the last: {}",
+                                    pool->where(), kMaxRedirects, outcome.error_reply));
+    }
+    redirects_.fetch_add(1, kRelaxed);
+    NodePool* next = pool_for(target->host.empty() ? pool->url().host : target->host, target->port);
+    if (target->moved) {
+      owners_[target->slot].store(next, std::memory_order_release);
+      // One slot moved is rarely alone (a resharding, a failover).
+      refresh_soon(deadline);
+    }
+    asking = !target->moved;
+    pool = next;
+  }
+}
+
+}  // namespace herdguard::internal

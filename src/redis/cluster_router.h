@@ -1,0 +1,102 @@
+// Internal: sends each command to the Redis Cluster node that owns its slot.
+//
+// Written on top of hiredis because Debian has no C or C++ Redis Cluster
+// client (hiredis 0.14 has none; hiredis-cluster is not packaged).
+//
+// What it does:
+//   * the slot map: `CLUSTER SLOTS` asked from a known node (or a seed),
+//     when the first command needs it, and again after a redirect, a
+//     CLUSTERDOWN or a connection failure — one refresh at a time, at most
+//     one per kMinRefreshInterval; the map is a table of 16,384 pointers,
+//     so routing a command costs one relaxed atomic load;
+//   * one bounded NodePool per node (redis/node_pool.h), created when the
+//     node first appears and kept for the router's life (a cluster has few
+//     nodes; a node that left keeps its idle connections until they fail);
+//   * `MOVED slot host:port`: the slot is pointed at that node at once, a
+//     refresh is asked for, and the command is sent there; `ASK slot
+//     host:port` (a slot being migrated): ASKING and the command on one
+//     connection to that node, the map unchanged; at most kMaxRedirects;
+//   * reads and writes go to primaries (replicas are not read: herdguard's
+//     versioned writes and reads must see one history).
+//
+// Thread safety: every member function is safe from any number of threads.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "herdguard/clock.h"
+#include "herdguard/redis_client.h"
+#include "herdguard/result.h"
+#include "redis/cluster_slot.h"
+#include "redis/node_pool.h"
+
+namespace herdguard::internal {
+
+class ClusterRouter {
+ public:
+  static constexpr int kMaxRedirects = 5;
+  static constexpr std::chrono::milliseconds kMinRefreshInterval{100};
+
+  // `cluster` is a kCluster URL (its seeds, user and password). `options`
+  // and `counters` must outlive the router. Does not connect.
+  ClusterRouter(RedisUrl cluster, const RedisOptions& options, PoolCounters& counters);
+  ClusterRouter(const ClusterRouter&) = delete;
+  ClusterRouter& operator=(const ClusterRouter&) = delete;
+
+  // Runs `argv` on the primary owning `slot` (any primary when nullopt),
+  // following redirects; the retry rules are RedisClient::command's. The
+  // first call loads the slot map (callers arriving meanwhile wait for it,
+  // within their deadline). Errors: as RedisClient::command, plus kBackend
+  // when no node answers for the slot map or after kMaxRedirects redirects.
+  Result<RedisReply> run(std::span<const std::string_view> argv, std::optional<std::uint16_t> slot,
+                         std::optional<Deadline> deadline);
+
+  std::uint64_t redirects() const noexcept { return redirects_.load(std::memory_order_relaxed); }
+  std::uint64_t refreshes() const noexcept { return refreshes_.load(std::memory_order_relaxed); }
+
+ private:
+  NodePool* pool_for(const std::string& host, int port);
+  NodePool* owner(std::optional<std::uint16_t> slot);
+  // Loads the map when it never was, waiting for a refresh another thread runs.
+  Result<void> ensure_map(std::optional<Deadline> deadline);
+  // A refresh unless one runs or ran less than kMinRefreshInterval ago.
+  void refresh_soon(std::optional<Deadline> deadline);
+  // Asks the known nodes, then the seeds, for CLUSTER SLOTS and applies the
+  // first answer. REQUIRES: refresh_mutex_ held.
+  Result<void> refresh_locked(std::optional<Deadline> deadline);
+  Result<void> apply_slots(const RedisReply& slots, const NodePool& asked);
+
+  const RedisUrl cluster_;
+  const RedisOptions& options_;
+  PoolCounters& counters_;
+
+  // Every node seen, by "host:port". Guarded by pools_mutex_. Pools are
+  // never removed, so the raw pointers in owners_ stay valid for the
+  // router's life.
+  std::mutex pools_mutex_;
+  std::map<std::string, std::unique_ptr<NodePool>> pools_;
+  // The primary of each slot, or null while unknown. Written by refreshes
+  // and MOVED redirects, read without a lock: a reader may see the map half
+  // updated during a refresh, which costs at most a MOVED redirect.
+  std::array<std::atomic<NodePool*>, kClusterSlots> owners_{};
+  std::atomic<bool> loaded_{false};  // a refresh has filled owners_ once
+  std::atomic<std::uint32_t> round_robin_{0};
+
+  // One refresh at a time; `last_refresh_` (guarded by refresh_mutex_) rate-limits them.
+  std::timed_mutex refresh_mutex_;
+  std::chrono::steady_clock::time_point last_refresh_{};
+
+  std::atomic<std::uint64_t> redirects_{0}, refreshes_{0};
+};
+
+}  // namespace herdguard::internal
