@@ -17,6 +17,7 @@
 
 #include "cli_runner.h"
 #include "herdguard/herdguard.h"
+#include "redis_cluster.h"
 #include "redis_server.h"
 
 namespace herdguard {
@@ -24,12 +25,13 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::CliRun;
+using testing::RedisCluster;
 using testing::RedisServer;
 using testing::run_cli;
 
-nlohmann::json simulate(const RedisServer& server, const std::string& protect, int processes,
+nlohmann::json simulate(const std::string& redis_url, const std::string& protect, int processes,
                         int concurrency) {
-  CliRun r = run_cli("simulate --json --redis '" + server.url() + "' --protect " + protect +
+  CliRun r = run_cli("simulate --json --redis '" + redis_url + "' --protect " + protect +
                      " --processes " + std::to_string(processes) + " --concurrency " +
                      std::to_string(concurrency) + " --db-latency-ms 50");
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -40,7 +42,7 @@ nlohmann::json simulate(const RedisServer& server, const std::string& protect, i
 
 TEST(FleetMultiprocess, EightProcessesOneExpiredKeyOneDatabaseLoad) {
   auto server = RedisServer::start();
-  auto report = simulate(*server, "fleet", 8, 125);
+  auto report = simulate(server->url(), "fleet", 8, 125);
   EXPECT_EQ(report["processes"], 8);
   EXPECT_EQ(report["requests"], 1000);
   EXPECT_EQ(report["db_queries"], 1) << report.dump();
@@ -49,9 +51,18 @@ TEST(FleetMultiprocess, EightProcessesOneExpiredKeyOneDatabaseLoad) {
   EXPECT_LE(report["latency_ms"]["p50"].get<double>(), report["latency_ms"]["max"].get<double>());
 }
 
+TEST(FleetMultiprocess, EightProcessesOneExpiredKeyOneDatabaseLoadOnARedisCluster) {
+  auto cluster = RedisCluster::start();
+  auto report = simulate(cluster->url(), "fleet", 8, 125);
+  EXPECT_EQ(report["requests"], 1000);
+  EXPECT_EQ(report["db_queries"], 1) << report.dump();
+  EXPECT_EQ(report["errors"], 0) << report.dump();
+  EXPECT_EQ(report["wrong_values"], 0);
+}
+
 TEST(FleetMultiprocess, LocalProtectionLoadsAtMostOncePerProcess) {
   auto server = RedisServer::start();
-  auto report = simulate(*server, "local", 8, 125);
+  auto report = simulate(server->url(), "local", 8, 125);
   EXPECT_EQ(report["requests"], 1000);
   EXPECT_GE(report["db_queries"].get<int>(), 1);
   EXPECT_LE(report["db_queries"].get<int>(), 8) << report.dump();
@@ -61,7 +72,7 @@ TEST(FleetMultiprocess, LocalProtectionLoadsAtMostOncePerProcess) {
 
 TEST(FleetMultiprocess, NoProtectionSendsTheHerdToTheDatabase) {
   auto server = RedisServer::start();
-  auto report = simulate(*server, "none", 4, 50);
+  auto report = simulate(server->url(), "none", 4, 50);
   EXPECT_EQ(report["requests"], 200);
   // Every caller misses before the first load (50 ms) finishes.
   EXPECT_GT(report["db_queries"].get<int>(), 8) << report.dump();
