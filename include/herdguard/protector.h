@@ -136,7 +136,10 @@ struct ProtectorOptions {
   Duration negative_ttl = std::chrono::seconds(5);
   // The deadline of get(key) without an explicit deadline. REQUIRES: > 0.
   Duration request_timeout = std::chrono::seconds(2);
-  // Keys are 1..max_key_bytes bytes. REQUIRES: >= 1.
+  // Keys are 1..max_key_bytes bytes, any bytes — except that with an l2 on
+  // Redis Cluster a key may not start with '}' (it would empty the hash
+  // tag that keeps its Redis keys in one slot): kInvalidArgument.
+  // REQUIRES: >= 1.
   std::size_t max_key_bytes = 1024;
   // Values (set or loaded) are at most this many bytes. REQUIRES: >= 1,
   // and with an L2 <= kMaxEnvelopeValueBytes (Redis strings end at 512 MiB).
