@@ -93,31 +93,50 @@ NodePool* ClusterRouter::owner(std::optional<std::uint16_t> slot) {
 
 Result<void> ClusterRouter::ensure_map(std::optional<Deadline> deadline) {
   if (loaded_.load(std::memory_order_acquire)) return ok();
-  const auto until =
-      deadline
-          ? std::min(deadline->when(), std::chrono::steady_clock::now() + options_.connect_timeout +
-                                           options_.command_timeout)
-          : std::chrono::steady_clock::now() + options_.connect_timeout + options_.command_timeout;
-  std::unique_lock lock(refresh_mutex_, std::defer_lock);
-  if (!lock.try_lock_until(until)) {
-    return make_error(
-        ErrorKind::kTimeout,
-        fmt::format("redis {}: the slot map is still being loaded", cluster_.redacted()));
+  // Waiting for another thread's first load is bounded like a refresh.
+  auto until =
+      std::chrono::steady_clock::now() + options_.connect_timeout + options_.command_timeout;
+  if (deadline) until = std::min(until, deadline->when());
+  {
+    std::unique_lock lock(refresh_mutex_);
+    while (refreshing_) {
+      if (refreshed_.wait_until(lock, until) == std::cv_status::timeout && refreshing_) {
+        return make_error(
+            ErrorKind::kTimeout,
+            fmt::format("redis {}: the slot map is still being loaded", cluster_.redacted()));
+      }
+    }
+    if (loaded_.load(std::memory_order_acquire)) return ok();
+    // The first load is not rate-limited beyond the pools' reconnect backoff.
+    refreshing_ = true;
+    last_refresh_ = std::chrono::steady_clock::now();
   }
-  if (loaded_.load(std::memory_order_acquire)) return ok();
-  // The first load is not rate-limited beyond the pools' reconnect backoff.
-  return refresh_locked(deadline);
+  auto refreshed = refresh_now(deadline);
+  end_refresh();
+  return refreshed;
 }
 
 void ClusterRouter::refresh_soon(std::optional<Deadline> deadline) {
-  std::unique_lock lock(refresh_mutex_, std::try_to_lock);
-  if (!lock) return;  // another thread is refreshing
-  if (std::chrono::steady_clock::now() - last_refresh_ < kMinRefreshInterval) return;
-  (void)refresh_locked(deadline);
+  {
+    std::lock_guard lock(refresh_mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (refreshing_ || now - last_refresh_ < kMinRefreshInterval) return;
+    refreshing_ = true;
+    last_refresh_ = now;
+  }
+  (void)refresh_now(deadline);
+  end_refresh();
 }
 
-Result<void> ClusterRouter::refresh_locked(std::optional<Deadline> deadline) {
-  last_refresh_ = std::chrono::steady_clock::now();
+void ClusterRouter::end_refresh() {
+  {
+    std::lock_guard lock(refresh_mutex_);
+    refreshing_ = false;
+  }
+  refreshed_.notify_all();
+}
+
+Result<void> ClusterRouter::refresh_now(std::optional<Deadline> deadline) {
   refreshes_.fetch_add(1, kRelaxed);
   // Bounded whatever the caller's deadline: one command_timeout in all.
   Deadline bound = Deadline::after(options_.command_timeout + options_.connect_timeout);

@@ -25,6 +25,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -72,8 +73,9 @@ class ClusterRouter {
   // A refresh unless one runs or ran less than kMinRefreshInterval ago.
   void refresh_soon(std::optional<Deadline> deadline);
   // Asks the known nodes, then the seeds, for CLUSTER SLOTS and applies the
-  // first answer. REQUIRES: refresh_mutex_ held.
-  Result<void> refresh_locked(std::optional<Deadline> deadline);
+  // first answer. REQUIRES: this thread set refreshing_.
+  Result<void> refresh_now(std::optional<Deadline> deadline);
+  void end_refresh();
   Result<void> apply_slots(const RedisReply& slots, const NodePool& asked);
 
   const RedisUrl cluster_;
@@ -92,8 +94,14 @@ class ClusterRouter {
   std::atomic<bool> loaded_{false};  // a refresh has filled owners_ once
   std::atomic<std::uint32_t> round_robin_{0};
 
-  // One refresh at a time; `last_refresh_` (guarded by refresh_mutex_) rate-limits them.
-  std::timed_mutex refresh_mutex_;
+  // One refresh at a time: the thread that sets `refreshing_` runs it
+  // (without the mutex: it does I/O), then clears it and notifies
+  // `refreshed_`. `last_refresh_` rate-limits refresh_soon(). Both guarded
+  // by refresh_mutex_. (Not a std::timed_mutex: gcc 12's ThreadSanitizer
+  // does not see its try_lock_until.)
+  std::mutex refresh_mutex_;
+  std::condition_variable refreshed_;
+  bool refreshing_ = false;
   std::chrono::steady_clock::time_point last_refresh_{};
 
   std::atomic<std::uint64_t> redirects_{0}, refreshes_{0};
