@@ -63,8 +63,21 @@ Result<void> FaultyRepository::play_faults(Deadline deadline) const {
   return ok();
 }
 
+void FaultyRepository::log_load(std::string_view key) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(log_mutex_);
+  log_.emplace_back(std::string(key), now);
+}
+
+std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>>
+FaultyRepository::load_log() const {
+  std::lock_guard lock(log_mutex_);
+  return log_;
+}
+
 Result<std::optional<std::string>> FaultyRepository::load(std::string_view key, Deadline deadline) {
   calls_.fetch_add(1, std::memory_order_relaxed);
+  log_load(key);
   if (auto played = play_faults(deadline); !played) return std::unexpected(played.error());
   return inner_->load(key, deadline);
 }
@@ -73,6 +86,7 @@ std::vector<Result<std::optional<std::string>>> FaultyRepository::load_many(
     std::span<const std::string> keys, Deadline deadline) {
   calls_.fetch_add(keys.size(), std::memory_order_relaxed);
   batches_.fetch_add(1, std::memory_order_relaxed);
+  for (const auto& key : keys) log_load(key);
   // One query: the fault hits it once, and every key with it.
   if (auto played = play_faults(deadline); !played) {
     return std::vector<Result<std::optional<std::string>>>(keys.size(),

@@ -8,7 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "herdguard/repository.h"
@@ -33,6 +35,10 @@ class FaultyRepository final : public Repository {
   // of its keys), and batch calls.
   std::uint64_t calls() const noexcept { return calls_.load(std::memory_order_relaxed); }
   std::uint64_t batches() const noexcept { return batches_.load(std::memory_order_relaxed); }
+  // Every load so far: its key and when it began (steady clock, which all
+  // processes of the machine share), for the fleet-wide duplicate count
+  // (load_overlap.h). Thread-safe.
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> load_log() const;
 
  private:
   double elapsed_s() const;
@@ -47,6 +53,10 @@ class FaultyRepository final : public Repository {
   std::atomic<std::chrono::steady_clock::rep> start_{0};
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> batches_{0};
+  void log_load(std::string_view key);
+  mutable std::mutex log_mutex_;
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>>
+      log_;  // guarded by log_mutex_
 };
 
 }  // namespace herdguard::cli

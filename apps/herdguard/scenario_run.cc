@@ -26,6 +26,7 @@
 #include "fault_proxy.h"
 #include "faulty_repository.h"
 #include "fd_io.h"
+#include "load_overlap.h"
 #include "report.h"
 #include "saturating_database.h"
 #include "temp_dir.h"
@@ -206,7 +207,7 @@ struct Second {
 
   // Each second: cumulative counters, for the progress line and the
   // per-second database queries and stale answers.
-  std::vector<std::uint64_t> db_at, stale_at, waits_at, early_at;
+  std::vector<std::uint64_t> db_at, stale_at, waits_at, early_at, redis_at;
   // The hot keys at the end of each second, and each key's first detection
   // in this process (detected_at_s from the start, rates then, and its load
   // waits since, as last seen).
@@ -237,6 +238,7 @@ struct Second {
     // Without a protector every miss loads for itself: a database query each.
     waits_at.push_back(p.protector ? m.cache_misses : p.db->calls());
     early_at.push_back(m.early_refreshes);
+    redis_at.push_back(m.redis_errors);
     (void)write_all(out_fd, nlohmann::json{{"type", "progress"},
                                            {"t", t},
                                            {"requests", requests.load()},
@@ -270,6 +272,7 @@ struct Second {
     const std::uint64_t stale_before = sec == 0 ? 0 : stale_at[sec - 1];
     const std::uint64_t waits_before = sec == 0 ? 0 : waits_at[sec - 1];
     const std::uint64_t early_before = sec == 0 ? 0 : early_at[sec - 1];
+    const std::uint64_t redis_before = sec == 0 ? 0 : redis_at[sec - 1];
     const std::size_t at = std::min<std::size_t>(sec, db_at.size() - 1);
     timeline.push_back({{"requests", merged.requests},
                         {"errors", merged.errors},
@@ -278,13 +281,20 @@ struct Second {
                         {"stale", stale_at[at] - std::min(stale_before, stale_at[at])},
                         {"load_waits", waits_at[at] - std::min(waits_before, waits_at[at])},
                         {"early_refreshes", early_at[at] - std::min(early_before, early_at[at])},
+                        {"redis_errors", redis_at[at] - std::min(redis_before, redis_at[at])},
                         {"hot_keys", hot_at[at]},
                         {"rate_limited", merged.rate_limited},
                         {"admitted_by_client", merged.admitted_by_client},
                         {"latencies_us", merged.latencies_us}});
   }
   const ProtectionMetrics m = p.protector ? p.protector->metrics() : ProtectionMetrics{};
+  // Each load's key and start (steady clock ns, shared by the machine's
+  // processes): the parent counts duplicates fleet-wide (load_overlap.h).
+  nlohmann::json loads = nlohmann::json::array();
+  for (const auto& [key, at] : p.db->load_log())
+    loads.push_back({key, at.time_since_epoch().count()});
   nlohmann::json final_line = {{"type", "final"},
+                               {"loads", std::move(loads)},
                                {"timeline", timeline},
                                {"db_queries", p.db->calls()},
                                {"stale_served", m.stale_returns},
@@ -506,6 +516,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
   // Merge the workers' timelines.
   std::vector<std::vector<std::uint32_t>> latencies_by_second;
   std::vector<std::chrono::nanoseconds> all_latencies;
+  std::vector<LoadEvent> load_events;
   std::map<std::string, HotKeyReport> hot_keys;
   for (std::size_t worker = 0; worker < finals.size(); ++worker) {
     const auto& f = finals[worker];
@@ -533,6 +544,11 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.ttl_shortened += f["ttl_shortened"].get<std::uint64_t>();
     report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
+    for (const auto& load : f["loads"]) {
+      const auto at = SteadyClock::time_point(SteadyClock::duration(load[1].get<std::int64_t>()));
+      load_events.push_back(
+          {load[0].get<std::string>(), std::chrono::duration<double>(at - t0).count()});
+    }
     report.db_shed += f["db_shed"].get<std::uint64_t>();
     report.rate_limited += f["rate_limited"].get<std::uint64_t>();
     report.batch_queries += f["batch_queries"].get<std::uint64_t>();
@@ -561,6 +577,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
       r.stale_served += b["stale"].get<std::uint64_t>();
       r.load_waits += b["load_waits"].get<std::uint64_t>();
       r.early_refreshes += b["early_refreshes"].get<std::uint64_t>();
+      r.redis_errors += b["redis_errors"].get<std::uint64_t>();
       r.rate_limited += b["rate_limited"].get<std::uint64_t>();
       const auto& admitted = b["admitted_by_client"];
       if (r.admitted_by_client.size() < admitted.size())
@@ -594,6 +611,18 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     r.p99_ms = summarize(std::move(samples)).p99_ms;
   }
   report.latency = summarize(std::move(all_latencies));
+  // Duplicates: loads of a key less than half a TTL after its previous load.
+  const auto duplicates =
+      count_duplicate_loads(std::move(load_events), s.ttl_ms / 2000.0, report.timeline.size());
+  std::vector<std::uint64_t> redis_by_second;
+  for (std::size_t sec = 0; sec < report.timeline.size(); ++sec) {
+    report.timeline[sec].duplicate_loads = duplicates.by_second[sec];
+    redis_by_second.push_back(report.timeline[sec].redis_errors);
+  }
+  report.duplicate_loads = duplicates.total;
+  report.redis_error_window = redis_error_window(redis_by_second);
+  report.duplicate_loads_outside_redis_errors =
+      duplicates_outside(duplicates, report.redis_error_window);
   report.goodput = static_cast<double>(report.requests - std::min(report.errors, report.requests)) /
                    s.duration_s;
   if (db_load) {

@@ -5,11 +5,13 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "herdguard/result.h"
 #include "latency_stats.h"
+#include "load_overlap.h"
 #include "scenario.h"
 
 namespace herdguard::cli {
@@ -47,6 +49,9 @@ struct SecondReport {
   std::uint64_t stale_served = 0;
   std::uint64_t load_waits = 0;
   std::uint64_t early_refreshes = 0;
+  std::uint64_t redis_errors = 0;
+  // Loads that repeated a load of the same key less than half a TTL earlier.
+  std::uint64_t duplicate_loads = 0;
   // --clients: requests over their client's limit, and requests admitted
   // per client (index = client number), summed over the processes.
   std::uint64_t rate_limited = 0;
@@ -107,6 +112,15 @@ struct RunReport {
   std::string first_error;
   LatencySummary latency;
   std::vector<SecondReport> timeline;
+  // Timed runs: loads of a key that began less than half a TTL after the
+  // previous load of that key, in any process (more than one load per key
+  // per expiry); those of which neither load began inside the Redis error
+  // window (duplicates_outside, load_overlap.h); and that window
+  // (from the first second with a Redis error to the first later second
+  // without), if Redis failed at all.
+  std::uint64_t duplicate_loads = 0;
+  std::uint64_t duplicate_loads_outside_redis_errors = 0;
+  std::optional<SecondsWindow> redis_error_window;
   std::vector<HotKeyReport> hot_keys;  // by key
 };
 

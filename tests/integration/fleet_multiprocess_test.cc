@@ -1,6 +1,7 @@
 // A fleet of real processes against one real redis-server: `herdguard
 // simulate` end to end (8 processes x 125 callers), and a lock holder killed
 // with SIGKILL in the middle of its load.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +59,44 @@ TEST(FleetMultiprocess, EightProcessesOneExpiredKeyOneDatabaseLoadOnARedisCluste
   EXPECT_EQ(report["db_queries"], 1) << report.dump();
   EXPECT_EQ(report["errors"], 0) << report.dump();
   EXPECT_EQ(report["wrong_values"], 0);
+}
+
+// A timed run over a cluster with replicas; one primary is killed 4 s in.
+// Its replica takes over within a few seconds; meanwhile the keys of its
+// slots degrade to per-process loads, and nobody gets an error.
+TEST(FleetMultiprocess, APrimaryKilledDuringATimedRunCostsNoErrorsAndNoExtraLoadsAfterTheFailover) {
+  auto cluster = RedisCluster::start({.replicas_per_primary = 1});
+  const int victim = cluster->primary_ports()[0];
+  CliRun run;
+  std::thread simulate([&] {
+    run = run_cli("simulate --json --no-progress --redis '" + cluster->url() +
+                  "' --protect fleet --processes 4 --concurrency 4 --keys 2000 --ttl-ms 1000 "
+                  "--duration 14");
+  });
+  // The fault is the scenario: a primary dies 4 s into the run.
+  std::this_thread::sleep_for(4s);
+  cluster->kill(victim);
+  simulate.join();
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  auto report = nlohmann::json::parse(run.output, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << run.output;
+  EXPECT_EQ(report["errors"], 0) << report.dump();
+  EXPECT_EQ(report["wrong_values"], 0);
+  ASSERT_GT(report["redis_errors"].get<int>(), 0) << "the kill was not noticed";
+  const auto& window = report["redis_error_window_s"];
+  ASSERT_TRUE(window.is_object()) << report.dump();
+  // The failover ends inside the run, and then each key is loaded at most
+  // once per expiry across the four processes again.
+  EXPECT_LT(window["to"].get<int>(), 14) << window.dump();
+  EXPECT_EQ(report["duplicate_loads_outside_redis_errors"], 0) << report.dump();
+  std::string seconds;
+  for (const auto& s : report["timeline"]) {
+    seconds += fmt::format(" {}:{}/{}/{}/{}/{}", s["t"].get<int>(), s["requests"].get<int>(),
+                           s["db_queries"].get<int>(), s["redis_errors"].get<int>(),
+                           s["duplicate_loads"].get<int>(), s["p99"].get<double>());
+  }
+  std::printf("failover window %s; per second (t:requests/db/redis errors/duplicates/p99 ms):%s\n",
+              window.dump().c_str(), seconds.c_str());
 }
 
 TEST(FleetMultiprocess, LocalProtectionLoadsAtMostOncePerProcess) {
