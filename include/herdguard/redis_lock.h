@@ -95,6 +95,7 @@ struct RedisLockStats {
   std::uint64_t errors = 0;              // Redis errors in any lock operation
   std::uint64_t announcements = 0;       // finishes that announced (a process waited)
   std::uint64_t announced_values = 0;    // of those, with the value in the message
+  std::uint64_t late_releases = 0;       // locks the keeper released after their finish failed
 };
 
 // What LockHold::finish did, all in one script.
@@ -126,7 +127,8 @@ class LockHold {
   bool lost() const noexcept { return lost_.load(std::memory_order_acquire); }
 
   // Extends the lease to `lease` from now if still ours (marks the hold lost
-  // otherwise). Returns false when the lock is no longer ours.
+  // otherwise), within the hard deadline and command_timeout. Returns false
+  // when the lock is no longer ours.
   // Errors: kBackend/kTimeout.
   Result<bool> extend(Duration lease);
   // Stops the automatic extension and deletes the lock if still ours.
@@ -138,8 +140,14 @@ class LockHold {
   // stale_until) under the snapshot, releases the lock and announces (see
   // the file comment). Also for a failed load (entry null), so that waiters
   // try at once. Bounded by the hard deadline while it has not passed, else
-  // by the client's command_timeout (the write is then refused as too late,
-  // but the lock is released). After it, release() is a no-op.
+  // by 10 ms (the write is then refused as too late and the lease has run
+  // out, but waiters are told at once if Redis answers within that grace;
+  // a caller past its deadline is never held longer). After it, release()
+  // is a no-op. When it fails (Redis unreachable or slow), the lock may
+  // still be there — on a replica promoted after a failover, say — so with
+  // auto_extend the lease keeper tries to release it every 100 ms until its
+  // lease would have ended (late_releases): waiters elsewhere in the fleet
+  // are not stalled for a whole lease once Redis answers again.
   // Errors: kBackend/kTimeout (then nothing is known about what it did);
   // kInvalidArgument when finish or release already ran.
   Result<FinishOutcome> finish(const CacheEntry* entry);

@@ -23,6 +23,11 @@ namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 using SteadyClock = std::chrono::steady_clock;
+// How long a finish that starts past its hold's hard deadline may take
+// (see LockHold::finish).
+constexpr Duration kLateFinishGrace = std::chrono::milliseconds(10);
+// After a failed finish, how often the keeper tries to release the lock.
+constexpr Duration kReleaseRetry = std::chrono::milliseconds(100);
 
 // KEYS[1] lock, KEYS[2] version, KEYS[3] value, KEYS[4] waiter mark;
 // ARGV[1] token, ARGV[2] lease ms, ARGV[3] horizon ms (until the hard
@@ -135,17 +140,37 @@ struct RedisLockManager::Impl {
   const std::shared_ptr<RedisClient> client;
 
   std::atomic<std::uint64_t> acquisitions{0}, contentions{0}, extensions{0}, extension_failures{0},
-      releases{0}, resent_acquires{0}, errors{0}, announcements{0}, announced_values{0};
+      releases{0}, resent_acquires{0}, errors{0}, announcements{0}, announced_values{0},
+      late_releases{0};
 
   // --- the lease keeper ---------------------------------------------------
   std::mutex mutex;
   std::condition_variable changed;
-  // Guarded by mutex: live holds and when each is next extended. A hold is
-  // in `schedule` from registration until unregister(); while the keeper
-  // extends one (`extending`), unregister() waits, so the keeper never uses
-  // a destroyed hold.
-  std::map<LockHold*, SteadyClock::time_point> schedule;
-  LockHold* extending = nullptr;
+  // Guarded by mutex: live holds, when each is next extended, and an id
+  // that tells a hold from a later one at the same address. A hold is in
+  // `schedule` from enroll() until unenroll(). The keeper copies what an
+  // extension needs (key, token, deadline) and talks to Redis without the
+  // mutex, so unenroll() never waits for a round trip (a finishing caller
+  // must not wait past its deadline for the keeper); the result is applied
+  // only if the same hold (same id) is still scheduled.
+  struct Scheduled {
+    SteadyClock::time_point due;
+    std::uint64_t id;
+  };
+  std::map<LockHold*, Scheduled> schedule;
+  std::uint64_t last_id = 0;
+  // Guarded by mutex: locks whose finish failed (Redis unreachable: a
+  // primary died, a failover is under way). The lock may have survived on
+  // a replica that is now the primary, and would stall every waiter of the
+  // fleet until its lease ran out; the keeper tries to release it every
+  // kReleaseRetry until then.
+  struct PendingRelease {
+    std::string key;
+    std::string token;
+    SteadyClock::time_point next_try;
+    SteadyClock::time_point give_up;  // the lease has surely ended
+  };
+  std::vector<PendingRelease> pending_releases;
   bool stopping = false;
   std::thread keeper;  // started last, in create()
 
@@ -154,52 +179,120 @@ struct RedisLockManager::Impl {
   void enroll(LockHold* hold) {
     {
       std::lock_guard lock(mutex);
-      schedule[hold] = SteadyClock::now() + period();
+      schedule[hold] = Scheduled{SteadyClock::now() + period(), ++last_id};
     }
     changed.notify_all();
   }
 
   void unenroll(LockHold* hold) {
-    std::unique_lock lock(mutex);
-    changed.wait(lock, [&] { return extending != hold; });
+    std::lock_guard lock(mutex);
     schedule.erase(hold);
+  }
+
+  // PEXPIREs the lock to `lease` if `token` still holds it, within `bound`;
+  // counts the outcome. Returns false when the lock is not ours any more.
+  Result<bool> extend_lock(const std::string& key, const std::string& token, Duration lease,
+                           Deadline bound) {
+    const std::string lock_key = internal::lock_key(options.prefix, key);
+    auto reply = client->eval(kExtend, {lock_key}, {token, internal::redis_ms(lease)}, bound);
+    if (!reply) {
+      errors.fetch_add(1, kRelaxed);
+      extension_failures.fetch_add(1, kRelaxed);
+      return std::unexpected(reply.error());
+    }
+    if (reply->integer == 1) {
+      extensions.fetch_add(1, kRelaxed);
+      return true;
+    }
+    extension_failures.fetch_add(1, kRelaxed);
+    return false;
+  }
+
+  void release_later(const std::string& key, const std::string& token) {
+    {
+      std::lock_guard lock(mutex);
+      const auto now = SteadyClock::now();
+      pending_releases.push_back({key, token, now + kReleaseRetry, now + options.lease});
+    }
+    changed.notify_all();
+  }
+
+  // One try of the earliest pending release. REQUIRES: `lock` holds mutex
+  // and that release is due; releases the mutex during the round trip.
+  void retry_release(std::unique_lock<std::mutex>& lock,
+                     std::vector<PendingRelease>::iterator due) {
+    PendingRelease r = std::move(*due);
+    pending_releases.erase(due);
+    if (SteadyClock::now() >= r.give_up) return;
+    lock.unlock();
+    const std::string lock_key = internal::lock_key(options.prefix, r.key);
+    auto reply = client->eval(kRelease, {lock_key}, {r.token}, Deadline::after(kReleaseRetry));
+    lock.lock();
+    if (!reply) {
+      errors.fetch_add(1, kRelaxed);
+      r.next_try = SteadyClock::now() + kReleaseRetry;
+      if (r.next_try < r.give_up) pending_releases.push_back(std::move(r));
+    } else if (reply->integer == 1) {
+      releases.fetch_add(1, kRelaxed);
+      late_releases.fetch_add(1, kRelaxed);
+    }
   }
 
   void run_keeper() {
     std::unique_lock lock(mutex);
     while (!stopping) {
-      if (schedule.empty()) {
-        changed.wait(lock);
+      const auto release =
+          std::min_element(pending_releases.begin(), pending_releases.end(),
+                           [](const auto& a, const auto& b) { return a.next_try < b.next_try; });
+      if (release != pending_releases.end() && release->next_try <= SteadyClock::now()) {
+        retry_release(lock, release);
         continue;
       }
-      auto next =
-          std::min_element(schedule.begin(), schedule.end(),
-                           [](const auto& a, const auto& b) { return a.second < b.second; });
-      const SteadyClock::time_point due = next->second;  // a copy: the node may go
+      if (schedule.empty()) {
+        if (release == pending_releases.end()) {
+          changed.wait(lock);
+        } else {
+          changed.wait_until(lock, release->next_try);
+        }
+        continue;
+      }
+      auto next = std::min_element(
+          schedule.begin(), schedule.end(),
+          [](const auto& a, const auto& b) { return a.second.due < b.second.due; });
+      const SteadyClock::time_point due = next->second.due;  // a copy: the node may go
       if (SteadyClock::now() < due) {
-        changed.wait_until(lock, due);
+        changed.wait_until(
+            lock, release == pending_releases.end() ? due : std::min(due, release->next_try));
         continue;
       }
       LockHold* hold = next->first;
-      const Duration remaining = hold->hard_deadline_.remaining();
+      const std::uint64_t id = next->second.id;
+      const Deadline hard = hold->hard_deadline_;
+      const Duration remaining = hard.remaining();
       if (remaining <= Duration::zero()) {
         // Past the load's own timeout: stop extending, the lease runs out.
         schedule.erase(next);
         continue;
       }
-      extending = hold;
+      // Copies: the hold may be finished and destroyed during the round trip.
+      const std::string key = hold->key_;
+      const std::string token = hold->token_;
       lock.unlock();
-      (void)hold->extend(std::min(options.lease, remaining));
+      // One period at most: a hung Redis must not stall the other holds'
+      // extensions for a whole command_timeout.
+      auto extended = extend_lock(key, token, std::min(options.lease, remaining),
+                                  Deadline::earliest(hard, Deadline::after(period())));
       lock.lock();
-      extending = nullptr;
-      if (auto it = schedule.find(hold); it != schedule.end()) {
-        if (hold->lost()) {
-          schedule.erase(it);
-        } else {
-          it->second = SteadyClock::now() + period();
-        }
+      auto it = schedule.find(hold);
+      if (it == schedule.end() || it->second.id != id) continue;  // finished meanwhile
+      if (!extended || !*extended) {
+        // Lost, or unknown whether still ours: the fenced write decides.
+        // No more extensions, so it expires at worst one lease later.
+        hold->lost_.store(true, std::memory_order_release);
+        schedule.erase(it);
+      } else {
+        it->second.due = SteadyClock::now() + period();
       }
-      changed.notify_all();
     }
   }
 };
@@ -218,23 +311,14 @@ LockHold::~LockHold() { (void)release(); }
 
 Result<bool> LockHold::extend(Duration lease) {
   auto& impl = *manager_.impl_;
-  const std::string lock_key = manager_.lock_key(key_);
-  auto reply = impl.client->eval(kExtend, {lock_key}, {token_, internal::redis_ms(lease)});
-  if (!reply) {
-    impl.errors.fetch_add(1, kRelaxed);
-    impl.extension_failures.fetch_add(1, kRelaxed);
-    // Unknown whether it is still ours; the fenced write decides. Marking it
-    // lost stops further extensions, so it expires at worst one lease later.
-    lost_.store(true, std::memory_order_release);
-    return std::unexpected(reply.error());
-  }
-  if (reply->integer == 1) {
-    impl.extensions.fetch_add(1, kRelaxed);
-    return true;
-  }
-  impl.extension_failures.fetch_add(1, kRelaxed);
-  lost_.store(true, std::memory_order_release);
-  return false;
+  const Deadline bound =
+      Deadline::earliest(hard_deadline_, Deadline::after(impl.client->options().command_timeout));
+  auto extended = impl.extend_lock(key_, token_, lease, bound);
+  // Unknown whether it is still ours, or lost: the fenced write decides.
+  // Marking it lost stops further extensions, so it expires at worst one
+  // lease later.
+  if (!extended || !*extended) lost_.store(true, std::memory_order_release);
+  return extended;
 }
 
 bool LockHold::stop() {
@@ -279,11 +363,15 @@ Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
                                ? std::string()
                                : internal::announcement_head(key_, snapshot_.version);
   const std::string most = std::to_string(o.announce_value_max_bytes);
-  // Past the hard deadline the write is refused by the script anyway, but
-  // the lock is still released and the waiters told at once.
-  const Deadline bound = hard_deadline_.expired()
-                             ? Deadline::after(impl.client->options().command_timeout)
-                             : hard_deadline_;
+  // Past the hard deadline the write is refused by the script anyway, and
+  // the lease has run out (it never outlives the hard deadline), but the
+  // waiters can still be told at once — if Redis answers within a short
+  // grace: the finish may run on a caller's thread (an inline load), and
+  // that caller's deadline has passed.
+  const Deadline bound =
+      hard_deadline_.expired()
+          ? Deadline::after(std::min(impl.client->options().command_timeout, kLateFinishGrace))
+          : hard_deadline_;
   auto reply =
       impl.client->eval(kFinish, {lock, version, value, waiters},
                         {token_, expected, until, bytes, at, o.announce_channel, head, most,
@@ -291,6 +379,9 @@ Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
                         bound);
   if (!reply) {
     impl.errors.fetch_add(1, kRelaxed);
+    // The lock may outlive this failure (on a promoted replica, or a
+    // Redis that was only slow): the keeper releases it when Redis answers.
+    if (o.auto_extend) impl.release_later(key_, token_);
     return std::unexpected(reply.error());
   }
   const bool well_formed =
@@ -440,7 +531,8 @@ RedisLockStats RedisLockManager::stats() const {
                         .resent_acquires = impl_->resent_acquires.load(kRelaxed),
                         .errors = impl_->errors.load(kRelaxed),
                         .announcements = impl_->announcements.load(kRelaxed),
-                        .announced_values = impl_->announced_values.load(kRelaxed)};
+                        .announced_values = impl_->announced_values.load(kRelaxed),
+                        .late_releases = impl_->late_releases.load(kRelaxed)};
 }
 
 }  // namespace herdguard

@@ -120,7 +120,7 @@ struct CheckerOptions {
   std::chrono::nanoseconds other_process_allowance = std::chrono::milliseconds(1500);
   // P3: how far past its deadline a get may return (scheduling on a loaded
   // 2-core machine, a Redis command already on the wire).
-  std::chrono::nanoseconds deadline_allowance = std::chrono::milliseconds(300);
+  std::chrono::nanoseconds deadline_allowance = std::chrono::milliseconds(100);
   // The version every row starts with.
   std::int64_t initial_version = 1;
 };

@@ -158,7 +158,10 @@ class SlowRepository {
 
   bool usable() const { return db_.usable(); }
 
-  Result<std::optional<std::string>> load(std::string_view key) {
+  // A slow load stalls after its read (the value it read may be superseded
+  // meanwhile), but like every real repository it honours its deadline:
+  // it never holds a caller's thread past it (single_flight.h).
+  Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) {
     std::int64_t read_at = 0;
     std::optional<std::int64_t> version;
     std::chrono::milliseconds stall{0};
@@ -172,7 +175,13 @@ class SlowRepository {
       }
     }
     if (!version) return make_error(ErrorKind::kBackend, "sqlite read failed");
-    std::this_thread::sleep_for(stall);
+    if (stall > Duration::zero()) {
+      if (stall >= deadline.remaining()) {
+        std::this_thread::sleep_until(deadline.when());
+        return make_error(ErrorKind::kTimeout, "slow load: its deadline passed");
+      }
+      std::this_thread::sleep_for(stall);
+    }
     return std::optional<std::string>(encode_value(*version, {.kind = ValueSource::Kind::kLoad,
                                                               .worker = config_.worker,
                                                               .read_ns = read_at,
@@ -297,12 +306,13 @@ int run(const Config& config) {
   fleet->apply_to(options);
   auto protector = Protector::create(
       std::move(options),
-      CallbackRepository::with_entries([repository, &config](std::string_view key,
-                                                             Deadline) -> Result<LoadedEntry> {
-        auto loaded = repository->load(key);
-        if (!loaded) return std::unexpected(loaded.error());
-        return LoadedEntry{.value = std::move(*loaded), .options = {.tags = tags_of(config, key)}};
-      }));
+      CallbackRepository::with_entries(
+          [repository, &config](std::string_view key, Deadline deadline) -> Result<LoadedEntry> {
+            auto loaded = repository->load(key, deadline);
+            if (!loaded) return std::unexpected(loaded.error());
+            return LoadedEntry{.value = std::move(*loaded),
+                               .options = {.tags = tags_of(config, key)}};
+          }));
   if (!protector) {
     std::fprintf(stderr, "worker %d: %s\n", config.worker, protector.error().to_string().c_str());
     return 3;

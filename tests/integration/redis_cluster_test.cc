@@ -15,12 +15,14 @@
 
 #include "herdguard/herdguard.h"
 #include "redis/cluster_slot.h"
+#include "test_support.h"
 
 namespace herdguard {
 namespace {
 
 using namespace std::chrono_literals;
 using internal::cluster_slot;
+using testing::eventually;
 using testing::RedisCluster;
 
 std::shared_ptr<RedisClient> connect(const std::string& url) {
@@ -190,6 +192,55 @@ TEST(ClusterFailover, AKilledPrimarysReplicaIsFoundAfterTheFailover) {
   ASSERT_TRUE(value) << value.error().to_string();
   EXPECT_EQ(value->str, "v2");
   EXPECT_NE(cluster->port_for_slot(cluster_slot(key)), victim);
+}
+
+// A holder whose primary dies before it finishes: the lock was replicated
+// and survives on the promoted replica, where it would stall every waiter
+// of the fleet until its lease ran out. The keeper releases it once the
+// cluster answers again.
+TEST(ClusterFailover, ALockWhoseFinishFailedIsReleasedOnThePromotedReplica) {
+  auto cluster = RedisCluster::start({.replicas_per_primary = 1});
+  auto client = connect(cluster->url());
+  auto locks = RedisLockManager::create({.prefix = "lk:", .lease = 30s}, client);
+  ASSERT_TRUE(locks) << locks.error().to_string();
+  const int victim = cluster->primary_ports()[0];
+  const std::string key = key_owned_by(*cluster, victim, "locked");
+  const std::string lock_key = (*locks)->lock_key(key);
+  auto hold = (*locks)->try_acquire(key, Deadline::after(60s));
+  ASSERT_TRUE(hold) << hold.error().to_string();
+  // The replica has the lock before its primary dies.
+  const int replica = [&] {
+    for (int port : cluster->ports()) {
+      if (port == victim) continue;
+      auto direct = connect(node_url(port));
+      auto role = direct->command({"ROLE"});
+      if (role && role->elements.size() > 2 && role->elements[0].str == "slave" &&
+          role->elements[2].integer == victim)
+        return port;
+    }
+    return -1;
+  }();
+  ASSERT_GT(replica, 0);
+  ASSERT_TRUE(eventually([&] {
+    auto direct = connect(node_url(replica));
+    (void)direct->command({"READONLY"});
+    auto held = direct->command({"GET", lock_key});
+    return held && held->str == (*hold)->token();
+  }));
+
+  cluster->kill(victim);
+  auto finished = (*hold)->finish(nullptr);
+  EXPECT_FALSE(finished);  // the primary is gone
+  cluster->wait_for_failover(victim, 15s);
+  // Well inside the 30 s lease, the lock is gone from the new primary.
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto held = client->command({"GET", lock_key});
+        return held && held->is_nil();
+      },
+      10s));
+  EXPECT_EQ((*locks)->stats().late_releases, 1u);
+  hold->reset();
 }
 
 // Several protectors, each with its own fleet over the cluster, stand for
