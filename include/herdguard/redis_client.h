@@ -6,7 +6,11 @@
 // hiredis being used directly, to put in one place what every caller needs:
 //   * URLs: `redis://[user:password@]host:port[/db]`,
 //     `unix:///path/to/redis.sock[?db=N]` and, for Redis Cluster,
-//     `redis-cluster://host:port[,host:port...]` (see RedisUrl::parse);
+//     `redis-cluster://host:port[,host:port...]` and, through Sentinel,
+//     `redis-sentinel://host:port[,host:port...]/NAME` (see RedisUrl::parse);
+//   * Sentinel: the primary the Sentinels name gets every command; they are
+//     asked again after a connection failure, a READONLY error (a demoted
+//     primary) and at least once a second, so a failover is followed;
 //   * Redis Cluster: each command goes to the primary that owns its key's
 //     slot (the first key; for EVALSHA the first of KEYS, and all of a
 //     script's keys must share one slot), following MOVED and ASK
@@ -59,15 +63,18 @@ namespace herdguard {
 
 // Where a Redis server (or a Redis Cluster) is and how to log in.
 struct RedisUrl {
-  enum class Transport { kTcp, kUnix, kCluster };
+  enum class Transport { kTcp, kUnix, kCluster, kSentinel };
   struct Node {
     std::string host{};
     int port = 6379;
   };
   Transport transport = Transport::kTcp;
-  std::string host{};         // kTcp; kCluster: the first seed's
-  int port = 6379;            // kTcp; kCluster: the first seed's; 1..65535
-  std::vector<Node> seeds{};  // kCluster only: the nodes first asked for the slot map
+  std::string host{};  // kTcp; kCluster, kSentinel: the first seed's
+  int port = 6379;     // kTcp; kCluster, kSentinel: the first seed's; 1..65535
+  // kCluster: the nodes first asked for the slot map; kSentinel: the
+  // Sentinels asked where the primary is.
+  std::vector<Node> seeds{};
+  std::string master_name{};  // kSentinel only: the primary's name at the Sentinels
   std::string socket_path{};  // kUnix only, absolute
   std::string user{};         // ACL user; empty means the default user
   std::string password{};     // empty means no AUTH
@@ -77,9 +84,12 @@ struct RedisUrl {
   // `:password@`, IPv6 hosts in brackets) and
   // `unix:///abs/path.sock[?db=N][&password=P][&user=U]` and
   // `redis-cluster://[user:password@]host[:port][,host[:port]...]` (seed
-  // nodes of a Redis Cluster, at most 64; database 0 only). User and password may
-  // be percent-encoded. Errors: kInvalidArgument naming what is wrong (scheme,
-  // port, db, empty host, relative socket path, ...). Pure; thread-safe.
+  // nodes of a Redis Cluster, at most 64; database 0 only) and
+  // `redis-sentinel://[user:password@]host[:port][,host[:port]...]/NAME[/db]`
+  // (Sentinels, port 26379 by default, watching the primary NAME; user and
+  // password are the data nodes'). User and password may be percent-encoded. Errors:
+  // kInvalidArgument naming what is wrong (scheme, port, db, empty host, relative socket path,
+  // ...). Pure; thread-safe.
   static Result<RedisUrl> parse(std::string_view url);
 
   // The URL with the password replaced by "***", for logs and errors.

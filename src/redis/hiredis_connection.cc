@@ -4,6 +4,7 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <charconv>
 #include <vector>
 
 namespace herdguard::internal {
@@ -73,6 +74,39 @@ Result<RedisConnection> RedisConnection::open(const RedisUrl& url, Duration conn
       if (last) return last;
     }
     return last;
+  }
+  if (url.transport == RedisUrl::Transport::kSentinel) {
+    // The primary the Sentinels name (each asked in turn, without AUTH).
+    std::string last_error = "no Sentinel";
+    for (const auto& seed : url.seeds) {
+      RedisUrl sentinel{
+          .transport = RedisUrl::Transport::kTcp, .host = seed.host, .port = seed.port};
+      auto asked = open(sentinel, connect_timeout, command_timeout, where);
+      if (!asked) {
+        last_error = asked.error().message;
+        continue;
+      }
+      SendFailure failure = SendFailure::kNone;
+      const std::string_view argv[] = {"SENTINEL", "get-master-addr-by-name", url.master_name};
+      auto reply = asked->run(argv, command_timeout, &failure);
+      if (!reply || reply->type != RedisReply::Type::kArray || reply->elements.size() != 2) {
+        last_error = reply ? "no primary named " + url.master_name : reply.error().message;
+        continue;
+      }
+      RedisUrl primary = url;
+      primary.transport = RedisUrl::Transport::kTcp;
+      primary.host = reply->elements[0].str;
+      primary.seeds.clear();
+      const std::string& port = reply->elements[1].str;
+      if (std::from_chars(port.data(), port.data() + port.size(), primary.port).ec != std::errc() ||
+          primary.port < 1 || primary.port > 65535) {
+        last_error = "the Sentinel named no valid port";
+        continue;
+      }
+      return open(primary, connect_timeout, command_timeout, where);
+    }
+    return make_error(ErrorKind::kBackend,
+                      fmt::format("{}: no Sentinel named the primary: {}", where, last_error));
   }
   const timeval tv = to_timeval(connect_timeout);
   RedisContextPtr context(url.transport == RedisUrl::Transport::kUnix

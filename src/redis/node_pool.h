@@ -1,7 +1,7 @@
 // Internal: a bounded pool of hiredis connections to ONE Redis server.
 //
 // RedisClient (redis_client.h) uses one NodePool for a standalone Redis and
-// one per node for Redis Cluster (redis/cluster_router.h). What a pool adds
+// one per node for Redis Cluster (redis/node_router.h). What a pool adds
 // to a connection: at most pool_size connections, reconnect backoff while
 // the server is down, the suspension after a full command_timeout (a hung
 // server costs one timeout per backoff period, not one per caller), and

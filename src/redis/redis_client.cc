@@ -1,6 +1,6 @@
 // RedisClient: one bounded pool of hiredis connections (redis/node_pool.h)
 // for a standalone server, or a router over one pool per node for Redis
-// Cluster (redis/cluster_router.h).
+// Cluster (redis/node_router.h).
 //
 // What this file adds: the retry of a command that provably never reached
 // Redis, the routing of a command by its key, MGET split by slot for a
@@ -17,9 +17,9 @@
 #include <optional>
 #include <vector>
 
-#include "redis/cluster_router.h"
 #include "redis/cluster_slot.h"
 #include "redis/node_pool.h"
+#include "redis/node_router.h"
 
 namespace herdguard {
 namespace {
@@ -82,8 +82,10 @@ std::optional<std::uint16_t> command_slot(std::span<const std::string_view> argv
 struct RedisClient::Impl {
   Impl(RedisOptions o, RedisUrl u)
       : options(std::move(o)), url(std::move(u)), where(fmt::format("redis {}", url.redacted())) {
-    if (url.transport == RedisUrl::Transport::kCluster) {
-      router = std::make_unique<internal::ClusterRouter>(url, options, counters);
+    if (url.transport == RedisUrl::Transport::kCluster ||
+        url.transport == RedisUrl::Transport::kSentinel) {
+      cluster = url.transport == RedisUrl::Transport::kCluster;
+      router = std::make_unique<internal::NodeRouter>(url, options, counters);
     } else {
       node = std::make_unique<internal::NodePool>(url, options, counters);
     }
@@ -93,9 +95,11 @@ struct RedisClient::Impl {
   const RedisUrl url;
   const std::string where;
   internal::PoolCounters counters;
-  // Exactly one of the two: a standalone server's pool, or a cluster's router.
+  // Exactly one of the two: a standalone server's pool, or the router of a
+  // cluster or of a primary found through Sentinels.
   std::unique_ptr<internal::NodePool> node;
-  std::unique_ptr<internal::ClusterRouter> router;
+  std::unique_ptr<internal::NodeRouter> router;
+  bool cluster = false;  // keys must be routed by slot
 
   std::atomic<std::uint64_t> commands{0}, errors{0}, script_loads{0};
 
@@ -104,7 +108,7 @@ struct RedisClient::Impl {
                               std::optional<Deadline> deadline,
                               std::optional<std::uint16_t> slot_hint = std::nullopt) {
     if (router) {
-      if (argv.size() > 2 && names(argv[0], "MGET")) return cluster_mget(argv, deadline);
+      if (cluster && argv.size() > 2 && names(argv[0], "MGET")) return cluster_mget(argv, deadline);
       return router->run(argv, slot_hint ? slot_hint : command_slot(argv), deadline);
     }
     internal::RunOutcome outcome;
@@ -197,7 +201,7 @@ Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
   // In a cluster every key of a script must be in one slot, and the script
   // must be loaded on the node that owns it.
   std::optional<std::uint16_t> slot;
-  if (router && !keys.empty()) {
+  if (cluster && !keys.empty()) {
     slot = internal::cluster_slot(keys[0]);
     for (auto k : keys) {
       if (internal::cluster_slot(k) != *slot) {

@@ -132,8 +132,9 @@ Result<void> take_userinfo(std::string_view& rest, RedisUrl& out) {
   return ok();
 }
 
-// Parses `host[:port]` or `[ipv6][:port]`; the port defaults to 6379.
-Result<RedisUrl::Node> parse_host_port(std::string_view url, std::string_view hostport) {
+// Parses `host[:port]` or `[ipv6][:port]`.
+Result<RedisUrl::Node> parse_host_port(std::string_view url, std::string_view hostport,
+                                       int default_port = 6379) {
   std::string_view host = hostport;
   std::string_view port;
   if (!hostport.empty() && hostport.front() == '[') {
@@ -152,7 +153,7 @@ Result<RedisUrl::Node> parse_host_port(std::string_view url, std::string_view ho
     if (port.empty()) return bad_url(url, "port is empty");
   }
   if (host.empty()) return bad_url(url, "host is empty");
-  RedisUrl::Node node{.host = std::string(host)};
+  RedisUrl::Node node{.host = std::string(host), .port = default_port};
   if (!port.empty()) {
     auto p = parse_int(port);
     if (!p || *p < 1 || *p > 65535) {
@@ -188,6 +189,24 @@ Result<RedisUrl> parse_tcp(std::string_view url, std::string_view rest) {
   return out;
 }
 
+// Parses `host[:port][,host[:port]...]` into out.seeds (at least one, at
+// most 64); host/port become the first's.
+Result<void> parse_node_list(std::string_view url, std::string_view rest, RedisUrl& out,
+                             int default_port) {
+  while (true) {
+    const auto comma = rest.find(',');
+    auto node = parse_host_port(url, rest.substr(0, comma), default_port);
+    if (!node) return std::unexpected(node.error());
+    out.seeds.push_back(std::move(*node));
+    if (out.seeds.size() > 64) return bad_url(url, "more than 64 seed nodes");
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  out.host = out.seeds.front().host;
+  out.port = out.seeds.front().port;
+  return ok();
+}
+
 // `redis-cluster://[user[:password]@]host[:port][,host[:port]...]`: the
 // seed nodes. Redis Cluster has only database 0, so no path is taken.
 Result<RedisUrl> parse_cluster(std::string_view url, std::string_view rest) {
@@ -205,17 +224,42 @@ Result<RedisUrl> parse_cluster(std::string_view url, std::string_view rest) {
   }
   if (rest.empty())
     return bad_url(url, "no seed node (write redis-cluster://host:port[,host:port])");
-  while (true) {
-    const auto comma = rest.find(',');
-    auto node = parse_host_port(url, rest.substr(0, comma));
-    if (!node) return std::unexpected(node.error());
-    out.seeds.push_back(std::move(*node));
-    if (out.seeds.size() > 64) return bad_url(url, "more than 64 seed nodes");
-    if (comma == std::string_view::npos) break;
-    rest = rest.substr(comma + 1);
+  if (auto nodes = parse_node_list(url, rest, out, 6379); !nodes)
+    return std::unexpected(nodes.error());
+  return out;
+}
+
+// `redis-sentinel://[user[:password]@]host[:port][,host[:port]...]/MASTER[/db]`:
+// the Sentinels (port 26379 by default) and the name of the primary they
+// watch. The user and password are the data nodes' (Sentinels are asked
+// without AUTH).
+Result<RedisUrl> parse_sentinel(std::string_view url, std::string_view rest) {
+  RedisUrl out;
+  out.transport = RedisUrl::Transport::kSentinel;
+  if (auto taken = take_userinfo(rest, out); !taken) return std::unexpected(taken.error());
+  if (rest.find('?') != std::string_view::npos) {
+    return bad_url(url, "query parameters are only supported for unix:// URLs");
   }
-  out.host = out.seeds.front().host;
-  out.port = out.seeds.front().port;
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos || slash + 1 == rest.size()) {
+    return bad_url(url, "no primary name (write redis-sentinel://host:port[,host:port]/NAME)");
+  }
+  std::string_view name = rest.substr(slash + 1);
+  if (const auto db_slash = name.find('/'); db_slash != std::string_view::npos) {
+    auto db = parse_db(name.substr(db_slash + 1));
+    if (!db) return std::unexpected(db.error());
+    out.db = *db;
+    name = name.substr(0, db_slash);
+  }
+  auto decoded = percent_decode(name, "primary name");
+  if (!decoded) return std::unexpected(decoded.error());
+  if (decoded->empty()) return bad_url(url, "the primary name is empty");
+  out.master_name = std::move(*decoded);
+  rest = rest.substr(0, slash);
+  if (rest.empty())
+    return bad_url(url, "no Sentinel (write redis-sentinel://host:port[,host:port]/NAME)");
+  if (auto nodes = parse_node_list(url, rest, out, 26379); !nodes)
+    return std::unexpected(nodes.error());
   return out;
 }
 
@@ -225,16 +269,21 @@ Result<RedisUrl> RedisUrl::parse(std::string_view url) {
   constexpr std::string_view kRedis = "redis://";
   constexpr std::string_view kUnix = "unix://";
   constexpr std::string_view kCluster = "redis-cluster://";
+  constexpr std::string_view kSentinel = "redis-sentinel://";
   if (url.starts_with(kRedis)) return parse_tcp(url, url.substr(kRedis.size()));
   if (url.starts_with(kUnix)) return parse_unix(url, url.substr(kUnix.size()));
   if (url.starts_with(kCluster)) return parse_cluster(url, url.substr(kCluster.size()));
+  if (url.starts_with(kSentinel)) return parse_sentinel(url, url.substr(kSentinel.size()));
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) {
-    return bad_url(url, "no scheme (expected redis://, unix:// or redis-cluster://)");
+    return bad_url(url,
+                   "no scheme (expected redis://, unix://, redis-cluster:// or redis-sentinel://)");
   }
-  return bad_url(url,
-                 fmt::format("unknown scheme '{}' (expected redis://, unix:// or redis-cluster://)",
-                             url.substr(0, scheme_end)));
+  return bad_url(
+      url,
+      fmt::format(
+          "unknown scheme '{}' (expected redis://, unix://, redis-cluster:// or redis-sentinel://)",
+          url.substr(0, scheme_end)));
 }
 
 std::string RedisUrl::redacted() const {
@@ -250,13 +299,16 @@ std::string RedisUrl::redacted() const {
   auto shown = [](const std::string& h) {
     return h.find(':') != std::string::npos ? "[" + h + "]" : h;
   };
-  if (transport == Transport::kCluster) {
+  if (transport == Transport::kCluster || transport == Transport::kSentinel) {
     std::string nodes;
     for (const auto& seed : seeds) {
       if (!nodes.empty()) nodes += ',';
       nodes += fmt::format("{}:{}", shown(seed.host), seed.port);
     }
-    return fmt::format("redis-cluster://{}{}", userinfo, nodes);
+    if (transport == Transport::kCluster)
+      return fmt::format("redis-cluster://{}{}", userinfo, nodes);
+    return fmt::format("redis-sentinel://{}{}/{}{}", userinfo, nodes, master_name,
+                       db == 0 ? std::string() : fmt::format("/{}", db));
   }
   return fmt::format("redis://{}{}:{}/{}", userinfo, shown(host), port, db);
 }

@@ -150,6 +150,30 @@ TEST(RedisUrl, ClusterMistakesAreNamed) {
   expect_error(many, "more than 64");
 }
 
+TEST(RedisUrl, SentinelFormsNameTheSentinelsAndThePrimary) {
+  RedisUrl u = parse_ok("redis-sentinel://10.0.0.1,10.0.0.2:26380/mymaster");
+  EXPECT_EQ(u.transport, Transport::kSentinel);
+  ASSERT_EQ(u.seeds.size(), 2u);
+  EXPECT_EQ(u.seeds[0].port, 26379);  // Sentinel's port unless given
+  EXPECT_EQ(u.seeds[1].port, 26380);
+  EXPECT_EQ(u.master_name, "mymaster");
+  EXPECT_EQ(u.db, 0);
+  u = parse_ok("redis-sentinel://:s3cret@h:1/shop%2Dprimary/3");
+  EXPECT_EQ(u.password, "s3cret");
+  EXPECT_EQ(u.master_name, "shop-primary");
+  EXPECT_EQ(u.db, 3);
+  EXPECT_EQ(u.redacted(), "redis-sentinel://:***@h:1/shop-primary/3");
+}
+
+TEST(RedisUrl, SentinelMistakesAreNamed) {
+  expect_error("redis-sentinel://h:1", "no primary name");
+  expect_error("redis-sentinel://h:1/", "no primary name");
+  expect_error("redis-sentinel:///mymaster", "no Sentinel");
+  expect_error("redis-sentinel://h:1/m/x", "db");
+  expect_error("redis-sentinel://h:1,/m", "host is empty");
+  expect_error("redis-sentinel://h:1/m?db=2", "query parameters");
+}
+
 TEST(RedisOptions, ValidateNamesTheBadField) {
   EXPECT_TRUE(RedisOptions{}.validate());
   auto check = [](RedisOptions o, std::string_view words) {

@@ -1,9 +1,19 @@
-// Internal: sends each command to the Redis Cluster node that owns its slot.
+// Internal: sends each command to the node that must run it — in a Redis
+// Cluster, the primary that owns its slot; behind Sentinels, the primary
+// they name.
 //
-// Written on top of hiredis because Debian has no C or C++ Redis Cluster
-// client (hiredis 0.14 has none; hiredis-cluster is not packaged).
+// Written on top of hiredis because Debian has no C or C++ Redis Cluster or
+// Sentinel client (hiredis 0.14 has neither; hiredis-cluster is not
+// packaged).
 //
-// What it does:
+// Behind Sentinels (a kSentinel URL) every slot points at the one primary:
+// `SENTINEL get-master-addr-by-name` is asked of the Sentinels in turn
+// (without AUTH) when the first command needs it, after a connection
+// failure or a READONLY error (a demoted primary), and at least every
+// kSentinelRecheck while commands flow (a demoted primary still answers
+// reads, so an error alone would not reveal a graceful failover).
+//
+// In a Cluster:
 //   * the slot map: `CLUSTER SLOTS` asked from a known node (or a seed),
 //     when the first command needs it, and again after a redirect, a
 //     CLUSTERDOWN or a connection failure — one refresh at a time, at most
@@ -43,16 +53,18 @@
 
 namespace herdguard::internal {
 
-class ClusterRouter {
+class NodeRouter {
  public:
   static constexpr int kMaxRedirects = 5;
   static constexpr std::chrono::milliseconds kMinRefreshInterval{100};
+  static constexpr std::chrono::milliseconds kSentinelRecheck{1000};
 
-  // `cluster` is a kCluster URL (its seeds, user and password). `options`
-  // and `counters` must outlive the router. Does not connect.
-  ClusterRouter(RedisUrl cluster, const RedisOptions& options, PoolCounters& counters);
-  ClusterRouter(const ClusterRouter&) = delete;
-  ClusterRouter& operator=(const ClusterRouter&) = delete;
+  // `url` is a kCluster URL (its seeds, user and password) or a kSentinel
+  // one (the Sentinels, the primary's name, its user, password and db).
+  // `options` and `counters` must outlive the router. Does not connect.
+  NodeRouter(RedisUrl url, const RedisOptions& options, PoolCounters& counters);
+  NodeRouter(const NodeRouter&) = delete;
+  NodeRouter& operator=(const NodeRouter&) = delete;
 
   // Runs `argv` on the primary owning `slot` (any primary when nullopt),
   // following redirects; the retry rules are RedisClient::command's. The
@@ -77,8 +89,14 @@ class ClusterRouter {
   Result<void> refresh_now(std::optional<Deadline> deadline);
   void end_refresh();
   Result<void> apply_slots(const RedisReply& slots, const NodePool& asked);
+  Result<void> ask_sentinels(Deadline bound);
+  void point_every_slot_at(NodePool* primary);
 
   const RedisUrl cluster_;
+  const bool sentinel_;
+  // kSentinel: one pool per Sentinel, without AUTH (the URL's password is
+  // the data nodes').
+  std::vector<std::unique_ptr<NodePool>> sentinels_;
   const RedisOptions& options_;
   PoolCounters& counters_;
 
@@ -103,6 +121,9 @@ class ClusterRouter {
   std::condition_variable refreshed_;
   bool refreshing_ = false;
   std::chrono::steady_clock::time_point last_refresh_{};
+  // kSentinel: when the primary was last asked for (steady ns), read by
+  // every command without the mutex.
+  std::atomic<std::int64_t> last_refresh_ns_{0};
 
   std::atomic<std::uint64_t> redirects_{0}, refreshes_{0};
 };

@@ -1,4 +1,4 @@
-#include "redis/cluster_router.h"
+#include "redis/node_router.h"
 
 #include <fmt/format.h>
 
@@ -57,12 +57,22 @@ std::optional<Redirect> parse_redirect(std::string_view text) {
 
 }  // namespace
 
-ClusterRouter::ClusterRouter(RedisUrl cluster, const RedisOptions& options, PoolCounters& counters)
-    : cluster_(std::move(cluster)), options_(options), counters_(counters) {
+NodeRouter::NodeRouter(RedisUrl url, const RedisOptions& options, PoolCounters& counters)
+    : cluster_(std::move(url)),
+      sentinel_(cluster_.transport == RedisUrl::Transport::kSentinel),
+      options_(options),
+      counters_(counters) {
   for (auto& owner : owners_) owner.store(nullptr, kRelaxed);
+  if (sentinel_) {
+    for (const auto& s : cluster_.seeds) {
+      sentinels_.push_back(std::make_unique<NodePool>(
+          RedisUrl{.transport = RedisUrl::Transport::kTcp, .host = s.host, .port = s.port},
+          options_, counters_));
+    }
+  }
 }
 
-NodePool* ClusterRouter::pool_for(const std::string& host, int port) {
+NodePool* NodeRouter::pool_for(const std::string& host, int port) {
   const std::string name = fmt::format("{}:{}", host, port);
   std::lock_guard lock(pools_mutex_);
   auto& pool = pools_[name];
@@ -71,13 +81,14 @@ NodePool* ClusterRouter::pool_for(const std::string& host, int port) {
                   .host = host,
                   .port = port,
                   .user = cluster_.user,
-                  .password = cluster_.password};
+                  .password = cluster_.password,
+                  .db = cluster_.db};
     pool = std::make_unique<NodePool>(std::move(node), options_, counters_);
   }
   return pool.get();
 }
 
-NodePool* ClusterRouter::owner(std::optional<std::uint16_t> slot) {
+NodePool* NodeRouter::owner(std::optional<std::uint16_t> slot) {
   if (slot) return owners_[*slot].load(std::memory_order_acquire);
   // Any primary: walk the slots from a rotating start (coprime stride) so
   // keyless commands (PUBLISH, PING) spread over the primaries.
@@ -91,7 +102,7 @@ NodePool* ClusterRouter::owner(std::optional<std::uint16_t> slot) {
   return nullptr;
 }
 
-Result<void> ClusterRouter::ensure_map(std::optional<Deadline> deadline) {
+Result<void> NodeRouter::ensure_map(std::optional<Deadline> deadline) {
   if (loaded_.load(std::memory_order_acquire)) return ok();
   // Waiting for another thread's first load is bounded like a refresh.
   auto until =
@@ -116,7 +127,7 @@ Result<void> ClusterRouter::ensure_map(std::optional<Deadline> deadline) {
   return refreshed;
 }
 
-void ClusterRouter::refresh_soon(std::optional<Deadline> deadline) {
+void NodeRouter::refresh_soon(std::optional<Deadline> deadline) {
   {
     std::lock_guard lock(refresh_mutex_);
     const auto now = std::chrono::steady_clock::now();
@@ -128,7 +139,7 @@ void ClusterRouter::refresh_soon(std::optional<Deadline> deadline) {
   end_refresh();
 }
 
-void ClusterRouter::end_refresh() {
+void NodeRouter::end_refresh() {
   {
     std::lock_guard lock(refresh_mutex_);
     refreshing_ = false;
@@ -136,11 +147,13 @@ void ClusterRouter::end_refresh() {
   refreshed_.notify_all();
 }
 
-Result<void> ClusterRouter::refresh_now(std::optional<Deadline> deadline) {
+Result<void> NodeRouter::refresh_now(std::optional<Deadline> deadline) {
   refreshes_.fetch_add(1, kRelaxed);
+  last_refresh_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), kRelaxed);
   // Bounded whatever the caller's deadline: one command_timeout in all.
   Deadline bound = Deadline::after(options_.command_timeout + options_.connect_timeout);
   if (deadline) bound = Deadline::earliest(bound, *deadline);
+  if (sentinel_) return ask_sentinels(bound);
   // The nodes known, from a random one (so processes do not all ask the
   // same node), then the seeds.
   std::vector<NodePool*> candidates;
@@ -179,7 +192,49 @@ Result<void> ClusterRouter::refresh_now(std::optional<Deadline> deadline) {
                                                      cluster_.redacted(), last_error));
 }
 
-Result<void> ClusterRouter::apply_slots(const RedisReply& slots, const NodePool& asked) {
+Result<void> NodeRouter::ask_sentinels(Deadline bound) {
+  std::string last_error = "no Sentinel to ask";
+  for (const auto& sentinel : sentinels_) {
+    if (bound.expired()) break;
+    const std::string_view argv[] = {"SENTINEL", "get-master-addr-by-name", cluster_.master_name};
+    RunOutcome outcome;
+    auto reply = sentinel->run(argv, bound, outcome);
+    if (!reply) {
+      last_error = reply.error().message;
+      continue;
+    }
+    if (reply->is_nil()) {
+      last_error = fmt::format("{} does not know a primary named '{}'", sentinel->where(),
+                               cluster_.master_name);
+      continue;
+    }
+    int port = 0;
+    const bool well_formed =
+        reply->type == RedisReply::Type::kArray && reply->elements.size() == 2 &&
+        reply->elements[0].type == RedisReply::Type::kString && !reply->elements[0].str.empty() &&
+        reply->elements[1].type == RedisReply::Type::kString &&
+        std::from_chars(reply->elements[1].str.data(),
+                        reply->elements[1].str.data() + reply->elements[1].str.size(), port)
+                .ec == std::errc() &&
+        port >= 1 && port <= 65535;
+    if (!well_formed) {
+      last_error =
+          fmt::format("{}: SENTINEL get-master-addr-by-name: not [host, port]", sentinel->where());
+      continue;
+    }
+    point_every_slot_at(pool_for(reply->elements[0].str, port));
+    return ok();
+  }
+  return make_error(ErrorKind::kBackend, fmt::format("redis {}: no Sentinel named the primary: {}",
+                                                     cluster_.redacted(), last_error));
+}
+
+void NodeRouter::point_every_slot_at(NodePool* primary) {
+  for (auto& owner : owners_) owner.store(primary, std::memory_order_release);
+  loaded_.store(true, std::memory_order_release);
+}
+
+Result<void> NodeRouter::apply_slots(const RedisReply& slots, const NodePool& asked) {
   auto bad = [&](std::string_view what) {
     return make_error(ErrorKind::kBackend,
                       fmt::format("{}: CLUSTER SLOTS: {}", asked.where(), what));
@@ -227,10 +282,17 @@ Result<void> ClusterRouter::apply_slots(const RedisReply& slots, const NodePool&
   return ok();
 }
 
-Result<RedisReply> ClusterRouter::run(std::span<const std::string_view> argv,
-                                      std::optional<std::uint16_t> slot,
-                                      std::optional<Deadline> deadline) {
+Result<RedisReply> NodeRouter::run(std::span<const std::string_view> argv,
+                                   std::optional<std::uint16_t> slot,
+                                   std::optional<Deadline> deadline) {
   if (auto ready = ensure_map(deadline); !ready) return std::unexpected(ready.error());
+  if (sentinel_) {
+    // A graceful failover leaves the old primary answering reads: look again
+    // now and then even while nothing fails.
+    const auto since = std::chrono::steady_clock::now().time_since_epoch().count() -
+                       last_refresh_ns_.load(kRelaxed);
+    if (since > std::chrono::nanoseconds(kSentinelRecheck).count()) refresh_soon(deadline);
+  }
   NodePool* pool = owner(slot);
   if (pool == nullptr) {
     refresh_soon(deadline);
@@ -256,7 +318,9 @@ Result<RedisReply> ClusterRouter::run(std::span<const std::string_view> argv,
       refresh_soon(deadline);
       return reply;
     }
-    if (outcome.error_reply.starts_with("CLUSTERDOWN")) {
+    if (outcome.error_reply.starts_with("CLUSTERDOWN") ||
+        outcome.error_reply.starts_with("READONLY")) {
+      // The cluster lost a node, or this "primary" was demoted (a failover).
       refresh_soon(deadline);
       return reply;
     }
