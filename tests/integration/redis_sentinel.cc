@@ -1,7 +1,6 @@
 #include "redis_sentinel.h"
 
 #include <hiredis/hiredis.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -652,14 +651,26 @@ std::string RedisSentinelGroup::diagnostics() const {
     out += "--- Sentinel " + endpoint(s.port) + state(s);
     if (s.pid > 0 && !s.paused) {
       Link link(s.port, "");
-      Answer master = link.run({"SENTINEL", "MASTER", options_.master_name});
+      const std::string& name = options_.master_name;
+      Answer master = link.run({"SENTINEL", "MASTER", name});
       if (master.ok()) {
         Fields f = fields_of(master.reply.get());
-        out += ", sees the primary " + f["ip"] + ":" + f["port"] + " flags=" + f["flags"] +
-               " replicas=" + f["num-slaves"] + " other-sentinels=" + f["num-other-sentinels"] +
-               " failover-state=" + f["failover-state"] + "\n";
+        out += ", sees the primary " + f["ip"] + ":" + f["port"] + " as " + f["flags"];
+        if (!f["failover-state"].empty()) out += " (failover: " + f["failover-state"] + ")";
+        out += "\n";
       } else {
         out += ": " + master.error + "\n";
+      }
+      for (const auto& [what, command] :
+           {std::pair{"replicas", "REPLICAS"}, std::pair{"other Sentinels", "SENTINELS"}}) {
+        Answer known = link.run({"SENTINEL", command, name});
+        out += std::string("its ") + what + ":";
+        for (auto& f : field_list(known.reply.get())) {
+          out += " " + f["port"] + " (" + f["flags"];
+          if (!f["master-link-status"].empty()) out += ", link " + f["master-link-status"];
+          out += ")";
+        }
+        out += "\n";
       }
     } else {
       out += "\n";

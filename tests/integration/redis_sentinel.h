@@ -4,25 +4,27 @@
 // fresh temporary folder on free loopback TCP ports on 127.0.0.1, awaited
 // until the replicas are in sync and every Sentinel knows the primary, the
 // replicas and the other Sentinels. Every process is stopped and the folder
-// removed when the object is destroyed — also when the test fails, and also
-// when the test process dies (each gets SIGKILL through PR_SET_PDEATHSIG), so
-// nothing outlives its test. Faults: a data node or a Sentinel killed or
-// paused, the primary failed over by the Sentinels (after a kill or a pause)
-// or on request (SENTINEL FAILOVER).
+// removed when the object is destroyed, also when the test fails. When the
+// test process dies, every process gets SIGKILL (PR_SET_PDEATHSIG), so none
+// outlives its test; only the folder is left then. Faults: a data node or a
+// Sentinel killed or paused, the primary failed over by the Sentinels (after
+// a kill or a pause) or on request (SENTINEL FAILOVER).
 //
 // Not thread-safe: one test thread drives it. The Sentinels agree by gossip;
 // the accessors that ask them (primary_port(), primary_url()) report what one
-// answering Sentinel says, and the calls that change it (start(),
-// wait_for_failover(), failover()) return only once every answering Sentinel
-// agrees.
+// answering Sentinel says, and the calls that wait (start(),
+// wait_for_failover(), failover(), wait_until_replica()) return only once
+// every answering Sentinel agrees.
 //
 // Example:
-//   auto group = herdguard::testing::RedisSentinelGroup::start({.replicas = 1});
+//   auto group = herdguard::testing::RedisSentinelGroup::start({.replicas = 2});
+//   // A client that finds the primary through the Sentinels:
 //   auto client = herdguard::RedisClient::create({.url = group->url()});
 //   const int old_primary = group->primary_port();
 //   group->kill(old_primary);
 //   group->wait_for_failover(old_primary, std::chrono::seconds(30));
 //   auto direct = herdguard::RedisClient::create({.url = group->primary_url()});
+//   group->failover();  // a graceful switch to the last replica
 #pragma once
 
 #include <sys/types.h>
@@ -56,11 +58,11 @@ class RedisSentinelGroup {
   // the primary is up, then starts the Sentinels and waits until every one
   // names the primary, sees it up, and knows every replica (in sync with the
   // primary) and the other Sentinels. Waits at most 30 s, polling every
-  // 50 ms; takes about 2 s (a Sentinel announces itself to the others every
-  // 2 s). Throws std::runtime_error, with every process's view and log, when
-  // a process cannot be started or the group does not form in time; the
-  // processes already started are stopped then. Throws std::invalid_argument
-  // when `options` breaks a REQUIRES.
+  // 50 ms; takes about 2.2 s (a Sentinel announces itself to the others
+  // every 2 s; 0.2 s with one Sentinel). Throws std::runtime_error, with
+  // every process's view and log, when a process cannot be started or the
+  // group does not form in time; the processes already started are stopped
+  // then. Throws std::invalid_argument when `options` breaks a REQUIRES.
   static std::unique_ptr<RedisSentinelGroup> start(Options options);
   static std::unique_ptr<RedisSentinelGroup> start() { return start(Options{}); }
   ~RedisSentinelGroup();
@@ -93,33 +95,38 @@ class RedisSentinelGroup {
   // that keeps its connections and stops answering, as a hung one does.
   // Paused processes are skipped by the calls that ask the group. A Sentinel
   // paused for more than 2 s enters TILT mode for 30 s once resumed: it
-  // neither votes nor fails over meanwhile. A primary paused past the
-  // Sentinels' down-after (1000 ms) is failed over; once resumed it still
-  // claims to be a primary until a Sentinel turns it into a replica (about
-  // 10 s later). Same REQUIRES as pid().
+  // neither judges the primary down nor fails it over meanwhile. A primary
+  // paused past the Sentinels' down-after (1000 ms) is failed over; once
+  // resumed it still claims to be a primary, and accepts writes, until a
+  // Sentinel turns it into a replica about 10 s later (wait_until_replica()).
+  // Same REQUIRES as pid().
   void pause(int port);
   void resume(int port);
 
   // Waits until every answering Sentinel names the same primary, not
-  // `old_primary_port`; that primary answers ROLE as a master; and every
-  // other answering data node except `old_primary_port` is a replica of it
-  // with its link up. With down-after-milliseconds 1000 this takes about
-  // 2.5 s after a kill. Throws std::runtime_error (with every process's view
-  // and log) after `within`. The old primary, if it still runs, is not
-  // waited for: see wait_until_replica().
+  // `old_primary_port`; that primary answers ROLE as a master; every other
+  // answering data node except `old_primary_port` is a replica of it with its
+  // link up; and every answering Sentinel has finished the failover (sees
+  // the new primary up, its replicas in sync, the other Sentinels up), so
+  // the next fault can follow at once. With down-after-milliseconds 1000
+  // this takes about 3 s after a kill (4 s with two replicas); allow 30 s:
+  // a split vote is retried only after 10 s. Throws std::runtime_error (with
+  // every process's view and log) after `within`. The old primary, if it
+  // still runs, is not waited for: see wait_until_replica().
   // REQUIRES: `old_primary_port` was the primary and was killed or paused, or
   // failed over on request; it had a replica the Sentinels could promote.
   void wait_for_failover(int old_primary_port, std::chrono::milliseconds within);
 
   // A switch with nothing killed: SENTINEL FAILOVER on the first answering
   // Sentinel (forced: no votes asked), then wait_for_failover() of the
-  // current primary; takes about 1.2 s. The old primary keeps answering as a
-  // primary, and accepting writes that will be lost, until a Sentinel turns
-  // it into a replica of the new one about 10 s later (Sentinel waits 8 s
-  // for a contradicting config first); wait_until_replica(old) waits for
-  // that. Throws std::runtime_error when the Sentinel refuses (NOGOODSLAVE:
-  // no replica to promote; INPROG: a failover is already running) or the
-  // switch does not finish within `within`.
+  // current primary; takes about 1.2 s (2.4 s with two replicas). The old
+  // primary keeps answering as a primary, and accepting writes that will be
+  // lost, until a Sentinel turns it into a replica of the new one about 10 s
+  // later (Sentinel first waits 8 s for a newer config);
+  // wait_until_replica(old) waits for that. Throws std::runtime_error when
+  // the Sentinel refuses (NOGOODSLAVE: no replica to promote; INPROG: a
+  // failover is already running) or the switch does not finish within
+  // `within`.
   void failover(std::chrono::milliseconds within = std::chrono::seconds(30));
 
   // Waits until the data node on `port` is a replica of the primary the

@@ -1,0 +1,134 @@
+// RedisClient and the Protector behind Redis Sentinel (redis_sentinel.h):
+// commands reach the primary the Sentinels name, a failover after a kill
+// and a graceful one are followed, and a herd across several protectors
+// makes one database load.
+#include "redis_sentinel.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <latch>
+#include <thread>
+#include <vector>
+
+#include "herdguard/herdguard.h"
+
+namespace herdguard {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::RedisSentinelGroup;
+
+std::shared_ptr<RedisClient> connect(const std::string& url) {
+  auto client = RedisClient::create({.url = url, .command_timeout = 1s});
+  if (!client) throw std::runtime_error(client.error().to_string());
+  return std::shared_ptr<RedisClient>(std::move(*client));
+}
+
+std::string value_on(const std::string& node_url, const std::string& key) {
+  auto reply = connect(node_url)->command({"GET", key});
+  return reply && !reply->is_nil() ? reply->str : std::string("<none>");
+}
+
+TEST(Sentinel, CommandsReachThePrimaryTheSentinelsName) {
+  auto group = RedisSentinelGroup::start();
+  auto client = connect(group->url());
+  ASSERT_TRUE(client->command({"SET", "k", "v"}));
+  EXPECT_EQ(value_on(group->primary_url(), "k"), "v");
+  auto pong = client->command({"PING"});
+  ASSERT_TRUE(pong) << pong.error().to_string();
+  EXPECT_EQ(client->stats().errors, 0u);
+  EXPECT_GE(client->stats().slot_map_refreshes, 1u);  // the Sentinels were asked
+
+  auto unknown = connect(
+      fmt::format("redis-sentinel://127.0.0.1:{}/no-such-primary", group->sentinel_ports()[0]));
+  auto refused = unknown->command({"GET", "k"});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().kind, ErrorKind::kBackend);
+  EXPECT_NE(refused.error().message.find("no-such-primary"), std::string::npos)
+      << refused.error().message;
+}
+
+TEST(Sentinel, AKilledPrimaryIsReplacedByThePromotedReplica) {
+  auto group = RedisSentinelGroup::start();
+  auto client = connect(group->url());
+  ASSERT_TRUE(client->command({"SET", "k", "v1"}));
+  const int old_primary = group->primary_port();
+  group->kill(old_primary);
+  group->wait_for_failover(old_primary, 30s);
+  // The first command may still go to the dead primary; its failure makes
+  // the client ask the Sentinels again.
+  auto first = client->command({"SET", "k", "v2"});
+  if (!first) {
+    EXPECT_EQ(first.error().kind, ErrorKind::kBackend) << first.error().to_string();
+    ASSERT_TRUE(client->command({"SET", "k", "v2"}));
+  }
+  EXPECT_NE(group->primary_port(), old_primary);
+  EXPECT_EQ(value_on(group->primary_url(), "k"), "v2");
+}
+
+TEST(Sentinel, AGracefulFailoverIsFollowedWithinTheRecheck) {
+  auto group = RedisSentinelGroup::start();
+  auto client = connect(group->url());
+  ASSERT_TRUE(client->command({"SET", "k", "before"}));
+  const int old_primary = group->primary_port();
+  // The old primary keeps answering (even writes) for about 10 s after the
+  // switch: no error tells the client. The switch takes over a second, more
+  // than the client's recheck interval, so its next command asks the
+  // Sentinels again and goes to the new primary.
+  group->failover();
+  ASSERT_NE(group->primary_port(), old_primary);
+  auto set = client->command({"SET", "k", "after"});
+  ASSERT_TRUE(set) << set.error().to_string();
+  EXPECT_EQ(value_on(group->primary_url(), "k"), "after");
+}
+
+struct CountingDatabase {
+  std::atomic<int> loads{0};
+  std::shared_ptr<Repository> repository() {
+    return std::make_shared<CallbackRepository>(
+        [this](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
+          loads.fetch_add(1);
+          std::this_thread::sleep_for(50ms);
+          return std::optional<std::string>("value-of-" + std::string(key));
+        });
+  }
+};
+
+TEST(Sentinel, AHerdAcrossFourProtectorsMakesOneDatabaseLoad) {
+  auto group = RedisSentinelGroup::start();
+  CountingDatabase db;
+  std::vector<RedisFleet> fleets;
+  std::vector<std::unique_ptr<Protector>> protectors;
+  for (int i = 0; i < 4; ++i) {
+    auto fleet = RedisFleet::connect(
+        {.redis = {.url = group->url(), .command_timeout = 1s}, .prefix = "herd:", .lease = 2s});
+    ASSERT_TRUE(fleet) << fleet.error().to_string();
+    ASSERT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
+    ProtectorOptions options{.ttl = 60s};
+    fleet->apply_to(options);
+    auto protector = Protector::create(std::move(options), db.repository());
+    ASSERT_TRUE(protector) << protector.error().to_string();
+    protectors.push_back(std::move(*protector));
+    fleets.push_back(std::move(*fleet));
+  }
+  std::atomic<int> correct{0};
+  std::latch start(static_cast<std::ptrdiff_t>(protectors.size() * 50));
+  std::vector<std::thread> threads;
+  for (auto& protector : protectors) {
+    for (int i = 0; i < 50; ++i) {
+      threads.emplace_back([&, p = protector.get()] {
+        start.arrive_and_wait();
+        auto r = p->get("hot", Deadline::after(10s));
+        if (r && *r == "value-of-hot") correct.fetch_add(1);
+      });
+    }
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(correct.load(), 200);
+  EXPECT_EQ(db.loads.load(), 1);
+}
+
+}  // namespace
+}  // namespace herdguard
