@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <latch>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -303,6 +304,67 @@ TEST_F(ClusterClient, AHerdAcrossFourProtectorsMakesOneDatabaseLoadPerKey) {
   auto refused = protectors[0]->get("}starts-with-a-brace");
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().kind, ErrorKind::kInvalidArgument);
+}
+
+// Slots move between primaries while four protectors read: every read is
+// answered, and each key is still loaded once for the whole fleet (its
+// value is found in L2 through MOVED and ASK, wherever it is).
+TEST(ClusterMigration, AReshardingDuringReadsCostsNoErrorsAndNoExtraLoads) {
+  auto cluster = RedisCluster::start();
+  CountingDatabase db;
+  std::vector<RedisFleet> fleets;
+  std::vector<std::unique_ptr<Protector>> protectors;
+  for (int i = 0; i < 4; ++i) {
+    auto fleet = RedisFleet::connect({.redis = {.url = cluster->url(), .command_timeout = 1s},
+                                      .prefix = "reshard:",
+                                      .lease = 2s});
+    ASSERT_TRUE(fleet) << fleet.error().to_string();
+    ProtectorOptions options{.ttl = 60s};
+    options.l1_enabled = false;  // every read goes to Redis, through the migration
+    fleet->apply_to(options);
+    auto protector = Protector::create(std::move(options), db.repository());
+    ASSERT_TRUE(protector) << protector.error().to_string();
+    protectors.push_back(std::move(*protector));
+    fleets.push_back(std::move(*fleet));
+  }
+  // 40 keys, all owned by the first primary; their slots move to the second.
+  const auto primaries = cluster->primary_ports();
+  std::vector<std::string> keys;
+  std::set<int> slots;
+  for (int i = 0; keys.size() < 40; ++i) {
+    std::string key = fmt::format("moving:{}", i);
+    const int slot = cluster_slot(fleets[0].l2->redis_key(key));
+    if (cluster->port_for_slot(slot) != primaries[0]) continue;
+    keys.push_back(key);
+    slots.insert(slot);
+  }
+  for (const auto& key : keys) ASSERT_TRUE(protectors[0]->get(key)) << key;
+  ASSERT_EQ(db.loads.load(), 40);
+
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0}, failed{0};
+  std::vector<std::thread> readers;
+  for (auto& protector : protectors) {
+    readers.emplace_back([&, p = protector.get()] {
+      for (std::size_t n = 0; !done.load(); ++n) {
+        const auto& key = keys[n % keys.size()];
+        auto r = p->get(key, Deadline::after(5s));
+        (r && *r == "value-of-" + key ? answered : failed).fetch_add(1);
+      }
+    });
+  }
+  for (int slot : slots) cluster->migrate_slot(slot, primaries[1]);
+  done.store(true);
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(answered.load(), 0);
+  EXPECT_EQ(db.loads.load(), 40);  // nothing was loaded again
+  std::uint64_t redirects = 0;
+  for (const auto& fleet : fleets) redirects += fleet.client->stats().redirects;
+  EXPECT_GT(redirects, 0u);
+  for (const auto& key : keys) {
+    EXPECT_EQ(cluster->port_for_slot(cluster_slot(fleets[0].l2->redis_key(key))), primaries[1]);
+  }
 }
 
 }  // namespace
