@@ -51,6 +51,18 @@ struct RedisCacheOptions {
   // they share a prefix; other programs must not write under it.
   // REQUIRES: no '{' or '}' (they would change the Cluster hash tag), <= 256 bytes.
   std::string prefix = "herdguard:";
+  // With replicas (Sentinel, Cluster), Redis acknowledges a write before
+  // any replica has it, and a failover then can undo a set, an invalidate
+  // or a tag invalidation that returned success (docs/consistency.md).
+  // When > 0, each of those is followed by `WAIT wait_replicas
+  // wait_timeout` on the same connection, and fails with kTimeout when
+  // fewer replicas acknowledged in time (the change stands on the primary,
+  // but is not known to survive a failover; counted in replica_shortfalls).
+  // It adds a replication round trip to those calls, which then are not
+  // bounded by a caller's deadline (up to command_timeout + wait_timeout).
+  // REQUIRES: >= 0; wait_timeout in (0, 1 h].
+  int wait_replicas = 0;
+  Duration wait_timeout = std::chrono::milliseconds(100);
 };
 
 // A load's version snapshot: the key's version before the load read the
@@ -85,12 +97,13 @@ struct TagChanges {
 };
 
 struct RedisCacheStats {
-  std::uint64_t hits = 0;        // gets that returned an entry
-  std::uint64_t misses = 0;      // gets that found nothing (or an expired / corrupt entry)
-  std::uint64_t corrupt = 0;     // gets that found bytes that do not decode
-  std::uint64_t errors = 0;      // Redis errors (any operation)
-  std::uint64_t superseded = 0;  // write_loaded refused: the version moved
-  std::uint64_t too_late = 0;    // write_loaded refused: past the write deadline
+  std::uint64_t hits = 0;                // gets that returned an entry
+  std::uint64_t misses = 0;              // gets that found nothing (or an expired / corrupt entry)
+  std::uint64_t corrupt = 0;             // gets that found bytes that do not decode
+  std::uint64_t errors = 0;              // Redis errors (any operation)
+  std::uint64_t superseded = 0;          // write_loaded refused: the version moved
+  std::uint64_t too_late = 0;            // write_loaded refused: past the write deadline
+  std::uint64_t replica_shortfalls = 0;  // changes fewer than wait_replicas acknowledged in time
 };
 
 class RedisCache final : public Cache {
@@ -180,12 +193,17 @@ class RedisCache final : public Cache {
   RedisCache(RedisCacheOptions options, std::shared_ptr<RedisClient> client,
              std::shared_ptr<Clock> clock);
   Result<std::optional<Envelope>> decode_reply(Result<RedisReply> reply);
+  // A change (set, invalidate, tag invalidation): the script, then WAIT
+  // when options_.wait_replicas > 0. `deadline` bounds it without WAIT.
+  Result<RedisReply> change(const RedisScript& script, std::span<const std::string_view> keys,
+                            std::span<const std::string_view> args,
+                            std::optional<Deadline> deadline, std::string_view what);
 
   const RedisCacheOptions options_;
   const std::shared_ptr<RedisClient> client_;
   const std::shared_ptr<Clock> clock_;
   std::atomic<std::uint64_t> hits_{0}, misses_{0}, corrupt_{0}, errors_{0}, superseded_{0},
-      too_late_{0};
+      too_late_{0}, replica_shortfalls_{0};
 };
 
 }  // namespace herdguard

@@ -131,6 +131,13 @@ struct RedisReply {
   bool is_nil() const noexcept { return type == Type::kNil; }
 };
 
+// A script's reply, and how many replicas had acknowledged its writes when
+// WAIT returned (RedisClient::eval_replicated).
+struct RedisReplicatedReply {
+  RedisReply reply;
+  long long replicas = 0;
+};
+
 // A Lua script. Its SHA1 is learned from the server (SCRIPT LOAD) on first
 // use and remembered, so later calls are one EVALSHA round trip. No SHA1 is
 // computed here: that would need a crypto library for one digest.
@@ -216,6 +223,19 @@ class RedisClient {
     return eval(script, std::span<const std::string_view>(keys.begin(), keys.size()),
                 std::span<const std::string_view>(args.begin(), args.size()), deadline);
   }
+
+  // eval(), then `WAIT replicas timeout` on the same connection (WAIT
+  // counts the replicas that acknowledged that connection's writes): for
+  // a write that should survive a failover to an asynchronous replica.
+  // Returns the script's reply and the replicas that acknowledged it, which
+  // may be fewer than asked when `timeout` passed first (the write stands
+  // on the primary either way). Errors: as eval(); kInvalidArgument for
+  // replicas < 1 or a timeout outside (0, 1 h]. Not bounded by a caller's
+  // deadline: it may take command_timeout plus `timeout`.
+  Result<RedisReplicatedReply> eval_replicated(const RedisScript& script,
+                                               std::span<const std::string_view> keys,
+                                               std::span<const std::string_view> args, int replicas,
+                                               Duration timeout);
 
   // The parsed URL (for components that open their own dedicated
   // connection, like the pub/sub subscriber) and the options.

@@ -38,6 +38,10 @@ struct RedisFleetOptions {
   Duration lease = std::chrono::seconds(5);
   // Waiters are woken by pub/sub; false makes them poll (for comparison).
   bool notifications = true;
+  // RedisCacheOptions::wait_replicas / wait_timeout: set, invalidate and
+  // tag invalidations wait for this many replicas (0: they do not).
+  int wait_replicas = 0;
+  Duration wait_timeout = std::chrono::milliseconds(100);
 };
 
 struct RedisFleet {

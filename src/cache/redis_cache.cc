@@ -169,6 +169,11 @@ Result<std::unique_ptr<RedisCache>> RedisCache::create(RedisCacheOptions options
   if (!clock) return make_error(ErrorKind::kInvalidArgument, "redis cache: clock is null");
   if (auto valid = internal::validate_prefix(options.prefix, "redis cache"); !valid)
     return std::unexpected(valid.error());
+  if (options.wait_replicas < 0 || options.wait_timeout <= Duration::zero() ||
+      options.wait_timeout > std::chrono::hours(1)) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      "redis cache: wait_replicas must be >= 0 and wait_timeout in (0, 1 h]");
+  }
   return std::unique_ptr<RedisCache>(
       new RedisCache(std::move(options), std::move(client), std::move(clock)));
 }
@@ -176,6 +181,30 @@ Result<std::unique_ptr<RedisCache>> RedisCache::create(RedisCacheOptions options
 RedisCache::RedisCache(RedisCacheOptions options, std::shared_ptr<RedisClient> client,
                        std::shared_ptr<Clock> clock)
     : options_(std::move(options)), client_(std::move(client)), clock_(std::move(clock)) {}
+
+Result<RedisReply> RedisCache::change(const RedisScript& script,
+                                      std::span<const std::string_view> keys,
+                                      std::span<const std::string_view> args,
+                                      std::optional<Deadline> deadline, std::string_view what) {
+  if (options_.wait_replicas == 0) {
+    return deadline ? client_->eval(script, keys, args, *deadline)
+                    : client_->eval(script, keys, args);
+  }
+  auto replicated =
+      client_->eval_replicated(script, keys, args, options_.wait_replicas, options_.wait_timeout);
+  if (!replicated) return std::unexpected(replicated.error());
+  if (replicated->replicas < options_.wait_replicas) {
+    replica_shortfalls_.fetch_add(1, kRelaxed);
+    return make_error(
+        ErrorKind::kTimeout,
+        fmt::format(
+            "redis cache: {} acknowledged by {} of {} replicas within {} ms (it stands on "
+            "the primary; a failover now could undo it)",
+            what, replicated->replicas, options_.wait_replicas,
+            std::chrono::duration_cast<std::chrono::milliseconds>(options_.wait_timeout).count()));
+  }
+  return std::move(replicated->reply);
+}
 
 std::string RedisCache::redis_key(std::string_view key) const {
   return internal::value_key(options_.prefix, key);
@@ -197,8 +226,11 @@ std::string RedisCache::tag_versions_key() const { return options_.prefix + "{hg
 Result<std::uint64_t> RedisCache::invalidate_tag(std::string_view tag, Duration keep,
                                                  Deadline deadline) {
   const std::string keep_ms = keep == Duration::max() ? "0" : internal::redis_ms(keep);
-  auto reply = client_->eval(kInvalidateTag, {tag_sequence_key(), tag_versions_key()},
-                             {tag, keep_ms}, deadline);
+  const std::string sequence = tag_sequence_key();
+  const std::string versions = tag_versions_key();
+  const std::string_view keys[] = {sequence, versions};
+  const std::string_view args[] = {tag, keep_ms};
+  auto reply = change(kInvalidateTag, keys, args, deadline, "the tag invalidation");
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -397,7 +429,7 @@ Result<std::uint64_t> RedisCache::set(std::string_view key, CacheEntry entry,
   }
   const auto key_views = views(keys);
   const auto arg_views = views(args);
-  auto reply = client_->eval(kSet, key_views, arg_views);
+  auto reply = change(kSet, key_views, arg_views, std::nullopt, "the set");
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -421,7 +453,7 @@ Result<void> RedisCache::invalidate(std::string_view key, Duration tombstone_for
   }
   const auto key_views = views(keys);
   const auto arg_views = views(args);
-  auto reply = client_->eval(kInvalidate, key_views, arg_views);
+  auto reply = change(kInvalidate, key_views, arg_views, std::nullopt, "the invalidation");
   if (!reply) {
     errors_.fetch_add(1, kRelaxed);
     return std::unexpected(reply.error());
@@ -486,7 +518,8 @@ RedisCacheStats RedisCache::stats() const {
                          .corrupt = corrupt_.load(kRelaxed),
                          .errors = errors_.load(kRelaxed),
                          .superseded = superseded_.load(kRelaxed),
-                         .too_late = too_late_.load(kRelaxed)};
+                         .too_late = too_late_.load(kRelaxed),
+                         .replica_shortfalls = replica_shortfalls_.load(kRelaxed)};
 }
 
 }  // namespace herdguard

@@ -6,7 +6,10 @@ Result<RedisFleet> RedisFleet::connect(RedisFleetOptions options, std::shared_pt
   auto client = RedisClient::create(options.redis);
   if (!client) return std::unexpected(client.error());
   std::shared_ptr<RedisClient> shared_client = std::move(*client);
-  auto l2 = RedisCache::create({.prefix = options.prefix}, shared_client, clock);
+  auto l2 = RedisCache::create({.prefix = options.prefix,
+                                .wait_replicas = options.wait_replicas,
+                                .wait_timeout = options.wait_timeout},
+                               shared_client, clock);
   if (!l2) return std::unexpected(l2.error());
   const std::string channel = options.prefix + "ready";
   auto locks = RedisLockManager::create(

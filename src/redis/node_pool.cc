@@ -141,8 +141,8 @@ void NodePool::give_back(RedisConnection c, bool reusable) {
 }
 
 Result<RedisReply> NodePool::run(std::span<const std::string_view> argv,
-                                 std::optional<Deadline> deadline, RunOutcome& outcome,
-                                 bool asking) {
+                                 std::optional<Deadline> deadline, RunOutcome& outcome, bool asking,
+                                 const FollowUp* follow_up) {
   outcome = RunOutcome{};
   const std::string_view name = argv.empty() ? std::string_view("?") : argv[0];
   auto not_sent = [&] {
@@ -171,6 +171,14 @@ Result<RedisReply> NodePool::run(std::span<const std::string_view> argv,
       outcome.failure = SendFailure::kNotSent;
   }
   if (reply) reply = (**lease).run(argv, timeout, &outcome.failure, &outcome.error_reply);
+  if (reply && follow_up != nullptr) {
+    SendFailure then_failure = SendFailure::kNone;
+    outcome.follow_up = (**lease).run(follow_up->argv, follow_up->timeout, &then_failure);
+    if (then_failure == SendFailure::kNotSent || then_failure == SendFailure::kTimeout ||
+        then_failure == SendFailure::kLost) {
+      lease->discard();
+    }
+  }
   const SendFailure failure = outcome.failure;
   if (failure == SendFailure::kNotSent || failure == SendFailure::kTimeout ||
       failure == SendFailure::kLost) {

@@ -37,6 +37,16 @@ struct RunOutcome {
   SendFailure failure = SendFailure::kNotSent;
   bool reused = false;      // the connection had served an earlier command
   std::string error_reply;  // Redis's error text when failure == kErrorReply
+  // The reply of FollowUp::argv, when one was given and the command succeeded.
+  std::optional<Result<RedisReply>> follow_up{};
+};
+
+// A second command sent on the same connection right after a successful
+// one (WAIT counts the replicas that acknowledged the connection's writes),
+// waiting for its reply up to `timeout`.
+struct FollowUp {
+  std::span<const std::string_view> argv{};
+  Duration timeout{};
 };
 
 class NodePool {
@@ -52,8 +62,11 @@ class NodePool {
   // ASKING is sent first on the same connection (a Cluster ASK redirect).
   // Errors: kBackend (error reply, connection failure, backing off after a
   // failed connect or a timeout), kTimeout. Never retries.
+  // With `follow_up`, that command is sent next on the same connection
+  // after a successful reply; its reply lands in outcome.follow_up.
   Result<RedisReply> run(std::span<const std::string_view> argv, std::optional<Deadline> deadline,
-                         RunOutcome& outcome, bool asking = false);
+                         RunOutcome& outcome, bool asking = false,
+                         const FollowUp* follow_up = nullptr);
 
   // "redis <redacted url>", the prefix of every error message.
   const std::string& where() const noexcept { return where_; }

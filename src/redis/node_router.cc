@@ -284,7 +284,8 @@ Result<void> NodeRouter::apply_slots(const RedisReply& slots, const NodePool& as
 
 Result<RedisReply> NodeRouter::run(std::span<const std::string_view> argv,
                                    std::optional<std::uint16_t> slot,
-                                   std::optional<Deadline> deadline) {
+                                   std::optional<Deadline> deadline, const FollowUp* follow_up,
+                                   std::optional<Result<RedisReply>>* follow_up_reply) {
   if (auto ready = ensure_map(deadline); !ready) return std::unexpected(ready.error());
   if (sentinel_) {
     // A graceful failover leaves the old primary answering reads: look again
@@ -306,13 +307,16 @@ Result<RedisReply> NodeRouter::run(std::span<const std::string_view> argv,
   bool asking = false;
   for (int redirect = 0;; ++redirect) {
     RunOutcome outcome;
-    auto reply = pool->run(argv, deadline, outcome, asking);
+    auto reply = pool->run(argv, deadline, outcome, asking, follow_up);
     // As for a standalone server: a reused connection that broke before the
     // command was written whole never ran it; send it once more.
     if (!reply && outcome.failure == SendFailure::kNotSent && outcome.reused) {
-      reply = pool->run(argv, deadline, outcome, asking);
+      reply = pool->run(argv, deadline, outcome, asking, follow_up);
     }
-    if (reply) return reply;
+    if (reply) {
+      if (follow_up_reply != nullptr) *follow_up_reply = std::move(outcome.follow_up);
+      return reply;
+    }
     if (outcome.failure != SendFailure::kErrorReply) {
       // The node may be gone (a failover): look again, for later commands.
       refresh_soon(deadline);

@@ -71,8 +71,11 @@ class NodeRouter {
   // first call loads the slot map (callers arriving meanwhile wait for it,
   // within their deadline). Errors: as RedisClient::command, plus kBackend
   // when no node answers for the slot map or after kMaxRedirects redirects.
+  // With `follow_up`, that command follows on the same connection (see
+  // NodePool::run) and its reply lands in `*follow_up_reply`.
   Result<RedisReply> run(std::span<const std::string_view> argv, std::optional<std::uint16_t> slot,
-                         std::optional<Deadline> deadline);
+                         std::optional<Deadline> deadline, const FollowUp* follow_up = nullptr,
+                         std::optional<Result<RedisReply>>* follow_up_reply = nullptr);
 
   std::uint64_t redirects() const noexcept { return redirects_.load(std::memory_order_relaxed); }
   std::uint64_t refreshes() const noexcept { return refreshes_.load(std::memory_order_relaxed); }

@@ -104,23 +104,35 @@ struct RedisClient::Impl {
   std::atomic<std::uint64_t> commands{0}, errors{0}, script_loads{0};
 
   // One command on the standalone server, or routed by its key in a cluster.
+  // With `then`, its follow-up runs on the same connection and its reply
+  // lands in then->reply.
+  struct Then {
+    internal::FollowUp follow_up;
+    std::optional<Result<RedisReply>> reply{};
+  };
+
   Result<RedisReply> dispatch(std::span<const std::string_view> argv,
                               std::optional<Deadline> deadline,
-                              std::optional<std::uint16_t> slot_hint = std::nullopt) {
+                              std::optional<std::uint16_t> slot_hint = std::nullopt,
+                              Then* then = nullptr) {
+    const internal::FollowUp* follow_up = then ? &then->follow_up : nullptr;
     if (router) {
-      if (cluster && argv.size() > 2 && names(argv[0], "MGET")) return cluster_mget(argv, deadline);
-      return router->run(argv, slot_hint ? slot_hint : command_slot(argv), deadline);
+      if (cluster && argv.size() > 2 && names(argv[0], "MGET") && !then)
+        return cluster_mget(argv, deadline);
+      return router->run(argv, slot_hint ? slot_hint : command_slot(argv), deadline, follow_up,
+                         then ? &then->reply : nullptr);
     }
     internal::RunOutcome outcome;
-    auto reply = node->run(argv, deadline, outcome);
+    auto reply = node->run(argv, deadline, outcome, false, follow_up);
     // A reused connection that broke before the command was fully written
     // (Redis restarted under it): the command never ran, so sending it again
     // on a fresh connection is safe for any command. After the write, it may
     // have run, and nothing is repeated here (see redis_lock.h for how the
     // lock's acquire copes).
     if (!reply && outcome.failure == internal::SendFailure::kNotSent && outcome.reused) {
-      reply = node->run(argv, deadline, outcome);
+      reply = node->run(argv, deadline, outcome, false, follow_up);
     }
+    if (then) then->reply = std::move(outcome.follow_up);
     return reply;
   }
 
@@ -151,15 +163,17 @@ struct RedisClient::Impl {
 
   Result<RedisReply> command(std::span<const std::string_view> argv,
                              std::optional<Deadline> deadline,
-                             std::optional<std::uint16_t> slot_hint = std::nullopt) {
+                             std::optional<std::uint16_t> slot_hint = std::nullopt,
+                             Then* then = nullptr) {
     commands.fetch_add(1, kRelaxed);
-    auto reply = dispatch(argv, deadline, slot_hint);
+    auto reply = dispatch(argv, deadline, slot_hint, then);
     if (!reply) errors.fetch_add(1, kRelaxed);
     return reply;
   }
 
   Result<RedisReply> eval(const RedisScript& script, std::span<const std::string_view> keys,
-                          std::span<const std::string_view> args, std::optional<Deadline> deadline);
+                          std::span<const std::string_view> args, std::optional<Deadline> deadline,
+                          Then* then = nullptr);
 };
 
 Result<std::unique_ptr<RedisClient>> RedisClient::create(RedisOptions options) {
@@ -197,7 +211,7 @@ Result<RedisReply> RedisClient::eval(const RedisScript& script,
 Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
                                            std::span<const std::string_view> keys,
                                            std::span<const std::string_view> args,
-                                           std::optional<Deadline> deadline) {
+                                           std::optional<Deadline> deadline, Then* then) {
   // In a cluster every key of a script must be in one slot, and the script
   // must be loaded on the node that owns it.
   std::optional<std::uint16_t> slot;
@@ -242,7 +256,7 @@ Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
   argv.push_back(numkeys);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
-  auto reply = command(argv, deadline, slot);
+  auto reply = command(argv, deadline, slot, then);
   if (!reply && reply.error().message.find("NOSCRIPT") != std::string::npos) {
     // The server forgot the script (restart, SCRIPT FLUSH): load it again.
     // NOSCRIPT is an error reply: the script did not run.
@@ -250,9 +264,36 @@ Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
     if (!loaded) return std::unexpected(loaded.error());
     sha1 = std::move(*loaded);
     argv[1] = sha1;
-    reply = command(argv, deadline, slot);
+    reply = command(argv, deadline, slot, then);
   }
   return reply;
+}
+
+Result<RedisReplicatedReply> RedisClient::eval_replicated(const RedisScript& script,
+                                                          std::span<const std::string_view> keys,
+                                                          std::span<const std::string_view> args,
+                                                          int replicas, Duration timeout) {
+  if (replicas < 1 || timeout <= Duration::zero() || timeout > std::chrono::hours(1)) {
+    return make_error(ErrorKind::kInvalidArgument,
+                      "eval_replicated: replicas must be >= 1 and timeout in (0, 1 h]");
+  }
+  const std::string count = std::to_string(replicas);
+  const std::string ms = std::to_string(std::max<long long>(
+      1, std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()));
+  const std::string_view wait_argv[] = {"WAIT", count, ms};
+  // The socket waits for WAIT's own timeout plus a command's round trip.
+  Impl::Then then{
+      .follow_up = {.argv = wait_argv, .timeout = timeout + impl_->options.command_timeout}};
+  auto reply = impl_->eval(script, keys, args, std::nullopt, &then);
+  if (!reply) return std::unexpected(reply.error());
+  if (!then.reply) {
+    return make_error(ErrorKind::kInternal, impl_->where + ": WAIT was not sent");
+  }
+  if (!*then.reply) return std::unexpected(then.reply->error());
+  if ((*then.reply)->type != RedisReply::Type::kInteger) {
+    return make_error(ErrorKind::kBackend, impl_->where + ": WAIT answered no count");
+  }
+  return RedisReplicatedReply{.reply = std::move(*reply), .replicas = (*then.reply)->integer};
 }
 
 const RedisUrl& RedisClient::url() const noexcept { return impl_->url; }

@@ -142,6 +142,24 @@ TEST(RedisCache, KeyLayoutKeepsValuesAndVersionsApart) {
   EXPECT_FALSE(RedisCache::create({.prefix = "bad}"}, f.client, f.clock));
 }
 
+TEST(RedisCache, WaitingForReplicasThatDoNotExistFailsNamingTheShortfall) {
+  Fixture f;
+  EXPECT_FALSE(RedisCache::create({.wait_replicas = -1}, f.client, f.clock));
+  EXPECT_FALSE(RedisCache::create({.wait_replicas = 1, .wait_timeout = Duration::zero()}, f.client,
+                                  f.clock));
+  // A standalone server has no replica: WAIT 1 returns 0 after its timeout.
+  auto waiting = RedisCache::create(
+      {.prefix = "w:", .wait_replicas = 1, .wait_timeout = std::chrono::milliseconds(20)}, f.client,
+      f.clock);
+  ASSERT_TRUE(waiting);
+  auto erased = (*waiting)->erase("k");
+  ASSERT_FALSE(erased);
+  EXPECT_EQ(erased.error().kind, ErrorKind::kTimeout);
+  EXPECT_NE(erased.error().message.find("0 of 1 replicas"), std::string::npos)
+      << erased.error().message;
+  EXPECT_EQ((*waiting)->stats().replica_shortfalls, 1u);
+}
+
 TEST(RedisCache, LoadThatSnapshotBeforeAnInvalidateCannotWrite) {
   Fixture f;
   auto l2 = f.cache();

@@ -130,5 +130,42 @@ TEST(Sentinel, AHerdAcrossFourProtectorsMakesOneDatabaseLoad) {
   EXPECT_EQ(db.loads.load(), 1);
 }
 
+// wait_replicas: a set and an invalidate return once the replica has them
+// (WAIT on the same connection); with the replica paused they fail with
+// kTimeout naming the shortfall, while the change stands on the primary.
+TEST(Sentinel, ChangesWaitForTheReplicaWhenAsked) {
+  auto group = RedisSentinelGroup::start();
+  auto client = connect(group->url());
+  auto cache = RedisCache::create({.prefix = "w:", .wait_replicas = 1, .wait_timeout = 200ms},
+                                  client, system_clock());
+  ASSERT_TRUE(cache) << cache.error().to_string();
+  const TimePoint now = system_clock()->now();
+  const CacheEntry entry{.value = "v1", .fresh_until = now + 60s, .stale_until = now + 60s};
+  auto set = (*cache)->set("k", entry);
+  ASSERT_TRUE(set) << set.error().to_string();
+  int replica = -1;
+  for (int port : group->data_ports()) {
+    if (port != group->primary_port()) replica = port;
+  }
+  ASSERT_GT(replica, 0);
+  // The replica already has it: WAIT returned after its acknowledgement.
+  auto on_replica = connect(fmt::format("redis://127.0.0.1:{}/0", replica));
+  auto copy = on_replica->command({"GET", (*cache)->redis_key("k")});
+  ASSERT_TRUE(copy) << copy.error().to_string();
+  EXPECT_FALSE(copy->is_nil());
+
+  group->pause(replica);
+  auto unconfirmed = (*cache)->erase("k");
+  group->resume(replica);
+  ASSERT_FALSE(unconfirmed);
+  EXPECT_EQ(unconfirmed.error().kind, ErrorKind::kTimeout);
+  EXPECT_NE(unconfirmed.error().message.find("0 of 1 replicas"), std::string::npos)
+      << unconfirmed.error().message;
+  EXPECT_EQ((*cache)->stats().replica_shortfalls, 1u);
+  auto gone = (*cache)->get("k");  // the invalidation stands on the primary
+  ASSERT_TRUE(gone) << gone.error().to_string();
+  EXPECT_FALSE(gone->has_value());
+}
+
 }  // namespace
 }  // namespace herdguard
