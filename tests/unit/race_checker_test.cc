@@ -298,7 +298,7 @@ TEST(RaceChecker, E3UpdateThatEndedBeforeTheSecondGetDoesNotExcuse) {
 // --- P3: deadlines -----------------------------------------------------------------
 
 TEST(RaceChecker, P3GetFarPastItsDeadlineIsReported) {
-  Op slow = get(0, 0, 2000, 1);  // deadline 1500 ms, allowance 300 ms
+  Op slow = get(0, 0, 2000, 1);  // deadline 1500 ms, allowance 100 ms
   slow.outcome = "timeout";
   CheckReport report = check({slow});
   ASSERT_EQ(report.violations.size(), 1u);
@@ -308,10 +308,16 @@ TEST(RaceChecker, P3GetFarPastItsDeadlineIsReported) {
 }
 
 TEST(RaceChecker, P3GetWithinItsAllowanceIsFine) {
-  CheckReport report = check({get(0, 0, 1700, 1), get(0, 0, 100, 1)});
+  CheckReport report = check({get(0, 0, 1580, 1), get(0, 0, 100, 1)});
   EXPECT_TRUE(report.violations.empty());
-  EXPECT_EQ(report.worst_overshoot, std::chrono::milliseconds(200));
+  EXPECT_EQ(report.worst_overshoot, std::chrono::milliseconds(80));
   EXPECT_EQ(report.gets_checked, 2u);
+}
+
+TEST(RaceChecker, P3GetJustPastItsAllowanceIsReported) {
+  CheckReport report = check({get(0, 0, 1620, 1)});  // 120 ms past: over the 100 ms allowance
+  ASSERT_EQ(report.violations.size(), 1u);
+  EXPECT_EQ(report.violations[0].kind, ViolationKind::kDeadline);
 }
 
 TEST(RaceChecker, FailedGetsAndFailedDatabaseStepsAreNotJudged) {
