@@ -156,14 +156,15 @@ class RedisScript {
 };
 
 struct RedisClientStats {
-  std::uint64_t commands = 0;            // commands attempted
-  std::uint64_t errors = 0;              // commands that returned an error (any cause)
-  std::uint64_t connects = 0;            // connections established
-  std::uint64_t connect_failures = 0;    // connection attempts that failed
-  std::uint64_t pool_timeouts = 0;       // callers that found no free connection in time
-  std::uint64_t script_loads = 0;        // NOSCRIPT → SCRIPT LOAD fallbacks
-  std::uint64_t redirects = 0;           // Redis Cluster MOVED and ASK redirects followed
-  std::uint64_t slot_map_refreshes = 0;  // Redis Cluster CLUSTER SLOTS asked
+  std::uint64_t commands = 0;          // commands attempted
+  std::uint64_t errors = 0;            // commands that returned an error (any cause)
+  std::uint64_t connects = 0;          // connections established
+  std::uint64_t connect_failures = 0;  // connection attempts that failed
+  std::uint64_t pool_timeouts = 0;     // callers that found no free connection in time
+  std::uint64_t script_loads = 0;      // NOSCRIPT → SCRIPT LOAD fallbacks
+  std::uint64_t redirects = 0;         // Redis Cluster MOVED and ASK redirects followed
+  std::uint64_t slot_map_refreshes =
+      0;  // Cluster: CLUSTER SLOTS asked; Sentinel: primary looked up
 };
 
 class RedisClient {

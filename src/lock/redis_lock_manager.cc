@@ -226,7 +226,8 @@ struct RedisLockManager::Impl {
     if (SteadyClock::now() >= r.give_up) return;
     lock.unlock();
     const std::string lock_key = internal::lock_key(options.prefix, r.key);
-    auto reply = client->eval(kRelease, {lock_key}, {r.token}, Deadline::after(kReleaseRetry));
+    auto reply = client->eval(kRelease, {lock_key}, {r.token},
+                              Deadline::after(std::min(kReleaseRetry, period())));
     lock.lock();
     if (!reply) {
       errors.fetch_add(1, kRelaxed);
@@ -241,28 +242,30 @@ struct RedisLockManager::Impl {
   void run_keeper() {
     std::unique_lock lock(mutex);
     while (!stopping) {
-      const auto release =
-          std::min_element(pending_releases.begin(), pending_releases.end(),
-                           [](const auto& a, const auto& b) { return a.next_try < b.next_try; });
-      if (release != pending_releases.end() && release->next_try <= SteadyClock::now()) {
-        retry_release(lock, release);
-        continue;
-      }
-      if (schedule.empty()) {
-        if (release == pending_releases.end()) {
-          changed.wait(lock);
-        } else {
-          changed.wait_until(lock, release->next_try);
-        }
-        continue;
-      }
+      const auto now = SteadyClock::now();
+      // Extensions first: a release retry against a hung node must never
+      // hold up the live holds' leases.
       auto next = std::min_element(
           schedule.begin(), schedule.end(),
           [](const auto& a, const auto& b) { return a.second.due < b.second.due; });
-      const SteadyClock::time_point due = next->second.due;  // a copy: the node may go
-      if (SteadyClock::now() < due) {
-        changed.wait_until(
-            lock, release == pending_releases.end() ? due : std::min(due, release->next_try));
+      const auto release =
+          std::min_element(pending_releases.begin(), pending_releases.end(),
+                           [](const auto& a, const auto& b) { return a.next_try < b.next_try; });
+      const bool extension_due = next != schedule.end() && next->second.due <= now;
+      if (!extension_due) {
+        if (release != pending_releases.end() && release->next_try <= now) {
+          retry_release(lock, release);
+          continue;
+        }
+        if (next == schedule.end() && release == pending_releases.end()) {
+          changed.wait(lock);
+        } else if (next == schedule.end()) {
+          changed.wait_until(lock, release->next_try);
+        } else if (release == pending_releases.end()) {
+          changed.wait_until(lock, next->second.due);
+        } else {
+          changed.wait_until(lock, std::min(next->second.due, release->next_try));
+        }
         continue;
       }
       LockHold* hold = next->first;
@@ -278,8 +281,8 @@ struct RedisLockManager::Impl {
       const std::string key = hold->key_;
       const std::string token = hold->token_;
       lock.unlock();
-      // One period at most: a hung Redis must not stall the other holds'
-      // extensions for a whole command_timeout.
+      // Within the hard deadline, and at most a period (for short leases,
+      // less than command_timeout: the next extension is due by then).
       auto extended = extend_lock(key, token, std::min(options.lease, remaining),
                                   Deadline::earliest(hard, Deadline::after(period())));
       lock.lock();

@@ -89,7 +89,9 @@ Result<RedisConnection> RedisConnection::open(const RedisUrl& url, Duration conn
       SendFailure failure = SendFailure::kNone;
       const std::string_view argv[] = {"SENTINEL", "get-master-addr-by-name", url.master_name};
       auto reply = asked->run(argv, command_timeout, &failure);
-      if (!reply || reply->type != RedisReply::Type::kArray || reply->elements.size() != 2) {
+      if (!reply || reply->type != RedisReply::Type::kArray || reply->elements.size() != 2 ||
+          reply->elements[0].type != RedisReply::Type::kString ||
+          reply->elements[1].type != RedisReply::Type::kString) {
         last_error = reply ? "no primary named " + url.master_name : reply.error().message;
         continue;
       }
@@ -98,8 +100,9 @@ Result<RedisConnection> RedisConnection::open(const RedisUrl& url, Duration conn
       primary.host = reply->elements[0].str;
       primary.seeds.clear();
       const std::string& port = reply->elements[1].str;
-      if (std::from_chars(port.data(), port.data() + port.size(), primary.port).ec != std::errc() ||
-          primary.port < 1 || primary.port > 65535) {
+      const auto parsed = std::from_chars(port.data(), port.data() + port.size(), primary.port);
+      if (parsed.ec != std::errc() || parsed.ptr != port.data() + port.size() || primary.port < 1 ||
+          primary.port > 65535) {
         last_error = "the Sentinel named no valid port";
         continue;
       }

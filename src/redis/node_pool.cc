@@ -157,6 +157,7 @@ Result<RedisReply> NodePool::run(std::span<const std::string_view> argv,
   }
   auto lease = borrow(pool_until);
   if (!lease) return std::unexpected(lease.error());
+  outcome.borrowed = true;
   outcome.reused = lease->reused();
   if (deadline) {
     timeout = std::min(timeout, deadline->remaining());
@@ -166,9 +167,16 @@ Result<RedisReply> NodePool::run(std::span<const std::string_view> argv,
   if (asking) {
     const std::string_view asking_argv[] = {"ASKING"};
     reply = (**lease).run(asking_argv, timeout, &outcome.failure, &outcome.error_reply);
-    // ASKING failed: the command itself was never sent.
-    if (!reply && outcome.failure != SendFailure::kErrorReply)
+    // ASKING failed: the command itself was never sent (a timeout stays a
+    // timeout, so that a hung node still suspends the pool).
+    if (!reply && outcome.failure != SendFailure::kErrorReply &&
+        outcome.failure != SendFailure::kTimeout)
       outcome.failure = SendFailure::kNotSent;
+  }
+  if (reply && asking && deadline) {
+    // The ASKING round trip came out of the caller's time.
+    timeout = std::min(options_.command_timeout, deadline->remaining());
+    if (timeout <= Duration::zero()) return not_sent();
   }
   if (reply) reply = (**lease).run(argv, timeout, &outcome.failure, &outcome.error_reply);
   if (reply && follow_up != nullptr) {

@@ -35,6 +35,7 @@ struct PoolCounters {
 // How one NodePool::run ended, beyond its Result.
 struct RunOutcome {
   SendFailure failure = SendFailure::kNotSent;
+  bool borrowed = false;    // a connection was had (else: backing off, or none free in time)
   bool reused = false;      // the connection had served an earlier command
   std::string error_reply;  // Redis's error text when failure == kErrorReply
   // The reply of FollowUp::argv, when one was given and the command succeeded.

@@ -46,6 +46,7 @@ std::optional<Redirect> parse_redirect(std::string_view text) {
   std::string_view host = text.substr(space + 1, colon - space - 1);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
+  if (host == "?") return std::nullopt;  // an endpoint the node does not know
   r.host = std::string(host);
   const std::string_view port = text.substr(colon + 1);
   if (auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), r.port);
@@ -122,12 +123,14 @@ Result<void> NodeRouter::ensure_map(std::optional<Deadline> deadline) {
     refreshing_ = true;
     last_refresh_ = std::chrono::steady_clock::now();
   }
-  auto refreshed = refresh_now(deadline);
-  end_refresh();
-  return refreshed;
+  EndRefresh guard{*this};
+  return refresh_now(deadline);
 }
 
 void NodeRouter::refresh_soon(std::optional<Deadline> deadline) {
+  // A caller with no time left could not ask anyone: it must not use up
+  // the rate limit (the next caller with time will refresh).
+  if (deadline && deadline->expired()) return;
   {
     std::lock_guard lock(refresh_mutex_);
     const auto now = std::chrono::steady_clock::now();
@@ -135,8 +138,8 @@ void NodeRouter::refresh_soon(std::optional<Deadline> deadline) {
     refreshing_ = true;
     last_refresh_ = now;
   }
+  EndRefresh guard{*this};
   (void)refresh_now(deadline);
-  end_refresh();
 }
 
 void NodeRouter::end_refresh() {
@@ -150,7 +153,7 @@ void NodeRouter::end_refresh() {
 Result<void> NodeRouter::refresh_now(std::optional<Deadline> deadline) {
   refreshes_.fetch_add(1, kRelaxed);
   last_refresh_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), kRelaxed);
-  // Bounded whatever the caller's deadline: one command_timeout in all.
+  // Bounded whatever the caller's deadline: connect_timeout + command_timeout in all.
   Deadline bound = Deadline::after(options_.command_timeout + options_.connect_timeout);
   if (deadline) bound = Deadline::earliest(bound, *deadline);
   if (sentinel_) return ask_sentinels(bound);
@@ -215,7 +218,7 @@ Result<void> NodeRouter::ask_sentinels(Deadline bound) {
         reply->elements[1].type == RedisReply::Type::kString &&
         std::from_chars(reply->elements[1].str.data(),
                         reply->elements[1].str.data() + reply->elements[1].str.size(), port)
-                .ec == std::errc() &&
+                .ptr == reply->elements[1].str.data() + reply->elements[1].str.size() &&
         port >= 1 && port <= 65535;
     if (!well_formed) {
       last_error =
@@ -243,10 +246,10 @@ Result<void> NodeRouter::apply_slots(const RedisReply& slots, const NodePool& as
   // Parsed whole before anything is applied: a malformed reply changes nothing.
   struct Range {
     long long start, end;
-    NodePool* primary;
+    std::string host;
+    int port;
   };
   std::vector<Range> ranges;
-  std::size_t covered = 0;
   for (const auto& range : slots.elements) {
     if (range.type != RedisReply::Type::kArray || range.elements.size() < 3) {
       return bad("a range is not [start, end, primary, ...]");
@@ -259,25 +262,27 @@ Result<void> NodeRouter::apply_slots(const RedisReply& slots, const NodePool& as
       return bad("a range's bounds are not slots");
     }
     if (primary.type != RedisReply::Type::kArray || primary.elements.size() < 2 ||
-        primary.elements[0].type != RedisReply::Type::kString ||
+        (primary.elements[0].type != RedisReply::Type::kString && !primary.elements[0].is_nil()) ||
         primary.elements[1].type != RedisReply::Type::kInteger || primary.elements[1].integer < 1 ||
         primary.elements[1].integer > 65535) {
       return bad("a primary is not [host, port, ...]");
     }
-    // An empty host (or "?") means "the node you asked".
+    // An empty or NULL endpoint means "the node you asked, on this port";
+    // "?" an endpoint unknown to the node asked: that range stays as it was.
     std::string host = primary.elements[0].str;
-    if (host.empty() || host == "?") host = asked.url().host;
-    ranges.push_back({start.integer, end.integer,
-                      pool_for(host, static_cast<int>(primary.elements[1].integer))});
-    covered += static_cast<std::size_t>(end.integer - start.integer + 1);
+    if (host == "?") continue;
+    if (host.empty()) host = asked.url().host;
+    ranges.push_back({start.integer, end.integer, std::move(host),
+                      static_cast<int>(primary.elements[1].integer)});
   }
   if (ranges.empty()) return bad("no slot is assigned (is the cluster created?)");
+  // Slots no range names keep their last known owner.
   for (const auto& r : ranges) {
+    NodePool* owner = pool_for(r.host, r.port);
     for (long long s = r.start; s <= r.end; ++s) {
-      owners_[static_cast<std::size_t>(s)].store(r.primary, std::memory_order_release);
+      owners_[static_cast<std::size_t>(s)].store(owner, std::memory_order_release);
     }
   }
-  (void)covered;  // slots no range names keep their last known owner
   loaded_.store(true, std::memory_order_release);
   return ok();
 }
@@ -305,6 +310,16 @@ Result<RedisReply> NodeRouter::run(std::span<const std::string_view> argv,
     }
   }
   bool asking = false;
+  // Set by a MOVED: the map is looked at again once the command is done.
+  bool refresh_after = false;
+  struct RefreshAfter {
+    NodeRouter& router;
+    const bool& wanted;
+    std::optional<Deadline> deadline;
+    ~RefreshAfter() {
+      if (wanted) router.refresh_soon(deadline);
+    }
+  } refresh_at_exit{*this, refresh_after, deadline};
   for (int redirect = 0;; ++redirect) {
     RunOutcome outcome;
     auto reply = pool->run(argv, deadline, outcome, asking, follow_up);
@@ -318,14 +333,16 @@ Result<RedisReply> NodeRouter::run(std::span<const std::string_view> argv,
       return reply;
     }
     if (outcome.failure != SendFailure::kErrorReply) {
-      // The node may be gone (a failover): look again, for later commands.
-      refresh_soon(deadline);
+      // The node may be gone (a failover): look again, for later commands —
+      // unless no connection was even borrowed for lack of a free one (a
+      // busy pool says nothing about the node).
+      if (outcome.borrowed || reply.error().kind != ErrorKind::kTimeout) refresh_after = true;
       return reply;
     }
     if (outcome.error_reply.starts_with("CLUSTERDOWN") ||
         outcome.error_reply.starts_with("READONLY")) {
       // The cluster lost a node, or this "primary" was demoted (a failover).
-      refresh_soon(deadline);
+      refresh_after = true;
       return reply;
     }
     const auto target = parse_redirect(outcome.error_reply);
@@ -339,8 +356,9 @@ Result<RedisReply> NodeRouter::run(std::span<const std::string_view> argv,
     NodePool* next = pool_for(target->host.empty() ? pool->url().host : target->host, target->port);
     if (target->moved) {
       owners_[target->slot].store(next, std::memory_order_release);
-      // One slot moved is rarely alone (a resharding, a failover).
-      refresh_soon(deadline);
+      // One slot moved is rarely alone (a resharding, a failover): look at
+      // the whole map — after this command, which has its owner already.
+      refresh_after = true;
     }
     asking = !target->moved;
     pool = next;

@@ -91,6 +91,11 @@ class NodeRouter {
   // first answer. REQUIRES: this thread set refreshing_.
   Result<void> refresh_now(std::optional<Deadline> deadline);
   void end_refresh();
+  // Clears refreshing_ however refresh_now() ends (an exception included).
+  struct EndRefresh {
+    NodeRouter& router;
+    ~EndRefresh() { router.end_refresh(); }
+  };
   Result<void> apply_slots(const RedisReply& slots, const NodePool& asked);
   Result<void> ask_sentinels(Deadline bound);
   void point_every_slot_at(NodePool* primary);

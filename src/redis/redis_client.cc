@@ -260,6 +260,16 @@ Result<RedisReply> RedisClient::Impl::eval(const RedisScript& script,
   if (!reply && reply.error().message.find("NOSCRIPT") != std::string::npos) {
     // The server forgot the script (restart, SCRIPT FLUSH): load it again.
     // NOSCRIPT is an error reply: the script did not run.
+    if (router) {
+      // The node that answered may not be the slot's owner in the map (an
+      // ASK during a migration sent it elsewhere): EVAL with the source goes
+      // where EVALSHA went, redirects included, and leaves the script cached
+      // there.
+      script_loads.fetch_add(1, kRelaxed);
+      argv[0] = "EVAL";
+      argv[1] = script.source();
+      return command(argv, deadline, slot, then);
+    }
     auto loaded = load();
     if (!loaded) return std::unexpected(loaded.error());
     sha1 = std::move(*loaded);
