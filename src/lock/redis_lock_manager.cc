@@ -257,14 +257,18 @@ struct RedisLockManager::Impl {
           retry_release(lock, release);
           continue;
         }
-        if (next == schedule.end() && release == pending_releases.end()) {
+        // Copies: the map node or vector element may go while we wait
+        // (wait_until reads its time point again after waking).
+        const bool any_extension = next != schedule.end();
+        const bool any_release = release != pending_releases.end();
+        if (!any_extension && !any_release) {
           changed.wait(lock);
-        } else if (next == schedule.end()) {
-          changed.wait_until(lock, release->next_try);
-        } else if (release == pending_releases.end()) {
-          changed.wait_until(lock, next->second.due);
         } else {
-          changed.wait_until(lock, std::min(next->second.due, release->next_try));
+          const SteadyClock::time_point until = !any_release ? next->second.due
+                                                : !any_extension
+                                                    ? release->next_try
+                                                    : std::min(next->second.due, release->next_try);
+          changed.wait_until(lock, until);
         }
         continue;
       }
