@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <latch>
 #include <optional>
 #include <thread>
@@ -19,6 +20,7 @@ namespace herdguard {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::eventually;
 using testing::RedisServer;
 
 // A database that counts loads and takes `latency` per load (standing in for
@@ -27,11 +29,15 @@ struct CountingDatabase {
   std::atomic<int> loads{0};
   std::atomic<bool> down{false};
   Duration latency = 50ms;
+  // When set, each load first runs it (a test holds the load until the
+  // herd is where it wants it).
+  std::function<void()> before_load{};
 
   std::shared_ptr<Repository> repository() {
     return std::make_shared<CallbackRepository>(
         [this](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
           loads.fetch_add(1);
+          if (before_load) before_load();
           std::this_thread::sleep_for(latency);
           if (down.load()) return make_error(ErrorKind::kBackend, "database down");
           if (key.starts_with("missing")) return std::optional<std::string>();
@@ -93,6 +99,17 @@ TEST(ProtectorFleet, HerdAcrossFourNodesMakesOneDatabaseLoad) {
   CountingDatabase db;
   std::vector<Node> nodes;
   for (int i = 0; i < 4; ++i) nodes.push_back(make_node(*server, db, "herd:"));
+  // The load ends only once the three other nodes found the lock taken:
+  // otherwise a node scheduled after the load finished (200 threads on 2
+  // cores, under a sanitizer) takes the free lock and finds the value under
+  // it — one load still, but a second acquisition.
+  db.before_load = [&] {
+    EXPECT_TRUE(eventually([&] {
+      std::uint64_t contentions = 0;
+      for (auto& n : nodes) contentions += n.fleet.locks->stats().contentions;
+      return contentions >= 3;
+    }));
+  };
   std::atomic<int> errors{0};
   EXPECT_EQ(herd(nodes, 50, "hot", &errors), 200);
   EXPECT_EQ(errors.load(), 0);
