@@ -30,6 +30,22 @@ std::string context_error(const redisContext& c) {
 
 }  // namespace
 
+std::optional<RedisUrl::Node> sentinel_primary(const RedisReply& reply) {
+  if (reply.type != RedisReply::Type::kArray || reply.elements.size() != 2 ||
+      reply.elements[0].type != RedisReply::Type::kString || reply.elements[0].str.empty() ||
+      reply.elements[1].type != RedisReply::Type::kString) {
+    return std::nullopt;
+  }
+  const std::string& port = reply.elements[1].str;
+  RedisUrl::Node node{.host = reply.elements[0].str, .port = 0};
+  const auto parsed = std::from_chars(port.data(), port.data() + port.size(), node.port);
+  if (parsed.ec != std::errc() || parsed.ptr != port.data() + port.size() || node.port < 1 ||
+      node.port > 65535) {
+    return std::nullopt;
+  }
+  return node;
+}
+
 RedisReply to_reply(const redisReply& r) {
   RedisReply out;
   switch (r.type) {
@@ -89,23 +105,20 @@ Result<RedisConnection> RedisConnection::open(const RedisUrl& url, Duration conn
       SendFailure failure = SendFailure::kNone;
       const std::string_view argv[] = {"SENTINEL", "get-master-addr-by-name", url.master_name};
       auto reply = asked->run(argv, command_timeout, &failure);
-      if (!reply || reply->type != RedisReply::Type::kArray || reply->elements.size() != 2 ||
-          reply->elements[0].type != RedisReply::Type::kString ||
-          reply->elements[1].type != RedisReply::Type::kString) {
-        last_error = reply ? "no primary named " + url.master_name : reply.error().message;
+      if (!reply) {
+        last_error = reply.error().message;
+        continue;
+      }
+      const auto address = sentinel_primary(*reply);
+      if (!address) {
+        last_error = "no valid address of a primary named " + url.master_name;
         continue;
       }
       RedisUrl primary = url;
       primary.transport = RedisUrl::Transport::kTcp;
-      primary.host = reply->elements[0].str;
+      primary.host = address->host;
+      primary.port = address->port;
       primary.seeds.clear();
-      const std::string& port = reply->elements[1].str;
-      const auto parsed = std::from_chars(port.data(), port.data() + port.size(), primary.port);
-      if (parsed.ec != std::errc() || parsed.ptr != port.data() + port.size() || primary.port < 1 ||
-          primary.port > 65535) {
-        last_error = "the Sentinel named no valid port";
-        continue;
-      }
       return open(primary, connect_timeout, command_timeout, where);
     }
     return make_error(ErrorKind::kBackend,

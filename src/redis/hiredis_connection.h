@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -46,6 +47,11 @@ enum class SendFailure {
   kTimeout,     // no reply within the timeout: it may have run
   kLost,        // the connection broke while reading: it may have run
 };
+
+// The primary's address in a reply to SENTINEL get-master-addr-by-name:
+// [host, port] with a non-empty host and a port in 1..65535; nullopt for
+// anything else (nil: the Sentinel knows no such primary).
+std::optional<RedisUrl::Node> sentinel_primary(const RedisReply& reply);
 
 // Copies a hiredis reply (recursively) into a RedisReply. Error replies are
 // not translated here: run() turns them into errors.

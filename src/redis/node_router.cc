@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/random.h"
+#include "redis/hiredis_connection.h"
 
 namespace herdguard::internal {
 namespace {
@@ -211,21 +212,13 @@ Result<void> NodeRouter::ask_sentinels(Deadline bound) {
                                cluster_.master_name);
       continue;
     }
-    int port = 0;
-    const bool well_formed =
-        reply->type == RedisReply::Type::kArray && reply->elements.size() == 2 &&
-        reply->elements[0].type == RedisReply::Type::kString && !reply->elements[0].str.empty() &&
-        reply->elements[1].type == RedisReply::Type::kString &&
-        std::from_chars(reply->elements[1].str.data(),
-                        reply->elements[1].str.data() + reply->elements[1].str.size(), port)
-                .ptr == reply->elements[1].str.data() + reply->elements[1].str.size() &&
-        port >= 1 && port <= 65535;
-    if (!well_formed) {
+    const auto address = sentinel_primary(*reply);
+    if (!address) {
       last_error =
           fmt::format("{}: SENTINEL get-master-addr-by-name: not [host, port]", sentinel->where());
       continue;
     }
-    point_every_slot_at(pool_for(reply->elements[0].str, port));
+    point_every_slot_at(pool_for(address->host, address->port));
     return ok();
   }
   return make_error(ErrorKind::kBackend, fmt::format("redis {}: no Sentinel named the primary: {}",

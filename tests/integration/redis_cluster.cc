@@ -23,39 +23,27 @@
 
 #include "child_server.h"
 #include "loopback_port.h"
+#include "redis_link.h"
 
 namespace herdguard::testing {
 namespace {
 
+using namespace link;  // a paused node is skipped; a hung one times out (redis_link.h)
+
+void poll_until(const std::function<std::optional<std::string>()>& pending,
+                std::chrono::milliseconds within, const std::string& what,
+                const std::function<std::string()>& diagnostics) {
+  link::poll_until(pending, within, "redis cluster", what, diagnostics);
+}
+
 constexpr int kSlots = 16384;
-constexpr auto kPoll = std::chrono::milliseconds(50);
 constexpr auto kFormWithin = std::chrono::seconds(30);
 constexpr auto kCreateWithin = std::chrono::seconds(60);
 constexpr auto kSetSlotSettlesWithin = std::chrono::seconds(10);
-// A paused node is skipped, but one that hangs unexpectedly must not hang the
-// test: every command has a deadline.
-constexpr auto kConnectTimeout = std::chrono::seconds(1);
-constexpr auto kCommandTimeout = std::chrono::seconds(5);
 // Longer than MIGRATE's own 5000 ms timeout, so its error reply arrives.
 constexpr auto kMigrateCommandTimeout = std::chrono::seconds(10);
 constexpr int kKeysPerMigrate = 100;
 constexpr int kLogLinesInDiagnostics = 20;
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string last_lines(const std::string& text, int count) {
-  std::size_t start = text.size();
-  for (int i = 0; i <= count && start > 0; ++i) {
-    start = text.rfind('\n', start - 1);
-    if (start == std::string::npos) return text;
-  }
-  return text.substr(start + 1);
-}
 
 // redis-cli colours its output when TERM names a colour terminal, also into
 // a file.
@@ -71,102 +59,6 @@ std::string without_colours(const std::string& text) {
   return out;
 }
 
-std::string endpoint(int port) { return "127.0.0.1:" + std::to_string(port); }
-
-// The userinfo of a URL: everything but the unreserved characters escaped.
-std::string percent_encode(std::string_view s) {
-  std::string out;
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (std::isalnum(u) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out.push_back(c);
-    } else {
-      char escaped[4];
-      std::snprintf(escaped, sizeof(escaped), "%%%02X", u);
-      out += escaped;
-    }
-  }
-  return out;
-}
-
-timeval to_timeval(std::chrono::milliseconds d) {
-  return timeval{static_cast<time_t>(d.count() / 1000),
-                 static_cast<suseconds_t>((d.count() % 1000) * 1000)};
-}
-
-struct ContextDeleter {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-
-// A node's answer to one command: its reply, or why there is none.
-struct Answer {
-  Reply reply;
-  std::string error;  // not empty when there is no reply or it is an error reply
-
-  bool ok() const { return error.empty(); }
-  std::string text() const {
-    return reply && reply->str != nullptr ? std::string(reply->str, reply->len) : std::string();
-  }
-};
-
-// One authenticated connection to a node. When the node does not answer (or
-// refuses AUTH), every run() fails with the reason.
-class Link {
- public:
-  Link(int port, const std::string& password,
-       std::chrono::milliseconds command_timeout = kCommandTimeout)
-      : port_(port) {
-    context_.reset(redisConnectWithTimeout("127.0.0.1", port, to_timeval(kConnectTimeout)));
-    if (context_ == nullptr) {
-      error_ = "cannot allocate a hiredis context";
-      return;
-    }
-    if (context_->err != 0) {
-      error_ = context_->errstr;
-      return;
-    }
-    redisSetTimeout(context_.get(), to_timeval(command_timeout));
-    if (!password.empty()) {
-      Answer auth = run({"AUTH", password});
-      // (An I/O error already set error_.)
-      if (!auth.ok() && error_.empty()) error_ = "AUTH: " + auth.text();
-    }
-  }
-
-  Answer run(const std::vector<std::string>& args) {
-    Answer answer;
-    if (!error_.empty()) {
-      answer.error = endpoint(port_) + ": " + error_;
-      return answer;
-    }
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lengths;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lengths.push_back(a.size());
-    }
-    answer.reply.reset(static_cast<redisReply*>(redisCommandArgv(
-        context_.get(), static_cast<int>(argv.size()), argv.data(), lengths.data())));
-    if (answer.reply == nullptr) {
-      // hiredis leaves the connection unusable after an I/O error.
-      error_ = context_->errstr;
-      answer.error = endpoint(port_) + ": " + error_;
-    } else if (answer.reply->type == REDIS_REPLY_ERROR) {
-      answer.error = endpoint(port_) + ": " + answer.text();
-    }
-    return answer;
-  }
-
- private:
-  int port_;
-  std::unique_ptr<redisContext, ContextDeleter> context_;
-  std::string error_;
-};
-
 // Runs one command on a node; throws std::runtime_error on any failure.
 std::string must_run(int port, const std::string& password, const std::vector<std::string>& args) {
   Answer answer = Link(port, password).run(args);
@@ -176,22 +68,6 @@ std::string must_run(int port, const std::string& password, const std::vector<st
     throw std::runtime_error("redis cluster: " + command + ": " + answer.error);
   }
   return answer.text();
-}
-
-// `name:value` from CLUSTER INFO or INFO; empty when absent.
-std::string info_field(std::string_view info, std::string_view name) {
-  std::size_t at = 0;
-  while (at < info.size()) {
-    std::size_t end = info.find('\n', at);
-    if (end == std::string_view::npos) end = info.size();
-    std::string_view line = info.substr(at, end - at);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.size() > name.size() && line.starts_with(name) && line[name.size()] == ':') {
-      return std::string(line.substr(name.size() + 1));
-    }
-    at = end + 1;
-  }
-  return {};
 }
 
 // One line of CLUSTER NODES: a node as the answering node sees it.
@@ -276,26 +152,6 @@ std::vector<NodeView> first_answering_view(const std::vector<int>& ports,
     errors += "\n  " + nodes.error;
   }
   throw std::runtime_error("redis cluster: no node answers CLUSTER NODES:" + errors);
-}
-
-// Calls `pending` every kPoll until it returns no reason to wait. After
-// `within`, throws std::runtime_error with `what`, the last reason and
-// `diagnostics()`.
-void poll_until(const std::function<std::optional<std::string>()>& pending,
-                std::chrono::milliseconds within, const std::string& what,
-                const std::function<std::string()>& diagnostics) {
-  const auto give_up = std::chrono::steady_clock::now() + within;
-  while (true) {
-    std::optional<std::string> reason = pending();
-    if (!reason) return;
-    if (std::chrono::steady_clock::now() > give_up) {
-      throw std::runtime_error("redis cluster: " + what + " within " +
-                               std::to_string(within.count()) + " ms (last: " + *reason + ")\n" +
-                               diagnostics());
-    }
-    // The cluster converges by gossip: there is no notification to wait on.
-    std::this_thread::sleep_for(kPoll);
-  }
 }
 
 }  // namespace

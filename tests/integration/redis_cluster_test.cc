@@ -16,6 +16,7 @@
 
 #include "herdguard/herdguard.h"
 #include "redis/cluster_slot.h"
+#include "simulated_processes.h"
 #include "test_support.h"
 
 namespace herdguard {
@@ -25,6 +26,8 @@ using namespace std::chrono_literals;
 using internal::cluster_slot;
 using testing::eventually;
 using testing::RedisCluster;
+using testing::SimulatedProcesses;
+using testing::SlowCountingDatabase;
 
 std::shared_ptr<RedisClient> connect(const std::string& url) {
   auto client = RedisClient::create({.url = url, .command_timeout = 1s});
@@ -255,36 +258,10 @@ TEST(ClusterFailover, ALockWhoseFinishFailedIsReleasedOnThePromotedReplica) {
   hold->reset();
 }
 
-// Several protectors, each with its own fleet over the cluster, stand for
-// several processes.
-struct CountingDatabase {
-  std::atomic<int> loads{0};
-  std::shared_ptr<Repository> repository() {
-    return std::make_shared<CallbackRepository>(
-        [this](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
-          loads.fetch_add(1);
-          std::this_thread::sleep_for(50ms);
-          return std::optional<std::string>("value-of-" + std::string(key));
-        });
-  }
-};
-
 TEST_F(ClusterClient, AHerdAcrossFourProtectorsMakesOneDatabaseLoadPerKey) {
-  CountingDatabase db;
-  std::vector<RedisFleet> fleets;
-  std::vector<std::unique_ptr<Protector>> protectors;
-  for (int i = 0; i < 4; ++i) {
-    auto fleet = RedisFleet::connect(
-        {.redis = {.url = cluster_->url(), .command_timeout = 1s}, .prefix = "herd:", .lease = 2s});
-    ASSERT_TRUE(fleet) << fleet.error().to_string();
-    ASSERT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
-    ProtectorOptions options{.ttl = 60s};
-    fleet->apply_to(options);
-    auto protector = Protector::create(std::move(options), db.repository());
-    ASSERT_TRUE(protector) << protector.error().to_string();
-    protectors.push_back(std::move(*protector));
-    fleets.push_back(std::move(*fleet));
-  }
+  SlowCountingDatabase db;
+  auto processes = SimulatedProcesses::start(cluster_->url(), 4, "herd:", db.repository());
+  auto& protectors = processes.protectors;
   // Three keys, on three different primaries.
   const auto primaries = cluster_->primary_ports();
   std::vector<std::string> keys;
@@ -322,22 +299,12 @@ TEST_F(ClusterClient, AHerdAcrossFourProtectorsMakesOneDatabaseLoadPerKey) {
 // value is found in L2 through MOVED and ASK, wherever it is).
 TEST(ClusterMigration, AReshardingDuringReadsCostsNoErrorsAndNoExtraLoads) {
   auto cluster = RedisCluster::start();
-  CountingDatabase db;
-  std::vector<RedisFleet> fleets;
-  std::vector<std::unique_ptr<Protector>> protectors;
-  for (int i = 0; i < 4; ++i) {
-    auto fleet = RedisFleet::connect({.redis = {.url = cluster->url(), .command_timeout = 1s},
-                                      .prefix = "reshard:",
-                                      .lease = 2s});
-    ASSERT_TRUE(fleet) << fleet.error().to_string();
-    ProtectorOptions options{.ttl = 60s};
-    options.l1_enabled = false;  // every read goes to Redis, through the migration
-    fleet->apply_to(options);
-    auto protector = Protector::create(std::move(options), db.repository());
-    ASSERT_TRUE(protector) << protector.error().to_string();
-    protectors.push_back(std::move(*protector));
-    fleets.push_back(std::move(*fleet));
-  }
+  SlowCountingDatabase db;
+  // Without L1: every read goes to Redis, through the migration.
+  auto processes =
+      SimulatedProcesses::start(cluster->url(), 4, "reshard:", db.repository(), /*l1=*/false);
+  auto& fleets = processes.fleets;
+  auto& protectors = processes.protectors;
   // 40 keys, all owned by the first primary; their slots move to the second.
   const auto primaries = cluster->primary_ports();
   std::vector<std::string> keys;

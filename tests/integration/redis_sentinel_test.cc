@@ -13,12 +13,15 @@
 #include <vector>
 
 #include "herdguard/herdguard.h"
+#include "simulated_processes.h"
 
 namespace herdguard {
 namespace {
 
 using namespace std::chrono_literals;
 using testing::RedisSentinelGroup;
+using testing::SimulatedProcesses;
+using testing::SlowCountingDatabase;
 
 std::shared_ptr<RedisClient> connect(const std::string& url) {
   auto client = RedisClient::create({.url = url, .command_timeout = 1s});
@@ -84,35 +87,11 @@ TEST(Sentinel, AGracefulFailoverIsFollowedWithinTheRecheck) {
   EXPECT_EQ(value_on(group->primary_url(), "k"), "after");
 }
 
-struct CountingDatabase {
-  std::atomic<int> loads{0};
-  std::shared_ptr<Repository> repository() {
-    return std::make_shared<CallbackRepository>(
-        [this](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
-          loads.fetch_add(1);
-          std::this_thread::sleep_for(50ms);
-          return std::optional<std::string>("value-of-" + std::string(key));
-        });
-  }
-};
-
 TEST(Sentinel, AHerdAcrossFourProtectorsMakesOneDatabaseLoad) {
   auto group = RedisSentinelGroup::start();
-  CountingDatabase db;
-  std::vector<RedisFleet> fleets;
-  std::vector<std::unique_ptr<Protector>> protectors;
-  for (int i = 0; i < 4; ++i) {
-    auto fleet = RedisFleet::connect(
-        {.redis = {.url = group->url(), .command_timeout = 1s}, .prefix = "herd:", .lease = 2s});
-    ASSERT_TRUE(fleet) << fleet.error().to_string();
-    ASSERT_TRUE(fleet->notifier->wait_subscribed(Deadline::after(5s)));
-    ProtectorOptions options{.ttl = 60s};
-    fleet->apply_to(options);
-    auto protector = Protector::create(std::move(options), db.repository());
-    ASSERT_TRUE(protector) << protector.error().to_string();
-    protectors.push_back(std::move(*protector));
-    fleets.push_back(std::move(*fleet));
-  }
+  SlowCountingDatabase db;
+  auto processes = SimulatedProcesses::start(group->url(), 4, "herd:", db.repository());
+  auto& protectors = processes.protectors;
   std::atomic<int> correct{0};
   std::latch start(static_cast<std::ptrdiff_t>(protectors.size() * 50));
   std::vector<std::thread> threads;
