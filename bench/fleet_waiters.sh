@@ -5,7 +5,8 @@
 #
 # Starts its own redis-server on a unix socket in a temporary folder, runs
 # `herdguard simulate` (8 processes x 1 caller, 30 rounds, fleet protection)
-# in both modes and the anchor in the same shape, and prints p50/p99 of
+# with notification (one shared channel, then per-key channels) and with
+# polling, and the anchor in the same shape, and prints p50/p99 of
 # (latency - load time) for each.
 # Usage: bench/fleet_waiters.sh [path/to/herdguard] [path/to/bench_fanout_anchor]
 #        (defaults: build/release)
@@ -27,4 +28,5 @@ run() {
 }
 echo -n "raw pub/sub:  "; "$anchor" "$dir/redis.sock" 8 30 "$load_ms"
 echo -n "notification: "; run --notify
+echo -n "per-key:      "; run --notify --ready-channels per-key
 echo -n "polling:      "; run --no-notify

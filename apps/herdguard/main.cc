@@ -133,6 +133,12 @@ int main(int argc, char** argv) {
                            "off (the library default), or fixed:N"),
        &S::db_limit)
       ->capture_default_str();
+  flag(sim_cmd->add_option("--ready-channels", sim.ready_channels,
+                           "Where fleet waiters hear that a load is done: auto (per-key on a "
+                           "Redis Cluster, else shared), shared (one channel), per-key (Redis 7 "
+                           "sharded pub/sub)"),
+       &S::ready_channels)
+      ->capture_default_str();
   flag(sim_cmd->add_option("--early-refresh", sim.early_refresh,
                            "Refresh hot entries before they expire: none (the library "
                            "default), xfetch, xfetch:BETA, or eager:FRACTION (of the TTL)"),

@@ -122,6 +122,8 @@ nlohmann::json to_json(const RunReport& run) {
       {"ttl_shortened", run.ttl_shortened},
       {"breaker_trips", run.breaker_trips},
       {"redis_errors", run.redis_errors},
+      {"fleet_waits", run.fleet_waits},
+      {"announcements_received", run.announcements_received},
       {"duplicate_loads", run.duplicate_loads},
       {"duplicate_loads_outside_redis_errors", run.duplicate_loads_outside_redis_errors},
       {"redis_error_window_s",

@@ -104,6 +104,14 @@ Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text) {
       "--db-limit: expected adaptive, off or fixed:N with N in 1..100000, got '{}'", text));
 }
 
+std::optional<RedisFleetOptions::ReadyChannels> parse_ready_channels(std::string_view text) {
+  using Ready = RedisFleetOptions::ReadyChannels;
+  if (text == "auto") return Ready::kAuto;
+  if (text == "shared") return Ready::kShared;
+  if (text == "per-key") return Ready::kPerKey;
+  return std::nullopt;
+}
+
 Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text) {
   EarlyRefreshOptions options;
   auto refuse = [&] {
@@ -178,6 +186,9 @@ Result<void> Scenario::validate() const {
   if (auto limit = parse_db_limit(db_limit); !limit) return std::unexpected(limit.error());
   if (auto early = parse_early_refresh(early_refresh); !early)
     return std::unexpected(early.error());
+  if (!parse_ready_channels(ready_channels)) {
+    return invalid("ready_channels must be auto, shared or per-key");
+  }
   if (!adaptive_ttl.empty()) {
     if (auto adaptive = parse_adaptive_ttl(adaptive_ttl); !adaptive)
       return std::unexpected(adaptive.error());
@@ -355,6 +366,8 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_string(node, key, s.db_limit);
     else if (key == "early_refresh")
       ok_value = read_string(node, key, s.early_refresh);
+    else if (key == "ready_channels")
+      ok_value = read_string(node, key, s.ready_channels);
     else if (key == "viral")
       ok_value = read_string(node, key, s.viral);
     else if (key == "adaptive_ttl")

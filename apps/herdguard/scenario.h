@@ -10,6 +10,7 @@
 #include "herdguard/adaptive_ttl.h"
 #include "herdguard/concurrency_limiter.h"
 #include "herdguard/early_refresh.h"
+#include "herdguard/redis_fleet.h"
 #include "herdguard/result.h"
 
 namespace herdguard::cli {
@@ -39,6 +40,8 @@ Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text);
 // `xfetch:BETA` (β > 0) or `eager:FRACTION` (a fraction of the TTL in
 // (0, 1)). Errors: kInvalidArgument naming --early-refresh and what is wrong.
 Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text);
+// "auto", "shared" or "per-key"; nullopt for anything else.
+std::optional<RedisFleetOptions::ReadyChannels> parse_ready_channels(std::string_view text);
 
 // Parses --adaptive-ttl `MIN_MS-MAX_MS` (1 <= MIN_MS <= MAX_MS) into enabled
 // AdaptiveTtlOptions. Errors: kInvalidArgument naming --adaptive-ttl.
@@ -83,6 +86,9 @@ struct Scenario {
   int db_connections = 8;
   int lease_ms = 5000;
   bool notify = true;
+  // Where fleet waiters hear "ready": auto | shared | per-key
+  // (RedisFleetOptions::ready_channels).
+  std::string ready_channels = "auto";
   // > 0: the database is a saturating server of this capacity, shared by
   // all processes (saturating_database.h); 0: each query takes db_latency_ms.
   int db_capacity = 0;

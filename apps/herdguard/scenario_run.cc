@@ -293,30 +293,34 @@ struct Second {
   nlohmann::json loads = nlohmann::json::array();
   for (const auto& [key, at] : p.db->load_log())
     loads.push_back({key, at.time_since_epoch().count()});
-  nlohmann::json final_line = {{"type", "final"},
-                               {"loads", std::move(loads)},
-                               {"timeline", timeline},
-                               {"db_queries", p.db->calls()},
-                               {"stale_served", m.stale_returns},
-                               {"load_waits", p.protector ? m.cache_misses : p.db->calls()},
-                               {"early_refreshes", m.early_refreshes},
-                               {"refreshes_dropped", m.background_refreshes_dropped},
-                               {"hot_keys", detected},
-                               {"ttl_lengthened", m.ttl_lengthened},
-                               {"ttl_shortened", m.ttl_shortened},
-                               {"breaker_trips", m.circuit_breaker_trips},
-                               {"redis_errors", m.redis_errors},
-                               {"db_shed", m.db_shed},
-                               {"rate_limited", m.rate_limited},
-                               {"batch_queries", p.db->batches()},
-                               {"l3_hits", m.l3_hits},
-                               {"l3_errors", m.l3_errors},
-                               {"l3_rejected", m.l3_rejected},
-                               {"tag_invalidations", m.tag_invalidations},
-                               {"rate_limiter_local_decisions",
-                                p.rate_limiter ? p.rate_limiter->stats().local_decisions : 0},
-                               {"errors_by_kind", errors_by_kind},
-                               {"first_error_of_kind", first_error_of_kind}};
+  nlohmann::json final_line = {
+      {"type", "final"},
+      {"loads", std::move(loads)},
+      {"timeline", timeline},
+      {"db_queries", p.db->calls()},
+      {"stale_served", m.stale_returns},
+      {"load_waits", p.protector ? m.cache_misses : p.db->calls()},
+      {"early_refreshes", m.early_refreshes},
+      {"refreshes_dropped", m.background_refreshes_dropped},
+      {"hot_keys", detected},
+      {"ttl_lengthened", m.ttl_lengthened},
+      {"ttl_shortened", m.ttl_shortened},
+      {"breaker_trips", m.circuit_breaker_trips},
+      {"redis_errors", m.redis_errors},
+      {"fleet_waits", m.fleet_lock_contentions},
+      {"announcements_received",
+       p.fleet && p.fleet->notifier ? p.fleet->notifier->stats().received : 0},
+      {"db_shed", m.db_shed},
+      {"rate_limited", m.rate_limited},
+      {"batch_queries", p.db->batches()},
+      {"l3_hits", m.l3_hits},
+      {"l3_errors", m.l3_errors},
+      {"l3_rejected", m.l3_rejected},
+      {"tag_invalidations", m.tag_invalidations},
+      {"rate_limiter_local_decisions",
+       p.rate_limiter ? p.rate_limiter->stats().local_decisions : 0},
+      {"errors_by_kind", errors_by_kind},
+      {"first_error_of_kind", first_error_of_kind}};
   const bool written = write_all(out_fd, final_line.dump() + "\n");
   ::_exit(written ? 0 : 3);
 }
@@ -544,6 +548,8 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.ttl_shortened += f["ttl_shortened"].get<std::uint64_t>();
     report.breaker_trips += f["breaker_trips"].get<std::uint64_t>();
     report.redis_errors += f["redis_errors"].get<std::uint64_t>();
+    report.fleet_waits += f["fleet_waits"].get<std::uint64_t>();
+    report.announcements_received += f["announcements_received"].get<std::uint64_t>();
     for (const auto& load : f["loads"]) {
       const auto at = SteadyClock::time_point(SteadyClock::duration(load[1].get<std::int64_t>()));
       load_events.push_back(

@@ -80,6 +80,13 @@ struct RunReport {
   std::uint64_t refreshes_dropped = 0;
   std::uint64_t breaker_trips = 0;
   std::uint64_t redis_errors = 0;
+  // Fleet protection: times a process found a key's fleet lock held and
+  // waited for another's load (the protectors' fleet_lock_contentions), and
+  // the ready announcements the processes' notifiers received. With one
+  // shared channel every process receives every announcement; with per-key
+  // channels (a Redis Cluster) about one per wait.
+  std::uint64_t fleet_waits = 0;
+  std::uint64_t announcements_received = 0;
   // Successful answers (values, stale ones included; not errors) per second
   // of the run.
   double goodput = 0;

@@ -63,10 +63,13 @@ Result<WorkerProtection> build_worker_protection(
   const auto timeout = std::chrono::milliseconds(s.timeout_ms);
   const bool fleet_mode = s.protect == "fleet" || s.protect == "full";
   if (!redis_url.empty()) {
-    auto fleet = RedisFleet::connect({.redis = {.url = redis_url},
-                                      .prefix = prefix,
-                                      .lease = std::chrono::milliseconds(s.lease_ms),
-                                      .notifications = s.notify && fleet_mode});
+    auto fleet = RedisFleet::connect(
+        {.redis = {.url = redis_url},
+         .prefix = prefix,
+         .lease = std::chrono::milliseconds(s.lease_ms),
+         .notifications = s.notify && fleet_mode,
+         .ready_channels = parse_ready_channels(s.ready_channels)
+                               .value_or(RedisFleetOptions::ReadyChannels::kAuto)});
     if (!fleet) return std::unexpected(fleet.error());
     p.fleet = std::move(*fleet);
     if (p.fleet->notifier) (void)p.fleet->notifier->wait_subscribed(Deadline::after(timeout));

@@ -243,6 +243,15 @@ class RedisClient {
   const RedisUrl& url() const noexcept;
   const RedisOptions& options() const noexcept;
 
+  // The URL of the server that owns `key`: in a Redis Cluster the primary
+  // of its slot (with this client's user and password), behind Sentinels
+  // the primary they name, otherwise url() itself. For a dedicated
+  // connection to that server, like the sharded subscriber's
+  // (redis_notifier.h). May load the slot map or ask the Sentinels.
+  // Errors: kBackend when no node answers or the slot has no known
+  // primary; kTimeout when `deadline` passes first. Thread-safe.
+  Result<RedisUrl> node_url(std::string_view key, Deadline deadline);
+
   RedisClientStats stats() const;
 
  private:

@@ -38,6 +38,14 @@ struct RedisFleetOptions {
   Duration lease = std::chrono::seconds(5);
   // Waiters are woken by pub/sub; false makes them poll (for comparison).
   bool notifications = true;
+  // Where a key's "ready" announcements go (redis_notifier.h): kShared, one
+  // channel every process hears; kPerKey, the key's own sharded channel
+  // (Redis >= 7), heard only by processes waiting for that key; kAuto,
+  // kPerKey on a Redis Cluster and kShared otherwise. Every process of a
+  // fleet must choose alike: a process on the other kind of channel is not
+  // heard, and its waiters fall back to retry_interval.
+  enum class ReadyChannels { kAuto, kShared, kPerKey };
+  ReadyChannels ready_channels = ReadyChannels::kAuto;
   // RedisCacheOptions::wait_replicas / wait_timeout: set, invalidate and
   // tag invalidations wait for this many replicas (0: they do not).
   int wait_replicas = 0;

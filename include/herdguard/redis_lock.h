@@ -75,12 +75,22 @@ struct RedisLockOptions {
   // Extend held leases automatically (every lease/3, up to the hard deadline).
   bool auto_extend = true;
   // The pub/sub channel LockHold::finish announces on (the RedisNotifier's);
-  // empty: holders announce nothing and try_acquire marks no waiter.
+  // empty (and announce_per_key false): holders announce nothing and
+  // try_acquire marks no waiter.
   std::string announce_channel{};
+  // Announce on the key's own channel, `<prefix>{<key>}:r`, with SPUBLISH
+  // (Redis 7 sharded pub/sub: the channel lives in the key's slot, so only
+  // the processes subscribed to that key hear it) instead of
+  // announce_channel. Must match the RedisNotifier's per_key option.
+  bool announce_per_key = false;
   // The largest envelope an announcement carries; a larger value is
-  // announced without it (its waiters read L2). Every process of the fleet
-  // receives every announcement, so this bounds the fan-out's bytes.
+  // announced without it (its waiters read L2). With one shared channel
+  // every process of the fleet receives every announcement, so this bounds
+  // the fan-out's bytes.
   std::size_t announce_value_max_bytes = 16 * 1024;
+
+  // Whether holders announce (a channel is set, or announce_per_key).
+  bool announces() const noexcept { return announce_per_key || !announce_channel.empty(); }
 
   Result<void> validate() const;
 };

@@ -22,6 +22,19 @@
 // waiter when the subscription is (re)established, since publishes may have
 // been missed in the gap.
 //
+// Per-key channels (options.per_key, Redis 7): a key's announcements go to
+// its own channel, <prefix>{<key>}:r, by SPUBLISH, and a process subscribes
+// (SSUBSCRIBE, sharded pub/sub) only to the channels of the keys it waits
+// on, and keeps each for `linger` after its last waiter (at most
+// max_idle_channels such). In a Redis Cluster the channel lives on the node
+// owning the key's slot, with one subscriber connection per such node: a
+// process receives the announcements of the keys it waits on (and of a
+// bounded set it waited on recently), not the whole fleet's. Such a
+// subscription is not there before the first watch(K): a Waiter is armed()
+// once it is confirmed, and a caller that checked the cache before that
+// checks it once more after wait_armed() (the load coordinator does: a
+// publish between its check and the subscription would go unheard).
+//
 // The same subscriber carries the L1 backplane when invalidation_channel is
 // set: Protector::set() and invalidate() publish the key there, and every
 // other process's Protector, listening through listen(), drops its L1 copy.
@@ -70,6 +83,16 @@ struct RedisNotifierOptions {
   // NAT entry): it reconnects, which counts as a gap (listeners resync,
   // waiters look again). REQUIRES: > 0.
   Duration heartbeat = std::chrono::seconds(1);
+  // Announcements on per-key channels (see the file comment); the lock
+  // manager must announce the same way (RedisLockOptions::announce_per_key).
+  // `channel` still carries announcements of processes that publish there.
+  bool per_key = false;
+  // per_key: the keys' prefix (RedisLockOptions::prefix), how long a
+  // channel stays subscribed after its last waiter left, and how many such
+  // idle channels are kept at most. REQUIRES: linger >= 0.
+  std::string key_prefix = "herdguard:";
+  Duration linger = std::chrono::seconds(2);
+  std::size_t max_idle_channels = 1024;
 };
 
 // What a listener of the backplane is told. Both are called on the
@@ -109,6 +132,11 @@ struct RedisNotifierStats {
   std::uint64_t invalidations_published = 0;  // publish_invalidation() calls that reached Redis
   std::uint64_t invalidations_received = 0;   // well-formed invalidations heard (tags too)
   std::uint64_t malformed = 0;  // messages on the invalidation channel that were not ours: ignored
+  // per_key: channels subscribed now, subscriptions confirmed, and
+  // subscriptions lost (node failed, slot moved) or refused while waited on.
+  std::uint64_t key_channels = 0;
+  std::uint64_t key_subscribes = 0;
+  std::uint64_t key_channel_losses = 0;
 };
 
 class InvalidationSubscription;
@@ -129,16 +157,28 @@ class Waiter {
   // The latest announcement of the key that carried a version (format 2)
   // since watch(), or null. Not consumed by wait().
   std::shared_ptr<const Announcement> announcement() const;
+  // Whether an announcement of the key published from now on wakes this
+  // waiter: the notifier is subscribed (one channel), or the key's channel
+  // is (per_key).
+  bool armed() const;
+  // Blocks until armed(), a notification, or `deadline`; returns armed().
+  // Returns at once with one channel, and when the key's subscription
+  // failed (its node is down: poll instead). Consumes nothing.
+  bool wait_armed(Deadline deadline);
 
  private:
   friend class RedisNotifier;
-  Waiter(RedisNotifier& owner, std::string key);
+  Waiter(RedisNotifier& owner, std::string key, bool per_key);
   void notify(const std::shared_ptr<const Announcement>& announcement);
+  void set_armed(bool armed);
   RedisNotifier& owner_;
   const std::string key_;
+  const bool per_key_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   bool notified_ = false;                             // guarded by mutex_
+  bool armed_ = false;                                // per_key; guarded by mutex_
+  bool failed_ = false;                               // per_key; guarded by mutex_
   std::shared_ptr<const Announcement> announcement_;  // guarded by mutex_
 };
 

@@ -54,9 +54,9 @@ return {1, string.format('%.0f', v), hg_now_ms(), hg_get(KEYS[3])}
 // envelope ('' = nothing to write), ARGV[5] expire-at ms, ARGV[6] channel
 // ('' = no announcement), ARGV[7] announcement head, ARGV[8] most value
 // bytes announced, ARGV[9] the version a "not modified" load extends ('':
-// none). Returns {write, released, announced, with value}: write is
-// hg_write_loaded's result (redis/key_layout.h), 3 when there was nothing
-// to write. The announcement's layout is in lock/announcement.h.
+// none), ARGV[10] 'PUBLISH' or 'SPUBLISH' (a per-key channel in KEYS' slot). Returns {write,
+// released, announced, with value}: write is hg_write_loaded's result (redis/key_layout.h), 3 when
+// there was nothing to write. The announcement's layout is in lock/announcement.h.
 const RedisScript kFinish{std::string(internal::kVersionLua) +
                           std::string(internal::kWriteLoadedLua) + R"lua(
 local write = 3
@@ -73,9 +73,9 @@ if ARGV[6] ~= '' and redis.call('DEL', KEYS[4]) == 1 then
   announced = 1
   if (write == 1 or write == 2) and #ARGV[4] <= tonumber(ARGV[8]) then
     with_value = 1
-    redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\1' .. ARGV[4])
+    redis.call(ARGV[10], ARGV[6], ARGV[7] .. '\1' .. ARGV[4])
   else
-    redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\0')
+    redis.call(ARGV[10], ARGV[6], ARGV[7] .. '\0')
   end
 end
 return {write, released, announced, with_value}
@@ -366,9 +366,11 @@ Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
   const std::string bytes =
       entry ? encode_envelope({.entry = *entry, .version = snapshot_.version}) : std::string();
   const std::string at = entry ? internal::redis_unix_ms(entry->stale_until) : std::string("0");
-  const std::string head = o.announce_channel.empty()
-                               ? std::string()
-                               : internal::announcement_head(key_, snapshot_.version);
+  const std::string channel =
+      o.announce_per_key ? internal::ready_channel(o.prefix, key_) : o.announce_channel;
+  const std::string_view publish = o.announce_per_key ? "SPUBLISH" : "PUBLISH";
+  const std::string head =
+      o.announces() ? internal::announcement_head(key_, snapshot_.version) : std::string();
   const std::string most = std::to_string(o.announce_value_max_bytes);
   // Past the hard deadline the write is refused by the script anyway, and
   // the lease has run out (it never outlives the hard deadline), but the
@@ -381,8 +383,8 @@ Result<FinishOutcome> LockHold::finish(const CacheEntry* entry) {
           : hard_deadline_;
   auto reply =
       impl.client->eval(kFinish, {lock, version, value, waiters},
-                        {token_, expected, until, bytes, at, o.announce_channel, head, most,
-                         internal::little_endian(entry ? entry->extends_version : 0)},
+                        {token_, expected, until, bytes, at, channel, head, most,
+                         internal::little_endian(entry ? entry->extends_version : 0), publish},
                         bound);
   if (!reply) {
     impl.errors.fetch_add(1, kRelaxed);
@@ -451,7 +453,7 @@ Result<std::unique_ptr<LockHold>> RedisLockManager::try_acquire(std::string_view
   const std::string version = version_key(key);
   const std::string value = value_key(key);
   const std::string waiters = waiters_key(key);
-  const std::string_view mark = impl_->options.announce_channel.empty() ? "0" : "1";
+  const std::string_view mark = impl_->options.announces() ? "1" : "0";
   auto send = [&] {
     const Duration remaining = hard_deadline.remaining();
     return impl_->client->eval(

@@ -26,7 +26,9 @@
 #include "core/random.h"
 #include "lock/announcement.h"
 #include "lock/invalidation_message.h"
+#include "lock/sharded_subscriber.h"
 #include "redis/hiredis_connection.h"
+#include "redis/key_layout.h"
 
 namespace herdguard {
 namespace {
@@ -55,6 +57,10 @@ struct RedisNotifier::Impl {
 
   int wake_pipe[2] = {-1, -1};  // the destructor writes to [1] to stop the thread
   std::thread subscriber;
+  // per_key: the keys' own channels. Its callbacks take waiters_mutex (so
+  // the lock order is waiters_mutex, then the subscriber's own); destroyed
+  // first.
+  std::unique_ptr<internal::ShardedSubscriber> sharded;
 
   std::atomic<std::uint64_t> published{0}, received{0}, with_value{0}, wakeups{0}, resubscribes{0},
       errors{0}, invalidations_published{0}, invalidations_received{0}, malformed{0};
@@ -102,6 +108,17 @@ struct RedisNotifier::Impl {
     for (Waiter* w : it->second) {
       w->notify(announcement);
       wakeups.fetch_add(1, kRelaxed);
+    }
+  }
+
+  // per_key: the key's channel is (no longer) subscribed.
+  void arm(const std::string& key, bool armed) {
+    std::lock_guard lock(waiters_mutex);
+    auto it = waiters.find(key);
+    if (it == waiters.end()) return;
+    for (Waiter* w : it->second) {
+      w->set_armed(armed);
+      if (!armed) w->notify(nullptr);  // publishes may have gone unheard: look again
     }
   }
 
@@ -167,9 +184,13 @@ struct RedisNotifier::Impl {
       tell_invalidated(std::string_view(payload->str, payload->len));
       return;
     }
+    on_ready(std::string_view(payload->str, payload->len));
+  }
+
+  // An announcement, from the shared channel or a key's own.
+  void on_ready(std::string_view payload) {
     received.fetch_add(1, kRelaxed);
-    const internal::DecodedAnnouncement decoded =
-        internal::decode_announcement(std::string_view(payload->str, payload->len));
+    const internal::DecodedAnnouncement decoded = internal::decode_announcement(payload);
     std::shared_ptr<const Announcement> announcement;
     if (decoded.version != 0) {
       // One copy of the value, shared by every waiter of the key.
@@ -263,7 +284,8 @@ struct RedisNotifier::Impl {
   }
 };
 
-Waiter::Waiter(RedisNotifier& owner, std::string key) : owner_(owner), key_(std::move(key)) {}
+Waiter::Waiter(RedisNotifier& owner, std::string key, bool per_key)
+    : owner_(owner), key_(std::move(key)), per_key_(per_key) {}
 
 Waiter::~Waiter() { owner_.remove(this); }
 
@@ -274,6 +296,28 @@ void Waiter::notify(const std::shared_ptr<const Announcement>& announcement) {
     if (announcement) announcement_ = announcement;
   }
   cv_.notify_one();
+}
+
+void Waiter::set_armed(bool armed) {
+  {
+    std::lock_guard lock(mutex_);
+    armed_ = armed;
+    if (!armed) failed_ = true;
+  }
+  cv_.notify_one();
+}
+
+bool Waiter::armed() const {
+  if (!per_key_) return owner_.subscribed();
+  std::lock_guard lock(mutex_);
+  return armed_;
+}
+
+bool Waiter::wait_armed(Deadline deadline) {
+  if (!per_key_) return owner_.subscribed();
+  std::unique_lock lock(mutex_);
+  cv_.wait_until(lock, deadline.when(), [this] { return armed_ || failed_ || notified_; });
+  return armed_;
 }
 
 std::shared_ptr<const Announcement> Waiter::announcement() const {
@@ -302,12 +346,37 @@ Result<std::unique_ptr<RedisNotifier>> RedisNotifier::create(RedisNotifierOption
     return make_error(ErrorKind::kInvalidArgument,
                       "redis notifier: invalidation_channel must differ from channel");
   }
+  if (options.per_key) {
+    if (auto valid = internal::validate_prefix(options.key_prefix, "redis notifier"); !valid) {
+      return std::unexpected(valid.error());
+    }
+    if (options.linger < Duration::zero() || options.linger > std::chrono::hours(1)) {
+      return make_error(ErrorKind::kInvalidArgument, "redis notifier: linger must be in [0, 1 h]");
+    }
+  }
   auto impl = std::make_unique<Impl>(std::move(options), std::move(client));
   if (::pipe2(impl->wake_pipe, O_CLOEXEC) != 0) {
     return make_error(ErrorKind::kInternal,
                       fmt::format("redis notifier: pipe failed: {}", std::strerror(errno)));
   }
   Impl* raw = impl.get();
+  if (impl->options.per_key) {
+    auto sharded = internal::ShardedSubscriber::create(
+        {.prefix = impl->options.key_prefix,
+         .linger = impl->options.linger,
+         .max_idle = impl->options.max_idle_channels,
+         .heartbeat = impl->options.heartbeat},
+        impl->client,
+        {.armed = [raw](const std::string& key) { raw->arm(key, true); },
+         .lost = [raw](const std::string& key) { raw->arm(key, false); },
+         .message = [raw](std::string_view payload) { raw->on_ready(payload); }});
+    if (!sharded) {
+      ::close(impl->wake_pipe[0]);
+      ::close(impl->wake_pipe[1]);
+      return std::unexpected(sharded.error());
+    }
+    impl->sharded = std::move(*sharded);
+  }
   impl->subscriber = std::thread([raw] { raw->run(); });
   return std::unique_ptr<RedisNotifier>(new RedisNotifier(std::move(impl)));
 }
@@ -315,6 +384,7 @@ Result<std::unique_ptr<RedisNotifier>> RedisNotifier::create(RedisNotifierOption
 RedisNotifier::RedisNotifier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 RedisNotifier::~RedisNotifier() {
+  impl_->sharded.reset();  // its callbacks use the waiters
   {
     std::lock_guard lock(impl_->state_mutex);
     impl_->stopping = true;
@@ -327,9 +397,12 @@ RedisNotifier::~RedisNotifier() {
 }
 
 std::unique_ptr<Waiter> RedisNotifier::watch(std::string_view key) {
-  std::unique_ptr<Waiter> waiter(new Waiter(*this, std::string(key)));
+  std::unique_ptr<Waiter> waiter(new Waiter(*this, std::string(key), impl_->sharded != nullptr));
   std::lock_guard lock(impl_->waiters_mutex);
   impl_->waiters[waiter->key_].push_back(waiter.get());
+  // Under waiters_mutex: an arm() of this key runs before or after, never
+  // between the want and the registration.
+  if (impl_->sharded && impl_->sharded->want(waiter->key_)) waiter->set_armed(true);
   return waiter;
 }
 
@@ -340,6 +413,7 @@ void RedisNotifier::remove(Waiter* waiter) {
   auto& list = it->second;
   list.erase(std::remove(list.begin(), list.end(), waiter), list.end());
   if (list.empty()) impl_->waiters.erase(it);
+  if (impl_->sharded) impl_->sharded->unwant(waiter->key_);
 }
 
 Result<void> RedisNotifier::publish(std::string_view key) {
@@ -416,6 +490,8 @@ bool RedisNotifier::wait_subscribed(Deadline deadline) const {
 }
 
 RedisNotifierStats RedisNotifier::stats() const {
+  const internal::ShardedSubscriberStats sharded =
+      impl_->sharded ? impl_->sharded->stats() : internal::ShardedSubscriberStats{};
   return RedisNotifierStats{
       .published = impl_->published.load(kRelaxed),
       .received = impl_->received.load(kRelaxed),
@@ -425,7 +501,10 @@ RedisNotifierStats RedisNotifier::stats() const {
       .errors = impl_->errors.load(kRelaxed),
       .invalidations_published = impl_->invalidations_published.load(kRelaxed),
       .invalidations_received = impl_->invalidations_received.load(kRelaxed),
-      .malformed = impl_->malformed.load(kRelaxed)};
+      .malformed = impl_->malformed.load(kRelaxed),
+      .key_channels = sharded.armed_now,
+      .key_subscribes = sharded.subscribes,
+      .key_channel_losses = sharded.losses};
 }
 
 }  // namespace herdguard

@@ -221,6 +221,9 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     }
     look = true;
     if (load_deadline.expired()) return timed_out(key);
+    // Armed before the acquire is sent: the holder's announcement, which
+    // follows the mark our acquire leaves, cannot go unheard.
+    const bool armed_before = waiter && waiter->armed();
     std::uint64_t seen_version = 0;
     auto hold = locks_->try_acquire(key, load_deadline, &seen_version);
     if (hold) {
@@ -239,9 +242,21 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     // Another process loads the key: a get_many batch does not wait for
     // this flight (load_batch.h).
     if (BatchMember* member = current_batch_member()) member->step_aside();
+    // A key's own channel (per_key) is subscribed by watch(), alongside the
+    // look and the acquire. Armed only after the acquire: the holder may
+    // have announced in between, unheard, so look once more (one GET, for
+    // the first wait of a key within the channel's linger).
+    if (waiter && !armed_before &&
+        waiter->wait_armed(
+            Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)))) {
+      if (auto fresh = fresh_in_l2(key, load_deadline, bar)) {
+        counters_.fleet_waited_loads.add();
+        return std::move(*fresh);
+      }
+    }
     // Woken by the holder's announcement; otherwise come back after
     // retry_interval to take over the lock of a holder that died.
-    if (waiter && notifier_->subscribed()) {
+    if (waiter && waiter->armed()) {
       const bool woken =
           waiter->wait(Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
       if (woken) {
@@ -293,7 +308,7 @@ std::optional<WriteOutcome> LoadCoordinator::finish(const std::string& key, Lock
   auto done = hold.finish(keep ? entry : nullptr);
   // A notifier that is not the lock's announce channel (wired by hand) is
   // told the old way, after the release.
-  if (notifier_ && locks_->options().announce_channel.empty()) {
+  if (notifier_ && !locks_->options().announces()) {
     if (auto published = notifier_->publish(key); !published) counters_.redis_errors.add();
   }
   // Nothing to write (a failed load, an entry past stale_until) counts as

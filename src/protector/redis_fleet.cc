@@ -12,16 +12,25 @@ Result<RedisFleet> RedisFleet::connect(RedisFleetOptions options, std::shared_pt
                                shared_client, clock);
   if (!l2) return std::unexpected(l2.error());
   const std::string channel = options.prefix + "ready";
+  using Ready = RedisFleetOptions::ReadyChannels;
+  const bool per_key =
+      options.notifications && (options.ready_channels == Ready::kPerKey ||
+                                (options.ready_channels == Ready::kAuto &&
+                                 shared_client->url().transport == RedisUrl::Transport::kCluster));
   auto locks = RedisLockManager::create(
       {.prefix = options.prefix,
        .lease = options.lease,
-       .announce_channel = options.notifications ? channel : std::string()},
+       .announce_channel = options.notifications && !per_key ? channel : std::string(),
+       .announce_per_key = per_key},
       shared_client);
   if (!locks) return std::unexpected(locks.error());
   std::shared_ptr<RedisNotifier> notifier;
   if (options.notifications) {
-    auto created = RedisNotifier::create(
-        {.channel = channel, .invalidation_channel = options.prefix + "invalidate"}, shared_client);
+    auto created = RedisNotifier::create({.channel = channel,
+                                          .invalidation_channel = options.prefix + "invalidate",
+                                          .per_key = per_key,
+                                          .key_prefix = options.prefix},
+                                         shared_client);
     if (!created) return std::unexpected(created.error());
     notifier = std::move(*created);
   }

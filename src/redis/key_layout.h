@@ -16,6 +16,10 @@
 //                       set by a try_acquire that found the lock held, taken
 //                       by the holder's finish (which then announces);
 //                       expires after a lease
+//   <prefix>{<key>}:r   (a channel, not a key) the key's own ready channel
+//                       for sharded pub/sub (RedisNotifierOptions::per_key):
+//                       in the key's slot, so the holder's finish script
+//                       may SPUBLISH on it
 // Why this shape:
 //   * Separate namespaces: the part after the key is fixed ("}:v", "}:l",
 //     "}:n", "}:w"), so every Redis key maps back to exactly one (cache key,
@@ -65,6 +69,9 @@ inline std::string tombstone_key(std::string_view prefix, std::string_view key) 
 }
 inline std::string waiters_key(std::string_view prefix, std::string_view key) {
   return redis_key_for(prefix, key, 'w');
+}
+inline std::string ready_channel(std::string_view prefix, std::string_view key) {
+  return redis_key_for(prefix, key, 'r');
 }
 
 // `v` as 8 little-endian bytes (an envelope's field); "" for 0.

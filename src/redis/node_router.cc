@@ -280,6 +280,20 @@ Result<void> NodeRouter::apply_slots(const RedisReply& slots, const NodePool& as
   return ok();
 }
 
+Result<RedisUrl> NodeRouter::owner_url(std::uint16_t slot, Deadline deadline) {
+  if (auto ready = ensure_map(deadline); !ready) return std::unexpected(ready.error());
+  NodePool* pool = owner(slot);
+  if (pool == nullptr) {
+    refresh_soon(deadline);
+    pool = owner(slot);
+  }
+  if (pool == nullptr) {
+    return make_error(ErrorKind::kBackend, fmt::format("redis {}: slot {} has no known primary",
+                                                       cluster_.redacted(), slot));
+  }
+  return pool->url();
+}
+
 Result<RedisReply> NodeRouter::run(std::span<const std::string_view> argv,
                                    std::optional<std::uint16_t> slot,
                                    std::optional<Deadline> deadline, const FollowUp* follow_up,

@@ -77,6 +77,13 @@ class NodeRouter {
                          std::optional<Deadline> deadline, const FollowUp* follow_up = nullptr,
                          std::optional<Result<RedisReply>>* follow_up_reply = nullptr);
 
+  // The URL of the primary owning `slot` (its host and port, the cluster's
+  // user, password and db), loading the map first when it never was: for a
+  // dedicated connection to that node (the sharded subscriber). Errors:
+  // kBackend when no node answers or the slot has no known primary;
+  // kTimeout when `deadline` passes first.
+  Result<RedisUrl> owner_url(std::uint16_t slot, Deadline deadline);
+
   std::uint64_t redirects() const noexcept { return redirects_.load(std::memory_order_relaxed); }
   std::uint64_t refreshes() const noexcept { return refreshes_.load(std::memory_order_relaxed); }
 

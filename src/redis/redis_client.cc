@@ -309,6 +309,11 @@ Result<RedisReplicatedReply> RedisClient::eval_replicated(const RedisScript& scr
 const RedisUrl& RedisClient::url() const noexcept { return impl_->url; }
 const RedisOptions& RedisClient::options() const noexcept { return impl_->options; }
 
+Result<RedisUrl> RedisClient::node_url(std::string_view key, Deadline deadline) {
+  if (!impl_->router) return impl_->url;
+  return impl_->router->owner_url(internal::cluster_slot(key), deadline);
+}
+
 RedisClientStats RedisClient::stats() const {
   return RedisClientStats{.commands = impl_->commands.load(kRelaxed),
                           .errors = impl_->errors.load(kRelaxed),
