@@ -63,30 +63,45 @@ Result<void> FaultyRepository::play_faults(Deadline deadline) const {
   return ok();
 }
 
-void FaultyRepository::log_load(std::string_view key) {
+void FaultyRepository::log_load(std::string_view key, std::uint64_t refreshed_version) {
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(log_mutex_);
-  log_.emplace_back(std::string(key), now);
+  log_.push_back({.key = std::string(key), .at = now, .refreshed_version = refreshed_version});
 }
 
-std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>>
-FaultyRepository::load_log() const {
+std::vector<FaultyRepository::LoadRecord> FaultyRepository::load_log() const {
   std::lock_guard lock(log_mutex_);
   return log_;
 }
 
-Result<std::optional<std::string>> FaultyRepository::load(std::string_view key, Deadline deadline) {
+Result<std::optional<std::string>> FaultyRepository::logged_load(std::string_view key,
+                                                                 Deadline deadline,
+                                                                 std::uint64_t refreshed_version) {
   calls_.fetch_add(1, std::memory_order_relaxed);
-  log_load(key);
+  log_load(key, refreshed_version);
   if (auto played = play_faults(deadline); !played) return std::unexpected(played.error());
   return inner_->load(key, deadline);
+}
+
+Result<std::optional<std::string>> FaultyRepository::load(std::string_view key, Deadline deadline) {
+  return logged_load(key, deadline, 0);
+}
+
+Result<LoadedEntry> FaultyRepository::reload_entry(std::string_view key, Deadline deadline,
+                                                   const PreviousValue& previous) {
+  // The simulator's protectors run on the system clock (TimePoint's).
+  const bool ahead = previous.fresh_until > std::chrono::system_clock::now();
+  auto loaded =
+      logged_load(key, deadline, ahead ? std::max<std::uint64_t>(previous.version, 1) : 0);
+  if (!loaded) return std::unexpected(std::move(loaded.error()));
+  return LoadedEntry{.value = std::move(*loaded)};
 }
 
 std::vector<Result<std::optional<std::string>>> FaultyRepository::load_many(
     std::span<const std::string> keys, Deadline deadline) {
   calls_.fetch_add(keys.size(), std::memory_order_relaxed);
   batches_.fetch_add(1, std::memory_order_relaxed);
-  for (const auto& key : keys) log_load(key);
+  for (const auto& key : keys) log_load(key, 0);
   // One query: the fault hits it once, and every key with it.
   if (auto played = play_faults(deadline); !played) {
     return std::vector<Result<std::optional<std::string>>>(keys.size(),

@@ -27,6 +27,10 @@ class FaultyRepository final : public Repository {
   // The timeline starts now (called when the workers are released).
   void start();
   Result<std::optional<std::string>> load(std::string_view key, Deadline deadline) override;
+  // load(), logged as a refresh ahead of expiry when `previous` is still
+  // fresh (see LoadRecord).
+  Result<LoadedEntry> reload_entry(std::string_view key, Deadline deadline,
+                                   const PreviousValue& previous) override;
   // A batch is one query: the faults hit it once.
   std::vector<Result<std::optional<std::string>>> load_many(std::span<const std::string> keys,
                                                             Deadline deadline) override;
@@ -35,10 +39,17 @@ class FaultyRepository final : public Repository {
   // of its keys), and batch calls.
   std::uint64_t calls() const noexcept { return calls_.load(std::memory_order_relaxed); }
   std::uint64_t batches() const noexcept { return batches_.load(std::memory_order_relaxed); }
-  // Every load so far: its key and when it began (steady clock, which all
-  // processes of the machine share), for the fleet-wide duplicate count
-  // (load_overlap.h). Thread-safe.
-  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> load_log() const;
+  // A load: its key, when it began (steady clock, which all processes of
+  // the machine share), and, for a refresh ahead of expiry (it replaced a
+  // value still fresh), that value's version (else 0).
+  struct LoadRecord {
+    std::string key;
+    std::chrono::steady_clock::time_point at;
+    std::uint64_t refreshed_version = 0;
+  };
+  // Every load so far, for the fleet-wide duplicate count (load_overlap.h).
+  // Thread-safe.
+  std::vector<LoadRecord> load_log() const;
 
  private:
   double elapsed_s() const;
@@ -53,10 +64,11 @@ class FaultyRepository final : public Repository {
   std::atomic<std::chrono::steady_clock::rep> start_{0};
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> batches_{0};
-  void log_load(std::string_view key);
+  Result<std::optional<std::string>> logged_load(std::string_view key, Deadline deadline,
+                                                 std::uint64_t refreshed_version);
+  void log_load(std::string_view key, std::uint64_t refreshed_version);
   mutable std::mutex log_mutex_;
-  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>>
-      log_;  // guarded by log_mutex_
+  std::vector<LoadRecord> log_;  // guarded by log_mutex_
 };
 
 }  // namespace herdguard::cli

@@ -14,6 +14,7 @@ DuplicateLoads count_duplicate_loads(std::vector<LoadEvent> loads, double min_ga
   });
   for (std::size_t i = 1; i < loads.size(); ++i) {
     if (loads[i].key != loads[i - 1].key || loads[i].t_s - loads[i - 1].t_s >= min_gap_s) continue;
+    if (loads[i].refreshed_version > loads[i - 1].refreshed_version) continue;  // a refresh chain
     ++out.total;
     out.pairs.emplace_back(loads[i - 1].t_s, loads[i].t_s);
     const double t = std::max(0.0, loads[i].t_s);

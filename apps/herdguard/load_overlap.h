@@ -19,6 +19,9 @@ namespace herdguard::cli {
 struct LoadEvent {
   std::string key;
   double t_s = 0;  // when the load began, seconds since the run's start
+  // A refresh ahead of expiry (hot keys, early refresh): the version of the
+  // still-fresh value it replaced; 0 for any other load (a miss, an expiry).
+  std::uint64_t refreshed_version = 0;
 };
 
 struct DuplicateLoads {
@@ -31,8 +34,13 @@ struct DuplicateLoads {
 // A load is a duplicate when it began less than `min_gap_s` after the
 // previous load of the same key began (in any process): with a TTL T and no
 // writes, one expiry's loads are T apart, so `min_gap_s` = T/2 counts every
-// extra load of an expiry. `seconds` sizes by_second (later loads count in
-// the last second). Pure.
+// extra load of an expiry. Except a refresh ahead of expiry that replaced a
+// newer value than the previous load did (refreshed_version above the
+// previous load's): it refreshes what that load produced — a hot key is
+// refreshed up to 0.4 T before it expires, and with a TTL jittered short
+// that can come less than T/2 after its load — while a second refresh of
+// the same value is still a duplicate. `seconds` sizes by_second (later
+// loads count in the last second). Pure.
 DuplicateLoads count_duplicate_loads(std::vector<LoadEvent> loads, double min_gap_s,
                                      std::size_t seconds);
 

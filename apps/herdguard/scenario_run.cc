@@ -291,8 +291,8 @@ struct Second {
   // Each load's key and start (steady clock ns, shared by the machine's
   // processes): the parent counts duplicates fleet-wide (load_overlap.h).
   nlohmann::json loads = nlohmann::json::array();
-  for (const auto& [key, at] : p.db->load_log())
-    loads.push_back({key, at.time_since_epoch().count()});
+  for (const auto& load : p.db->load_log())
+    loads.push_back({load.key, load.at.time_since_epoch().count(), load.refreshed_version});
   nlohmann::json final_line = {
       {"type", "final"},
       {"loads", std::move(loads)},
@@ -552,8 +552,9 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
     report.announcements_received += f["announcements_received"].get<std::uint64_t>();
     for (const auto& load : f["loads"]) {
       const auto at = SteadyClock::time_point(SteadyClock::duration(load[1].get<std::int64_t>()));
-      load_events.push_back(
-          {load[0].get<std::string>(), std::chrono::duration<double>(at - t0).count()});
+      load_events.push_back({.key = load[0].get<std::string>(),
+                             .t_s = std::chrono::duration<double>(at - t0).count(),
+                             .refreshed_version = load[2].get<std::uint64_t>()});
     }
     report.db_shed += f["db_shed"].get<std::uint64_t>();
     report.rate_limited += f["rate_limited"].get<std::uint64_t>();
