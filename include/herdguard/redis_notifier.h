@@ -170,7 +170,8 @@ class Waiter {
   friend class RedisNotifier;
   Waiter(RedisNotifier& owner, std::string key, bool per_key);
   void notify(const std::shared_ptr<const Announcement>& announcement);
-  void set_armed(bool armed);
+  // Returns whether it was armed before.
+  bool set_armed(bool armed);
   RedisNotifier& owner_;
   const std::string key_;
   const bool per_key_;

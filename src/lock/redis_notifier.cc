@@ -117,8 +117,10 @@ struct RedisNotifier::Impl {
     auto it = waiters.find(key);
     if (it == waiters.end()) return;
     for (Waiter* w : it->second) {
-      w->set_armed(armed);
-      if (!armed) w->notify(nullptr);  // publishes may have gone unheard: look again
+      // A waiter that was armed may have missed an announcement: it looks
+      // again. One that was not is only told (wait_armed returns): waking
+      // it would make it skip its polling backoff.
+      if (w->set_armed(armed) && !armed) w->notify(nullptr);
     }
   }
 
@@ -298,13 +300,16 @@ void Waiter::notify(const std::shared_ptr<const Announcement>& announcement) {
   cv_.notify_one();
 }
 
-void Waiter::set_armed(bool armed) {
+bool Waiter::set_armed(bool armed) {
+  bool was;
   {
     std::lock_guard lock(mutex_);
+    was = armed_;
     armed_ = armed;
     if (!armed) failed_ = true;
   }
   cv_.notify_one();
+  return was;
 }
 
 bool Waiter::armed() const {

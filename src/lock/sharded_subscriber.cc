@@ -133,8 +133,10 @@ struct ShardedSubscriber::Impl {
       if (!plan(&to_route, &to_leave)) return;
       for (const auto& key : to_route) route(key);
       for (const auto& [key, node] : to_leave) leave(key, node);
-      heartbeat();
       if (!wait_and_read()) return;
+      // After reading: a PONG that arrived while routing blocked (a slot map
+      // lookup, a connect) is not mistaken for silence.
+      heartbeat();
     }
   }
 
@@ -166,9 +168,11 @@ struct ShardedSubscriber::Impl {
     return true;
   }
 
-  // Sends the SSUBSCRIBE of `key` to the node owning its slot.
+  // Sends the SSUBSCRIBE of `key` to the node owning its channel's slot
+  // (the channel's hash tag is the key's keys', whatever braces it holds).
   void route(const std::string& key) {
-    auto url = client->node_url(key, Deadline::after(client->options().command_timeout));
+    auto url =
+        client->node_url(channel_of(key), Deadline::after(client->options().command_timeout));
     if (!url) {
       lose({key});
       return;
@@ -200,10 +204,12 @@ struct ShardedSubscriber::Impl {
 
   void leave(const std::string& key, const std::string& name) {
     auto it = nodes.find(name);
-    if (it == nodes.end() || !it->second.connection ||
-        !send(it->second, {"SUNSUBSCRIBE", channel_of(key)})) {
-      // Its connection is gone, and the subscription with it.
-      forget(key);
+    if (it == nodes.end() || !it->second.connection) {
+      forget(key, name);  // its connection is gone, and the subscription with it
+      return;
+    }
+    if (!send(it->second, {"SUNSUBSCRIBE", channel_of(key)})) {
+      broken(name);  // this channel and every other on the node
       return;
     }
     it->second.pending.push_back({Sent::kUnsubscribe, key});
@@ -334,7 +340,14 @@ struct ShardedSubscriber::Impl {
       const Pending front = std::move(node.pending.front());
       node.pending.pop_front();
       if (front.what == Sent::kSubscribe) refused(front.key, text(r));
-      if (front.what == Sent::kUnsubscribe) forget(front.key);
+      if (front.what == Sent::kUnsubscribe) forget(front.key, name);
+      return true;
+    }
+    // A PING answered outside subscribe mode (no channel on this
+    // connection any more): a plain +PONG.
+    if (r->type == REDIS_REPLY_STATUS && text(r) == "PONG" && !node.pending.empty() &&
+        node.pending.front().what == Sent::kPing) {
+      node.pending.pop_front();
       return true;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return false;
@@ -365,7 +378,7 @@ struct ShardedSubscriber::Impl {
       if (!node.pending.empty() && node.pending.front().what == Sent::kUnsubscribe &&
           node.pending.front().key == *key) {
         node.pending.pop_front();
-        forget(*key);
+        forget(*key, name);
       } else {
         dropped(*key, name);  // Redis let it go: its slot moved
       }
@@ -403,13 +416,17 @@ struct ShardedSubscriber::Impl {
     lose({key});
   }
 
-  // Our SUNSUBSCRIBE was answered: gone, unless a waiter came back meanwhile.
-  void forget(const std::string& key) {
+  // Our SUNSUBSCRIBE on `name` was answered (or its connection is gone):
+  // the channel is gone, unless a waiter came back meanwhile. Nothing to do
+  // when the channel has moved on since (lost, and subscribed elsewhere).
+  void forget(const std::string& key, const std::string& name) {
     {
       std::lock_guard lock(mutex);
       auto it = channels.find(key);
-      if (it == channels.end()) return;
-      if (it->second.state == State::kLeaving) armed_now.fetch_sub(1, kRelaxed);
+      if (it == channels.end() || it->second.node != name || it->second.state != State::kLeaving) {
+        return;
+      }
+      armed_now.fetch_sub(1, kRelaxed);
       if (it->second.watchers == 0) {
         channels.erase(it);
         return;

@@ -243,20 +243,28 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
     // this flight (load_batch.h).
     if (BatchMember* member = current_batch_member()) member->step_aside();
     // A key's own channel (per_key) is subscribed by watch(), alongside the
-    // look and the acquire. Armed only after the acquire: the holder may
-    // have announced in between, unheard, so look once more (one GET, for
-    // the first wait of a key within the channel's linger).
-    if (waiter && !armed_before &&
-        waiter->wait_armed(
-            Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)))) {
-      if (auto fresh = fresh_in_l2(key, load_deadline, bar)) {
-        counters_.fleet_waited_loads.add();
-        return std::move(*fresh);
+    // look and the acquire. Armed only after the acquire was sent: the
+    // holder may have finished in between, its announcement unheard (and
+    // our mark taken with it), so look once more (one GET, for the first
+    // wait of a key within the channel's linger); nothing there (the load
+    // failed, or its value does not answer us): try the lock again, now
+    // armed, rather than sleep until retry_interval.
+    bool armed = armed_before;
+    if (waiter && !armed_before) {
+      armed = waiter->wait_armed(
+          Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
+      if (armed) {
+        if (auto fresh = fresh_in_l2(key, load_deadline, bar)) {
+          counters_.fleet_waited_loads.add();
+          return std::move(*fresh);
+        }
+        look = false;  // just looked
+        continue;
       }
     }
     // Woken by the holder's announcement; otherwise come back after
     // retry_interval to take over the lock of a holder that died.
-    if (waiter && waiter->armed()) {
+    if (armed) {
       const bool woken =
           waiter->wait(Deadline::earliest(load_deadline, Deadline::after(options_.retry_interval)));
       if (woken) {

@@ -136,6 +136,54 @@ TEST(KeyChannels, AtMostMaxIdleChannelsAreKept) {
   EXPECT_EQ(announce(other, "k3"), 1);
 }
 
+long long connections_received(Process& p) {
+  auto info = p.client->command({"INFO", "stats"});
+  const std::string_view needle = "total_connections_received:";
+  if (!info) return -1;
+  const std::size_t at = info->str.find(needle);
+  return at == std::string::npos ? -1 : std::stoll(info->str.substr(at + needle.size()));
+}
+
+// Whether a client connection out of every (sharded) subscription has just
+// run PING: the sharded subscriber's heartbeat on a node it keeps.
+bool an_idle_connection_pinged(Process& p) {
+  auto list = p.client->command({"CLIENT", "LIST"});
+  if (!list) return false;
+  std::size_t begin = 0;
+  while (begin < list->str.size()) {
+    std::size_t end = list->str.find('\n', begin);
+    if (end == std::string::npos) end = list->str.size();
+    const std::string_view line(list->str.data() + begin, end - begin);
+    if (line.find(" sub=0 ") != std::string_view::npos &&
+        line.find(" ssub=0 ") != std::string_view::npos &&
+        line.find(" cmd=ping ") != std::string_view::npos) {
+      return true;
+    }
+    begin = end + 1;
+  }
+  return false;
+}
+
+// Once its last channel is let go, a node's connection is out of subscribe
+// mode: Redis answers the heartbeat's PING with a plain +PONG, which must
+// keep the connection (the next waiter of the node uses it again).
+TEST(KeyChannels, AConnectionWithNoChannelLeftSurvivesItsHeartbeats) {
+  auto server = RedisServer::start();
+  Process waiting = process(*server, {.heartbeat = 50ms, .linger = 0ms});
+  {
+    auto waiter = waiting.notifier->watch("k");
+    ASSERT_TRUE(waiter->wait_armed(Deadline::after(10s)));
+  }
+  ASSERT_TRUE(eventually([&] { return waiting.notifier->stats().key_channels == 0; }));
+  const long long connections = connections_received(waiting);
+  ASSERT_TRUE(eventually([&] { return an_idle_connection_pinged(waiting); }));
+  auto again = waiting.notifier->watch("k");
+  ASSERT_TRUE(again->wait_armed(Deadline::after(10s)));
+  // On the same connection: none was opened since, and nothing was lost.
+  EXPECT_EQ(connections_received(waiting), connections);
+  EXPECT_EQ(waiting.notifier->stats().key_channel_losses, 0u);
+}
+
 TEST(KeyChannels, ARestartLosesTheSubscriptionAndWakesItsWaiters) {
   auto server = RedisServer::start();
   Process waiting = process(*server, {.heartbeat = 200ms});
@@ -183,12 +231,16 @@ TEST(KeyChannels, AFleetHerdOnPerKeyChannelsMakesOneLoad) {
   std::vector<Member> members;
   std::atomic<int> loads{0};
   // The load is held until every process has subscribed the key's channel
-  // (each watches before its acquire): the announcement reaches all four.
+  // (each watches before its acquire) and the three others have found the
+  // lock held (which marks the key as waited for, so the finish announces):
+  // the announcement reaches all four.
   auto all_subscribed = [&] {
+    int contended = 0;
     for (auto& m : members) {
       if (m.fleet.notifier->stats().key_channels < 1) return false;
+      if (m.protector->metrics().fleet_lock_contentions > 0) ++contended;
     }
-    return true;
+    return contended == kProcesses - 1;
   };
   auto repository = std::make_shared<CallbackRepository>(
       [&](std::string_view key, Deadline) -> Result<std::optional<std::string>> {
