@@ -104,6 +104,30 @@ Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text) {
       "--db-limit: expected adaptive, off or fixed:N with N in 1..100000, got '{}'", text));
 }
 
+std::optional<Protection> parse_protection(std::string_view text) {
+  if (text == "none") return Protection::kNone;
+  if (text == "local") return Protection::kLocal;
+  if (text == "fleet") return Protection::kFleet;
+  if (text == "full") return Protection::kFull;
+  return std::nullopt;
+}
+
+std::string_view protection_name(Protection protection) {
+  switch (protection) {
+    case Protection::kNone:
+      return "none";
+    case Protection::kLocal:
+      return "local";
+    case Protection::kFleet:
+      return "fleet";
+    case Protection::kFull:
+      return "full";
+    case Protection::kUnset:
+      break;
+  }
+  return "";
+}
+
 std::optional<RedisFleetOptions::ReadyChannels> parse_ready_channels(std::string_view text) {
   using Ready = RedisFleetOptions::ReadyChannels;
   if (text == "auto") return Ready::kAuto;
@@ -220,13 +244,13 @@ Result<void> Scenario::validate() const {
   if (rate_limit != 0) {
     if (!(rate_limit > 0 && rate_limit <= 1e9)) return invalid("rate_limit must be in (0, 1e9]");
     if (clients == 0) return invalid("--rate-limit needs --clients (the limit is per client)");
-    if (protect == "none")
+    if (protect == Protection::kNone)
       return invalid("--rate-limit needs a protector (--protect other than none)");
   }
   if (!l3.empty()) {
     if (redis.empty())
       return invalid("--l3 needs --redis (Redis confirms which L3 records may be promoted)");
-    if (protect == "none")
+    if (protect == Protection::kNone)
       return invalid("--l3 needs a protection (--protect local, fleet or full)");
     if (redis.starts_with("redis-cluster://"))
       return invalid("--l3 is not supported with a redis-cluster:// URL yet");
@@ -238,7 +262,7 @@ Result<void> Scenario::validate() const {
   if (!(invalidate_tag_rate >= 0)) return invalid("--invalidate-tag-rate must be >= 0");
   if (invalidate_tag_rate > 0) {
     if (herd_mode()) return invalid("--invalidate-tag-rate needs a timed run (--duration)");
-    if (protect == "none")
+    if (protect == Protection::kNone)
       return invalid("--invalidate-tag-rate needs a protection (--protect local, fleet or full)");
     // get_many's batch loads take no tags from the repository (repository.h).
     if (get_many > 1) return invalid("--invalidate-tag-rate and --get-many do not combine");
@@ -247,12 +271,10 @@ Result<void> Scenario::validate() const {
     return invalid("--get-many and --clients exclude each other (get_for reads one key)");
   if (!(rate_limit_burst >= 1 && rate_limit_burst <= 1e9))
     return invalid("rate_limit_burst must be in [1, 1e9]");
-  if (protect != "none" && protect != "local" && protect != "fleet" && protect != "full") {
-    return invalid(fmt::format("protect must be none, local, fleet or full, got '{}'", protect));
-  }
-  if ((protect == "fleet" || protect == "full") && redis.empty()) {
-    return invalid(
-        fmt::format("--protect {} needs --redis URL (the fleet lock lives in Redis)", protect));
+  if (protect == Protection::kUnset) return invalid("no protection chosen (--protect)");
+  if (uses_fleet_lock(protect) && redis.empty()) {
+    return invalid(fmt::format("--protect {} needs --redis URL (the fleet lock lives in Redis)",
+                               protection_name(protect)));
   }
   if (db_latency_ms < 0 || db_latency_ms > 60000)
     return invalid("db_latency_ms must be in 0..60000");
@@ -348,9 +370,19 @@ Result<void> load_scenario_file(const std::string& path, Scenario& s) {
       ok_value = read_double(node, key, s.jitter);
     else if (key == "timeout_ms")
       ok_value = read_int(node, key, s.timeout_ms);
-    else if (key == "protect")
-      ok_value = read_string(node, key, s.protect);
-    else if (key == "compare")
+    else if (key == "protect") {
+      std::string text;
+      ok_value = read_string(node, key, text);
+      if (ok_value) {
+        if (auto protection = parse_protection(text)) {
+          s.protect = *protection;
+        } else {
+          problem = fmt::format("{}: protect must be none, local, fleet or full, got '{}'",
+                                where(node), text);
+          ok_value = false;
+        }
+      }
+    } else if (key == "compare")
       ok_value = read_bool(node, key, s.compare);
     else if (key == "redis")
       ok_value = read_string(node, key, s.redis);

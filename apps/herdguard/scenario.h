@@ -40,6 +40,19 @@ Result<ConcurrencyLimitOptions> parse_db_limit(std::string_view text);
 // `xfetch:BETA` (β > 0) or `eager:FRACTION` (a fraction of the TTL in
 // (0, 1)). Errors: kInvalidArgument naming --early-refresh and what is wrong.
 Result<EarlyRefreshOptions> parse_early_refresh(std::string_view text);
+// How the workers protect the database: none (plain cache-aside), local
+// (in-process protection), fleet (also the Redis fleet lock), full (fleet,
+// stale-while-revalidate and fail-safe).
+enum class Protection { kUnset, kNone, kLocal, kFleet, kFull };
+// "none", "local", "fleet" or "full"; nullopt for anything else.
+std::optional<Protection> parse_protection(std::string_view text);
+// The name parse_protection takes ("" for kUnset).
+std::string_view protection_name(Protection protection);
+// Whether the protection uses the fleet lock (and so needs Redis).
+constexpr bool uses_fleet_lock(Protection p) {
+  return p == Protection::kFleet || p == Protection::kFull;
+}
+
 // "auto", "shared" or "per-key"; nullopt for anything else.
 std::optional<RedisFleetOptions::ReadyChannels> parse_ready_channels(std::string_view text);
 
@@ -72,10 +85,9 @@ struct Scenario {
   double jitter = 0.2;
   int timeout_ms = 5000;
 
-  // Protection: none | local | fleet | full (full adds stale-while-revalidate
-  // and fail-safe). Empty (not chosen): fleet with --redis, else local, so
-  // that `herdguard simulate` alone runs on the embedded defaults.
-  std::string protect{};
+  // Not chosen (kUnset): fleet with --redis, else local, so that
+  // `herdguard simulate` alone runs on the embedded defaults.
+  Protection protect = Protection::kUnset;
   bool compare = false;  // also run with `none` first, report both
 
   // Servers. redis empty: in-memory cache per process. db empty: a temporary

@@ -465,7 +465,7 @@ Result<RunReport> run_scenario(const Scenario& s, const std::string& db) {
   ::close(ready_pipe[0]);
 
   RunReport report;
-  report.protect = s.protect;
+  report.protect = std::string(protection_name(s.protect));
   report.processes = s.processes;
   report.failed_workers = s.processes - static_cast<int>(pids.size());
   const bool show_progress = s.progress && ::isatty(STDERR_FILENO);

@@ -352,7 +352,7 @@ int run_herd(const Scenario& o) {
         {"concurrency", o.concurrency},
         {"rounds", o.rounds},
         {"requests", requests},
-        {"protect", o.protect},
+        {"protect", protection_name(o.protect)},
         {"redis", !o.redis.empty()},
         {"db_latency_ms", o.db_latency_ms},
         {"db_queries", db_queries},
@@ -370,8 +370,9 @@ int run_herd(const Scenario& o) {
   } else {
     fmt::print("herdguard simulate: {} processes x {} concurrent requests for one expired key\n",
                o.processes, o.concurrency);
-    fmt::print("protection: {}; cache: {}; database: SQLite, {} ms per query\n\n", o.protect,
-               o.redis.empty() ? "memory (per process)" : "Redis", o.db_latency_ms);
+    fmt::print("protection: {}; cache: {}; database: SQLite, {} ms per query\n\n",
+               protection_name(o.protect), o.redis.empty() ? "memory (per process)" : "Redis",
+               o.db_latency_ms);
     fmt::print("{:>10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>10}\n", "requests", "db queries",
                "errors", "wrong", "p50 ms", "p99 ms", "max ms");
     fmt::print("{:>10} {:>10} {:>8} {:>8} {:>10.1f} {:>10.1f} {:>10.1f}\n\n", requests, db_queries,
@@ -392,7 +393,8 @@ int run_herd(const Scenario& o) {
 
 int run_simulate(const Scenario& given) {
   Scenario scenario = given;
-  if (scenario.protect.empty()) scenario.protect = scenario.redis.empty() ? "local" : "fleet";
+  if (scenario.protect == Protection::kUnset)
+    scenario.protect = scenario.redis.empty() ? Protection::kLocal : Protection::kFleet;
   if (auto valid = scenario.validate(); !valid) {
     fmt::print(stderr, "herdguard simulate: {}\n", valid.error().message);
     return 1;
@@ -425,11 +427,11 @@ int run_simulate(const Scenario& given) {
     fmt::print(stderr, "herdguard simulate: --db: {}\n", seeded.error().to_string());
     return 1;
   }
-  std::vector<std::string> modes;
-  if (scenario.compare && scenario.protect != "none") modes.push_back("none");
+  std::vector<Protection> modes;
+  if (scenario.compare && scenario.protect != Protection::kNone) modes.push_back(Protection::kNone);
   modes.push_back(scenario.protect);
   std::vector<RunReport> runs;
-  for (const std::string& mode : modes) {
+  for (const Protection mode : modes) {
     Scenario run = scenario;
     run.protect = mode;
     auto report = run_scenario(run, db);

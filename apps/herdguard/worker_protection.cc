@@ -61,7 +61,7 @@ Result<WorkerProtection> build_worker_protection(
   p.db = std::make_shared<FaultyRepository>(std::move(server), s.faults, refusing_socket);
   const auto ttl = std::chrono::milliseconds(s.ttl_ms);
   const auto timeout = std::chrono::milliseconds(s.timeout_ms);
-  const bool fleet_mode = s.protect == "fleet" || s.protect == "full";
+  const bool fleet_mode = uses_fleet_lock(s.protect);
   if (!redis_url.empty()) {
     auto fleet = RedisFleet::connect(
         {.redis = {.url = redis_url},
@@ -74,7 +74,7 @@ Result<WorkerProtection> build_worker_protection(
     p.fleet = std::move(*fleet);
     if (p.fleet->notifier) (void)p.fleet->notifier->wait_subscribed(Deadline::after(timeout));
   }
-  if (s.protect == "none") {
+  if (s.protect == Protection::kNone) {
     std::shared_ptr<Cache> cache;
     if (p.fleet) {
       cache = p.fleet->l2;
@@ -123,7 +123,7 @@ Result<WorkerProtection> build_worker_protection(
     if (!adaptive) return std::unexpected(adaptive.error());
     options.adaptive_ttl = *adaptive;
   }
-  if (s.protect == "full") {
+  if (s.protect == Protection::kFull) {
     options.stale_while_revalidate = std::chrono::hours(1);
     options.fail_safe_max_staleness = std::chrono::hours(1);
   } else {
@@ -168,7 +168,7 @@ Result<WorkerProtection> build_worker_protection(
     p.metrics_server = std::move(*server);
   }
   Protector* raw = p.protector.get();
-  if (s.protect == "full") {
+  if (s.protect == Protection::kFull) {
     p.request = [raw](const std::string& key) { return raw->get_stale_while_revalidate(key); };
   } else {
     p.request = [raw](const std::string& key) { return raw->get(key); };
