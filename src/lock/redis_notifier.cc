@@ -306,7 +306,7 @@ bool Waiter::set_armed(bool armed) {
     std::lock_guard lock(mutex_);
     was = armed_;
     armed_ = armed;
-    if (!armed) failed_ = true;
+    failed_ = !armed;  // wait_armed waits again once a lost channel is back
   }
   cv_.notify_one();
   return was;

@@ -206,9 +206,11 @@ Result<CacheEntry> LoadCoordinator::load_with_fleet_lock(const std::string& key,
   // announced since is found by the holder's re-check under the lock (if
   // the lock is free) or wakes the waiter registered below (if it is not).
   bool look = !request.l2_just_read;
+  // Interest first, then the checks: an announcement after this point wakes
+  // us. One waiter for the whole wait: a key's own channel (per_key) stays
+  // subscribed while we loop, whatever its linger.
+  const std::unique_ptr<Waiter> waiter = notifier_ ? notifier_->watch(key) : nullptr;
   for (;;) {
-    // Interest first, then the check: an announcement after this point wakes us.
-    std::unique_ptr<Waiter> waiter = notifier_ ? notifier_->watch(key) : nullptr;
     // Before the acquire, which reads L2 for a holder, and before the wait,
     // whose announcement may bring the value: an in-process set/invalidate
     // after this point keeps either out of L1.
