@@ -69,7 +69,8 @@ struct RunConfig {
   int keys = 3;
   bool l1 = true;
   bool faults = false;
-  bool tags = false;  // invalidations by tag and clear() (race_worker.cc)
+  bool tags = false;     // invalidations by tag and clear() (race_worker.cc)
+  bool per_key = false;  // ready notifications on the keys' own channels
 };
 
 RunConfig from_env(std::string name, int workers, bool l1, bool faults) {
@@ -242,7 +243,9 @@ void run_race(const RunConfig& config) {
                    "--l1",
                    config.l1 ? "on" : "off",
                    "--tags",
-                   config.tags ? "on" : "off"});
+                   config.tags ? "on" : "off",
+                   "--ready-channels",
+                   config.per_key ? "per-key" : "shared"});
   }
   for (const Fault& f : faults) {
     std::this_thread::sleep_until(std::chrono::steady_clock::time_point(
@@ -319,6 +322,15 @@ TEST(RaceTest, FleetInvalidatingByTagWithFaultsKeepsLeaseSemantics) {
   RunConfig config = from_env("tags", static_cast<int>(env_int("HERDGUARD_RACE_WORKERS", 3)), true,
                               env_on("HERDGUARD_RACE_FAULTS", true));
   config.tags = true;
+  run_race(config);
+}
+
+// The same contract when waiters hear "ready" on the keys' own channels
+// (sharded pub/sub, subscribed per waited key), with Redis paused and killed.
+TEST(RaceTest, FleetOnPerKeyChannelsWithFaultsKeepsLeaseSemantics) {
+  RunConfig config = from_env("perkey", static_cast<int>(env_int("HERDGUARD_RACE_WORKERS", 3)),
+                              true, env_on("HERDGUARD_RACE_FAULTS", true));
+  config.per_key = true;
   run_race(config);
 }
 

@@ -10,7 +10,8 @@
 //
 // Usage: race_worker --redis URL --db PATH --log PATH --worker N --seed S
 //          --start-at-ns T --duration-ms D --threads N --keys K
-//          [--l1 on|off] [--lease-ms 900] [--load-timeout-ms 2000]
+//          [--l1 on|off] [--ready-channels shared|per-key] [--lease-ms 900]
+//          [--load-timeout-ms 2000]
 //          [--ttl-ms 20000] [--deadline-ms 1500] [--slow-percent 30]
 //          [--slow-min-ms 50] [--slow-max-ms 400] [--think-max-us 4000]
 // Exit status: 0 after a run (whatever its operations returned), 2 for bad
@@ -55,6 +56,8 @@ struct Config {
   // invalidate_tag("t:k"), a plain invalidate is clear() (logged as one
   // invalidate per key), and a set carries the tags.
   bool tags = false;
+  // Ready notifications on the keys' own channels (sharded pub/sub).
+  bool per_key = false;
   int lease_ms = 900, load_timeout_ms = 2000, ttl_ms = 20000, deadline_ms = 1500;
   int slow_percent = 30, slow_min_ms = 50, slow_max_ms = 400, think_max_us = 4000;
 };
@@ -97,6 +100,9 @@ std::optional<Config> parse_args(int argc, char** argv) {
   std::string tags = "off";
   text("--tags", tags);
   c.tags = tags == "on";
+  std::string channels = "shared";
+  text("--ready-channels", channels);
+  c.per_key = channels == "per-key";
   if (c.redis_url.empty() || c.db_path.empty() || c.log_path.empty() || c.threads < 1 ||
       c.keys < 1 || (l1 != "on" && l1 != "off")) {
     return std::nullopt;
@@ -285,9 +291,12 @@ std::vector<Op> run_thread(const Config& config, int thread, Protector& protecto
 int run(const Config& config) {
   auto repository = std::make_shared<SlowRepository>(config);
   if (!repository->usable()) return 3;
-  auto fleet = RedisFleet::connect({.redis = {.url = config.redis_url},
-                                    .prefix = "race:",
-                                    .lease = std::chrono::milliseconds(config.lease_ms)});
+  auto fleet = RedisFleet::connect(
+      {.redis = {.url = config.redis_url},
+       .prefix = "race:",
+       .lease = std::chrono::milliseconds(config.lease_ms),
+       .ready_channels = config.per_key ? RedisFleetOptions::ReadyChannels::kPerKey
+                                        : RedisFleetOptions::ReadyChannels::kShared});
   if (!fleet) {
     std::fprintf(stderr, "worker %d: %s\n", config.worker, fleet.error().to_string().c_str());
     return 3;
