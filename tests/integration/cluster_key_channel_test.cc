@@ -12,6 +12,7 @@
 #include "herdguard/herdguard.h"
 #include "redis/cluster_slot.h"
 #include "redis_cluster.h"
+#include "shared_cluster_suite.h"
 #include "test_support.h"
 
 namespace herdguard {
@@ -84,16 +85,7 @@ Received herd_of_thirty(const RedisCluster& cluster, Ready ready, std::string_vi
                   .announced = holder.locks->stats().announcements};
 }
 
-class ClusterKeyChannels : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { cluster_ = RedisCluster::start().release(); }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  static RedisCluster* cluster_;
-};
-RedisCluster* ClusterKeyChannels::cluster_ = nullptr;
+class ClusterKeyChannels : public testing::SharedClusterSuite {};
 
 TEST_F(ClusterKeyChannels, AProcessReceivesOnlyTheKeysItWaitsOn) {
   const Received got = herd_of_thirty(*cluster_, Ready::kAuto, "per-key", 10);

@@ -16,6 +16,7 @@
 
 #include "herdguard/herdguard.h"
 #include "redis/cluster_slot.h"
+#include "shared_cluster_suite.h"
 #include "simulated_processes.h"
 #include "test_support.h"
 
@@ -46,16 +47,7 @@ std::string key_owned_by(const RedisCluster& cluster, int port, std::string_view
 }
 
 // One cluster for the tests that leave its layout alone.
-class ClusterClient : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { cluster_ = RedisCluster::start().release(); }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  static RedisCluster* cluster_;
-};
-RedisCluster* ClusterClient::cluster_ = nullptr;
+class ClusterClient : public testing::SharedClusterSuite {};
 
 TEST_F(ClusterClient, EachKeyIsStoredOnThePrimaryThatOwnsItsSlot) {
   auto client = connect(cluster_->url());
