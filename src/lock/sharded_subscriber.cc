@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "core/random.h"
+#include "redis/cluster_slot.h"
 #include "redis/hiredis_connection.h"
 #include "redis/key_layout.h"
 
@@ -34,23 +34,6 @@ constexpr std::chrono::seconds kBackoffMax{2};
 std::string node_name(const RedisUrl& url) {
   return url.transport == RedisUrl::Transport::kUnix ? url.socket_path
                                                      : fmt::format("{}:{}", url.host, url.port);
-}
-
-// "MOVED 7629 127.0.0.1:17001" → the node's host and port.
-std::optional<RedisUrl::Node> moved_target(std::string_view error) {
-  if (!error.starts_with("MOVED ")) return std::nullopt;
-  const std::size_t space = error.find(' ', 6);
-  if (space == std::string_view::npos) return std::nullopt;
-  const std::string_view address = error.substr(space + 1);
-  const std::size_t colon = address.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  int port = 0;
-  const std::string_view digits = address.substr(colon + 1);
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-  if (ec != std::errc() || end != digits.data() + digits.size() || port < 1 || port > 65535) {
-    return std::nullopt;
-  }
-  return RedisUrl::Node{.host = std::string(address.substr(0, colon)), .port = port};
 }
 
 std::string_view text(const redisReply* r) {
@@ -339,7 +322,7 @@ struct ShardedSubscriber::Impl {
       if (node.pending.empty()) return false;
       const Pending front = std::move(node.pending.front());
       node.pending.pop_front();
-      if (front.what == Sent::kSubscribe) refused(front.key, text(r));
+      if (front.what == Sent::kSubscribe) refused(front.key, name, text(r));
       if (front.what == Sent::kUnsubscribe) forget(front.key, name);
       return true;
     }
@@ -401,13 +384,14 @@ struct ShardedSubscriber::Impl {
     callbacks.armed(key);
   }
 
-  // SSUBSCRIBE answered by an error: follow a MOVED, else lose the channel
-  // (the next round routes it again).
-  void refused(const std::string& key, std::string_view error) {
-    if (auto target = moved_target(error)) {
+  // SSUBSCRIBE answered by an error from `name`: follow a MOVED, else lose
+  // the channel (the next round routes it again).
+  void refused(const std::string& key, const std::string& name, std::string_view error) {
+    const std::optional<Redirect> target = parse_redirect(error);
+    if (target && target->moved) {
       RedisUrl url = client->url();
       url.transport = RedisUrl::Transport::kTcp;
-      url.host = target->host;
+      url.host = target->host.empty() ? nodes.at(name).url.host : target->host;
       url.port = target->port;
       url.seeds.clear();
       subscribe(key, url);

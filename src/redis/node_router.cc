@@ -14,49 +14,6 @@ namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
-// A redirect's target: "MOVED 3999 127.0.0.1:6381" / "ASK 3999 [::1]:6381".
-struct Redirect {
-  bool moved = false;
-  std::uint16_t slot = 0;
-  std::string host;  // empty: the node that answered
-  int port = 0;
-};
-
-std::optional<Redirect> parse_redirect(std::string_view text) {
-  Redirect r;
-  if (text.starts_with("MOVED ")) {
-    r.moved = true;
-    text.remove_prefix(6);
-  } else if (text.starts_with("ASK ")) {
-    text.remove_prefix(4);
-  } else {
-    return std::nullopt;
-  }
-  const auto space = text.find(' ');
-  const auto colon = text.rfind(':');
-  if (space == std::string_view::npos || colon == std::string_view::npos || colon < space) {
-    return std::nullopt;
-  }
-  unsigned slot = 0;
-  const std::string_view slot_text = text.substr(0, space);
-  if (auto [p, ec] = std::from_chars(slot_text.data(), slot_text.data() + slot_text.size(), slot);
-      ec != std::errc() || p != slot_text.data() + slot_text.size() || slot >= kClusterSlots) {
-    return std::nullopt;
-  }
-  r.slot = static_cast<std::uint16_t>(slot);
-  std::string_view host = text.substr(space + 1, colon - space - 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  if (host == "?") return std::nullopt;  // an endpoint the node does not know
-  r.host = std::string(host);
-  const std::string_view port = text.substr(colon + 1);
-  if (auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), r.port);
-      ec != std::errc() || p != port.data() + port.size() || r.port < 1 || r.port > 65535) {
-    return std::nullopt;
-  }
-  return r;
-}
-
 }  // namespace
 
 NodeRouter::NodeRouter(RedisUrl url, const RedisOptions& options, PoolCounters& counters)
